@@ -1,0 +1,52 @@
+"""The one backend interface every inference engine implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.domain import Generation
+from engine.specs import VariantSpec
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    load_s: float  # wall time to load the model and apply model-level techniques
+    weight_bytes: int  # bytes held by weights (quantized storage counted as stored)
+    device: str  # e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100 80GB HBM3"
+    technique_report: dict[str, Any] = field(default_factory=dict)  # what each technique did
+
+
+class Backend(ABC):
+    """Loads one variant's model and generates greedily for batches of chat requests.
+
+    Prompt-level techniques (prompt compression) are applied by the runner before
+    ``generate``; model-level techniques (weight quantization) are applied in ``load``.
+    """
+
+    name: str = ""
+
+    def __init__(self, spec: VariantSpec, model_path: str) -> None:
+        self.spec = spec
+        self.model_path = model_path
+
+    @abstractmethod
+    def load(self) -> LoadInfo:
+        """Load weights, apply model-level techniques, return what it cost."""
+
+    @abstractmethod
+    def count_tokens(self, messages: Messages) -> int:
+        """Prompt tokens for these messages as this model would receive them."""
+
+    @abstractmethod
+    def generate(self, batch: list[Messages], max_new_tokens: int) -> list[Generation]:
+        """Greedy generation for a batch; one Generation per request, in order."""
+
+    @abstractmethod
+    def peak_memory_bytes(self) -> int | None:
+        """Peak memory since load started (accelerator memory, or process RSS growth on CPU)."""
+
+    def close(self) -> None:
+        """Release the model; the default drops references and lets GC reclaim them."""

@@ -1,0 +1,251 @@
+"""Cost arithmetic: turn measured throughput into $/1M tokens, $/1k requests and $/month.
+
+Everything here is a pure function of its arguments (no I/O, no clocks, no model code), so
+every dollar figure the app shows can be recomputed by hand from the measured throughput
+and the hourly price.
+
+The prices in ``CATALOG`` are editable defaults, not live quotes: each one names the
+public price list it came from and the month it is believed to have held. Cloud prices
+change; a user should overwrite ``price_per_hour`` with what they actually pay.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from engine.errors import SpecError
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One rentable machine and its on-demand list price."""
+
+    key: str
+    name: str
+    kind: Literal["gpu", "cpu"]
+    memory_gb: float  # GPU memory for "gpu", system RAM for "cpu"
+    price_per_hour: float  # USD, on-demand, per instance (per GPU where the list is per GPU)
+    price_source: str  # the named price list / instance the price comes from
+    price_date: str  # "YYYY-MM" the price is believed to have held
+
+
+_HARDWARE = (
+    Hardware(
+        key="cpu-c7i-large",
+        name="AWS c7i.large (2 vCPU, 4 GiB)",
+        kind="cpu",
+        memory_gb=4.0,
+        price_per_hour=0.08925,
+        price_source="AWS EC2 on-demand, Linux, us-east-1, c7i.large",
+        price_date="2025-01",
+    ),
+    Hardware(
+        key="nvidia-a10g",
+        name="NVIDIA A10G 24 GB (AWS g5.xlarge)",
+        kind="gpu",
+        memory_gb=24.0,
+        price_per_hour=1.006,
+        price_source="AWS EC2 on-demand, Linux, us-east-1, g5.xlarge",
+        price_date="2025-01",
+    ),
+    Hardware(
+        key="nvidia-l4",
+        name="NVIDIA L4 24 GB (AWS g6.xlarge)",
+        kind="gpu",
+        memory_gb=24.0,
+        price_per_hour=0.8048,
+        price_source="AWS EC2 on-demand, Linux, us-east-1, g6.xlarge",
+        price_date="2025-01",
+    ),
+    Hardware(
+        key="nvidia-a100-80gb",
+        name="NVIDIA A100 SXM4 80 GB",
+        kind="gpu",
+        memory_gb=80.0,
+        price_per_hour=1.79,
+        price_source="Lambda Cloud on-demand, 8x A100 SXM4 80GB instance, per-GPU rate",
+        price_date="2025-01",
+    ),
+    Hardware(
+        key="nvidia-h100-80gb",
+        name="NVIDIA H100 SXM 80 GB",
+        kind="gpu",
+        memory_gb=80.0,
+        price_per_hour=2.95,
+        price_source="Nebius AI Cloud on-demand, NVIDIA H100, per GPU-hour (nebius.com/prices)",
+        price_date="2025-10",
+    ),
+    Hardware(
+        key="nvidia-h200",
+        name="NVIDIA H200 141 GB",
+        kind="gpu",
+        memory_gb=141.0,
+        price_per_hour=3.50,
+        price_source="Nebius AI Cloud on-demand, preset 1gpu-16vcpu-200gb (1x H200)",
+        price_date="2025-10",
+    ),
+)
+
+CATALOG: dict[str, Hardware] = {hw.key: hw for hw in _HARDWARE}
+
+
+def get_hardware(key: str) -> Hardware:
+    """Look up a catalog entry; an unknown key raises SpecError naming the known keys."""
+    try:
+        return CATALOG[key]
+    except KeyError:
+        known = ", ".join(sorted(CATALOG))
+        raise SpecError(f"Unknown hardware {key!r}; choose one of: {known}.") from None
+
+
+def _require_positive(value: float, what: str) -> None:
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"{what} must be > 0 to compute a cost, got {value!r}.")
+
+
+def cost_per_million_tokens(price_per_hour: float, tokens_per_s: float) -> float:
+    """USD per 1M tokens: ``price_per_hour / (tokens_per_s * 3600) * 1e6``.
+
+    Raises ValueError when ``tokens_per_s <= 0`` (no throughput, no finite cost).
+    """
+    _require_positive(tokens_per_s, "tokens_per_s")
+    return price_per_hour / (tokens_per_s * SECONDS_PER_HOUR) * 1e6
+
+
+def cost_per_1k_requests(price_per_hour: float, requests_per_s: float) -> float:
+    """USD per 1,000 requests: ``price_per_hour / (requests_per_s * 3600) * 1000``.
+
+    Raises ValueError when ``requests_per_s <= 0``.
+    """
+    _require_positive(requests_per_s, "requests_per_s")
+    return price_per_hour / (requests_per_s * SECONDS_PER_HOUR) * 1000.0
+
+
+def requests_per_s(n_requests: int, wall_s: float) -> float:
+    """Measured request throughput: ``n_requests / wall_s``.
+
+    Raises ValueError when ``wall_s <= 0`` or ``n_requests < 0``.
+    """
+    _require_positive(wall_s, "wall_s")
+    if n_requests < 0:
+        raise ValueError(f"n_requests must be >= 0, got {n_requests!r}.")
+    return n_requests / wall_s
+
+
+def monthly_cost(
+    price_per_hour: float,
+    requests_per_s_capacity: float,
+    requests_per_month: float,
+    utilisation: float = 1.0,
+) -> float:
+    """USD to serve a monthly request volume, paying only for busy hours.
+
+    ``hours = requests_per_month / (requests_per_s_capacity * utilisation * 3600)``
+    ``cost = hours * price_per_hour``
+
+    Pay-per-busy-hour model: no idle or reserved capacity is charged. ``utilisation`` in
+    (0, 1] is the fraction of measured capacity actually achieved in production; values
+    below 1 inflate the cost (0.5 doubles it). Raises ValueError on non-positive capacity,
+    utilisation outside (0, 1], or a negative volume.
+    """
+    _require_positive(requests_per_s_capacity, "requests_per_s_capacity")
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"utilisation must be in (0, 1], got {utilisation!r}.")
+    if requests_per_month < 0:
+        raise ValueError(f"requests_per_month must be >= 0, got {requests_per_month!r}.")
+    hours = requests_per_month / (requests_per_s_capacity * utilisation * SECONDS_PER_HOUR)
+    return hours * price_per_hour
+
+
+def savings(baseline_cost: float, variant_cost: float) -> tuple[float, float]:
+    """``(absolute, fraction)`` saved by the variant versus the baseline.
+
+    ``absolute = baseline_cost - variant_cost`` (positive = the variant is cheaper);
+    ``fraction = absolute / baseline_cost``, or 0.0 when ``baseline_cost == 0``.
+    """
+    absolute = baseline_cost - variant_cost
+    fraction = absolute / baseline_cost if baseline_cost != 0 else 0.0
+    return absolute, fraction
+
+
+@dataclass(frozen=True)
+class MeasuredThroughput:
+    """What a replay measured for one variant: the inputs to ``variant_costs``."""
+
+    name: str
+    output_tokens_total: int
+    n_requests: int
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class VariantCost:
+    """Cost figures for one variant; every cost is None when throughput was zero/failed."""
+
+    name: str
+    tokens_per_s: float | None
+    requests_per_s: float | None
+    cost_per_1m_output_tokens: float | None
+    cost_per_1k_requests: float | None
+    monthly_cost: float | None
+    monthly_savings: float | None  # vs the baseline; positive = cheaper than the baseline
+    savings_fraction: float | None
+
+
+def _throughput(count: float, wall_s: float) -> float | None:
+    """``count / wall_s``, or None when either is not positive (failed or empty run)."""
+    if not (wall_s > 0 and count > 0):
+        return None
+    return count / wall_s
+
+
+def _cost_row(run: MeasuredThroughput, price_per_hour: float, requests_per_month: float) -> VariantCost:
+    tok_s = _throughput(run.output_tokens_total, run.wall_s)
+    req_s = _throughput(run.n_requests, run.wall_s)
+    return VariantCost(
+        name=run.name,
+        tokens_per_s=tok_s,
+        requests_per_s=req_s,
+        cost_per_1m_output_tokens=(
+            cost_per_million_tokens(price_per_hour, tok_s) if tok_s is not None else None
+        ),
+        cost_per_1k_requests=(
+            cost_per_1k_requests(price_per_hour, req_s) if req_s is not None else None
+        ),
+        monthly_cost=(
+            monthly_cost(price_per_hour, req_s, requests_per_month) if req_s is not None else None
+        ),
+        monthly_savings=None,
+        savings_fraction=None,
+    )
+
+
+def variant_costs(
+    rows: Iterable[MeasuredThroughput | tuple[str, int, int, float]],
+    price_per_hour: float,
+    requests_per_month: float,
+    baseline_name: str,
+) -> list[VariantCost]:
+    """Cost every variant on the same hardware price and monthly volume.
+
+    ``rows`` are MeasuredThroughput or ``(name, output_tokens_total, n_requests, wall_s)`` tuples.
+    ``tokens_per_s = output_tokens_total / wall_s``; ``requests_per_s = n_requests / wall_s``;
+    the costs follow from the functions above. Savings are against the row named
+    ``baseline_name``; they are None for a variant without a monthly cost, or when the
+    baseline is missing or has none. A failed variant (zero tokens, requests or time) gets
+    None costs instead of raising. Order of ``rows`` is kept.
+    """
+    runs = [r if isinstance(r, MeasuredThroughput) else MeasuredThroughput(*r) for r in rows]
+    costed = [_cost_row(r, price_per_hour, requests_per_month) for r in runs]
+    base = next((c.monthly_cost for c in costed if c.name == baseline_name), None)
+    return [_with_savings(c, base) for c in costed]
+
+
+def _with_savings(row: VariantCost, baseline_monthly: float | None) -> VariantCost:
+    if row.monthly_cost is None or baseline_monthly is None:
+        return row
+    absolute, fraction = savings(baseline_monthly, row.monthly_cost)
+    return replace(row, monthly_savings=absolute, savings_fraction=fraction)

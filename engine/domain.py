@@ -1,0 +1,127 @@
+"""Frozen domain objects that cross layer boundaries (storage never returns ORM rows)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    """One usable request parsed from an uploaded log."""
+
+    line: int  # 1-based line (JSONL) or row (CSV, header = row 1) in the original file
+    messages: tuple[dict[str, str], ...]  # OpenAI chat messages: {"role": ..., "content": ...}
+    reference: str | None = None  # expected answer, when the log has one
+    logged_output: str | None = None  # what the production model answered, when logged
+    logged_prompt_tokens: int | None = None  # usage.prompt_tokens as logged
+    logged_output_tokens: int | None = None  # usage.completion_tokens as logged
+    request_id: str | None = None  # custom_id / id, when present
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        """All message contents joined, for display and word statistics."""
+        return "\n".join(m["content"] for m in self.messages)
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """Why one line of a log was rejected; the rest of the file is kept."""
+
+    line: int
+    field: str
+    reason: str  # says what is wrong and how to fix it
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    format: str  # "chat_jsonl" | "prompt_jsonl" | "openai_batch" | "proxy_jsonl" | "csv"
+    requests: tuple[LogRequest, ...]
+    issues: tuple[RowIssue, ...]
+    total_rows: int  # rows seen, valid + invalid (blank lines not counted)
+
+
+@dataclass(frozen=True)
+class Workload:
+    id: int
+    name: str
+    filename: str
+    format: str
+    n_requests: int
+    n_issues: int
+    created_at: datetime
+    issues: tuple[RowIssue, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: int
+    workload_id: int
+    index: int  # 0-based position within the workload
+    request: LogRequest
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a backend produced for one request."""
+
+    text: str
+    prompt_tokens: int  # tokens actually sent to the model
+    output_tokens: int
+    ttft_s: float  # time to first token, from the start of the batch's generate call
+    latency_s: float  # end-to-end for this request (its batch), excluding prompt compression
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """One request through one variant, with its accuracy metrics."""
+
+    request_index: int
+    output_text: str
+    prompt_tokens_logged: int | None
+    prompt_tokens_original: int  # original prompt, counted with the model's tokenizer
+    prompt_tokens_sent: int  # after prompt compression (== original when none)
+    output_tokens: int
+    ttft_s: float
+    latency_s: float  # end-to-end, including prompt compression time
+    compress_s: float = 0.0
+    error: str | None = None
+    # accuracy: None where not applicable (no reference / this is the baseline)
+    ref_exact: float | None = None
+    ref_contains: float | None = None
+    ref_f1: float | None = None
+    base_rouge_l: float | None = None
+    base_cosine: float | None = None
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """One variant of a run: its spec (JSON), status and variant-level measurements."""
+
+    id: int
+    run_id: int
+    name: str
+    spec: dict[str, Any]  # the VariantSpec as JSON: exactly what produced these numbers
+    status: str  # "pending" | "running" | "ok" | "failed"
+    error: str | None = None
+    load_s: float | None = None
+    weight_bytes: int | None = None
+    peak_mem_bytes: int | None = None
+    throughput_tok_s: float | None = None  # output tokens / wall time of generation
+    wall_s: float | None = None
+    device: str | None = None
+    technique_report: dict[str, Any] = field(default_factory=dict)  # what techniques did
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    workload_id: int
+    name: str
+    spec: dict[str, Any]  # the PilotSpec as JSON
+    status: str  # "pending" | "running" | "done" | "failed"
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    variants: tuple[VariantRun, ...] = ()

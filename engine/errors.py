@@ -1,0 +1,25 @@
+"""The project's own exception types. Messages always say how to fix the problem."""
+
+
+class RoilabError(Exception):
+    """Base class: the CLI and app show these messages to the user as they are."""
+
+
+class LogFormatError(RoilabError):
+    """An uploaded request log cannot be used at all (empty, binary, wrong schema)."""
+
+
+class ModelPrepError(RoilabError):
+    """The embedded model (or a named model) could not be prepared or loaded."""
+
+
+class SpecError(RoilabError):
+    """A variant or technique spec is invalid or cannot run where it was asked to."""
+
+
+class BackendError(RoilabError):
+    """A backend name is unknown or its optional dependency is missing."""
+
+
+class StorageError(RoilabError):
+    """The results store failed; the transaction was rolled back, nothing was half-written."""

@@ -1,0 +1,57 @@
+"""Memory accounting: weight bytes of (possibly quantized) models and peak RSS sampling."""
+from __future__ import annotations
+
+import threading
+
+import psutil
+import torch
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor really stores; quantized tensor subclasses are counted by their parts.
+
+    torchao/quanto wrappers report the original dtype's element size, so
+    ``get_memory_footprint()`` overcounts them; flattening to inner tensors counts the int8
+    data and the scales actually held.
+    """
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def model_weight_bytes(model: torch.nn.Module) -> int:
+    """Sum over unique parameters and buffers (tied weights counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        key = id(t)
+        if key not in seen:
+            seen.add(key)
+            total += tensor_bytes(t.data if isinstance(t, torch.nn.Parameter) else t)
+    return total
+
+
+class RssPeakSampler:
+    """Samples this process's RSS in a thread; ``peak_growth()`` is max RSS minus the start."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self.start_rss = self._proc.memory_info().rss
+        self.peak_rss = self.start_rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def peak_growth(self) -> int:
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+        return self.peak_rss - self.start_rss
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)

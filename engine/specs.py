@@ -1,0 +1,108 @@
+"""Serialisable specs: a variant is data (base model + backend + technique specs).
+
+Every run stores the JSON of its PilotSpec, so any number can be traced back to exactly
+what produced it. Unknown fields are refused (``extra="forbid"``) so a typo never
+silently becomes a default.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.errors import SpecError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantizeWeights(_Spec):
+    """Post-training weight quantization of the linear layers."""
+
+    kind: Literal["quantize_weights"] = "quantize_weights"
+    bits: Literal[8] = 8
+    method: Literal["torchao"] = "torchao"
+
+
+class CompressPrompt(_Spec):
+    """LLMLingua prompt compression before the request reaches the model."""
+
+    kind: Literal["compress_prompt"] = "compress_prompt"
+    rate: float = Field(0.5, gt=0.0, le=1.0, description="target fraction of tokens kept")
+    scorer_model: str | None = Field(None, description="scorer model; None = the variant's model")
+    min_tokens: int = Field(64, ge=0, description="prompts shorter than this are sent unchanged")
+
+
+TechniqueSpec = Annotated[Union[QuantizeWeights, CompressPrompt], Field(discriminator="kind")]
+
+
+class VariantSpec(_Spec):
+    name: str = Field(min_length=1, max_length=80)
+    model: str = "embedded:smollm2-135m-instruct"
+    backend: str = "transformers"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    techniques: tuple[TechniqueSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_of_each_kind(self) -> "VariantSpec":
+        kinds = [t.kind for t in self.techniques]
+        dup = {k for k in kinds if kinds.count(k) > 1}
+        if dup:
+            raise ValueError(f"technique(s) {sorted(dup)} listed twice; keep one of each kind")
+        return self
+
+
+class GenerationSettings(_Spec):
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    batch_size: int = Field(8, ge=1, le=256)
+    # Greedy decoding: variant-vs-baseline agreement is only meaningful without sampling.
+
+
+class CostSettings(_Spec):
+    hardware: str = "cpu-c7i-large"  # key into engine.cost catalog
+    price_per_hour: float | None = Field(None, ge=0, description="None = the catalog price")
+    requests_per_month: int = Field(1_000_000, ge=0)
+
+
+class PilotSpec(_Spec):
+    """A pilot: one workload replayed through variants; the first variant is the baseline."""
+
+    name: str = "pilot"
+    workload_id: int
+    variants: tuple[VariantSpec, ...] = Field(min_length=1)
+    generation: GenerationSettings = GenerationSettings()
+    cost: CostSettings = CostSettings()
+    max_requests: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "PilotSpec":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        return self
+
+    @property
+    def baseline(self) -> VariantSpec:
+        return self.variants[0]
+
+
+def default_variants(model: str = "embedded:smollm2-135m-instruct") -> tuple[VariantSpec, ...]:
+    """The default pilot: baseline, 8-bit weights, LLMLingua at rate 0.5."""
+    return (
+        VariantSpec(name="baseline", model=model),
+        VariantSpec(name="int8-weights", model=model, techniques=(QuantizeWeights(bits=8),)),
+        VariantSpec(name="llmlingua-0.5", model=model, techniques=(CompressPrompt(rate=0.5),)),
+    )
+
+
+def parse_pilot_spec(data: dict) -> PilotSpec:
+    """Validate a pilot spec from JSON, turning pydantic's errors into one clear message."""
+    from pydantic import ValidationError
+
+    try:
+        return PilotSpec.model_validate(data)
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SpecError("Invalid pilot spec - " + "; ".join(parts)) from exc

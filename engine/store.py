@@ -1,0 +1,307 @@
+"""Results storage: SQLAlchemy 2.0 over SQLite by default (any SQLAlchemy URL works).
+
+ORM rows never leave this module: callers get frozen domain objects or DataFrames.
+Every write happens in one transaction that commits or rolls back as a whole, so a
+failure never leaves half-written results. SQLite runs in WAL mode so the dashboard can
+read while a pilot writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, create_engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from engine.domain import (LogRequest, ParsedLog, RequestResult, RowIssue, Run, StoredRequest,
+                           VariantRun, Workload)
+from engine.errors import StorageError
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class WorkloadRow(Base):
+    __tablename__ = "workloads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(500))
+    format: Mapped[str] = mapped_column(String(40))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the upload, byte for byte
+    sha256: Mapped[str] = mapped_column(String(64))
+    n_requests: Mapped[int]
+    issues_json: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
+    idx: Mapped[int]
+    line: Mapped[int]
+    messages_json: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    logged_output: Mapped[str | None] = mapped_column(Text)
+    logged_prompt_tokens: Mapped[int | None]
+    logged_output_tokens: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    finished_at: Mapped[datetime | None]
+
+
+class VariantRow(Base):
+    __tablename__ = "variants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(80))
+    spec_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    load_s: Mapped[float | None]
+    weight_bytes: Mapped[int | None]
+    peak_mem_bytes: Mapped[int | None]
+    throughput_tok_s: Mapped[float | None]
+    wall_s: Mapped[float | None]
+    device: Mapped[str | None] = mapped_column(String(80))
+    technique_report_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id"), index=True)
+    request_index: Mapped[int]
+    output_text: Mapped[str] = mapped_column(Text)
+    prompt_tokens_logged: Mapped[int | None]
+    prompt_tokens_original: Mapped[int]
+    prompt_tokens_sent: Mapped[int]
+    output_tokens: Mapped[int]
+    ttft_s: Mapped[float]
+    latency_s: Mapped[float]
+    compress_s: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    ref_exact: Mapped[float | None]
+    ref_contains: Mapped[float | None]
+    ref_f1: Mapped[float | None]
+    base_rouge_l: Mapped[float | None]
+    base_cosine: Mapped[float | None]
+
+
+_RESULT_FIELDS = [f for f in RequestResult.__dataclass_fields__]
+_VARIANT_MEASURES = ("load_s", "weight_bytes", "peak_mem_bytes", "throughput_tok_s", "wall_s",
+                     "device")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Store:
+    """The one storage contract used by the engine, CLI and dashboard."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True,
+                                                                           exist_ok=True)
+        try:
+            self.engine = create_engine(url, future=True)
+        except Exception as exc:  # bad URL or missing driver
+            raise StorageError(f"Cannot open results store {url!r}: {exc}. Fix ROILAB_DB_URL.") \
+                from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self._session():
+            Base.metadata.create_all(self.engine)
+        self.url = url
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StorageError(f"Results store error (nothing was written): {exc}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # ---- workloads -------------------------------------------------------------------
+    def add_workload(self, name: str, filename: str, raw: bytes, parsed: ParsedLog) -> Workload:
+        """Store the original upload unchanged plus its parsed requests, atomically."""
+        with self._session() as s:
+            row = WorkloadRow(name=name, filename=filename, format=parsed.format, raw=raw,
+                              sha256=hashlib.sha256(raw).hexdigest(),
+                              n_requests=len(parsed.requests),
+                              issues_json=json.dumps([asdict(i) for i in parsed.issues]))
+            s.add(row)
+            s.flush()
+            s.add_all(_request_row(row.id, i, r) for i, r in enumerate(parsed.requests))
+            s.flush()
+            return _workload(row)
+
+    def list_workloads(self) -> list[Workload]:
+        with self._session() as s:
+            rows = s.scalars(select(WorkloadRow).order_by(WorkloadRow.id.desc())).all()
+            return [_workload(r) for r in rows]
+
+    def get_workload(self, workload_id: int) -> Workload:
+        with self._session() as s:
+            return _workload(self._get(s, WorkloadRow, workload_id))
+
+    def get_raw_upload(self, workload_id: int) -> bytes:
+        with self._session() as s:
+            return self._get(s, WorkloadRow, workload_id).raw
+
+    def get_requests(self, workload_id: int, limit: int | None = None) -> list[StoredRequest]:
+        with self._session() as s:
+            q = select(RequestRow).where(RequestRow.workload_id == workload_id) \
+                .order_by(RequestRow.idx).limit(limit)
+            return [_stored_request(r) for r in s.scalars(q)]
+
+    # ---- runs ------------------------------------------------------------------------
+    def create_run(self, workload_id: int, name: str, spec: dict[str, Any],
+                   variant_specs: list[dict[str, Any]]) -> Run:
+        with self._session() as s:
+            self._get(s, WorkloadRow, workload_id)
+            run = RunRow(workload_id=workload_id, name=name, spec_json=json.dumps(spec))
+            s.add(run)
+            s.flush()
+            s.add_all(VariantRow(run_id=run.id, position=i, name=v["name"],
+                                 spec_json=json.dumps(v)) for i, v in enumerate(variant_specs))
+        return self.get_run(run.id)
+
+    def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
+        with self._session() as s:
+            run = self._get(s, RunRow, run_id)
+            run.status, run.error = status, error
+            if status in ("done", "failed"):
+                run.finished_at = _now()
+
+    def set_variant_status(self, variant_id: int, status: str, error: str | None = None) -> None:
+        with self._session() as s:
+            row = self._get(s, VariantRow, variant_id)
+            row.status, row.error = status, error
+
+    def finish_variant(self, variant_id: int, results: list[RequestResult],
+                       measures: dict[str, Any], technique_report: dict[str, Any]) -> None:
+        """Write a variant's per-request results and measurements in one transaction."""
+        with self._session() as s:
+            row = self._get(s, VariantRow, variant_id)
+            for key in _VARIANT_MEASURES:
+                setattr(row, key, measures.get(key))
+            row.technique_report_json = json.dumps(technique_report)
+            row.status, row.error = "ok", None
+            s.add_all(ResultRow(variant_id=variant_id, **asdict(r)) for r in results)
+
+    def list_runs(self, workload_id: int | None = None) -> list[Run]:
+        with self._session() as s:
+            q = select(RunRow).order_by(RunRow.id.desc())
+            if workload_id is not None:
+                q = q.where(RunRow.workload_id == workload_id)
+            return [self._run(s, r) for r in s.scalars(q)]
+
+    def get_run(self, run_id: int) -> Run:
+        with self._session() as s:
+            return self._run(s, self._get(s, RunRow, run_id))
+
+    def get_results(self, variant_id: int) -> list[RequestResult]:
+        with self._session() as s:
+            q = select(ResultRow).where(ResultRow.variant_id == variant_id) \
+                .order_by(ResultRow.request_index)
+            return [RequestResult(**{f: getattr(r, f) for f in _RESULT_FIELDS})
+                    for r in s.scalars(q)]
+
+    def results_frame(self, run_id: int) -> pd.DataFrame:
+        """All per-request results of a run, one row per (variant, request)."""
+        run = self.get_run(run_id)
+        frames = []
+        for v in run.variants:
+            rows = [asdict(r) for r in self.get_results(v.id)]
+            if rows:
+                frames.append(pd.DataFrame(rows).assign(variant=v.name, variant_id=v.id))
+        if not frames:
+            return pd.DataFrame(columns=["variant", "variant_id", *_RESULT_FIELDS])
+        return pd.concat(frames, ignore_index=True)
+
+    # ---- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _get(s: Session, model: type, key: int):
+        row = s.get(model, key)
+        if row is None:
+            raise StorageError(f"No {model.__tablename__[:-1]} with id {key}; "
+                               "list what exists with `roilab runs` / `roilab workloads`.")
+        return row
+
+    @staticmethod
+    def _run(s: Session, row: RunRow) -> Run:
+        vq = select(VariantRow).where(VariantRow.run_id == row.id).order_by(VariantRow.position)
+        return Run(id=row.id, workload_id=row.workload_id, name=row.name,
+                   spec=json.loads(row.spec_json), status=row.status, error=row.error,
+                   created_at=row.created_at, finished_at=row.finished_at,
+                   variants=tuple(_variant(v) for v in s.scalars(vq)))
+
+
+def _request_row(workload_id: int, idx: int, r: LogRequest) -> RequestRow:
+    return RequestRow(workload_id=workload_id, idx=idx, line=r.line,
+                      messages_json=json.dumps(list(r.messages)), reference=r.reference,
+                      logged_output=r.logged_output, logged_prompt_tokens=r.logged_prompt_tokens,
+                      logged_output_tokens=r.logged_output_tokens, request_id=r.request_id,
+                      metadata_json=json.dumps(r.metadata, default=str))
+
+
+def _stored_request(r: RequestRow) -> StoredRequest:
+    req = LogRequest(line=r.line, messages=tuple(json.loads(r.messages_json)),
+                     reference=r.reference, logged_output=r.logged_output,
+                     logged_prompt_tokens=r.logged_prompt_tokens,
+                     logged_output_tokens=r.logged_output_tokens, request_id=r.request_id,
+                     metadata=json.loads(r.metadata_json))
+    return StoredRequest(id=r.id, workload_id=r.workload_id, index=r.idx, request=req)
+
+
+def _workload(r: WorkloadRow) -> Workload:
+    issues = tuple(RowIssue(**i) for i in json.loads(r.issues_json))
+    return Workload(id=r.id, name=r.name, filename=r.filename, format=r.format,
+                    n_requests=r.n_requests, n_issues=len(issues), created_at=r.created_at,
+                    issues=issues)
+
+
+def _variant(v: VariantRow) -> VariantRun:
+    return VariantRun(id=v.id, run_id=v.run_id, name=v.name, spec=json.loads(v.spec_json),
+                      status=v.status, error=v.error, load_s=v.load_s,
+                      weight_bytes=v.weight_bytes, peak_mem_bytes=v.peak_mem_bytes,
+                      throughput_tok_s=v.throughput_tok_s, wall_s=v.wall_s, device=v.device,
+                      technique_report=json.loads(v.technique_report_json))
