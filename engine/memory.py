@@ -33,7 +33,8 @@ def model_weight_bytes(model: torch.nn.Module) -> int:
 
 
 class RssPeakSampler:
-    """Samples this process's RSS in a thread; ``peak_growth()`` is max RSS minus the start."""
+    """Samples this process's RSS in a thread; ``peak_growth()`` is max RSS minus the RSS
+    before the model was loaded (so it counts weights, activations and KV cache)."""
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self._proc = psutil.Process()
@@ -47,6 +48,9 @@ class RssPeakSampler:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def reset_peak(self) -> None:
+        self.peak_rss = self._proc.memory_info().rss
 
     def peak_growth(self) -> int:
         self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)

@@ -46,7 +46,8 @@ class Backend(ABC):
 
     @abstractmethod
     def peak_memory_bytes(self) -> int | None:
-        """Peak memory since load started (accelerator memory, or process RSS growth on CPU)."""
+        """Peak memory while serving: max allocated on CUDA; on CPU, peak process RSS over
+        the RSS before loading (weights + activations + KV cache)."""
 
     def close(self) -> None:
         """Release the model; the default drops references and lets GC reclaim them."""

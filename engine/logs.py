@@ -1,0 +1,525 @@
+"""Parse an uploaded request log into LogRequests, keeping good rows and explaining bad ones.
+
+Accepted formats (JSON or CSV is told by the file name, ``.csv`` / ``.jsonl`` ``.json``
+``.ndjson``, else by the first character of the content):
+
+* ``chat_jsonl``   one ``{"messages": [{"role": ..., "content": ...}, ...]}`` per line;
+* ``prompt_jsonl`` one ``{"prompt": "...", "system": "..." (optional)}`` per line;
+* ``openai_batch`` OpenAI Batch API input lines ``{"custom_id", "method", "url", "body"}``;
+* ``proxy_jsonl``  proxy logs (LiteLLM/Helicone-like) ``{"request", "response", "usage"}``;
+* ``csv``          a header row naming a prompt column (see ``CSV_PROMPT_COLUMNS``).
+
+A JSON format is chosen by the keys most lines carry. Blank lines are skipped and not
+counted. A JSON file may also hold one array of such objects (or one object): its rows are
+then numbered by position in the array (entry 1 is reported as line 1).
+
+Every JSON format also reads ``id`` (``custom_id`` first), a reference answer
+(``REFERENCE_KEYS``), a logged output (``OUTPUT_KEYS``; in proxy logs ``response`` is the
+proxied response), ``usage.prompt_tokens`` / ``usage.completion_tokens`` and ``metadata``;
+other top-level scalar fields are kept as metadata. In a chat, the prompt ends at the last
+user message; the last assistant reply after it is the logged output unless one is given.
+
+Rows that cannot be used become RowIssues (line, field, how to fix it); a file that cannot
+be used at all raises LogFormatError with one message saying what to do.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.domain import LogRequest, ParsedLog, RowIssue
+from engine.errors import LogFormatError
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+REFERENCE_KEYS = (
+    "reference", "expected", "expected_output", "ideal", "answer", "ground_truth", "label",
+)
+OUTPUT_KEYS = ("output", "response", "completion")
+CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
+CSV_REFERENCE_COLUMNS = (
+    "reference", "expected", "answer", "ground_truth", "label", "expected_output",
+)
+CSV_OUTPUT_COLUMNS = OUTPUT_KEYS
+
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_SHOWN_ISSUES = 3  # row issues quoted in the "no usable rows" message
+# Top-level JSON keys that are read as fields, so never copied into metadata.
+_READ_KEYS = frozenset({
+    "id", "custom_id", "metadata", "usage", "messages", "prompt", "system",
+    "method", "url", "body", "request", "response", *REFERENCE_KEYS, *OUTPUT_KEYS,
+})
+_HOW_TO_FORMAT = (
+    "each line needs one of: \"messages\" (chat list), \"prompt\" (text), "
+    "\"custom_id\" + \"body\" (OpenAI Batch input) or \"request\" + \"response\" (proxy log)"
+)
+
+
+class _RowError(Exception):
+    """One row is unusable; raised by the row readers and turned into a RowIssue."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def parse_log(data: bytes, filename: str) -> ParsedLog:
+    """Detect the format of an uploaded log and parse it; raise LogFormatError if unusable."""
+    text = _decode(data, filename)
+    name = filename.lower()
+    is_json = name.endswith(_JSON_SUFFIXES) or (
+        not name.endswith(".csv") and text.lstrip()[:1] in ("{", "[")
+    )
+    parsed = _parse_json(text, filename) if is_json else _parse_csv(text, filename)
+    if not parsed.requests:
+        raise LogFormatError(_no_rows_message(filename, parsed.issues, parsed.total_rows))
+    return parsed
+
+
+def _decode(data: bytes, filename: str) -> str:
+    if not data:
+        raise LogFormatError(
+            f"{filename} is empty; upload a JSONL or CSV file with one request per line or row."
+        )
+    if b"\x00" in data:
+        raise LogFormatError(
+            f"{filename} contains NUL bytes, so it is binary (or UTF-16 text); "
+            "export the log as UTF-8 JSONL or CSV."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LogFormatError(
+            f"{filename} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+            "re-save it as UTF-8 JSONL or CSV."
+        ) from None
+    if not text.strip():
+        raise LogFormatError(
+            f"{filename} contains only whitespace; upload a JSONL or CSV file with one "
+            "request per line or row."
+        )
+    return text
+
+
+def _no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> str:
+    if total == 0:
+        return f"{filename} has a header but no data rows; add one request per row."
+    shown = "; ".join(f"line {i.line} ({i.field}): {i.reason}" for i in issues[:_SHOWN_ISSUES])
+    more = f"; and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
+    return (
+        f"{filename}: none of its {total} rows is usable. "
+        f"Fix these and upload again: {shown}{more}."
+    )
+
+
+# --------------------------------------------------------------------------- JSON formats
+
+
+def _parse_json(text: str, filename: str) -> ParsedLog:
+    objects, issues = _json_objects(text)
+    if not objects:
+        raise LogFormatError(_no_rows_message(filename, issues, len(issues)))
+    total = len(objects) + len(issues)
+    fmt = _json_format(objects, filename)
+    requests = []
+    for line, obj in objects:
+        try:
+            requests.append(_json_request(obj, fmt, line))
+        except _RowError as exc:
+            issues.append(RowIssue(line, exc.field, exc.reason))
+    issues.sort(key=lambda issue: issue.line)
+    return ParsedLog(fmt, tuple(requests), tuple(issues), total)
+
+
+def _json_objects(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowIssue]]:
+    """(line, object) for each non-blank line, or for each entry of a whole-file array."""
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:  # not one JSON document: read it line by line
+            whole = None
+        if isinstance(whole, list):
+            return _only_objects(list(enumerate(whole, start=1)), [])
+        if isinstance(whole, dict):  # one object, maybe pretty-printed over several lines
+            return [(text[: len(text) - len(text.lstrip())].count("\n") + 1, whole)], []
+    values, issues = [], []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            values.append((number, json.loads(raw)))
+        except json.JSONDecodeError as exc:
+            issues.append(RowIssue(number, "json", (
+                f"invalid JSON at column {exc.colno}: {exc.msg}; write each request as one "
+                "complete JSON object on its own line"
+            )))
+    return _only_objects(values, issues)
+
+
+def _only_objects(
+    values: list[tuple[int, Any]], issues: list[RowIssue]
+) -> tuple[list[tuple[int, dict[str, Any]]], list[RowIssue]]:
+    objects = []
+    for line, value in values:
+        if isinstance(value, dict):
+            objects.append((line, value))
+        else:
+            issues.append(RowIssue(line, "json", (
+                f"expected a JSON object {{...}}, got {_describe(value)}; put one request "
+                "object on each line"
+            )))
+    return objects, issues
+
+
+def _json_kind(obj: dict[str, Any]) -> str | None:
+    if "request" in obj:
+        return "proxy_jsonl"
+    if "body" in obj or "custom_id" in obj:
+        return "openai_batch"
+    if "messages" in obj:
+        return "chat_jsonl"
+    if "prompt" in obj:
+        return "prompt_jsonl"
+    return None
+
+
+def _json_format(objects: list[tuple[int, dict[str, Any]]], filename: str) -> str:
+    kinds = Counter(kind for _, obj in objects if (kind := _json_kind(obj)))
+    if kinds:
+        return kinds.most_common(1)[0][0]
+    keys = sorted({key for _, obj in objects for key in obj})
+    raise LogFormatError(
+        f"{filename}: none of its {len(objects)} JSON objects has a field roilab reads "
+        f"(found keys: {', '.join(keys[:10]) or 'none'}); {_HOW_TO_FORMAT}."
+    )
+
+
+def _json_request(obj: dict[str, Any], fmt: str, line: int) -> LogRequest:
+    source = obj
+    if fmt in ("openai_batch", "proxy_jsonl"):
+        source = _container(obj, "body" if fmt == "openai_batch" else "request")
+    prefix = "" if source is obj else ("body." if fmt == "openai_batch" else "request.")
+    messages, chat_output = _prompt_messages(source, prefix)
+    if fmt == "proxy_jsonl":
+        output = _response_text(obj.get("response")) or _text_field(obj, ("output", "completion"))
+    else:
+        output = _text_field(obj, OUTPUT_KEYS) or chat_output
+    prompt_tokens, output_tokens = _usage(obj)
+    return LogRequest(
+        line=line,
+        messages=messages,
+        reference=_text_field(obj, REFERENCE_KEYS),
+        logged_output=output,
+        logged_prompt_tokens=prompt_tokens,
+        logged_output_tokens=output_tokens,
+        request_id=_text_field(obj, ("custom_id", "id")),
+        metadata=_metadata(obj, source),
+    )
+
+
+def _container(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        got = "it is missing" if key not in obj else f"got {_describe(value)}"
+        raise _RowError(key, f"must be an object holding \"messages\" or \"prompt\" ({got})")
+    return value
+
+
+def _prompt_messages(
+    source: dict[str, Any], prefix: str
+) -> tuple[tuple[dict[str, str], ...], str | None]:
+    """The prompt as chat messages, plus a logged reply found after the last user message."""
+    if "messages" in source:
+        return _chat_messages(source["messages"], prefix + "messages")
+    if "prompt" in source:
+        return _plain_prompt(source, prefix), None
+    raise _RowError(prefix + "messages", (
+        "no \"messages\" or \"prompt\"; give the chat as \"messages\": "
+        "[{\"role\": \"user\", \"content\": \"...\"}] or the text as \"prompt\": \"...\""
+    ))
+
+
+def _plain_prompt(source: dict[str, Any], prefix: str) -> tuple[dict[str, str], ...]:
+    prompt, system = source["prompt"], source.get("system")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _RowError(prefix + "prompt", (
+            f"must be a non-empty string (got {_describe(prompt)}); put the prompt text in it"
+        ))
+    if system is not None and not isinstance(system, str):
+        raise _RowError(prefix + "system", f"must be a string (got {_describe(system)})")
+    user = {"role": "user", "content": prompt}
+    return ({"role": "system", "content": system}, user) if system and system.strip() else (user,)
+
+
+def _chat_messages(
+    value: Any, field: str
+) -> tuple[tuple[dict[str, str], ...], str | None]:
+    if not isinstance(value, list) or not value:
+        raise _RowError(field, (
+            f"must be a non-empty list of {{\"role\", \"content\"}} objects "
+            f"(got {_describe(value)})"
+        ))
+    messages = tuple(_message(item, f"{field}[{i}]") for i, item in enumerate(value))
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise _RowError(field, (
+            "has no user message; add the request as {\"role\": \"user\", \"content\": \"...\"}"
+        ))
+    last = users[-1]
+    if not messages[last]["content"].strip():
+        raise _RowError(f"{field}[{last}].content", (
+            "the last user message is empty; put the request text in it"
+        ))
+    replies = [m["content"] for m in messages[last + 1:] if m["role"] == "assistant"]
+    reply = replies[-1] if replies and replies[-1].strip() else None
+    return messages[: last + 1], reply
+
+
+def _message(item: Any, field: str) -> dict[str, str]:
+    if not isinstance(item, dict):
+        raise _RowError(field, (
+            f"must be an object {{\"role\": ..., \"content\": ...}} (got {_describe(item)})"
+        ))
+    role = item.get("role")
+    if role not in ROLES:
+        got = "it is missing" if "role" not in item else f"got {json.dumps(role)}"
+        raise _RowError(f"{field}.role", f"must be one of {', '.join(ROLES)} ({got})")
+    return {"role": role, "content": _content_text(item.get("content"), f"{field}.content")}
+
+
+def _content_text(content: Any, field: str) -> str:
+    """Message content as text; a list of OpenAI text parts is joined with newlines."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _RowError(field, (
+            f"must be a string or a list of text parts (got {_describe(content)})"
+        ))
+    texts = []
+    for i, part in enumerate(content):
+        if not (isinstance(part, dict) and part.get("type") == "text"
+                and isinstance(part.get("text"), str)):
+            raise _RowError(f"{field}[{i}]", (
+                "only text parts {\"type\": \"text\", \"text\": \"...\"} can be replayed; "
+                "remove image, audio and other parts"
+            ))
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _response_text(response: Any) -> str | None:
+    """Text of a proxied response: a string, choices[0].message.content or choices[0].text.
+
+    Other shapes (e.g. a logged error object) mean no logged output; the request is kept.
+    """
+    if isinstance(response, str):
+        return response if response.strip() else None
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else choices[0].get("text")
+    if isinstance(text, list):
+        text = _content_text(text, "response.choices[0].message.content")
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def _text_field(obj: dict[str, Any], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` present and not null, as text (numbers are accepted)."""
+    for key in keys:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _RowError(key, f"must be a string (got {_describe(value)})")
+        text = str(value)
+        return text if text.strip() else None
+    return None
+
+
+def _usage(obj: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = obj.get("usage")
+    if usage is None and isinstance(obj.get("response"), dict):
+        usage = obj["response"].get("usage")
+    if usage is None:
+        return None, None
+    if not isinstance(usage, dict):
+        raise _RowError("usage", (
+            f"must be an object like {{\"prompt_tokens\": 12, \"completion_tokens\": 5}} "
+            f"(got {_describe(usage)})"
+        ))
+    return _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
+
+
+def _token_count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise _RowError(f"usage.{key}", (
+        f"must be a non-negative integer (got {json.dumps(value)}); fix the count or remove it"
+    ))
+
+
+def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    given = obj.get("metadata")
+    if given is not None and not isinstance(given, dict):
+        raise _RowError("metadata", (
+            f"must be an object of extra fields (got {_describe(given)})"
+        ))
+    scalars = {
+        key: value for key, value in obj.items()
+        if key not in _READ_KEYS and (value is None or isinstance(value, (str, int, float)))
+    }
+    if isinstance(source.get("model"), str):
+        scalars.setdefault("model", source["model"])
+    return {**scalars, **(given or {})}
+
+
+def _describe(value: Any) -> str:
+    """A JSON value's type in JSON words, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _parse_csv(text: str, filename: str) -> ParsedLog:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(text))
+    requests, issues, total = [], [], 0
+    try:
+        header = next((row for row in reader if any(cell.strip() for cell in row)), [])
+        columns = _csv_columns(header, filename)
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                total += 1
+                try:
+                    requests.append(_csv_request(row, header, columns, start))
+                except _RowError as exc:
+                    issues.append(RowIssue(start, exc.field, exc.reason))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise LogFormatError(
+            f"{filename} line {reader.line_num}: {exc}; cells holding commas, quotes or line "
+            "breaks must be wrapped in double quotes, with quotes inside doubled (\"\")."
+        ) from None
+    return ParsedLog("csv", tuple(requests), tuple(issues), total)
+
+
+def _csv_delimiter(text: str) -> str:
+    """Comma, unless the header line has more semicolons or tabs (Excel exports)."""
+    header = text.split("\n", 1)[0]
+    best = max((",", ";", "\t"), key=header.count)
+    return best if header.count(best) else ","
+
+
+def _csv_columns(header: list[str], filename: str) -> dict[str, int | None]:
+    names = [name.strip().lower() for name in header]
+
+    def find(options: Sequence[str]) -> int | None:
+        return next((names.index(o) for o in options if o in names), None)
+
+    prompt = find(CSV_PROMPT_COLUMNS)
+    if prompt is None:
+        raise LogFormatError(
+            f"{filename} has no prompt column (header: {', '.join(header[:10]) or 'empty'}). "
+            f"Name the column holding the prompt one of: {', '.join(CSV_PROMPT_COLUMNS)} "
+            f"(any case). Optional columns: system, id, reference "
+            f"({', '.join(CSV_REFERENCE_COLUMNS)}), logged output "
+            f"({', '.join(CSV_OUTPUT_COLUMNS)}); other columns are kept as metadata."
+        )
+    return {
+        "prompt": prompt,
+        "system": find(("system",)),
+        "reference": find(CSV_REFERENCE_COLUMNS),
+        "output": find(CSV_OUTPUT_COLUMNS),
+        "id": find(("id",)),
+    }
+
+
+def _csv_request(
+    row: list[str], header: list[str], columns: dict[str, int | None], line: int
+) -> LogRequest:
+    if len(row) != len(header):
+        raise _RowError("row", (
+            f"has {len(row)} cells but the header has {len(header)}; wrap cells that contain "
+            "commas or line breaks in double quotes"
+        ))
+
+    def cell(role: str) -> str | None:
+        index = columns[role]
+        return row[index] if index is not None and row[index].strip() else None
+
+    prompt, system = cell("prompt"), cell("system")
+    if prompt is None:
+        raise _RowError(header[columns["prompt"]].strip(), (
+            "is empty; fill in the prompt or delete the row"
+        ))
+    user = {"role": "user", "content": prompt}
+    used = {index for index in columns.values() if index is not None}
+    return LogRequest(
+        line=line,
+        messages=({"role": "system", "content": system}, user) if system else (user,),
+        reference=cell("reference"),
+        logged_output=cell("output"),
+        request_id=cell("id"),
+        metadata={header[i].strip(): row[i] for i in range(len(header)) if i not in used},
+    )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def token_stats(
+    requests: Sequence[LogRequest], count_tokens: Callable[[str], int] | None = None
+) -> dict[str, Any]:
+    """Prompt-size statistics of parsed requests.
+
+    Returns ``n``, ``prompt_words`` and ``prompt_chars`` (and ``prompt_tokens`` when
+    ``count_tokens`` is given), each ``{"mean", "p50", "p95", "max"}``, plus
+    ``with_reference`` and ``with_logged_output`` counts. Sizes are of
+    ``LogRequest.prompt_text`` (no chat template); percentiles interpolate linearly between
+    ranks; with no requests every statistic is None.
+    """
+    texts = [request.prompt_text for request in requests]
+    stats: dict[str, Any] = {
+        "n": len(texts),
+        "prompt_words": _summary([len(text.split()) for text in texts]),
+        "prompt_chars": _summary([len(text) for text in texts]),
+    }
+    if count_tokens is not None:
+        stats["prompt_tokens"] = _summary([count_tokens(text) for text in texts])
+    stats["with_reference"] = sum(r.reference is not None for r in requests)
+    stats["with_logged_output"] = sum(r.logged_output is not None for r in requests)
+    return stats
+
+
+def _summary(values: list[int]) -> dict[str, float | None]:
+    if not values:
+        return dict.fromkeys(("mean", "p50", "p95", "max"))
+    ordered = sorted(values)
+    return {
+        "mean": sum(ordered) / len(ordered),
+        "p50": _percentile(ordered, 0.50),
+        "p95": _percentile(ordered, 0.95),
+        "max": ordered[-1],
+    }
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

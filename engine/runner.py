@@ -1,0 +1,187 @@
+"""The one engine entry point: ``run_pilot(spec, store, settings, on_progress)``.
+
+Replays a stored workload through each variant, in order (the first is the baseline),
+records every measurement in the store, and keeps going when a variant fails: the failed
+variant is stored with its reason. Presentation is injected through ``on_progress``.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from engine import accuracy
+from engine.backends import Backend, get_backend
+from engine.domain import Generation, RequestResult, Run, StoredRequest
+from engine.errors import RoilabError, SpecError
+from engine.model_prep import resolve_model
+from engine.settings import Settings
+from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, VariantSpec
+from engine.store import Store
+
+
+@dataclass(frozen=True)
+class Progress:
+    variant: str
+    variant_index: int  # 0-based
+    n_variants: int
+    done: int  # requests finished in this variant
+    total: int
+    message: str
+
+    @property
+    def fraction(self) -> float:
+        """Overall fraction of the pilot done, for a single progress bar."""
+        within = self.done / self.total if self.total else 0.0
+        return min(1.0, (self.variant_index + within) / self.n_variants)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
+              on_progress: ProgressFn | None = None, run_id: int | None = None) -> Run:
+    """Run a pilot end to end and return the stored Run.
+
+    ``run_id`` continues a run created beforehand with ``create_pilot_run`` (the dashboard
+    does this so the run is listed before inference starts).
+    """
+    run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
+    requests = store.get_requests(spec.workload_id, limit=spec.max_requests)
+    store.set_run_status(run.id, "running")
+    baseline: list[RequestResult] | None = None
+    embedder: accuracy.Embedder | None = None
+    for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants)):
+        notify = _notifier(on_progress, vspec.name, i, len(spec.variants), len(requests))
+        store.set_variant_status(vrun.id, "running")
+        try:
+            results, measures, report = _run_variant(vspec, requests, spec.generation,
+                                                     settings, notify)
+            embedder = embedder or accuracy.Embedder(settings.embedding_model)
+            results = score(results, requests, baseline if i else None, embedder)
+            store.finish_variant(vrun.id, results, measures, report)
+            if i == 0:
+                baseline = results
+            notify(len(requests), "done")
+        except Exception as exc:  # a failing variant is recorded; the others still run
+            store.set_variant_status(vrun.id, "failed", _reason(exc))
+            notify(len(requests), f"failed: {_reason(exc)}")
+    store.set_run_status(run.id, "done")
+    return store.get_run(run.id)
+
+
+def create_pilot_run(spec: PilotSpec, store: Store) -> Run:
+    if not store.get_requests(spec.workload_id, limit=1):
+        raise SpecError(f"Workload {spec.workload_id} has no requests; ingest a log first.")
+    return store.create_run(spec.workload_id, spec.name, spec.model_dump(mode="json"),
+                            [v.model_dump(mode="json") for v in spec.variants])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RoilabError):
+        return str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {last.filename.split('/')[-1]}:{last.lineno})"
+
+
+def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total: int):
+    def notify(done: int, message: str) -> None:
+        if on_progress:
+            on_progress(Progress(name, idx, n, done, total, message))
+    return notify
+
+
+def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], gen: GenerationSettings,
+                 settings: Settings, notify) -> tuple[list[RequestResult], dict, dict]:
+    notify(0, "preparing model")
+    backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
+    try:
+        notify(0, "loading model")
+        info = backend.load()
+        report = dict(info.technique_report)
+        originals = [list(r.request.messages) for r in requests]
+        # One short untimed generation first, so the first timed batch does not pay one-off
+        # start-up costs (kernel selection, allocator growth) that every variant would
+        # otherwise pay differently depending on its position in the pilot.
+        notify(0, "warming up")
+        backend.generate([originals[0]], 2)
+        t0 = time.perf_counter()
+        sent, compress_s, creport = _compress_prompts(vspec, originals, settings, backend, notify)
+        if creport:
+            report["compress_prompt"] = creport
+        gens = _generate_batched(backend, sent, gen, notify)
+        wall_s = time.perf_counter() - t0
+        results = [RequestResult(
+            request_index=r.index, output_text=g.text,
+            prompt_tokens_logged=r.request.logged_prompt_tokens,
+            prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
+            output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
+            compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s)]
+        measures = {"load_s": info.load_s, "weight_bytes": info.weight_bytes,
+                    "peak_mem_bytes": backend.peak_memory_bytes(), "wall_s": wall_s,
+                    "throughput_tok_s": sum(g.output_tokens for g in gens) / wall_s,
+                    "device": info.device}
+        return results, measures, report
+    finally:
+        backend.close()
+
+
+def _compress_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
+                      backend: Backend, notify):
+    tech = next((t for t in vspec.techniques if isinstance(t, CompressPrompt)), None)
+    if tech is None:
+        return originals, [0.0] * len(originals), None
+    from engine.techniques.prompt_compression import PromptCompressorAdapter
+
+    scorer = resolve_model(tech.scorer_model or vspec.model, settings)
+    device = getattr(backend, "device", "cpu")
+    compressor = PromptCompressorAdapter(scorer, device=device, cache_dir=settings.cache_dir)
+    sent, seconds, ratios = [], [], []
+    for i, messages in enumerate(originals):
+        notify(i, f"compressing prompt {i + 1}/{len(originals)}")
+        res = compressor.compress(messages, rate=tech.rate, min_tokens=tech.min_tokens)
+        sent.append(list(res.messages))
+        seconds.append(res.seconds)
+        ratios.append(res.ratio)
+    compressor.close()
+    report = {"scorer": scorer, "rate": tech.rate, "mean_ratio": sum(ratios) / len(ratios),
+              "compress_s_total": sum(seconds),
+              "skipped": sum(1 for r in ratios if r == 1.0)}
+    return sent, seconds, report
+
+
+def _generate_batched(backend: Backend, prompts: list[list[dict]], gen: GenerationSettings,
+                      notify) -> list[Generation]:
+    # Sort by length so each batch pads little; results go back to the log's order.
+    order = sorted(range(len(prompts)), key=lambda i: backend.count_tokens(prompts[i]))
+    out: list[Generation | None] = [None] * len(prompts)
+    done = 0
+    for start in range(0, len(order), gen.batch_size):
+        idx = order[start:start + gen.batch_size]
+        notify(done, f"generating {done + 1}-{done + len(idx)} of {len(prompts)}")
+        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], gen.max_new_tokens)):
+            out[i] = g
+        done += len(idx)
+        notify(done, f"generated {done} of {len(prompts)}")
+    return out  # type: ignore[return-value]
+
+
+def score(results: list[RequestResult], requests: list[StoredRequest],
+          baseline: list[RequestResult] | None, embedder: accuracy.Embedder) -> list[RequestResult]:
+    """Add reference metrics (where the log has references) and baseline agreement."""
+    cos = (embedder.cosine_pairs([r.output_text for r in results],
+                                 [b.output_text for b in baseline]) if baseline else None)
+    scored = []
+    for j, (res, req) in enumerate(zip(results, requests)):
+        ref = req.request.reference
+        extra = {}
+        if ref is not None:
+            extra.update(ref_exact=accuracy.exact_match(res.output_text, ref),
+                         ref_contains=accuracy.contains_match(res.output_text, ref),
+                         ref_f1=accuracy.token_f1(res.output_text, ref))
+        if baseline is not None:
+            extra.update(base_rouge_l=accuracy.rouge_l(res.output_text, baseline[j].output_text),
+                         base_cosine=cos[j])
+        scored.append(replace(res, **extra))
+    return scored

@@ -1,0 +1,1 @@
+"""Techniques a variant can apply on top of a backend (e.g. prompt compression)."""
