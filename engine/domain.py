@@ -10,7 +10,7 @@ from typing import Any
 class LogRequest:
     """One usable request parsed from an uploaded log."""
 
-    line: int  # 1-based line (JSONL) or row (CSV, header = row 1) in the original file
+    line: int  # 1-based line in the original file where this request (JSONL line, CSV row) starts
     messages: tuple[dict[str, str], ...]  # OpenAI chat messages: {"role": ..., "content": ...}
     reference: str | None = None  # expected answer, when the log has one
     logged_output: str | None = None  # what the production model answered, when logged

@@ -1,7 +1,7 @@
 """Parse an uploaded request log into LogRequests, keeping good rows and explaining bad ones.
 
-Accepted formats (JSON or CSV is told by the file name, ``.csv`` / ``.jsonl`` ``.json``
-``.ndjson``, else by the first character of the content):
+JSON or CSV is told by the file name (``.csv``, ``.jsonl``/``.json``/``.ndjson``), else by
+the content's first character. Formats:
 
 * ``chat_jsonl``   one ``{"messages": [{"role": ..., "content": ...}, ...]}`` per line;
 * ``prompt_jsonl`` one ``{"prompt": "...", "system": "..." (optional)}`` per line;
@@ -9,18 +9,14 @@ Accepted formats (JSON or CSV is told by the file name, ``.csv`` / ``.jsonl`` ``
 * ``proxy_jsonl``  proxy logs (LiteLLM/Helicone-like) ``{"request", "response", "usage"}``;
 * ``csv``          a header row naming a prompt column (see ``CSV_PROMPT_COLUMNS``).
 
-A JSON format is chosen by the keys most lines carry. Blank lines are skipped and not
-counted. A JSON file may also hold one array of such objects (or one object): its rows are
-then numbered by position in the array (entry 1 is reported as line 1).
-
-Every JSON format also reads ``id`` (``custom_id`` first), a reference answer
-(``REFERENCE_KEYS``), a logged output (``OUTPUT_KEYS``; in proxy logs ``response`` is the
-proxied response), ``usage.prompt_tokens`` / ``usage.completion_tokens`` and ``metadata``;
-other top-level scalar fields are kept as metadata. In a chat, the prompt ends at the last
-user message; the last assistant reply after it is the logged output unless one is given.
-
-Rows that cannot be used become RowIssues (line, field, how to fix it); a file that cannot
-be used at all raises LogFormatError with one message saying what to do.
+The JSON format is the one most lines' keys point to; blank lines are skipped, uncounted.
+A JSON file may also be one array of objects (entry N is reported as line N) or one object.
+Every JSON format also reads ``id`` (``custom_id`` first), a reference (``REFERENCE_KEYS``),
+a logged output (``OUTPUT_KEYS``; in proxy logs ``response`` is the proxied response),
+``usage.prompt_tokens``/``completion_tokens`` and ``metadata``; other top-level scalars
+become metadata. A chat prompt ends at the last user message; an assistant reply after it
+is the logged output unless one is given. Unusable rows become RowIssues (line, field, how
+to fix); an unusable file raises LogFormatError with one message saying what to do.
 """
 from __future__ import annotations
 
@@ -35,14 +31,12 @@ from engine.domain import LogRequest, ParsedLog, RowIssue
 from engine.errors import LogFormatError
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
-REFERENCE_KEYS = (
-    "reference", "expected", "expected_output", "ideal", "answer", "ground_truth", "label",
-)
+REFERENCE_KEYS = ("reference", "expected", "expected_output", "ideal", "answer", "ground_truth",
+                  "label")
 OUTPUT_KEYS = ("output", "response", "completion")
 CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
-CSV_REFERENCE_COLUMNS = (
-    "reference", "expected", "answer", "ground_truth", "label", "expected_output",
-)
+CSV_REFERENCE_COLUMNS = ("reference", "expected", "answer", "ground_truth", "label",
+                         "expected_output")
 CSV_OUTPUT_COLUMNS = OUTPUT_KEYS
 
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -52,10 +46,15 @@ _READ_KEYS = frozenset({
     "id", "custom_id", "metadata", "usage", "messages", "prompt", "system",
     "method", "url", "body", "request", "response", *REFERENCE_KEYS, *OUTPUT_KEYS,
 })
-_HOW_TO_FORMAT = (
-    "each line needs one of: \"messages\" (chat list), \"prompt\" (text), "
-    "\"custom_id\" + \"body\" (OpenAI Batch input) or \"request\" + \"response\" (proxy log)"
+# Which format a JSON object belongs to, by its keys; checked in this order.
+_KIND_KEYS = (
+    ("proxy_jsonl", ("request",)), ("openai_batch", ("body", "custom_id")),
+    ("chat_jsonl", ("messages",)), ("prompt_jsonl", ("prompt",)),
 )
+_CONTAINER_KEYS = {"openai_batch": "body", "proxy_jsonl": "request"}  # where the prompt is
+_HOW_TO_FORMAT = ('each line needs one of: "messages" (chat list), "prompt" (text), "custom_id" '
+                  '+ "body" (OpenAI Batch input) or "request" + "response" (proxy log)')
+_Messages = tuple[dict[str, str], ...]
 
 
 class _RowError(Exception):
@@ -71,9 +70,8 @@ def parse_log(data: bytes, filename: str) -> ParsedLog:
     """Detect the format of an uploaded log and parse it; raise LogFormatError if unusable."""
     text = _decode(data, filename)
     name = filename.lower()
-    is_json = name.endswith(_JSON_SUFFIXES) or (
-        not name.endswith(".csv") and text.lstrip()[:1] in ("{", "[")
-    )
+    sniffed_json = not name.endswith(".csv") and text.lstrip()[:1] in ("{", "[")
+    is_json = name.endswith(_JSON_SUFFIXES) or sniffed_json
     parsed = _parse_json(text, filename) if is_json else _parse_csv(text, filename)
     if not parsed.requests:
         raise LogFormatError(_no_rows_message(filename, parsed.issues, parsed.total_rows))
@@ -82,46 +80,42 @@ def parse_log(data: bytes, filename: str) -> ParsedLog:
 
 def _decode(data: bytes, filename: str) -> str:
     if not data:
-        raise LogFormatError(
-            f"{filename} is empty; upload a JSONL or CSV file with one request per line or row."
-        )
+        raise LogFormatError(f"{filename} is empty; upload a JSONL or CSV file with one request "
+                             "per line or row.")
     if b"\x00" in data:
-        raise LogFormatError(
-            f"{filename} contains NUL bytes, so it is binary (or UTF-16 text); "
-            "export the log as UTF-8 JSONL or CSV."
-        )
+        raise LogFormatError(f"{filename} contains NUL bytes, so it is binary (or UTF-16 text); "
+                             "export the log as UTF-8 JSONL or CSV.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LogFormatError(
-            f"{filename} is not UTF-8 text (byte {exc.start} cannot be decoded); "
-            "re-save it as UTF-8 JSONL or CSV."
-        ) from None
+        raise LogFormatError(f"{filename} is not UTF-8 text (byte {exc.start} cannot be "
+                             "decoded); re-save it as UTF-8 JSONL or CSV.") from None
     if not text.strip():
-        raise LogFormatError(
-            f"{filename} contains only whitespace; upload a JSONL or CSV file with one "
-            "request per line or row."
-        )
+        raise LogFormatError(f"{filename} contains only whitespace; upload a JSONL or CSV file "
+                             "with one request per line or row.")
     return text
 
 
 def _no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> str:
     if total == 0:
         return f"{filename} has a header but no data rows; add one request per row."
-    shown = "; ".join(f"line {i.line} ({i.field}): {i.reason}" for i in issues[:_SHOWN_ISSUES])
-    more = f"; and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
-    return (
-        f"{filename}: none of its {total} rows is usable. "
-        f"Fix these and upload again: {shown}{more}."
-    )
+    shown = " | ".join(f"line {i.line} ({i.field}): {i.reason}" for i in issues[:_SHOWN_ISSUES])
+    more = f" | and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
+    return (f"{filename}: none of its {total} rows is usable. Fix these and upload again: "
+            f"{shown}{more}")
 
 
 # --------------------------------------------------------------------------- JSON formats
 
 
 def _parse_json(text: str, filename: str) -> ParsedLog:
-    objects, issues = _json_objects(text)
+    values, issues = _json_values(text)
+    objects = [(line, value) for line, value in values if isinstance(value, dict)]
+    issues += [RowIssue(line, "json", f"expected a JSON object {{...}}, got {_describe(value)}; "
+                        "put one request object on each line")
+               for line, value in values if not isinstance(value, dict)]
     if not objects:
+        issues.sort(key=lambda issue: issue.line)
         raise LogFormatError(_no_rows_message(filename, issues, len(issues)))
     total = len(objects) + len(issues)
     fmt = _json_format(objects, filename)
@@ -135,15 +129,15 @@ def _parse_json(text: str, filename: str) -> ParsedLog:
     return ParsedLog(fmt, tuple(requests), tuple(issues), total)
 
 
-def _json_objects(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowIssue]]:
-    """(line, object) for each non-blank line, or for each entry of a whole-file array."""
+def _json_values(text: str) -> tuple[list[tuple[int, Any]], list[RowIssue]]:
+    """(line, value) for each non-blank line, or for each entry of a whole-file array."""
     if text.lstrip()[:1] in ("{", "["):
         try:
             whole = json.loads(text)
         except json.JSONDecodeError:  # not one JSON document: read it line by line
             whole = None
         if isinstance(whole, list):
-            return _only_objects(list(enumerate(whole, start=1)), [])
+            return list(enumerate(whole, start=1)), []
         if isinstance(whole, dict):  # one object, maybe pretty-printed over several lines
             return [(text[: len(text) - len(text.lstrip())].count("\n") + 1, whole)], []
     values, issues = [], []
@@ -153,57 +147,29 @@ def _json_objects(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[Row
         try:
             values.append((number, json.loads(raw)))
         except json.JSONDecodeError as exc:
-            issues.append(RowIssue(number, "json", (
-                f"invalid JSON at column {exc.colno}: {exc.msg}; write each request as one "
-                "complete JSON object on its own line"
-            )))
-    return _only_objects(values, issues)
-
-
-def _only_objects(
-    values: list[tuple[int, Any]], issues: list[RowIssue]
-) -> tuple[list[tuple[int, dict[str, Any]]], list[RowIssue]]:
-    objects = []
-    for line, value in values:
-        if isinstance(value, dict):
-            objects.append((line, value))
-        else:
-            issues.append(RowIssue(line, "json", (
-                f"expected a JSON object {{...}}, got {_describe(value)}; put one request "
-                "object on each line"
-            )))
-    return objects, issues
-
-
-def _json_kind(obj: dict[str, Any]) -> str | None:
-    if "request" in obj:
-        return "proxy_jsonl"
-    if "body" in obj or "custom_id" in obj:
-        return "openai_batch"
-    if "messages" in obj:
-        return "chat_jsonl"
-    if "prompt" in obj:
-        return "prompt_jsonl"
-    return None
+            issues.append(RowIssue(number, "json", f"invalid JSON at column {exc.colno}: "
+                                   f"{exc.msg}; write each request as one JSON object per line"))
+    return values, issues
 
 
 def _json_format(objects: list[tuple[int, dict[str, Any]]], filename: str) -> str:
-    kinds = Counter(kind for _, obj in objects if (kind := _json_kind(obj)))
+    kinds = Counter(
+        next((kind for kind, keys in _KIND_KEYS if any(k in obj for k in keys)), None)
+        for _, obj in objects
+    )
+    kinds.pop(None, None)
     if kinds:
         return kinds.most_common(1)[0][0]
     keys = sorted({key for _, obj in objects for key in obj})
-    raise LogFormatError(
-        f"{filename}: none of its {len(objects)} JSON objects has a field roilab reads "
-        f"(found keys: {', '.join(keys[:10]) or 'none'}); {_HOW_TO_FORMAT}."
-    )
+    raise LogFormatError(f"{filename}: none of its {len(objects)} JSON objects has a field "
+                         f"roilab reads (found keys: {', '.join(keys[:10]) or 'none'}); "
+                         f"{_HOW_TO_FORMAT}.")
 
 
 def _json_request(obj: dict[str, Any], fmt: str, line: int) -> LogRequest:
-    source = obj
-    if fmt in ("openai_batch", "proxy_jsonl"):
-        source = _container(obj, "body" if fmt == "openai_batch" else "request")
-    prefix = "" if source is obj else ("body." if fmt == "openai_batch" else "request.")
-    messages, chat_output = _prompt_messages(source, prefix)
+    key = _CONTAINER_KEYS.get(fmt)
+    source = _container(obj, key) if key else obj
+    messages, chat_output = _prompt_messages(source, f"{key}." if key else "")
     if fmt == "proxy_jsonl":
         output = _response_text(obj.get("response")) or _text_field(obj, ("output", "completion"))
     else:
@@ -225,55 +191,44 @@ def _container(obj: dict[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key)
     if not isinstance(value, dict):
         got = "it is missing" if key not in obj else f"got {_describe(value)}"
-        raise _RowError(key, f"must be an object holding \"messages\" or \"prompt\" ({got})")
+        raise _RowError(key, f'must be an object holding "messages" or "prompt" ({got})')
     return value
 
 
-def _prompt_messages(
-    source: dict[str, Any], prefix: str
-) -> tuple[tuple[dict[str, str], ...], str | None]:
+def _prompt_messages(source: dict[str, Any], prefix: str) -> tuple[_Messages, str | None]:
     """The prompt as chat messages, plus a logged reply found after the last user message."""
     if "messages" in source:
         return _chat_messages(source["messages"], prefix + "messages")
     if "prompt" in source:
         return _plain_prompt(source, prefix), None
-    raise _RowError(prefix + "messages", (
-        "no \"messages\" or \"prompt\"; give the chat as \"messages\": "
-        "[{\"role\": \"user\", \"content\": \"...\"}] or the text as \"prompt\": \"...\""
-    ))
+    raise _RowError(prefix + "messages", 'no "messages" or "prompt"; give the chat as '
+                    '"messages": [{"role": "user", "content": "..."}] or the text as "prompt"')
 
 
-def _plain_prompt(source: dict[str, Any], prefix: str) -> tuple[dict[str, str], ...]:
+def _plain_prompt(source: dict[str, Any], prefix: str) -> _Messages:
     prompt, system = source["prompt"], source.get("system")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise _RowError(prefix + "prompt", (
-            f"must be a non-empty string (got {_describe(prompt)}); put the prompt text in it"
-        ))
+        raise _RowError(prefix + "prompt", f"must be a non-empty string (got "
+                        f"{_describe(prompt)}); put the prompt text in it")
     if system is not None and not isinstance(system, str):
         raise _RowError(prefix + "system", f"must be a string (got {_describe(system)})")
     user = {"role": "user", "content": prompt}
     return ({"role": "system", "content": system}, user) if system and system.strip() else (user,)
 
 
-def _chat_messages(
-    value: Any, field: str
-) -> tuple[tuple[dict[str, str], ...], str | None]:
+def _chat_messages(value: Any, field: str) -> tuple[_Messages, str | None]:
     if not isinstance(value, list) or not value:
-        raise _RowError(field, (
-            f"must be a non-empty list of {{\"role\", \"content\"}} objects "
-            f"(got {_describe(value)})"
-        ))
+        raise _RowError(field, 'must be a non-empty list of {"role", "content"} objects '
+                        f"(got {_describe(value)})")
     messages = tuple(_message(item, f"{field}[{i}]") for i, item in enumerate(value))
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
-        raise _RowError(field, (
-            "has no user message; add the request as {\"role\": \"user\", \"content\": \"...\"}"
-        ))
+        raise _RowError(field, 'has no user message; add the request as {"role": "user", '
+                        '"content": "..."}')
     last = users[-1]
     if not messages[last]["content"].strip():
-        raise _RowError(f"{field}[{last}].content", (
-            "the last user message is empty; put the request text in it"
-        ))
+        raise _RowError(f"{field}[{last}].content",
+                        "the last user message is empty; put the request text in it")
     replies = [m["content"] for m in messages[last + 1:] if m["role"] == "assistant"]
     reply = replies[-1] if replies and replies[-1].strip() else None
     return messages[: last + 1], reply
@@ -281,9 +236,8 @@ def _chat_messages(
 
 def _message(item: Any, field: str) -> dict[str, str]:
     if not isinstance(item, dict):
-        raise _RowError(field, (
-            f"must be an object {{\"role\": ..., \"content\": ...}} (got {_describe(item)})"
-        ))
+        raise _RowError(field, f'must be an object {{"role": ..., "content": ...}} '
+                        f"(got {_describe(item)})")
     role = item.get("role")
     if role not in ROLES:
         got = "it is missing" if "role" not in item else f"got {json.dumps(role)}"
@@ -296,17 +250,14 @@ def _content_text(content: Any, field: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _RowError(field, (
-            f"must be a string or a list of text parts (got {_describe(content)})"
-        ))
+        raise _RowError(field, f"must be a string or a list of text parts "
+                        f"(got {_describe(content)})")
     texts = []
     for i, part in enumerate(content):
         if not (isinstance(part, dict) and part.get("type") == "text"
                 and isinstance(part.get("text"), str)):
-            raise _RowError(f"{field}[{i}]", (
-                "only text parts {\"type\": \"text\", \"text\": \"...\"} can be replayed; "
-                "remove image, audio and other parts"
-            ))
+            raise _RowError(f"{field}[{i}]", 'only text parts {"type": "text", "text": "..."} '
+                            "can be replayed; remove image, audio and other parts")
         texts.append(part["text"])
     return "\n".join(texts)
 
@@ -329,14 +280,14 @@ def _response_text(response: Any) -> str | None:
 
 
 def _text_field(obj: dict[str, Any], keys: Sequence[str]) -> str | None:
-    """The first of ``keys`` present and not null, as text (numbers are accepted)."""
+    """The first of ``keys`` present and not null, as text (numbers and booleans as in JSON)."""
     for key in keys:
         value = obj.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise _RowError(key, f"must be a string (got {_describe(value)})")
-        text = str(value)
+        if not isinstance(value, (str, int, float)):  # bool is an int
+            raise _RowError(key, f"must be a string (got {_describe(value)}); give it as text")
+        text = value if isinstance(value, str) else json.dumps(value)
         return text if text.strip() else None
     return None
 
@@ -348,10 +299,8 @@ def _usage(obj: dict[str, Any]) -> tuple[int | None, int | None]:
     if usage is None:
         return None, None
     if not isinstance(usage, dict):
-        raise _RowError("usage", (
-            f"must be an object like {{\"prompt_tokens\": 12, \"completion_tokens\": 5}} "
-            f"(got {_describe(usage)})"
-        ))
+        raise _RowError("usage", f'must be an object like {{"prompt_tokens": 12, '
+                        f'"completion_tokens": 5}} (got {_describe(usage)})')
     return _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
 
 
@@ -359,17 +308,14 @@ def _token_count(usage: dict[str, Any], key: str) -> int | None:
     value = usage.get(key)
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
-    raise _RowError(f"usage.{key}", (
-        f"must be a non-negative integer (got {json.dumps(value)}); fix the count or remove it"
-    ))
+    raise _RowError(f"usage.{key}", f"must be a non-negative integer (got {json.dumps(value)}); "
+                    "fix the count or remove it")
 
 
 def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     given = obj.get("metadata")
     if given is not None and not isinstance(given, dict):
-        raise _RowError("metadata", (
-            f"must be an object of extra fields (got {_describe(given)})"
-        ))
+        raise _RowError("metadata", f"must be an object of extra fields (got {_describe(given)})")
     scalars = {
         key: value for key, value in obj.items()
         if key not in _READ_KEYS and (value is None or isinstance(value, (str, int, float)))
@@ -379,17 +325,14 @@ def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     return {**scalars, **(given or {})}
 
 
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}
+
+
 def _describe(value: Any) -> str:
     """A JSON value's type in JSON words, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "an empty string" if not value.strip() else "a string"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a list" if isinstance(value, list) else "an object"
+    blank = isinstance(value, str) and not value.strip()
+    return "an empty string" if blank else _JSON_TYPES[type(value)]
 
 
 # --------------------------------------------------------------------------- CSV
@@ -411,10 +354,9 @@ def _parse_csv(text: str, filename: str) -> ParsedLog:
                     issues.append(RowIssue(start, exc.field, exc.reason))
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise LogFormatError(
-            f"{filename} line {reader.line_num}: {exc}; cells holding commas, quotes or line "
-            "breaks must be wrapped in double quotes, with quotes inside doubled (\"\")."
-        ) from None
+        raise LogFormatError(f"{filename} line {reader.line_num}: {exc}; cells holding commas, "
+                             'quotes or line breaks must be wrapped in double quotes, with quotes '
+                             'inside doubled ("").') from None
     return ParsedLog("csv", tuple(requests), tuple(issues), total)
 
 
@@ -440,23 +382,16 @@ def _csv_columns(header: list[str], filename: str) -> dict[str, int | None]:
             f"({', '.join(CSV_REFERENCE_COLUMNS)}), logged output "
             f"({', '.join(CSV_OUTPUT_COLUMNS)}); other columns are kept as metadata."
         )
-    return {
-        "prompt": prompt,
-        "system": find(("system",)),
-        "reference": find(CSV_REFERENCE_COLUMNS),
-        "output": find(CSV_OUTPUT_COLUMNS),
-        "id": find(("id",)),
-    }
+    return {"prompt": prompt, "system": find(("system",)), "id": find(("id",)),
+            "reference": find(CSV_REFERENCE_COLUMNS), "output": find(CSV_OUTPUT_COLUMNS)}
 
 
 def _csv_request(
     row: list[str], header: list[str], columns: dict[str, int | None], line: int
 ) -> LogRequest:
     if len(row) != len(header):
-        raise _RowError("row", (
-            f"has {len(row)} cells but the header has {len(header)}; wrap cells that contain "
-            "commas or line breaks in double quotes"
-        ))
+        raise _RowError("row", f"has {len(row)} cells but the header has {len(header)}; "
+                        "wrap cells that contain commas or line breaks in double quotes")
 
     def cell(role: str) -> str | None:
         index = columns[role]
@@ -464,9 +399,8 @@ def _csv_request(
 
     prompt, system = cell("prompt"), cell("system")
     if prompt is None:
-        raise _RowError(header[columns["prompt"]].strip(), (
-            "is empty; fill in the prompt or delete the row"
-        ))
+        raise _RowError(header[columns["prompt"]].strip(),
+                        "is empty; fill in the prompt or delete the row")
     user = {"role": "user", "content": prompt}
     used = {index for index in columns.values() if index is not None}
     return LogRequest(
