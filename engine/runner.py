@@ -53,7 +53,9 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants)):
-        notify = _notifier(on_progress, vspec.name, i, len(spec.variants), len(requests))
+        # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
+        steps = len(requests) * (2 if _compression(vspec) else 1)
+        notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
         store.set_variant_status(vrun.id, "running")
         try:
             results, measures, report = _run_variant(vspec, requests, spec.generation,
@@ -63,10 +65,10 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
             store.finish_variant(vrun.id, results, measures, report)
             if i == 0:
                 baseline = results
-            notify(len(requests), "done")
+            notify(steps, "done")
         except Exception as exc:  # a failing variant is recorded; the others still run
             store.set_variant_status(vrun.id, "failed", _reason(exc))
-            notify(len(requests), f"failed: {_reason(exc)}")
+            notify(steps, f"failed: {_reason(exc)}")
     store.set_run_status(run.id, "done")
     return store.get_run(run.id)
 
@@ -110,7 +112,8 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], gen: Generat
         sent, compress_s, creport = _compress_prompts(vspec, originals, settings, backend, notify)
         if creport:
             report["compress_prompt"] = creport
-        gens = _generate_batched(backend, sent, gen, notify)
+        offset = len(sent) if creport else 0
+        gens = _generate_batched(backend, sent, gen, lambda d, m: notify(offset + d, m))
         wall_s = time.perf_counter() - t0
         results = [RequestResult(
             request_index=r.index, output_text=g.text,
@@ -127,9 +130,13 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], gen: Generat
         backend.close()
 
 
+def _compression(vspec: VariantSpec) -> CompressPrompt | None:
+    return next((t for t in vspec.techniques if isinstance(t, CompressPrompt)), None)
+
+
 def _compress_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
                       backend: Backend, notify):
-    tech = next((t for t in vspec.techniques if isinstance(t, CompressPrompt)), None)
+    tech = _compression(vspec)
     if tech is None:
         return originals, [0.0] * len(originals), None
     from engine.techniques.prompt_compression import PromptCompressorAdapter

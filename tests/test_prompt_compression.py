@@ -1,5 +1,6 @@
 """engine.techniques.prompt_compression: the KV-cache adapter, request splitting, offline
 tiktoken, and LLMLingua on the real embedded scorer (the ``slow`` tests)."""
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,6 @@ from engine.techniques.prompt_compression import (
 )
 
 
-# --- TEMPORARY fallback fixture: the lead deletes this once tests/conftest.py provides ----
-# --- `embedded_model_dir`. Uses ROILAB_TEST_MODEL_DIR, else the hand-made /tmp/smol_hf. ----
-@pytest.fixture(scope="session")
-def embedded_model_dir() -> Path:
-    path = Path(os.environ.get("ROILAB_TEST_MODEL_DIR", "/tmp/smol_hf"))
-    if not (path / "config.json").is_file():
-        pytest.skip(f"no local SmolLM2 HF folder at {path}")
-    return path
-# --- end of TEMPORARY fallback fixture ------------------------------------------------------
 
 
 SYSTEM = (
@@ -53,10 +45,13 @@ SYSTEM = (
     "Tone: friendly but professional, no emojis, answer in at most three sentences unless the customer "
     "asks for detailed instructions."
 )
-QUESTION = "I bought a tent three weeks ago and used it once on a camping trip, can I still get a refund?"
+QUESTION = (
+    "I bought a tent three weeks ago and used it once on a camping trip, can I still get a refund?"
+)
 
 
 # ---------------------------------------------------------------- cache adapter (fast) ----
+
 
 @pytest.fixture(scope="module")
 def tiny_llama():
@@ -64,8 +59,13 @@ def tiny_llama():
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -78,7 +78,10 @@ def test_adapter_matches_raw_model_with_dynamic_cache(tiny_llama):
         legacy = to_legacy_cache(prefix)  # snapshot before the raw call below grows `prefix`
         raw = tiny_llama(ids[:, 8:], attention_mask=mask, past_key_values=prefix, use_cache=True)
         adapted = LegacyCacheModel(tiny_llama)(
-            ids[:, 8:], attention_mask=mask, past_key_values=[list(kv) for kv in legacy], use_cache=True
+            ids[:, 8:],
+            attention_mask=mask,
+            past_key_values=[list(kv) for kv in legacy],
+            use_cache=True,
         )
         full = tiny_llama(ids, attention_mask=mask).logits
 
@@ -108,27 +111,35 @@ def test_cache_round_trip(tiny_llama):
     cache = to_dynamic_cache(legacy, tiny_llama.config)
     assert cache.get_seq_length() == 3
     back = to_legacy_cache(cache)
-    for (k0, v0), (k1, v1) in zip(legacy, back):
+    for (k0, v0), (k1, v1) in zip(legacy, back, strict=True):
         torch.testing.assert_close(k0, k1)
         torch.testing.assert_close(v0, v1)
 
 
 # ------------------------------------------------------------- request splitting (fast) ----
 
+
 def test_split_system_and_question():
-    blocks, body, question = split_request([
-        {"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
-    ])
+    blocks, body, question = split_request(
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": QUESTION},
+        ]
+    )
     assert blocks == [SYSTEM] and body == "" and question == QUESTION
 
 
 def test_split_single_message_keeps_trailing_question():
-    blocks, body, question = split_request([{"role": "user", "content": "Some policy text. More text.\nIs it OK? "}])
+    blocks, body, question = split_request(
+        [{"role": "user", "content": "Some policy text. More text.\nIs it OK? "}]
+    )
     assert blocks == [] and body == "Some policy text. More text." and question == "Is it OK?"
 
 
 def test_split_single_message_without_question_is_all_body():
-    blocks, body, question = split_request([{"role": "user", "content": "Summarise this. Be brief."}])
+    blocks, body, question = split_request(
+        [{"role": "user", "content": "Summarise this. Be brief."}]
+    )
     assert (blocks, body, question) == ([], "Summarise this. Be brief.", "")
 
 
@@ -139,12 +150,18 @@ def test_split_history_and_instruction_without_question():
         {"role": "assistant", "content": "Hello."},
         {"role": "user", "content": "Summarise the chat."},
     ]
-    assert split_request(msgs) == (["Be nice.", "User: Hi.", "Assistant: Hello."], "", "Summarise the chat.")
+    assert split_request(msgs) == (
+        ["Be nice.", "User: Hi.", "Assistant: Hello."],
+        "",
+        "Summarise the chat.",
+    )
 
 
 def test_bad_rate_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="rate"):
-        PromptCompressorAdapter(tmp_path).compress([{"role": "user", "content": "x"}], rate=1.5, min_tokens=0)
+        PromptCompressorAdapter(tmp_path).compress(
+            [{"role": "user", "content": "x"}], rate=1.5, min_tokens=0
+        )
 
 
 def test_missing_model_folder_is_a_model_prep_error(tmp_path):
@@ -153,6 +170,7 @@ def test_missing_model_folder_is_a_model_prep_error(tmp_path):
 
 
 # ------------------------------------------------------------------ tiktoken offline ----
+
 
 @pytest.fixture
 def no_network(monkeypatch):
@@ -196,7 +214,9 @@ _ADAPTERS: dict[Path, PromptCompressorAdapter] = {}
 def compressor(embedded_model_dir, tmp_path_factory, monkeypatch, no_network):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # ensure_tiktoken_offline's write is undone after
     if embedded_model_dir not in _ADAPTERS:  # load once per session, whatever the fixture scopes
-        adapter = PromptCompressorAdapter(embedded_model_dir, cache_dir=tmp_path_factory.mktemp("tiktoken"))
+        adapter = PromptCompressorAdapter(
+            embedded_model_dir, cache_dir=tmp_path_factory.mktemp("tiktoken")
+        )
         adapter.load()
         _ADAPTERS[embedded_model_dir] = adapter
     return _ADAPTERS[embedded_model_dir]
@@ -209,7 +229,9 @@ def test_llmlingua_without_adapter_fails_on_transformers_5(compressor):
     pc.model = pc.model.wrapped
     try:
         with pytest.raises(ValueError, match="too many values to unpack"):
-            pc.compress_prompt([SYSTEM], rate=0.5, use_context_level_filter=False, iterative_size=64)
+            pc.compress_prompt(
+                [SYSTEM], rate=0.5, use_context_level_filter=False, iterative_size=64
+            )
     finally:
         pc.model = LegacyCacheModel(pc.model)
 
@@ -232,7 +254,9 @@ def test_compresses_support_prompt_and_keeps_question(compressor):
 
 @pytest.mark.slow
 def test_single_user_message_keeps_trailing_question(compressor):
-    res = compressor.compress([{"role": "user", "content": f"{SYSTEM}\n\n{QUESTION}"}], rate=0.5, min_tokens=64)
+    res = compressor.compress(
+        [{"role": "user", "content": f"{SYSTEM}\n\n{QUESTION}"}], rate=0.5, min_tokens=64
+    )
     assert not res.skipped and res.ratio > 1.3
     assert [m["role"] for m in res.messages] == ["user"]
     assert res.messages[0]["content"].endswith("\n\n" + QUESTION)

@@ -1,0 +1,250 @@
+"""Dashboard pages through Streamlit's AppTest: real Streamlit, real SQLite, real engine.
+
+Each test points ROILAB_DB_URL at its own SQLite file. Tests marked ``slow`` run the
+embedded model (SmolLM2-135M) for a few requests with a few new tokens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from engine.logs import parse_log
+from engine.runner import run_pilot
+from engine.settings import Settings
+from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
+from engine.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = REPO / "data" / "models" / "smollm2-135m-instruct"
+TIMEOUT = 120  # seconds per script run: the first import of transformers is slow on 2 cores
+XSS = "<script>alert(1)</script> and **bold** and [link](http://x)"
+
+GOOD_LOG = b"\n".join(json.dumps(row).encode() for row in [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}],
+     "reference": "Paris"},
+    {"prompt": "Name a primary colour.", "reference": "red"},
+    {"messages": [{"role": "robot", "content": "hi"}]},  # line 3: bad role
+]) + b"\n"
+PILOT_LOG = b"\n".join(json.dumps(row).encode() for row in [
+    {"prompt": f"Repeat exactly: {XSS}", "reference": "bold"},
+    {"prompt": "What is the capital of France? Answer in one word.", "reference": "Paris"},
+    {"prompt": "What is 2 + 2? Answer with a number.", "reference": "4"},
+]) + b"\n"
+
+
+def _data_dir(root: Path) -> Path:
+    """A data dir whose models/ and samples/ point at the repo's (nothing written there)."""
+    (root / "models").mkdir(parents=True)
+    if MODEL_DIR.is_dir():
+        (root / "models" / MODEL_DIR.name).symlink_to(MODEL_DIR, target_is_directory=True)
+    (root / "samples").symlink_to(REPO / "data" / "samples", target_is_directory=True)
+    return root
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Settings:
+    """An empty store in tmp_path, used by the app through ROILAB_* variables."""
+    data_dir = _data_dir(tmp_path / "data")
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", f"sqlite:///{tmp_path / 'roilab.db'}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_data.clear()
+    return Settings()
+
+
+def page(name: str, **query: str) -> AppTest:
+    """AppTest of one page's render(), the way the router calls it."""
+    at = AppTest.from_string(f"from app.pages import {name}\n{name}.render()",
+                             default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _store(settings: Settings) -> Store:
+    return Store(settings.resolved_db_url())
+
+
+def _frame_with(at: AppTest, column: str):
+    """The first st.dataframe shown that has this column (dataframes carry no key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _texts(at: AppTest) -> list[str]:
+    return [e.value for e in at.text]
+
+
+# ---- router, overview, hardware ------------------------------------------------------
+def test_router_opens_overview(env):
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.title[0].value == "roilab"
+
+
+def test_overview_with_empty_store(env):
+    at = page("overview")
+    assert not at.exception
+    assert "Nothing stored yet" in at.info[0].value
+
+
+def test_hardware_page_shows_prices_with_sources(env):
+    at = page("hardware")
+    table = at.dataframe[0].value
+    assert {"price_per_hour", "price_source", "price_date"} <= set(table.columns)
+    assert "cpu-c7i-large" in set(table.key)
+
+
+# ---- upload --------------------------------------------------------------------------
+def test_upload_valid_file_reports_and_stores_raw_bytes(env):
+    at = page("upload")
+    at.file_uploader[0].upload("mylog.jsonl", GOOD_LOG, "application/json")
+    at.text_input[0].input("my workload")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception and not at.error
+    assert "2 usable requests, 1 rejected rows" in at.success[0].value
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] in ("chat_jsonl", "prompt_jsonl")
+    assert metrics["Valid requests"] == "2" and metrics["Invalid rows"] == "1"
+    issues = at.dataframe[0].value
+    assert list(issues.line) == [3] and "role" in issues.field[0]
+    assert at.get("plotly_chart"), "prompt-length histogram missing"
+    [workload] = _store(env).list_workloads()
+    assert workload.name == "my workload"
+    assert _store(env).get_raw_upload(workload.id) == GOOD_LOG  # byte for byte
+
+
+@pytest.mark.parametrize("filename,raw", [
+    ("empty.jsonl", b""),
+    ("binary.jsonl", b"\x00\x01\x02garbage"),
+    ("noprompt.csv", b"foo,bar\n1,2\n"),
+])
+def test_upload_unusable_file_shows_error_and_stores_nothing(env, filename, raw):
+    at = page("upload")
+    at.file_uploader[0].upload(filename, raw, "text/plain")
+    at.button[0].click().run()
+    assert not at.exception
+    assert filename.replace(".", "\\.") in at.error[0].value  # message, escaped markdown
+    assert not at.success
+    assert _store(env).list_workloads() == []
+
+
+def test_upload_bundled_sample(env):
+    at = page("upload")
+    at.selectbox(key="upload.sample").select("ticket_classification.csv")
+    at.button(key="upload.load_sample").click().run()
+    assert not at.exception and not at.error
+    [workload] = _store(env).list_workloads()
+    assert workload.format == "csv" and workload.n_requests > 0
+    raw = (REPO / "data" / "samples" / "ticket_classification.csv").read_bytes()
+    assert _store(env).get_raw_upload(workload.id) == raw
+
+
+# ---- run pilot -----------------------------------------------------------------------
+def test_run_pilot_without_workload_points_to_upload(env):
+    at = page("run_pilot")
+    assert "Upload a request log first" in at.info[0].value
+
+
+def test_run_pilot_form_renders_defaults(env):
+    _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    at = page("run_pilot")
+    assert not at.exception
+    numbers = {n.label: n.value for n in at.number_input}
+    assert numbers["Max requests"] == 12 and numbers["Max new tokens"] == 48
+    assert numbers["Batch size"] == 8 and numbers["$/hour"] is None  # None = catalog price
+    assert at.text_input[1].value == "embedded:smollm2-135m-instruct"
+    assert [c.value for c in at.checkbox] == [True, True, True]
+    assert at.checkbox[0].disabled  # the baseline always runs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MODEL_DIR.is_dir(), reason="embedded model not prepared")
+def test_run_pilot_form_runs_a_real_pilot(env):
+    _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    at = page("run_pilot")
+    at.checkbox[2].uncheck()  # no LLMLingua: keep it tiny
+    at.number_input[0].set_value(2)  # max requests
+    at.number_input[1].set_value(8)  # max new tokens
+    at.button[0].click().run(timeout=600)
+    assert not at.exception
+    assert "Results stored as run #1" in at.success[-1].value
+    run = _store(env).get_run(1)
+    assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
+    assert run.spec["max_requests"] == 2 and run.spec["generation"]["max_new_tokens"] == 8
+
+
+# ---- results (one real run, shared by the tests below) -------------------------------
+@pytest.fixture(scope="module")
+def pilot_db(tmp_path_factory) -> tuple[str, str]:
+    """(db url, data dir) holding one real run: baseline + int8 on 3 requests, 8 tokens."""
+    if not MODEL_DIR.is_dir():
+        pytest.skip("embedded model not prepared")
+    root = tmp_path_factory.mktemp("pilot")
+    settings = Settings(data_dir=_data_dir(root / "data"), db_url=f"sqlite:///{root / 'r.db'}")
+    store = Store(settings.resolved_db_url())
+    workload = store.add_workload("xss", "x.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "x.jsonl"))
+    model = "embedded:smollm2-135m-instruct"
+    spec = PilotSpec(name="tiny", workload_id=workload.id,
+                     variants=(VariantSpec(name="baseline", model=model),
+                               VariantSpec(name="int8-weights", model=model,
+                                           techniques=(QuantizeWeights(bits=8),))),
+                     generation=GenerationSettings(max_new_tokens=8, batch_size=8))
+    run = run_pilot(spec, store, settings)
+    assert run.status == "done"
+    return settings.resolved_db_url(), str(settings.data_dir)
+
+
+@pytest.fixture
+def results_env(pilot_db, monkeypatch) -> None:
+    monkeypatch.setenv("ROILAB_DB_URL", pilot_db[0])
+    monkeypatch.setenv("ROILAB_DATA_DIR", pilot_db[1])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_data.clear()
+
+
+@pytest.mark.slow
+def test_overview_with_a_run(results_env):
+    at = page("overview")
+    assert not at.exception
+    assert "Latest finished run #1" in at.subheader[0].value
+    assert at.metric[0].label == "Baseline cost / month"
+    assert list(at.dataframe[0].value.run) == [1]
+
+
+@pytest.mark.slow
+def test_results_shows_charts_and_variant_table(results_env):
+    at = page("results", run="1")
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 5  # cost, latency, accuracy, speed, memory
+    table = _frame_with(at, "cost_per_1k_requests")
+    assert list(table.name) == ["baseline", "int8-weights"]
+    assert {"cost_per_1k_requests", "latency_p95_s", "tokens_per_s", "peak_mem_bytes",
+            "error"} <= set(table.columns)
+    assert at.json, "technique report / spec JSON missing"
+    assert at.download_button or "PDF export is not available" in at.error[-1].value
+
+
+@pytest.mark.slow
+def test_results_reprices_live(results_env):
+    at = page("results", run="1")
+    before = at.metric[0].value
+    price = next(n for n in at.number_input if n.label == "$/hour")
+    price.set_value(price.value * 10).run()
+    assert not at.exception
+    assert at.metric[0].value != before
+
+
+@pytest.mark.slow
+def test_results_shows_prompts_literally(results_env):
+    at = page("results", run="1")
+    sbs = _frame_with(at, "variant_output")
+    assert any(XSS in prompt for prompt in sbs.prompt)
+    assert any(XSS in t for t in _texts(at)), "prompt not shown as plain text"
+    as_markdown = [*at.markdown, *at.caption, *at.error, *at.warning, *at.info, *at.success]
+    rendered = [e.value for e in as_markdown]
+    assert not any("<script>" in r or "**bold**" in r for r in rendered)
+    assert not at.get("html")

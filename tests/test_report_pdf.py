@@ -1,0 +1,228 @@
+"""engine.report_pdf over a real pilot: SmolLM2 baseline + int8 weights (+ one variant that
+fails), replayed by the real engine into a temporary SQLite store, report rebuilt from it.
+
+Expected strings are computed from the stored measurements (wall time, request and token
+counts, catalog price) with engine.cost, never hard-coded."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from engine import cost
+from engine.domain import LogRequest, ParsedLog
+from engine.report_pdf import (
+    assumptions,
+    fmt_mb,
+    fmt_money,
+    fmt_pct,
+    fmt_tok_s,
+    headline_figures,
+    render_pdf,
+    summary_paragraphs,
+    to_latin1,
+    write_pdf,
+)
+from engine.runner import run_pilot
+from engine.settings import REPO_ROOT, Settings
+from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
+from engine.store import Store
+from engine.summary import build_report, side_by_side
+
+pytestmark = pytest.mark.slow
+
+MODEL_DIR = REPO_ROOT / "data" / "models" / "smollm2-135m-instruct"
+QUESTIONS = [("What is the capital of France?", "Paris"),
+             ("How many days are in a week?", "seven"),
+             ("What colour is the sky on a clear day?", "blue")]
+
+
+@pytest.fixture(scope="module")
+def pilot(tmp_path_factory):
+    if not (MODEL_DIR / "config.json").is_file():
+        pytest.skip(f"embedded model not prepared at {MODEL_DIR}; run a pilot once to convert it")
+    for tool in ("pdftotext", "pdftoppm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} missing: apt-get install poppler-utils")
+    tmp = tmp_path_factory.mktemp("pdf")
+    (tmp / "models").mkdir()
+    (tmp / "models" / MODEL_DIR.name).symlink_to(MODEL_DIR)
+    store = Store(f"sqlite:///{tmp}/t.db")
+    reqs = tuple(LogRequest(line=i + 1, messages=({"role": "user", "content": q},), reference=r)
+                 for i, (q, r) in enumerate(QUESTIONS))
+    wl = store.add_workload("support-faq", "faq.jsonl", b"{}", ParsedLog("chat_jsonl", reqs, (), 3))
+    spec = PilotSpec(name="pdf-test", workload_id=wl.id, variants=(
+        VariantSpec(name="baseline"),
+        VariantSpec(name="int8-weights", techniques=(QuantizeWeights(),)),
+        VariantSpec(name="missing-model", model=str(tmp / "no-such-model"))),
+        generation=GenerationSettings(max_new_tokens=8, batch_size=4))
+    run = run_pilot(spec, store, Settings(data_dir=tmp))
+    report = build_report(store, run.id)
+    samples = side_by_side(report, store, "int8-weights")
+    pdf = render_pdf(report, samples)
+    (tmp / "report.pdf").write_bytes(pdf)
+    return {"store": store, "run": run, "report": report, "pdf": pdf, "dir": tmp,
+            "samples": samples}
+
+
+def _text(pdf_bytes: bytes, tmp: Path, name: str = "x.pdf") -> str:
+    path = tmp / name
+    path.write_bytes(pdf_bytes)
+    out = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+                         text=True, check=True).stdout
+    return " ".join(out.split())  # wrapped lines and table padding collapse to single spaces
+
+
+def test_the_run_is_real(pilot):
+    status = {v.name: v.status for v in pilot["run"].variants}
+    assert status == {"baseline": "ok", "int8-weights": "ok", "missing-model": "failed"}
+
+
+def test_headline_figures_follow_from_stored_measurements(pilot):
+    store, run, report = pilot["store"], pilot["run"], pilot["report"]
+    results = store.results_frame(run.id)
+    price = cost.get_hardware("cpu-c7i-large").price_per_hour
+    volume = 1_000_000
+    monthly, per_1k, tok_s = {}, {}, {}
+    for v in run.variants:
+        if v.status != "ok":
+            continue
+        sub = results[results.variant_id == v.id]
+        req_s = len(sub) / v.wall_s
+        tok_s[v.name] = int(sub.output_tokens.sum()) / v.wall_s
+        per_1k[v.name] = cost.cost_per_1k_requests(price, req_s)
+        monthly[v.name] = cost.monthly_cost(price, req_s, volume)
+    f = headline_figures(report)
+    assert f["baseline_cost_per_1k"] == fmt_money(per_1k["baseline"])
+    assert f["baseline_monthly"] == fmt_money(monthly["baseline"])
+    assert f["requests_per_month"] == "1,000,000"
+    assert f["price_per_hour"] == fmt_money(price)
+    assert f["best_variant"] == "int8-weights"  # the only other variant that ran
+    assert f["best_cost_per_1k"] == fmt_money(per_1k["int8-weights"])
+    assert f["monthly_saving"] == fmt_money(monthly["baseline"] - monthly["int8-weights"])
+    saving = (monthly["baseline"] - monthly["int8-weights"]) / monthly["baseline"]
+    assert f["saving_pct"] == fmt_pct(saving)
+    assert f["best_tokens_per_s"] == fmt_tok_s(tok_s["int8-weights"])
+    int8 = next(v for v in run.variants if v.name == "int8-weights")
+    assert f["best_weights"] == fmt_mb(int8.weight_bytes)
+    contains = results[results.variant == "int8-weights"].ref_contains.mean()
+    assert f["best_ref_contains"] == fmt_pct(contains)
+
+
+def test_pdf_text_holds_headline_variants_and_assumptions(pilot):
+    report = pilot["report"]
+    text = _text(pilot["pdf"], pilot["dir"])
+    assert f"roilab business case - pdf-test (run #{report.run.id})" in text
+    for key, value in headline_figures(report).items():
+        assert value in text, f"{key}={value!r} not in the PDF"
+    for v in report.variants:
+        assert v.name in text and v.techniques in text
+        assert fmt_money(v.cost_per_1k_requests) in text
+    hw = report.hardware
+    for expected in (hw.name, hw.price_source, hw.price_date, "Max new tokens 8", "Batch size 4",
+                     "Requests per month 1,000,000", "Requests replayed 3",
+                     "$/h / (req/s * 3600) * 1000", "$/h / (tok/s * 3600) * 1e6",
+                     "volume / (req/s * 3600) * $/h"):
+        assert expected in text
+    for label, value in assumptions(report):
+        assert " ".join(value.split()) in text, label
+    # the failed variant is named with its reason; the summary states the result honestly
+    assert "'missing-model' (failed)" in text and "does not exist" in text
+    assert summary_paragraphs(report)[1].split(".")[0] in text
+    # appendix: a prompt from side_by_side and each variant's output
+    assert QUESTIONS[0][0] in text
+    assert report.results.output_text.iloc[0].split()[0] in text
+
+
+def test_pages_render_and_are_not_blank(pilot, tmp_path):
+    pdf_path = tmp_path / "r.pdf"
+    pdf_path.write_bytes(pilot["pdf"])
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf_path), str(tmp_path / "page")],
+                   check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 4  # summary, charts, table, appendix
+    for page in pages:
+        img = Image.open(page).convert("L")
+        dark = sum(img.histogram()[:160])
+        assert dark > 200, f"{page.name} looks blank ({dark} dark pixels)"
+    # the charts page is mostly coloured bars: far more ink than a text-only page
+    assert sum(Image.open(pages[1]).convert("L").histogram()[:200]) > 5000
+
+
+def test_unicode_everywhere_degrades_instead_of_crashing(pilot):
+    report = pilot["report"]
+    odd = "答案是巴黎 🇫🇷 café — “quoted” ｆｕｌｌ 👍🏽 naïve Ωmega…"
+    results = report.results.assign(output_text=odd)
+    run = dataclasses.replace(report.run, name="pilot 🚀 試験")
+    variants = tuple(dataclasses.replace(v, techniques=v.techniques + " ✓")
+                     for v in report.variants)
+    weird = dataclasses.replace(report, results=results, run=run, variants=variants)
+    samples = pilot["samples"].assign(prompt="请总结 📄 this", reference="Paris 🗼")
+    text = _text(render_pdf(weird, samples), pilot["dir"], "unicode.pdf")
+    assert 'café - "quoted" full' in text and "naïve" in text and "?mega..." in text  # Greek has no latin-1 form
+    assert "pilot ? ??" in text and "Paris ?" in text
+    assert render_pdf(weird)[:5] == b"%PDF-"  # without samples too
+
+
+def test_to_latin1_keeps_what_it_can():
+    assert to_latin1("café naïve £5 ½") == "café naïve £5 ½"
+    assert to_latin1("“a” – b — c… ﬁ ｆｕｌｌ") == '"a" - b - c... fi full'
+    assert to_latin1("ő ž") == "o z"  # accents outside latin-1 are dropped, letters kept
+    assert to_latin1("中文 😀 👨‍👩‍👧") == "?? ? ???"
+    assert to_latin1("a\tb\x07c\nd") == "a    b c\nd"
+
+
+def test_formatters():
+    assert fmt_money(0.1835) == "$0.1835"
+    assert fmt_money(0.013401648) == "$0.01340"
+    assert fmt_money(136.659765) == "$136.66"
+    assert fmt_money(-123.258118) == "-$123.26"
+    assert fmt_money(12345.678) == "$12,345.68"
+    assert fmt_money(None) == fmt_money(float("nan")) == "n/a"
+    assert fmt_pct(1 / 3) == "33.3%" and fmt_pct(-9.197236) == "-919.7%"
+    assert fmt_tok_s(14.182543) == "14.18 tok/s"
+    assert fmt_mb(538060288) == "538.1 MB"
+
+
+def test_summary_when_a_variant_saves_money(pilot):
+    report = pilot["report"]
+    base, other = report.variants[0], report.variants[1]
+    cheaper = dataclasses.replace(
+        other, cost_per_1k_requests=base.cost_per_1k_requests * 0.6,
+        monthly_cost=base.monthly_cost * 0.6, monthly_savings=base.monthly_cost * 0.4,
+        savings_fraction=0.4, tokens_per_s=base.tokens_per_s * 1.5)
+    saving = dataclasses.replace(report, variants=(base, cheaper, *report.variants[2:]))
+    f = headline_figures(saving)
+    first = summary_paragraphs(saving)[1]
+    assert first.startswith(f"The largest saving comes from '{other.name}'")
+    assert f["monthly_saving"] in first and f["saving_pct"] == "40.0%"
+    assert "In short: faster" in summary_paragraphs(saving)[3]
+    text = _text(render_pdf(saving), pilot["dir"], "saving.pdf")
+    assert all(v in text for v in f.values())
+
+
+def test_summary_when_no_variant_ran(pilot):
+    report = pilot["report"]
+    failed = dataclasses.replace(
+        report.variants[1], status="failed", error="CUDA out of memory; lower the batch size",
+        cost_per_1k_requests=None, monthly_cost=None, monthly_savings=None,
+        savings_fraction=None, tokens_per_s=None, latency=None)
+    only = dataclasses.replace(report, variants=(report.variants[0], failed),
+                               results=report.results[report.results.variant == "baseline"])
+    paras = summary_paragraphs(only)
+    assert "No variant saves money" in paras[1]
+    assert "CUDA out of memory; lower the batch size" in paras[-1]
+    assert set(headline_figures(only)) == {"baseline_cost_per_1k", "baseline_cost_per_1m_tokens",
+                                           "baseline_monthly", "price_per_hour",
+                                           "requests_per_month"}
+    assert render_pdf(only, pd.DataFrame())[:5] == b"%PDF-"
+
+
+def test_write_pdf(pilot, tmp_path):
+    path = write_pdf(pilot["report"], tmp_path / "out" / "case.pdf")
+    assert path.read_bytes()[:5] == b"%PDF-"
