@@ -1,6 +1,8 @@
 """Memory accounting: weight bytes of (possibly quantized) models and peak RSS sampling."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 
 import psutil
@@ -30,6 +32,34 @@ def model_weight_bytes(model: torch.nn.Module) -> int:
             seen.add(key)
             total += tensor_bytes(t.data if isinstance(t, torch.nn.Parameter) else t)
     return total
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS.
+
+    glibc keeps freed chunks of a few MB (one linear layer's weights) in its heap, so after
+    a quantizer drops the full-precision copies the process RSS would not go down and the
+    variant's peak memory would include memory it no longer uses. ``malloc_trim`` returns
+    them; elsewhere (no glibc) this only collects garbage.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def detach_from_checkpoint(model: torch.nn.Module) -> None:
+    """Give plain CPU tensors their own memory so the memory-mapped checkpoint can close.
+
+    from_pretrained maps the safetensors file; while any tensor (say the fp32 embedding a
+    quantizer left alone) still views that mapping, every page the quantizer read stays
+    resident and would be billed to the quantized variant's memory.
+    """
+    for module in model.modules():
+        for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if t.device.type == "cpu" and not hasattr(t, "__tensor_flatten__"):
+                t.data = t.data.clone()
 
 
 class RssPeakSampler:

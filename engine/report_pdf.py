@@ -50,7 +50,7 @@ def _missing(x) -> bool:
 
 def fmt_money(x: float | None) -> str:
     """``$0.01340`` (4 significant digits below $1), ``$136.66``, ``-$1,234.57``."""
-    if _missing(x):
+    if x is None or math.isnan(x):
         return NA
     sign, a = ("-" if x < 0 else ""), abs(x)
     if a == 0 or a >= 1:
@@ -61,7 +61,7 @@ def fmt_money(x: float | None) -> str:
 
 def _formatter(template: str, scale: float = 1.0):
     def fmt(x: float | None) -> str:
-        return NA if _missing(x) else template.format(x * scale)
+        return NA if x is None or math.isnan(x) else template.format(x * scale)
     return fmt
 
 

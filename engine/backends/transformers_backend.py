@@ -1,7 +1,6 @@
 """Hugging Face transformers backend for CPU and CUDA (greedy, batched, left-padded)."""
 from __future__ import annotations
 
-import gc
 import time
 
 import torch
@@ -9,7 +8,8 @@ import torch
 from engine.backends.base import Backend, LoadInfo, Messages
 from engine.domain import Generation
 from engine.errors import ModelPrepError, SpecError
-from engine.memory import RssPeakSampler, model_weight_bytes
+from engine.memory import (RssPeakSampler, detach_from_checkpoint, model_weight_bytes,
+                           release_freed_memory)
 from engine.specs import QuantizeWeights
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -77,7 +77,9 @@ class TransformersBackend(Backend):
 
                 report[tech.kind] = apply_weight_quantization(self.model, tech)
         load_s = time.perf_counter() - t0
-        gc.collect()  # free full-precision copies a technique replaced before serving starts
+        if report and device == "cpu":
+            detach_from_checkpoint(self.model)
+        release_freed_memory()  # full-precision copies a technique replaced, before serving
         # Peak memory is measured while serving (weights + activations + KV cache), the figure
         # that sizes hardware; a quantizer's transient full-precision copy is not counted.
         if device == "cuda":
@@ -139,6 +141,6 @@ class TransformersBackend(Backend):
         if self._sampler:
             self._sampler.stop()
         self.model = self.tokenizer = None
-        gc.collect()
+        release_freed_memory()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
