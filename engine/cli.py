@@ -217,8 +217,19 @@ def _print_catalog() -> None:
         print(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} ({hw.price_source}, {hw.price_date})")
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bar is the one that matters; silence per-file loading bars/warnings."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         args.func(args, get_settings())
     except RoilabError as exc:

