@@ -48,8 +48,15 @@ def cmd_ingest(args, settings: Settings) -> int:
 
 
 def _build_spec(args):
-    from engine.specs import (CompressPrompt, CostSettings, GenerationSettings, PilotSpec,
-                              QuantizeWeights, VariantSpec, parse_pilot_spec)
+    from engine.specs import (
+        CompressPrompt,
+        CostSettings,
+        GenerationSettings,
+        PilotSpec,
+        QuantizeWeights,
+        VariantSpec,
+        parse_pilot_spec,
+    )
 
     if args.spec:
         data = json.loads(Path(args.spec).read_text())

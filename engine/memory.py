@@ -57,7 +57,7 @@ def detach_from_checkpoint(model: torch.nn.Module) -> None:
     resident and would be billed to the quantized variant's memory.
     """
     for module in model.modules():
-        for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+        for _name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             if t.device.type == "cpu" and not hasattr(t, "__tensor_flatten__"):
                 t.data = t.data.clone()
 

@@ -104,8 +104,8 @@ def _extract_gguf(tmp: Path) -> Path:
 
 def _convert(gguf: Path, out: Path) -> None:
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise ModelPrepError(f"{exc}. Fix: pip install gguf accelerate transformers") from exc
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from engine import accuracy
 from engine.backends import Backend, get_backend
@@ -52,7 +52,7 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     store.set_run_status(run.id, "running")
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
-    for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants)):
+    for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
         # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
         steps = len(requests) * (2 if _compression(vspec) else 1)
         notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
@@ -120,7 +120,7 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], gen: Generat
             prompt_tokens_logged=r.request.logged_prompt_tokens,
             prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
             output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
-            compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s)]
+            compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s, strict=True)]
         measures = {"load_s": info.load_s, "weight_bytes": info.weight_bytes,
                     "peak_mem_bytes": backend.peak_memory_bytes(), "wall_s": wall_s,
                     "throughput_tok_s": sum(g.output_tokens for g in gens) / wall_s,
@@ -167,7 +167,7 @@ def _generate_batched(backend: Backend, prompts: list[list[dict]], gen: Generati
     for start in range(0, len(order), gen.batch_size):
         idx = order[start:start + gen.batch_size]
         notify(done, f"generating {done + 1}-{done + len(idx)} of {len(prompts)}")
-        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], gen.max_new_tokens)):
+        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], gen.max_new_tokens), strict=True):
             out[i] = g
         done += len(idx)
         notify(done, f"generated {done} of {len(prompts)}")
@@ -180,7 +180,7 @@ def score(results: list[RequestResult], requests: list[StoredRequest],
     cos = (embedder.cosine_pairs([r.output_text for r in results],
                                  [b.output_text for b in baseline]) if baseline else None)
     scored = []
-    for j, (res, req) in enumerate(zip(results, requests)):
+    for j, (res, req) in enumerate(zip(results, requests, strict=True)):
         ref = req.request.reference
         extra = {}
         if ref is not None:

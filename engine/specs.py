@@ -6,7 +6,7 @@ silently becomes a default.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,7 +34,7 @@ class CompressPrompt(_Spec):
     min_tokens: int = Field(64, ge=0, description="prompts shorter than this are sent unchanged")
 
 
-TechniqueSpec = Annotated[Union[QuantizeWeights, CompressPrompt], Field(discriminator="kind")]
+TechniqueSpec = Annotated[QuantizeWeights | CompressPrompt, Field(discriminator="kind")]
 
 
 class VariantSpec(_Spec):
@@ -46,7 +46,7 @@ class VariantSpec(_Spec):
     techniques: tuple[TechniqueSpec, ...] = ()
 
     @model_validator(mode="after")
-    def _one_of_each_kind(self) -> "VariantSpec":
+    def _one_of_each_kind(self) -> VariantSpec:
         kinds = [t.kind for t in self.techniques]
         dup = {k for k in kinds if kinds.count(k) > 1}
         if dup:
@@ -77,7 +77,7 @@ class PilotSpec(_Spec):
     max_requests: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "PilotSpec":
+    def _unique_names(self) -> PilotSpec:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import ForeignKey, LargeBinary, String, Text, create_engine, event, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from engine.domain import (LogRequest, ParsedLog, RequestResult, RowIssue, Run, StoredRequest,
-                           VariantRun, Workload)
+from engine.domain import (
+    LogRequest,
+    ParsedLog,
+    RequestResult,
+    RowIssue,
+    Run,
+    StoredRequest,
+    VariantRun,
+    Workload,
+)
 from engine.errors import StorageError
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

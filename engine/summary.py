@@ -6,7 +6,7 @@ stored measurement or a pure function (engine.cost) of stored measurements.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ class LatencySummary:
     p99: float
 
     @classmethod
-    def of(cls, values) -> "LatencySummary | None":
+    def of(cls, values) -> LatencySummary | None:
         arr = np.asarray([v for v in values if v is not None], dtype=float)
         if arr.size == 0:
             return None
@@ -125,10 +125,10 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
                                                 len(sub) if ok else 0, v.wall_s or 0.0))
     costs = cost.variant_costs(measured, price, volume, run.variants[0].name)
     summaries = tuple(_summarise(v, results[results.variant_id == v.id], c)
-                      for v, c in zip(run.variants, costs))
+                      for v, c in zip(run.variants, costs, strict=True))
     return PilotReport(run=run, workload=store.get_workload(run.workload_id), hardware=hw,
                        price_per_hour=price, requests_per_month=volume, variants=summaries,
-                       results=results, generated_at=datetime.now(timezone.utc))
+                       results=results, generated_at=datetime.now(UTC))
 
 
 def _mean(series: pd.Series) -> float | None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from conftest import make_settings
 from streamlit.testing.v1 import AppTest
 
-from conftest import make_settings
 from engine.logs import parse_log
 from engine.runner import run_pilot
 from engine.settings import Settings

@@ -9,8 +9,8 @@ import pytest
 from engine.cost import (
     CATALOG,
     Hardware,
-    VariantCost,
     MeasuredThroughput,
+    VariantCost,
     cost_per_1k_requests,
     cost_per_million_tokens,
     get_hardware,

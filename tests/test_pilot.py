@@ -7,8 +7,7 @@ import pytest
 
 from engine.logs import parse_log
 from engine.runner import run_pilot
-from engine.specs import (CompressPrompt, GenerationSettings, PilotSpec, QuantizeWeights,
-                          VariantSpec)
+from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
 from engine.store import Store
 from engine.summary import build_report
 
@@ -96,7 +95,7 @@ def test_report_costs_follow_from_stored_measurements(pilot) -> None:
     store, _, run, _ = pilot
     report = build_report(store, run.id, price_per_hour=3.6, requests_per_month=1000)
     frame = store.results_frame(run.id)
-    for v, s in zip(run.variants, report.variants):
+    for v, s in zip(run.variants, report.variants, strict=True):
         rps = N / v.wall_s
         assert s.requests_per_s == pytest.approx(rps)
         assert s.cost_per_1k_requests == pytest.approx(3.6 / (rps * 3600) * 1000)

@@ -22,9 +22,6 @@ from engine.techniques.prompt_compression import (
     to_legacy_cache,
 )
 
-
-
-
 SYSTEM = (
     "You are the customer support assistant for Northwind Outdoor Gear, an online store that sells tents, "
     "sleeping bags, backpacks and hiking boots. Always be polite, concise and accurate. Never invent order "

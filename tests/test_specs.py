@@ -6,8 +6,13 @@ import pytest
 from engine.backends import get_backend
 from engine.errors import BackendError, ModelPrepError, SpecError
 from engine.model_prep import resolve_model
-from engine.specs import (CompressPrompt, PilotSpec, QuantizeWeights, VariantSpec,
-                          default_variants, parse_pilot_spec)
+from engine.specs import (
+    CompressPrompt,
+    PilotSpec,
+    QuantizeWeights,
+    default_variants,
+    parse_pilot_spec,
+)
 
 
 def test_pilot_spec_round_trips_through_json() -> None:

@@ -49,5 +49,5 @@ class Backend(ABC):
         """Peak memory while serving: max allocated on CUDA; on CPU, peak process RSS over
         the RSS before loading (weights + activations + KV cache)."""
 
-    def close(self) -> None:
-        """Release the model; the default drops references and lets GC reclaim them."""
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release the model; by default nothing beyond dropping the backend object."""

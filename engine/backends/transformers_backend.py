@@ -8,8 +8,12 @@ import torch
 from engine.backends.base import Backend, LoadInfo, Messages
 from engine.domain import Generation
 from engine.errors import ModelPrepError, SpecError
-from engine.memory import (RssPeakSampler, detach_from_checkpoint, model_weight_bytes,
-                           release_freed_memory)
+from engine.memory import (
+    RssPeakSampler,
+    detach_from_checkpoint,
+    model_weight_bytes,
+    release_freed_memory,
+)
 from engine.specs import QuantizeWeights
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
