@@ -51,11 +51,20 @@ def embedded_model_dir(settings: Settings) -> Path:
     return settings.models_dir / EMBEDDED_NAME
 
 
+def is_prepared(settings: Settings) -> bool:
+    """True when the embedded model folder is complete (conversion finished, files intact)."""
+    return _is_complete(embedded_model_dir(settings))
+
+
 def prepare_embedded_model(settings: Settings, progress=None) -> Path:
     """Return the converted model folder, converting it on first use (~1 minute)."""
     target = embedded_model_dir(settings)
     if _is_complete(target):
         return target
+    if target.is_symlink():
+        raise ModelPrepError(
+            f"{target} links to a model folder that is incomplete or was modified; "
+            f"run `roilab prepare-model` where it points ({target.resolve()}), or remove the link.")
     say = progress or (lambda msg: None)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     # Stage next to the target so the final move is a rename, never a half-copied folder.

@@ -50,6 +50,23 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
     requests = store.get_requests(spec.workload_id, limit=spec.max_requests)
     store.set_run_status(run.id, "running")
+    try:
+        _run_variants(spec, run, requests, store, settings, on_progress)
+    except BaseException as exc:
+        # Interrupted (Ctrl+C, a dashboard rerun) or a bug outside any one variant: the run
+        # must not stay "running" forever. Finished variants keep their stored results.
+        reason = f"Interrupted: {type(exc).__name__}: {exc}"
+        for v in store.get_run(run.id).variants:
+            if v.status in ("pending", "running"):
+                store.set_variant_status(v.id, "failed", reason)
+        store.set_run_status(run.id, "failed", reason)
+        raise
+    store.set_run_status(run.id, "done")
+    return store.get_run(run.id)
+
+
+def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest], store: Store,
+                  settings: Settings, on_progress: ProgressFn | None) -> None:
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
@@ -69,8 +86,6 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
         except Exception as exc:  # a failing variant is recorded; the others still run
             store.set_variant_status(vrun.id, "failed", _reason(exc))
             notify(steps, f"failed: {_reason(exc)}")
-    store.set_run_status(run.id, "done")
-    return store.get_run(run.id)
 
 
 def create_pilot_run(spec: PilotSpec, store: Store) -> Run:

@@ -175,3 +175,29 @@ def side_by_side(report: PilotReport, store: Store, variant: str) -> pd.DataFram
                      "ref_contains": var.ref_contains[idx], "rouge_l_vs_base": var.base_rouge_l[idx],
                      "cosine_vs_base": var.base_cosine[idx]})
     return pd.DataFrame(rows)
+
+
+def accuracy_retention(rep: PilotReport, variant_name: str) -> float | None:
+    """Variant's reference accuracy (contains-match) as a fraction of the baseline's."""
+    v = next(v for v in rep.variants if v.name == variant_name)
+    base = rep.baseline.ref_contains
+    if v.ref_contains is None or not base:
+        return None
+    return v.ref_contains / base
+
+
+def speed_memory_findings(rep: PilotReport) -> list[str]:
+    """Plain sentences where a variant trades speed against memory versus the baseline."""
+    b, out = rep.baseline, []
+    for v in rep.variants[1:]:
+        if None in (v.peak_mem_bytes, v.tokens_per_s, b.peak_mem_bytes, b.tokens_per_s) \
+                or not b.peak_mem_bytes or not b.tokens_per_s:
+            continue
+        mem = v.peak_mem_bytes / b.peak_mem_bytes - 1
+        speed = v.tokens_per_s / b.tokens_per_s - 1
+        if (mem < 0) == (speed < 0):  # smaller and slower, or larger and faster
+            verdict = "smaller but slower" if mem < 0 else "faster but larger"
+            out.append(f"{v.name} is {verdict} than the baseline on {v.device or 'this device'}: "
+                       f"peak memory {mem:+.0%}, generation speed {speed:+.0%} "
+                       f"({v.tokens_per_s:.1f} vs {b.tokens_per_s:.1f} tokens/s).")
+    return out

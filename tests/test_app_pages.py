@@ -188,7 +188,40 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     assert run.spec["max_requests"] == 2 and run.spec["generation"]["max_new_tokens"] == 8
 
 
-# ---- results (one real run, shared by the tests below) -------------------------------
+# ---- results -------------------------------------------------------------------------
+def _failed_run(settings: Settings) -> int:
+    """A real run whose only variant fails fast (its model folder does not exist)."""
+    store = _store(settings)
+    workload = store.add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    spec = PilotSpec(workload_id=workload.id,
+                     variants=(VariantSpec(name="**base**", model="/nonexistent/model"),))
+    return run_pilot(spec, store, settings).id
+
+
+def test_results_of_a_failed_run_show_the_reason(env):
+    run_id = _failed_run(env)
+    at = page("results", run=str(run_id))
+    assert not at.exception
+    assert "\\*\\*base\\*\\* failed" in at.error[0].value  # variant name escaped
+    assert "/nonexistent/model does not exist" in at.code[0].value
+    assert not at.get("plotly_chart") and "nothing to chart" in at.info[0].value
+    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["failed"]
+
+
+def test_results_with_unknown_run_param_falls_back_to_latest(env):
+    _failed_run(env)
+    at = page("results", run="99")
+    assert not at.exception
+    assert "no run 99" in at.warning[0].value
+    assert at.query_params["run"] == "1"  # the URL now names the run shown
+
+
+def test_results_with_empty_store(env):
+    at = page("results")
+    assert "No runs yet" in at.info[0].value
+
+
+# ---- results of one real run, shared by the tests below ------------------------------
 @pytest.fixture(scope="module")
 def pilot_settings(tmp_path_factory, embedded_model_dir) -> Settings:
     """A store holding one real run: baseline + int8 weights on 3 requests, 8 new tokens."""

@@ -116,3 +116,22 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(model_settings) 
     assert "does not exist" in run.variants[1].error
     assert store.get_results(run.variants[1].id) == []
     assert "Paris" in store.get_results(run.variants[0].id)[0].output_text
+
+
+def test_an_interrupted_pilot_is_marked_failed_not_left_running(model_settings) -> None:
+    store = Store(model_settings.resolved_db_url())
+    raw = b'{"prompt": "Say hi."}\n'
+    workload = store.add_workload("one", "one.jsonl", raw, parse_log(raw, "one.jsonl"))
+    spec = PilotSpec(workload_id=workload.id, generation=GenerationSettings(max_new_tokens=4),
+                     variants=(VariantSpec(name="baseline"), VariantSpec(name="second")))
+
+    def interrupt_in_second_variant(p) -> None:  # the fault: Ctrl+C / a dashboard rerun
+        if p.variant == "second":
+            raise KeyboardInterrupt("user stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pilot(spec, store, model_settings, on_progress=interrupt_in_second_variant)
+    run = store.list_runs()[0]
+    assert run.status == "failed" and "Interrupted" in run.error
+    assert [v.status for v in run.variants] == ["ok", "failed"]
+    assert len(store.get_results(run.variants[0].id)) == 1  # finished work is kept

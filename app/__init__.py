@@ -1,0 +1,1 @@
+"""roilab dashboard (Streamlit). Pages draw; ``app.data`` reads and writes; ``engine`` computes."""

@@ -1,0 +1,206 @@
+"""The dashboard's one data module: every page reads and writes through here.
+
+The Store is a cached resource (one per database URL); queries are cached for a short
+time and cleared after every write, so results appear as soon as a run finishes while
+a second browser sees them within ``QUERY_TTL_S``. Only plain values (ids, frozen domain
+objects, DataFrames) leave this module; engine objects never go into session state.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from engine.cost import CATALOG, get_hardware
+from engine.domain import LogRequest, Run, Workload
+from engine.logs import parse_log, token_stats
+from engine.model_prep import embedded_model_dir, is_prepared
+from engine.report_pdf import assumptions, render_pdf, summary_paragraphs
+from engine.runner import Progress, create_pilot_run, run_pilot
+from engine.settings import Settings, get_settings
+from engine.specs import PilotSpec
+from engine.store import Store
+from engine.summary import PilotReport, build_report, side_by_side
+
+QUERY_TTL_S = 15
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def db_url() -> str:
+    return settings().resolved_db_url()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def store() -> Store:
+    return _store(db_url())
+
+
+def clear_queries() -> None:
+    """Forget cached query results; call after every write."""
+    st.cache_data.clear()
+
+
+# ---- reads ---------------------------------------------------------------------------
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _workloads(url: str) -> list[Workload]:
+    return _store(url).list_workloads()
+
+
+def workloads() -> list[Workload]:
+    return _workloads(db_url())
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _runs(url: str) -> list[Run]:
+    return _store(url).list_runs()
+
+
+def runs() -> list[Run]:
+    return _runs(db_url())
+
+
+def runs_frame() -> pd.DataFrame:
+    """Earlier runs, newest first, as a display table."""
+    names = {w.id: w.name for w in workloads()}
+    rows = [{"run": r.id, "name": r.name, "workload": names.get(r.workload_id, r.workload_id),
+             "status": r.status,
+             "variants ok": f"{sum(v.status == 'ok' for v in r.variants)}/{len(r.variants)}",
+             "created": r.created_at, "finished": r.finished_at} for r in runs()]
+    return pd.DataFrame(rows)
+
+
+def workloads_frame() -> pd.DataFrame:
+    rows = [{"workload": w.id, "name": w.name, "file": w.filename, "format": w.format,
+             "valid requests": w.n_requests, "invalid rows": w.n_issues,
+             "uploaded": w.created_at} for w in workloads()]
+    return pd.DataFrame(rows)
+
+
+def issues_frame(workload: Workload) -> pd.DataFrame:
+    return pd.DataFrame([asdict(i) for i in workload.issues], columns=["line", "field", "reason"])
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _report(url: str, run_id: int, price: float | None, volume: int | None,
+            hardware: str | None) -> PilotReport:
+    return build_report(_store(url), run_id, price_per_hour=price, requests_per_month=volume,
+                        hardware=hardware)
+
+
+def report(run_id: int, price: float | None = None, volume: int | None = None,
+           hardware: str | None = None) -> PilotReport:
+    """The run's PilotReport, re-priced with these assumptions (None = stored ones)."""
+    return _report(db_url(), run_id, price, volume, hardware)
+
+
+def comparison(rep: PilotReport, variant: str) -> pd.DataFrame:
+    """Per-request side-by-side table of one variant against the baseline."""
+    return side_by_side(rep, store(), variant)
+
+
+def requests(workload_id: int, limit: int | None = None) -> list[LogRequest]:
+    return [r.request for r in store().get_requests(workload_id, limit=limit)]
+
+
+def stored_assumptions(run: Run) -> tuple[str, float, int]:
+    """(hardware key, $/hour, requests/month) the run was stored with, catalog price filled in."""
+    cost = run.spec.get("cost", {})
+    hw = get_hardware(cost.get("hardware") or "cpu-c7i-large").key
+    price = cost.get("price_per_hour") or CATALOG[hw].price_per_hour
+    return hw, float(price), int(cost.get("requests_per_month", 1_000_000))
+
+
+def catalog_frame() -> pd.DataFrame:
+    return pd.DataFrame([asdict(h) for h in CATALOG.values()])
+
+
+def sample_logs() -> list[Path]:
+    folder = settings().samples_dir
+    return sorted(p for p in folder.glob("*") if p.suffix in (".jsonl", ".json", ".csv"))
+
+
+# ---- prompt statistics ---------------------------------------------------------------
+@st.cache_resource(show_spinner="Loading the embedded model's tokenizer")
+def _tokenizer(folder: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def token_counter() -> Callable[[str], int] | None:
+    """Count tokens with the embedded model's tokenizer, if that model is already prepared.
+
+    Never prepares the model here (that downloads and converts it); without it, the
+    statistics fall back to words and characters.
+    """
+    if not is_prepared(settings()):
+        return None
+    tok = _tokenizer(str(embedded_model_dir(settings())))
+    return lambda text: len(tok.encode(text, add_special_tokens=False))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Counting prompt tokens")
+def _profile(url: str, workload_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    reqs = [r.request for r in _store(url).get_requests(workload_id)]
+    count = token_counter()
+    stats = token_stats(reqs, count_tokens=count)
+    lengths = pd.DataFrame({"words": [len(r.prompt_text.split()) for r in reqs]})
+    if count is not None:
+        lengths["tokens"] = [count(r.prompt_text) for r in reqs]
+    return stats, lengths
+
+
+def workload_profile(workload_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """token_stats of a stored workload, plus per-prompt lengths for a histogram."""
+    return _profile(db_url(), workload_id)
+
+
+# ---- writes --------------------------------------------------------------------------
+def ingest_log(name: str, filename: str, raw: bytes) -> Workload:
+    """Parse an upload and store it (raw bytes unchanged). LogFormatError: nothing stored."""
+    parsed = parse_log(raw, filename)
+    workload = store().add_workload(name.strip() or filename, filename, raw, parsed)
+    clear_queries()
+    return workload
+
+
+def create_run(spec: PilotSpec) -> Run:
+    run = create_pilot_run(spec, store())
+    clear_queries()
+    return run
+
+
+def execute_run(spec: PilotSpec, run_id: int,
+                on_progress: Callable[[Progress], None] | None = None) -> Run:
+    """Run a created pilot in this script run; the results land in the store."""
+    try:  # run_pilot marks the run failed if a rerun or closed tab interrupts it
+        return run_pilot(spec, store(), settings(), on_progress=on_progress, run_id=run_id)
+    finally:
+        clear_queries()
+
+
+# ---- report exports -------------------------------------------------------------------
+def pdf_report(rep: PilotReport) -> bytes:
+    """The run's PDF, with the baseline's prompts and references as the sample appendix."""
+    return render_pdf(rep, samples=comparison(rep, rep.baseline.name))
+
+
+def summary_sentences(rep: PilotReport) -> list[str]:
+    """The headline in plain sentences, worded as in the PDF."""
+    return summary_paragraphs(rep)
+
+
+def assumptions_frame(rep: PilotReport) -> pd.DataFrame:
+    """Every input the cost figures depend on, with the formulas."""
+    return pd.DataFrame(assumptions(rep), columns=["assumption", "value"])

@@ -1,0 +1,18 @@
+"""roilab dashboard entry point: ``streamlit run app/main.py``.
+
+A router only. Pages live in app/pages/ (each a ``render()``), read and write through
+app/data.py, and leave every computation to engine/.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on sys.path, not the repo root
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import nav  # noqa: E402
+
+st.set_page_config(page_title="roilab", page_icon=":material/savings:", layout="wide")
+st.navigation(nav.sections()).run()

@@ -1,0 +1,30 @@
+"""Page registry: one place that names every page, for the router and for links.
+
+Page modules are imported when a page object is made (not at import time), because the
+pages themselves import this module to link to each other.
+"""
+from __future__ import annotations
+
+import importlib
+
+import streamlit as st
+
+_PAGES = {  # url path: (module in app.pages, title, icon)
+    "overview": ("overview", "Overview", ":material/dashboard:"),
+    "upload": ("upload", "Upload log", ":material/upload_file:"),
+    "run": ("run_pilot", "Run pilot", ":material/play_arrow:"),
+    "results": ("results", "Results", ":material/bar_chart:"),
+    "hardware": ("hardware", "Hardware & prices", ":material/memory:"),
+}
+
+
+def page(key: str) -> st.Page:
+    """The st.Page for a key; a new object each call, identified by its url_path."""
+    module, title, icon = _PAGES[key]
+    render = importlib.import_module(f"app.pages.{module}").render
+    return st.Page(render, title=title, icon=icon, url_path=key, default=key == "overview")
+
+
+def sections() -> dict[str, list[st.Page]]:
+    return {"Pilot": [page(k) for k in ("overview", "upload", "run", "results")],
+            "Reference": [page("hardware")]}

@@ -1,0 +1,170 @@
+"""Results: one run's business case, re-priced live, with every number traceable.
+
+Prompts and model outputs are user content: they are shown only through st.dataframe,
+st.text and st.json, never as markdown or HTML.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts, data, nav, ui
+from engine.cost import CATALOG
+from engine.domain import Run
+from engine.summary import PilotReport, accuracy_retention, speed_memory_findings
+
+
+def render() -> None:
+    st.title("Results")
+    runs = {r.id: r for r in data.runs()}
+    if not runs:
+        st.info("No runs yet.")
+        st.page_link(nav.page("run"), label="Run a pilot", icon=":material/play_arrow:")
+        return
+    run = runs[_select_run(runs)]
+    _render_status(run)
+    rep = _render_assumptions(run)
+    _render_kpis(rep)
+    _render_summary(rep)
+    _render_failures(rep)
+    _render_charts(rep)
+    _render_variant_table(rep)
+    _render_side_by_side(rep)
+    _render_traceability(run)
+    _render_pdf(rep)
+
+
+def _select_run(runs: dict[int, Run]) -> int:
+    ids = list(runs)
+    wanted = st.query_params.get("run", "")
+    if wanted and (not wanted.isdigit() or int(wanted) not in runs):
+        st.warning(f"There is no run {ui.escape_md(wanted)}; showing the latest.")
+    index = ids.index(int(wanted)) if wanted.isdigit() and int(wanted) in runs else 0
+    chosen = st.selectbox("Run", ids, index=index, format_func=lambda i: (
+        f"#{i} {runs[i].name} - {runs[i].status} - {runs[i].created_at:%Y-%m-%d %H:%M}"))
+    st.query_params["run"] = str(chosen)  # the URL always names the run shown
+    return chosen
+
+
+def _render_status(run: Run) -> None:
+    if run.status in ("pending", "running"):
+        st.info(f"Run #{run.id} is {run.status}; figures below cover the variants finished "
+                "so far.")
+        if st.button("Refresh"):
+            data.clear_queries()
+            st.rerun()
+    elif run.status == "failed" and run.error:
+        st.error(f"Run #{run.id} failed.")
+        st.code(run.error, language=None)
+
+
+def _render_assumptions(run: Run) -> PilotReport:
+    hw0, price0, volume0 = data.stored_assumptions(run)
+    st.subheader("Assumptions", help="Change them to re-price the same measurements.")
+    a, b, c = st.columns(3)
+    keys = list(CATALOG)
+    hw = a.selectbox("Hardware", keys, index=keys.index(hw0), key=f"results.hw.{run.id}",
+                     format_func=lambda k: CATALOG[k].name)
+    default_price = price0 if hw == hw0 else CATALOG[hw].price_per_hour
+    price = b.number_input("$/hour", min_value=0.0, value=default_price, step=0.01,
+                           format="%.5f", key=f"results.price.{run.id}.{hw}")
+    volume = c.number_input("Requests / month", min_value=0, value=volume0, step=100_000,
+                            key=f"results.volume.{run.id}")
+    return data.report(run.id, price=float(price), volume=int(volume), hardware=hw)
+
+
+def _render_kpis(rep: PilotReport) -> None:
+    best = rep.best_saving()
+    cols = st.columns(4)
+    cols[0].metric("Baseline cost / month", ui.money(rep.baseline.monthly_cost))
+    if best is None or best.monthly_savings is None or best.monthly_savings <= 0:
+        cols[1].metric("Best saving / month", "none",
+                       help="No variant was cheaper than the baseline at these assumptions.")
+        return
+    cols[1].metric(f"Best saving / month: {ui.escape_md(best.name)}",
+                   ui.money(best.monthly_savings), delta=ui.pct(best.savings_fraction))
+    cols[2].metric("Its accuracy retention", ui.pct(accuracy_retention(rep, best.name)),
+                   help="Reference match (contains) of the variant as a share of the "
+                        "baseline's; n/a when the log has no reference answers.")
+    cols[3].metric("Its agreement with baseline",
+                   "n/a" if best.base_cosine is None else f"{best.base_cosine:.2f}",
+                   help="Mean embedding cosine between its outputs and the baseline's.")
+
+
+def _render_summary(rep: PilotReport) -> None:
+    sentences = data.summary_sentences(rep)
+    if sentences:
+        st.text("\n\n".join(sentences))  # quotes workload and variant names: plain text
+    with st.expander("Assumptions and formulas behind every dollar figure"):
+        st.dataframe(data.assumptions_frame(rep), hide_index=True)
+
+
+def _render_failures(rep: PilotReport) -> None:
+    for v in rep.variants:
+        if v.status == "failed":
+            st.error(f"Variant {ui.escape_md(v.name)} failed; no figures for it.")
+            st.code(v.error or "no reason recorded", language=None)
+
+
+def _render_charts(rep: PilotReport) -> None:
+    if not any(v.status == "ok" for v in rep.variants):
+        st.info("No variant finished, so there is nothing to chart yet.")
+        return
+    frame = rep.frame()
+    left, right = st.columns(2)
+    left.plotly_chart(charts.cost_chart(frame, rep.price_per_hour, rep.hardware.key),
+                      key="chart.cost")
+    right.plotly_chart(charts.latency_chart(frame), key="chart.latency")
+    st.plotly_chart(charts.accuracy_chart(frame), key="chart.accuracy")
+    st.caption("Speed and memory are measured separately: a quantized model can be smaller "
+               "yet slower (e.g. int8 weights on a CPU without fast int8 kernels).")
+    for finding in speed_memory_findings(rep):
+        st.warning(ui.escape_md(finding), icon=":material/balance:")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.speed_chart(frame), key="chart.speed")
+    right.plotly_chart(charts.memory_chart(frame), key="chart.memory")
+
+
+def _render_variant_table(rep: PilotReport) -> None:
+    st.subheader("Per variant")
+    st.dataframe(rep.frame(), hide_index=True, key="table.variants")
+
+
+def _render_side_by_side(rep: PilotReport) -> None:
+    st.subheader("Per request, side by side")
+    names = [v.name for v in rep.variants if v.status == "ok"]
+    if not names:
+        st.caption("No variant produced outputs.")
+        return
+    variant = st.selectbox("Variant", names, index=min(1, len(names) - 1),
+                           key="results.sbs_variant")
+    table = data.comparison(rep, variant)
+    st.dataframe(table, hide_index=True, key="table.side_by_side")
+    if table.empty:
+        return
+    rows = table.to_dict("records")
+    pick = st.selectbox("Request", list(range(len(rows))), key="results.sbs_request",
+                        format_func=lambda i: f"request {rows[i]['request']} "
+                                              f"(line {rows[i]['line']})")
+    for column in ("prompt", "reference", "baseline_output", "variant_output"):
+        value = rows[pick][column]
+        st.caption(column.replace("_", " "))
+        st.text(value if isinstance(value, str) else "(none)")
+
+
+def _render_traceability(run: Run) -> None:
+    st.subheader("What produced these numbers")
+    for v in run.variants:
+        with st.expander(f"{ui.escape_md(v.name)} - {v.status}"):
+            st.caption("Technique report (what each technique did)")
+            st.json(v.technique_report, expanded=True)
+            st.caption("Variant spec, exactly as run")
+            st.json(v.spec, expanded=False)
+    with st.expander("Pilot spec"):
+        st.json(run.spec, expanded=False)
+
+
+def _render_pdf(rep: PilotReport) -> None:
+    # Built on click (deferred), so live re-pricing does not re-render the PDF each time.
+    st.download_button("Download PDF report", data=lambda: data.pdf_report(rep),
+                       file_name=f"roilab-run-{rep.run.id}.pdf", mime="application/pdf",
+                       icon=":material/picture_as_pdf:", on_click="ignore")

@@ -1,0 +1,120 @@
+"""Run pilot: a form that builds a PilotSpec and runs it, writing everything to the store.
+
+The run happens inside this script run (synchronously), with a progress bar; the run is
+created first so it is listed (as "running") on other pages while it works.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app import data, nav, ui
+from engine.cost import CATALOG
+from engine.errors import RoilabError
+from engine.runner import Progress
+from engine.specs import PilotSpec, parse_pilot_spec
+
+
+def render() -> None:
+    st.title("Run a pilot")
+    workloads = {w.id: w for w in data.workloads()}
+    if not workloads:
+        st.info("Upload a request log first.")
+        st.page_link(nav.page("upload"), label="Upload a log", icon=":material/upload_file:")
+        return
+    values = _render_form(workloads)
+    if values is None:
+        return
+    try:
+        spec = parse_pilot_spec(_spec_dict(values))
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
+    _run(spec)
+
+
+def _render_form(workloads: dict) -> dict[str, Any] | None:
+    """The form; returns its values when submitted, else None."""
+    hw_keys = list(CATALOG)
+    with st.form("pilot"):
+        v: dict[str, Any] = {}
+        v["workload_id"] = st.selectbox(
+            "Workload", list(workloads),
+            format_func=lambda i: f"#{i} {workloads[i].name} ({workloads[i].n_requests} requests)")
+        v["name"] = st.text_input("Run name", value="pilot")
+        st.markdown("**Variants** (the baseline always runs first; the others are compared "
+                    "with it)")
+        st.checkbox("baseline (the model as it is)", value=True, disabled=True)
+        v["int8"] = st.checkbox("int8 weights (torchao weight-only quantization)", value=True)
+        v["lingua"] = st.checkbox("LLMLingua prompt compression", value=True)
+        v["rate"] = st.slider("LLMLingua rate (fraction of prompt tokens kept)", 0.1, 0.9, 0.5,
+                              0.05)
+        left, right = st.columns(2)
+        v["model"] = left.text_input("Model", value=data.settings().default_model,
+                                     help="embedded:smollm2-135m-instruct, or a local Hugging "
+                                          "Face model folder (the one holding config.json)")
+        v["device"] = right.selectbox("Device", ["auto", "cpu", "cuda"])
+        a, b, c = st.columns(3)
+        v["max_requests"] = a.number_input("Max requests", min_value=1, value=12)
+        v["max_new_tokens"] = b.number_input("Max new tokens", min_value=1, max_value=4096,
+                                             value=48)
+        v["batch_size"] = c.number_input("Batch size", min_value=1, max_value=256, value=8)
+        a, b, c = st.columns(3)
+        v["hardware"] = a.selectbox(
+            "Priced as hardware", hw_keys,
+            format_func=lambda k: f"{CATALOG[k].name} - ${CATALOG[k].price_per_hour:g}/h")
+        v["price"] = b.number_input("$/hour", min_value=0.0, value=None, step=0.01,
+                                    format="%.5f", placeholder="catalog price",
+                                    help="Leave empty for the catalog price of that hardware.")
+        v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
+                                     step=100_000)
+        submitted = st.form_submit_button("Run pilot", type="primary")
+    return v if submitted else None
+
+
+def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
+    """Form values -> PilotSpec JSON (validated by parse_pilot_spec)."""
+    base = {"model": v["model"].strip(), "device": v["device"]}
+    variants = [{"name": "baseline", **base}]
+    if v["int8"]:
+        variants.append({"name": "int8-weights", **base,
+                         "techniques": [{"kind": "quantize_weights", "bits": 8}]})
+    if v["lingua"]:
+        variants.append({"name": f"llmlingua-{v['rate']:g}", **base,
+                         "techniques": [{"kind": "compress_prompt", "rate": v["rate"]}]})
+    return {"name": v["name"].strip() or "pilot", "workload_id": v["workload_id"],
+            "variants": variants, "max_requests": int(v["max_requests"]),
+            "generation": {"max_new_tokens": int(v["max_new_tokens"]),
+                           "batch_size": int(v["batch_size"])},
+            "cost": {"hardware": v["hardware"], "price_per_hour": v["price"],
+                     "requests_per_month": int(v["volume"])}}
+
+
+def _run(spec: PilotSpec) -> None:
+    try:
+        run = data.create_run(spec)
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
+    st.session_state["run_pilot.last_run_id"] = run.id
+    bar = st.progress(0.0, text="Starting")
+    with st.status(f"Running pilot #{run.id} ({len(spec.variants)} variants)",
+                   expanded=True) as status:
+        line = st.empty()
+
+        def on_progress(p: Progress) -> None:
+            bar.progress(p.fraction, text=f"Variant {p.variant_index + 1} of {p.n_variants}")
+            line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
+
+        finished = data.execute_run(spec, run.id, on_progress)
+        failed = [v for v in finished.variants if v.status == "failed"]
+        status.update(label=f"Pilot #{run.id} finished",
+                      state="error" if failed else "complete", expanded=bool(failed))
+    bar.progress(1.0, text="Done")
+    if failed:
+        st.warning(f"{len(failed)} of {len(finished.variants)} variants failed; their reasons "
+                   "are on the Results page.")
+    st.success(f"Results stored as run #{run.id}.")
+    st.page_link(nav.page("results"), label=f"Open results of run #{run.id}",
+                 query_params={"run": str(run.id)}, icon=":material/bar_chart:")

@@ -1,0 +1,117 @@
+"""Upload log: validate a request log, store it unchanged, and profile its prompts.
+
+The profile shown is always read back from the store, so it survives a refresh.
+"""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from app import data, nav, ui
+from engine.domain import Workload
+from engine.errors import RoilabError
+
+SELECTED = "upload.workload_id"  # session state: id of the workload being inspected
+
+
+def render() -> None:
+    st.title("Upload a request log")
+    st.caption("JSONL (chat messages, prompt, OpenAI Batch input or proxy logs) or CSV with "
+               "a prompt column. Good rows are kept; bad rows are listed with the fix. The "
+               "file is stored byte for byte.")
+    _render_upload_form()
+    _render_samples()
+    workload = _render_workload_picker()
+    if workload is not None:
+        _render_validation(workload)
+        _render_statistics(workload)
+        _render_preview(workload)
+        st.page_link(nav.page("run"), label="Run a pilot on it", icon=":material/play_arrow:")
+
+
+def _render_upload_form() -> None:
+    with st.form("upload", clear_on_submit=False):
+        file = st.file_uploader("Request log", type=["jsonl", "json", "ndjson", "csv"])
+        name = st.text_input("Workload name", placeholder="defaults to the file name")
+        submitted = st.form_submit_button("Validate and store", type="primary")
+    if submitted:
+        if file is None:
+            st.warning("Choose a file first.")
+        else:
+            _ingest(name, file.name, file.getvalue())
+
+
+def _render_samples() -> None:
+    samples = {p.name: p for p in data.sample_logs()}
+    if not samples:
+        return
+    with st.expander("Or load a bundled sample log"):
+        choice = st.selectbox("Sample", list(samples), key="upload.sample")
+        if st.button("Load sample", key="upload.load_sample"):
+            path = samples[choice]
+            _ingest(f"sample: {path.stem}", path.name, path.read_bytes())
+
+
+def _ingest(name: str, filename: str, raw: bytes) -> None:
+    try:
+        workload = data.ingest_log(name, filename, raw)
+    except RoilabError as exc:  # LogFormatError: unusable file, nothing stored
+        ui.show_error(exc)
+        return
+    st.session_state[SELECTED] = workload.id
+    st.success(f"Stored workload #{workload.id}: {workload.n_requests} usable requests, "
+               f"{workload.n_issues} rejected rows.", icon=":material/check_circle:")
+
+
+def _render_workload_picker() -> Workload | None:
+    workloads = {w.id: w for w in data.workloads()}
+    if not workloads:
+        return None
+    ids = list(workloads)
+    wanted = st.session_state.get(SELECTED)
+    st.divider()
+    chosen = st.selectbox("Inspect stored workload", ids,
+                          index=ids.index(wanted) if wanted in workloads else 0,
+                          format_func=lambda i: f"#{i} {workloads[i].name} "
+                                                f"({workloads[i].filename})")
+    st.session_state[SELECTED] = chosen
+    return workloads[chosen]
+
+
+def _render_validation(workload: Workload) -> None:
+    st.subheader("Validation report")
+    cols = st.columns(4)
+    cols[0].metric("Format", workload.format)
+    cols[1].metric("Valid requests", workload.n_requests)
+    cols[2].metric("Invalid rows", workload.n_issues)
+    cols[3].metric("Rows read", workload.n_requests + workload.n_issues)
+    if workload.issues:
+        st.caption("Rows left out, with how to fix each (line = line or row in your file):")
+        st.dataframe(data.issues_frame(workload), hide_index=True)
+    else:
+        st.caption("Every row was usable.")
+
+
+def _render_statistics(workload: Workload) -> None:
+    st.subheader("Prompt statistics")
+    stats, lengths = data.workload_profile(workload.id)
+    units = [u for u in ("prompt_tokens", "prompt_words", "prompt_chars") if u in stats]
+    table = {u.removeprefix("prompt_"): stats[u] for u in units}
+    st.dataframe(table, column_config={u: st.column_config.NumberColumn(format="%.1f")
+                                       for u in table})
+    if "prompt_tokens" not in stats:
+        st.caption("Token counts need the embedded model, which is not prepared yet "
+                   "(it is on the first pilot run); showing words and characters.")
+    st.text(f"{stats['with_reference']} of {stats['n']} requests have a reference answer; "
+            f"{stats['with_logged_output']} have a logged output.")
+    unit = "tokens" if "tokens" in lengths else "words"
+    fig = px.histogram(lengths, x=unit, nbins=30, title=f"Prompt length ({unit})")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10), yaxis_title="requests")
+    st.plotly_chart(fig)
+
+
+def _render_preview(workload: Workload) -> None:
+    with st.expander("First requests, as parsed"):
+        rows = [{"line": r.line, "prompt": r.messages[-1]["content"], "reference": r.reference,
+                 "logged output": r.logged_output} for r in data.requests(workload.id, 20)]
+        st.dataframe(rows, hide_index=True)

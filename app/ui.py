@@ -1,0 +1,30 @@
+"""Small drawing helpers shared by pages: safe messages and number formats.
+
+Streamlit renders alert text as markdown, and messages can quote user content (a file
+name, a field from the log), so messages are escaped before they are shown.
+"""
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def escape_md(text: str) -> str:
+    """Backslash-escape markdown, HTML and Streamlit directive characters."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def show_error(exc: Exception) -> None:
+    """Show a RoilabError's message (it says how to fix the problem) as literal text."""
+    st.error(escape_md(str(exc)), icon=":material/error:")
+
+
+def money(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:,.2f}"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
