@@ -1,0 +1,290 @@
+"""End to end in real Chromium: upload a log, run a tiny pilot, read the results, export the PDF.
+
+Starts the real dashboard (``streamlit run app/main.py``) on a free port over a fresh data dir
+that shares the prepared embedded model, and drives it with Playwright through Debian's
+/usr/bin/chromium (Playwright's own browser download is not needed). The PDF's headline
+figures are checked against ``headline_figures(build_report(...))`` computed from the same
+database, so the browser, the page and the PDF must all agree with the stored measurements.
+
+Screenshots land in /tmp/e2e_upload.png and /tmp/e2e_results.png for review.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+
+from engine.report_pdf import headline_figures
+from engine.settings import REPO_ROOT, Settings
+from engine.store import Store
+from engine.summary import build_report
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run", "--disable-dev-shm-usage", "--disable-component-update",
+                 "--disable-sync"]
+if not Path(CHROMIUM).exists() or shutil.which("pdftotext") is None:
+    pytest.skip("needs /usr/bin/chromium and pdftotext (make system-deps)",
+                allow_module_level=True)
+
+UPLOAD_PNG, RESULTS_PNG = Path("/tmp/e2e_upload.png"), Path("/tmp/e2e_results.png")
+BOOT_S = 60        # server up and answering /_stcore/health
+PAGE_MS = 120_000  # a script run: the first one imports torch/transformers on 2 cores
+PILOT_MS = 300_000  # the whole pilot: load, quantize, generate, score
+WORKLOAD = "e2e chat log"
+BAD_LINE = 2  # the deliberately broken row of the log below
+LOG_LINES = [
+    json.dumps({"messages": [{"role": "user", "content": "What is 2 + 2? Answer with a number."}],
+                "reference": "4"}),
+    '{"messages": [{"role": "user", "content": "unterminated',  # line 2: invalid JSON
+    json.dumps({"messages": [{"role": "system", "content": "Answer in one word."},
+                             {"role": "user", "content": "What is the capital of France?"}],
+                "reference": "Paris"}),
+    json.dumps({"messages": [{"role": "user", "content": "Name a primary colour."}],
+                "reference": "red"}),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path, embedded_model_dir: Path) -> Iterator[tuple[str, Settings]]:
+    """The real dashboard on a free port over a fresh data dir; stopped afterwards."""
+    settings = make_settings(tmp_path / "data", embedded_model_dir)
+    port = _free_port()
+    env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
+               ROILAB_DB_URL=settings.resolved_db_url(), HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--server.headless", "true", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + BOOT_S
+        while True:
+            assert proc.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"no health after {BOOT_S}s:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        yield url, settings
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        print(f"\n--- streamlit log (tail) ---\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def browser_page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(accept_downloads=True,
+                                      viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(30_000)
+        sync_api.expect.set_options(timeout=30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+        assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _settled(page) -> None:
+    """Wait until Streamlit is not running a script (the 'Running...' widget is gone)."""
+    sync_api.expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_MS)
+
+
+def _go(page, title: str, heading: str) -> None:
+    """Navigate with the sidebar (same session), then wait for the page's heading."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    sync_api.expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+
+
+def _grids(page) -> list[dict[str, list[str]]]:
+    """Every st.dataframe on the page as {column: cells}, read from glide-data-grid's
+    accessible table (the grid itself is a canvas)."""
+    return page.get_by_test_id("stDataFrame").evaluate_all("""frames => frames.map(el => {
+        const text = cells => [...cells].map(c => c.textContent.trim());
+        const head = text(el.querySelectorAll('table[role=grid] thead th'));
+        const rows = [...el.querySelectorAll('table[role=grid] tbody tr')]
+            .map(tr => text(tr.querySelectorAll('td')));
+        return Object.fromEntries(head.map((h, i) => [h, rows.map(r => r[i])]));
+    })""")
+
+
+def _grid_with(page, column: str, n_rows: int, timeout_s: float = 30) -> dict[str, list[str]]:
+    """The first table with this column, once it shows n_rows (the grid fills in lazily)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        grids = [g for g in _grids(page) if column in g]
+        if grids and len(grids[0][column]) == n_rows:
+            return grids[0]
+        assert time.monotonic() < deadline, f"no {n_rows}-row table with {column!r}: {grids}"
+        page.wait_for_timeout(200)
+
+
+def _metric(page, label: str) -> str:
+    box = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    return box.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside stMain, so grow the viewport to fit it."""
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    page.wait_for_timeout(500)  # let Plotly re-layout to the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    assert path.stat().st_size > 10_000
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+# ---- the test ----------------------------------------------------------------------------
+def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: Path):
+    url, settings = dashboard
+    page = browser_page
+    expect = sync_api.expect
+    log_file = tmp_path / "e2e-chat.jsonl"
+    log_file.write_text("\n".join(LOG_LINES) + "\n")
+
+    # Enter at the root. On a fresh server a deep link (/upload, /results?run=1) renders blank
+    # until some session has run main.py's st.navigation: Streamlit first treats app/pages/
+    # (a folder named "pages" beside the main script) as legacy v1 pages and runs the module.
+    page.goto(url)
+    expect(page.get_by_role("heading", name="roilab")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+
+    # -- 1. upload: validation report and the stored workload ------------------------------
+    _go(page, "Upload log", "Upload a request log")
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(log_file))
+    expect(page.get_by_text(log_file.name)).to_be_visible()
+    page.get_by_label("Workload name").fill(WORKLOAD)
+    page.get_by_role("button", name="Validate and store").click()
+    expect(page.get_by_text("Stored workload #1: 3 usable requests, 1 rejected rows.")) \
+        .to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_role("heading", name="Validation report")).to_be_visible()
+    _settled(page)
+    assert _metric(page, "Valid requests") == "3"
+    assert _metric(page, "Invalid rows") == "1"
+    assert _metric(page, "Rows read") == "4"
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+    issues = _grid_with(page, "reason", 1)
+    assert issues["line"] == [str(BAD_LINE)], issues
+    assert issues["field"] == ["json"] and "invalid JSON" in issues["reason"][0], issues
+    expect(page.get_by_role("combobox", name="Inspect stored workload")) \
+        .to_have_value(f"#1 {WORKLOAD} ({log_file.name})")
+    expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=PAGE_MS)  # histogram
+    _screenshot(page, UPLOAD_PNG)
+    store = Store(settings.resolved_db_url())
+    [workload] = store.list_workloads()
+    assert (workload.name, workload.n_requests, workload.n_issues) == (WORKLOAD, 3, 1)
+
+    # -- 2. run a tiny pilot: baseline + int8 weights, 3 requests, 8 new tokens -------------
+    _go(page, "Run pilot", "Run a pilot")
+    form = page.get_by_test_id("stForm")
+    expect(form.get_by_role("combobox", name="Workload")).to_have_value(f"#1 {WORKLOAD} (3 requests)")
+    lingua = form.get_by_role("checkbox", name="LLMLingua prompt compression")
+    form.get_by_text("LLMLingua prompt compression").click()
+    expect(lingua).not_to_be_checked()
+    expect(form.get_by_role("checkbox", name="int8 weights")).to_be_checked()
+    for label, value in (("Max requests", "3"), ("Max new tokens", "8")):
+        box = form.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Tab")  # number inputs commit on blur
+        expect(box).to_have_value(value)
+    form.get_by_role("button", name="Run pilot").click()
+    expect(page.get_by_text("Running pilot #1 (2 variants)")).to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_text("Results stored as run #1.")).to_be_visible(timeout=PILOT_MS)
+    expect(page.get_by_text("Pilot #1 finished")).to_be_visible()
+    expect(page.get_by_text("Done", exact=True)).to_be_visible()  # the progress bar's text
+    expect(page.get_by_text("variants failed")).to_have_count(0)
+    _settled(page)
+    run = store.get_run(1)
+    assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
+    assert [v.status for v in run.variants] == ["ok", "ok"]
+    assert run.spec["max_requests"] == 3
+    assert run.spec["generation"]["max_new_tokens"] == 8
+
+    # -- 3. results: KPIs, charts, per-variant table ----------------------------------------
+    page.get_by_role("link", name="Open results of run #1").click()
+    expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=PAGE_MS)
+    expect(page).to_have_url(re.compile(r"/results\?run=1$"))
+    expect(page.get_by_role("heading", name="Per variant")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+    report = build_report(store, run.id)  # the stored assumptions, as the page defaults to
+    figures = headline_figures(report)
+    assert _metric(page, "Baseline cost / month") == f"${report.baseline.monthly_cost:,.2f}"
+    plots = page.locator(".js-plotly-plot")
+    expect(plots).to_have_count(5, timeout=PAGE_MS)  # cost, latency, accuracy, speed, memory
+    for plot in plots.all():
+        expect(plot.locator(".main-svg").first).to_be_visible()
+    titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
+    assert len(titles) == 5 and all(titles), titles
+    per_variant = _grid_with(page, "techniques", 2)  # off-screen columns are not in the DOM
+    assert per_variant["name"] == ["baseline", "int8-weights"], per_variant
+    assert per_variant["status"] == ["ok", "ok"], per_variant
+    assert per_variant["techniques"][0] == "none (baseline)", per_variant
+    _screenshot(page, RESULTS_PNG)
+
+    # -- 4. the PDF: headline figures equal the ones computed from the database --------------
+    with page.expect_download(timeout=PAGE_MS) as info:
+        page.get_by_role("button", name="Download PDF report").click()
+    download = info.value
+    assert download.suggested_filename == "roilab-run-1.pdf"
+    pdf = tmp_path / download.suggested_filename
+    download.save_as(pdf)
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout
+    flat = _squash(text)
+    assert figures["best_variant"] == "int8-weights"
+    for key in ("baseline_cost_per_1k", "baseline_cost_per_1m_tokens", "baseline_monthly",
+                "price_per_hour", "requests_per_month", "best_cost_per_1k", "best_monthly",
+                "monthly_saving", "saving_pct", "best_rouge_l", "best_cosine",
+                "best_tokens_per_s", "baseline_tokens_per_s", "best_ref_contains",
+                "baseline_ref_contains"):
+        assert _squash(figures[key]) in flat, f"{key}={figures[key]!r} not in the PDF"
+    for name in ("baseline", "int8-weights", WORKLOAD):
+        assert name in flat, f"{name!r} not in the PDF"
