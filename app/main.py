@@ -1,6 +1,6 @@
 """roilab dashboard entry point: ``streamlit run app/main.py``.
 
-A router only. Pages live in app/pages/ (each a ``render()``), read and write through
+A router only. Pages live in app/views/ (each a ``render()``), read and write through
 app/data.py, and leave every computation to engine/.
 """
 import sys

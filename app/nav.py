@@ -9,7 +9,7 @@ import importlib
 
 import streamlit as st
 
-_PAGES = {  # url path: (module in app.pages, title, icon)
+_PAGES = {  # url path: (module in app.views, title, icon)
     "overview": ("overview", "Overview", ":material/dashboard:"),
     "upload": ("upload", "Upload log", ":material/upload_file:"),
     "run": ("run_pilot", "Run pilot", ":material/play_arrow:"),
@@ -21,7 +21,7 @@ _PAGES = {  # url path: (module in app.pages, title, icon)
 def page(key: str) -> st.Page:
     """The st.Page for a key; a new object each call, identified by its url_path."""
     module, title, icon = _PAGES[key]
-    render = importlib.import_module(f"app.pages.{module}").render
+    render = importlib.import_module(f"app.views.{module}").render
     return st.Page(render, title=title, icon=icon, url_path=key, default=key == "overview")
 
 

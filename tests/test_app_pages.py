@@ -58,7 +58,7 @@ def model_env(model_settings, monkeypatch) -> Settings:
 
 def page(name: str, **query: str) -> AppTest:
     """AppTest of one page's render(), the way the router calls it."""
-    at = AppTest.from_string(f"from app.pages import {name}\n{name}.render()",
+    at = AppTest.from_string(f"from app.views import {name}\n{name}.render()",
                              default_timeout=TIMEOUT)
     for key, value in query.items():
         at.query_params[key] = value
@@ -105,7 +105,7 @@ def test_upload_valid_file_reports_and_stores_raw_bytes(env):
     at.text_input[0].input("my workload")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and not at.error
-    assert "2 usable requests, 1 rejected rows" in at.success[0].value
+    assert "2 usable requests, 1 rejected row" in at.success[0].value
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Format"] in ("chat_jsonl", "prompt_jsonl")
     assert metrics["Valid requests"] == "2" and metrics["Invalid rows"] == "1"
@@ -260,7 +260,7 @@ def test_results_shows_charts_and_variant_table(results_env):
     assert len(at.get("plotly_chart")) == 5  # cost, latency, accuracy, speed, memory
     table = _frame_with(at, "cost_per_1k_requests")
     assert list(table.name) == ["baseline", "int8-weights"]
-    assert {"cost_per_1k_requests", "latency_p95_s", "tokens_per_s", "peak_mem_bytes",
+    assert {"cost_per_1k_requests", "latency_p95_s", "tokens_per_s", "peak_mem_mb",
             "error"} <= set(table.columns)
     assert at.json, "technique report / spec JSON missing"
     assert at.download_button[0].proto.label == "Download PDF report"

@@ -189,9 +189,10 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     log_file = tmp_path / "e2e-chat.jsonl"
     log_file.write_text("\n".join(LOG_LINES) + "\n")
 
-    # Enter at the root. On a fresh server a deep link (/upload, /results?run=1) renders blank
-    # until some session has run main.py's st.navigation: Streamlit first treats app/pages/
-    # (a folder named "pages" beside the main script) as legacy v1 pages and runs the module.
+    # A deep link works on a fresh server (a folder named "pages" beside main.py would make
+    # Streamlit run the page module as a legacy page and show a blank page until "/" ran).
+    page.goto(f"{url}/upload")
+    expect(page.get_by_role("heading", name="Upload a request log")).to_be_visible(timeout=PAGE_MS)
     page.goto(url)
     expect(page.get_by_role("heading", name="roilab")).to_be_visible(timeout=PAGE_MS)
     _settled(page)
@@ -202,7 +203,7 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     expect(page.get_by_text(log_file.name)).to_be_visible()
     page.get_by_label("Workload name").fill(WORKLOAD)
     page.get_by_role("button", name="Validate and store").click()
-    expect(page.get_by_text("Stored workload #1: 3 usable requests, 1 rejected rows.")) \
+    expect(page.get_by_text("Stored workload #1: 3 usable requests, 1 rejected row.")) \
         .to_be_visible(timeout=PAGE_MS)
     expect(page.get_by_role("heading", name="Validation report")).to_be_visible()
     _settled(page)
@@ -210,9 +211,9 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     assert _metric(page, "Invalid rows") == "1"
     assert _metric(page, "Rows read") == "4"
     expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
-    issues = _grid_with(page, "reason", 1)
+    issues = _grid_with(page, "reason (how to fix)", 1)
     assert issues["line"] == [str(BAD_LINE)], issues
-    assert issues["field"] == ["json"] and "invalid JSON" in issues["reason"][0], issues
+    assert issues["field"] == ["json"] and "invalid JSON" in issues["reason (how to fix)"][0], issues
     expect(page.get_by_role("combobox", name="Inspect stored workload")) \
         .to_have_value(f"#1 {WORKLOAD} ({log_file.name})")
     expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=PAGE_MS)  # histogram
@@ -263,7 +264,7 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
     assert len(titles) == 5 and all(titles), titles
     per_variant = _grid_with(page, "techniques", 2)  # off-screen columns are not in the DOM
-    assert per_variant["name"] == ["baseline", "int8-weights"], per_variant
+    assert per_variant["variant"] == ["baseline", "int8-weights"], per_variant
     assert per_variant["status"] == ["ok", "ok"], per_variant
     assert per_variant["techniques"][0] == "none (baseline)", per_variant
     _screenshot(page, RESULTS_PNG)

@@ -124,9 +124,30 @@ def _render_charts(rep: PilotReport) -> None:
     right.plotly_chart(charts.memory_chart(frame), key="chart.memory")
 
 
+_VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in the PDF
+    "name": ("variant", None), "status": ("status", None), "techniques": ("techniques", None),
+    "tokens_per_s": ("tokens/s", "%.1f"), "latency_p50_s": ("p50 latency (s)", "%.2f"),
+    "latency_p95_s": ("p95 latency (s)", "%.2f"), "ttft_p50_s": ("p50 TTFT (s)", "%.3f"),
+    "peak_mem_mb": ("peak memory (MB)", "%.0f"), "weight_mb": ("weights (MB)", "%.0f"),
+    "ref_contains": ("reference contained", "%.2f"), "ref_f1": ("token F1", "%.2f"),
+    "base_rouge_l": ("ROUGE-L vs baseline", "%.2f"),
+    "base_cosine": ("cosine vs baseline", "%.2f"),
+    "cost_per_1k_requests": ("$ / 1k requests", "$%.5f"),
+    "cost_per_1m_output_tokens": ("$ / 1M output tokens", "$%.3f"),
+    "monthly_cost": ("$ / month", "$%.2f"), "monthly_savings": ("saving $ / month", "$%.2f"),
+    "load_s": ("load (s)", "%.1f"), "device": ("device", None), "error": ("error", None),
+}
+
+
 def _render_variant_table(rep: PilotReport) -> None:
     st.subheader("Per variant")
-    st.dataframe(rep.frame(), hide_index=True, key="table.variants")
+    frame = rep.frame().assign(peak_mem_mb=lambda f: f.peak_mem_bytes / 1e6,
+                               weight_mb=lambda f: f.weight_bytes / 1e6)
+    config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
+              else st.column_config.TextColumn(label)
+              for col, (label, fmt) in _VARIANT_COLUMNS.items()}
+    st.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
+                 key="table.variants")
 
 
 def _render_side_by_side(rep: PilotReport) -> None:

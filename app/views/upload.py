@@ -59,8 +59,9 @@ def _ingest(name: str, filename: str, raw: bytes) -> None:
         ui.show_error(exc)
         return
     st.session_state[SELECTED] = workload.id
+    rejected = "1 rejected row" if workload.n_issues == 1 else f"{workload.n_issues} rejected rows"
     st.success(f"Stored workload #{workload.id}: {workload.n_requests} usable requests, "
-               f"{workload.n_issues} rejected rows.", icon=":material/check_circle:")
+               f"{rejected}.", icon=":material/check_circle:")
 
 
 def _render_workload_picker() -> Workload | None:
@@ -87,7 +88,8 @@ def _render_validation(workload: Workload) -> None:
     cols[3].metric("Rows read", workload.n_requests + workload.n_issues)
     if workload.issues:
         st.caption("Rows left out, with how to fix each (line = line or row in your file):")
-        st.dataframe(data.issues_frame(workload), hide_index=True)
+        st.dataframe(data.issues_frame(workload), hide_index=True, column_config={
+            "reason": st.column_config.TextColumn("reason (how to fix)", width="large")})
     else:
         st.caption("Every row was usable.")
 
