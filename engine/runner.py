@@ -13,12 +13,14 @@ from dataclasses import dataclass, replace
 
 from engine import accuracy
 from engine.backends import Backend, get_backend
+from engine.backends.base import resolve_device
 from engine.domain import Generation, RequestResult, Run, StoredRequest
 from engine.errors import RoilabError, SpecError
 from engine.model_prep import resolve_model
 from engine.settings import Settings
 from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, VariantSpec
 from engine.store import Store
+from engine.techniques import technique_module
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,14 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     does this so the run is listed before inference starts).
     """
     run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
-    requests = store.get_requests(spec.workload_id, limit=spec.max_requests)
+    everything = store.get_requests(spec.workload_id)
+    requests = everything[:spec.max_requests] if spec.max_requests else everything
+    held_out = everything[len(requests):]  # calibration/training data, never evaluated
+    calibration = Calibration([list(r.request.messages) for r in held_out or requests],
+                              is_eval_set=not held_out)
     store.set_run_status(run.id, "running")
     try:
-        _run_variants(spec, run, requests, store, settings, on_progress)
+        _run_variants(spec, run, requests, calibration, store, settings, on_progress)
     except BaseException as exc:
         # Interrupted (Ctrl+C, a dashboard rerun) or a bug outside any one variant: the run
         # must not stay "running" forever. Finished variants keep their stored results.
@@ -65,18 +71,51 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     return store.get_run(run.id)
 
 
-def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest], store: Store,
-                  settings: Settings, on_progress: ProgressFn | None) -> None:
+@dataclass(frozen=True)
+class Calibration:
+    prompts: list[list[dict]]
+    is_eval_set: bool  # True when the workload had no requests beyond those evaluated
+
+
+def preflight(vspec: VariantSpec) -> str | None:
+    """Why this variant cannot run here, or None. Checked for every variant before any runs."""
+    try:
+        device = resolve_device(vspec.device)
+        if device == "cuda" and not _cuda_available():
+            raise SpecError(f"variant {vspec.name!r} asks for CUDA but no GPU is visible; set "
+                            "device to 'auto' or 'cpu', or run the pilot on a GPU machine.")
+        for tech in vspec.techniques:
+            technique_module(tech.kind).check(tech, device)
+        get_backend(vspec.backend)
+    except RoilabError as exc:
+        return f"Refused before the pilot started: {exc}"
+    return None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
+                  calibration: Calibration, store: Store, settings: Settings,
+                  on_progress: ProgressFn | None) -> None:
+    refused = {v.name: preflight(v) for v in spec.variants}
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
         # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
         steps = len(requests) * (2 if _compression(vspec) else 1)
         notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
+        if refused[vspec.name]:
+            store.set_variant_status(vrun.id, "failed", refused[vspec.name])
+            notify(steps, "refused")
+            continue
         store.set_variant_status(vrun.id, "running")
         try:
-            results, measures, report = _run_variant(vspec, requests, spec.generation,
-                                                     settings, notify)
+            results, measures, report = _run_variant(vspec, requests, calibration,
+                                                     spec.generation, settings, notify)
             embedder = embedder or accuracy.Embedder(settings.embedding_model)
             results = score(results, requests, baseline if i else None, embedder)
             store.finish_variant(vrun.id, results, measures, report)
@@ -109,13 +148,14 @@ def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total
     return notify
 
 
-def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], gen: GenerationSettings,
-                 settings: Settings, notify) -> tuple[list[RequestResult], dict, dict]:
+def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
+                 gen: GenerationSettings, settings: Settings, notify
+                 ) -> tuple[list[RequestResult], dict, dict]:
     notify(0, "preparing model")
     backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
     try:
         notify(0, "loading model")
-        info = backend.load()
+        info = backend.load(calibration.prompts, calibration.is_eval_set)
         report = dict(info.technique_report)
         originals = [list(r.request.messages) for r in requests]
         # One short untimed generation first, so the first timed batch does not pay one-off

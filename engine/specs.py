@@ -6,35 +6,21 @@ silently becomes a default.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.errors import SpecError
+from engine.techniques import TechniqueSpec
+from engine.techniques.prompt_compression import CompressPrompt
+from engine.techniques.weight_quant import QuantizeWeights
+
+__all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", "PilotSpec",
+           "GenerationSettings", "CostSettings", "default_variants", "parse_pilot_spec"]
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class QuantizeWeights(_Spec):
-    """Post-training weight quantization of the linear layers."""
-
-    kind: Literal["quantize_weights"] = "quantize_weights"
-    bits: Literal[8] = 8
-    method: Literal["torchao"] = "torchao"
-
-
-class CompressPrompt(_Spec):
-    """LLMLingua prompt compression before the request reaches the model."""
-
-    kind: Literal["compress_prompt"] = "compress_prompt"
-    rate: float = Field(0.5, gt=0.0, le=1.0, description="target fraction of tokens kept")
-    scorer_model: str | None = Field(None, description="scorer model; None = the variant's model")
-    min_tokens: int = Field(64, ge=0, description="prompts shorter than this are sent unchanged")
-
-
-TechniqueSpec = Annotated[QuantizeWeights | CompressPrompt, Field(discriminator="kind")]
 
 
 class VariantSpec(_Spec):

@@ -135,3 +135,19 @@ def test_an_interrupted_pilot_is_marked_failed_not_left_running(model_settings) 
     assert run.status == "failed" and "Interrupted" in run.error
     assert [v.status for v in run.variants] == ["ok", "failed"]
     assert len(store.get_results(run.variants[0].id)) == 1  # finished work is kept
+
+
+def test_a_variant_that_cannot_run_here_is_refused_before_the_pilot(model_settings) -> None:
+    store = Store(model_settings.resolved_db_url())
+    raw = b'{"prompt": "Say hi."}\n'
+    workload = store.add_workload("one", "one.jsonl", raw, parse_log(raw, "one.jsonl"))
+    seen = []
+    spec = PilotSpec(workload_id=workload.id, generation=GenerationSettings(max_new_tokens=4),
+                     variants=(VariantSpec(name="baseline"),
+                               VariantSpec(name="gpu-only", device="cuda")))
+    run = run_pilot(spec, store, model_settings, on_progress=seen.append)
+    assert [v.status for v in run.variants] == ["ok", "failed"]
+    assert run.variants[1].error.startswith("Refused before the pilot started")
+    assert "no GPU is visible" in run.variants[1].error
+    # refused up front: it never reached loading or generating
+    assert not [p for p in seen if p.variant == "gpu-only" and "loading" in p.message]

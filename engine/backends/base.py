@@ -19,6 +19,15 @@ class LoadInfo:
     technique_report: dict[str, Any] = field(default_factory=dict)  # what each technique did
 
 
+def resolve_device(requested: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class Backend(ABC):
     """Loads one variant's model and generates greedily for batches of chat requests.
 
@@ -33,8 +42,13 @@ class Backend(ABC):
         self.model_path = model_path
 
     @abstractmethod
-    def load(self) -> LoadInfo:
-        """Load weights, apply model-level techniques, return what it cost."""
+    def load(self, calibration: list[Messages] | None = None,
+             calibration_is_eval_set: bool = False) -> LoadInfo:
+        """Load weights, apply model-stage techniques, return what it cost.
+
+        ``calibration`` holds requests a technique may calibrate or train on (see
+        ``engine.techniques.base.TechniqueContext``).
+        """
 
     @abstractmethod
     def count_tokens(self, messages: Messages) -> int:

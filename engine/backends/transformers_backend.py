@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from engine.backends.base import Backend, LoadInfo, Messages
+from engine.backends.base import Backend, LoadInfo, Messages, resolve_device
 from engine.domain import Generation
 from engine.errors import ModelPrepError, SpecError
 from engine.memory import (
@@ -14,7 +14,8 @@ from engine.memory import (
     model_weight_bytes,
     release_freed_memory,
 )
-from engine.specs import QuantizeWeights
+from engine.techniques import technique_module
+from engine.techniques.base import TechniqueContext
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,17 +47,17 @@ class TransformersBackend(Backend):
         self.model = None
         self.tokenizer = None
         self._sampler: RssPeakSampler | None = None
+        self._generate_kwargs: dict = {}
 
     @property
     def device(self) -> str:
-        if self.spec.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
         if self.spec.device == "cuda" and not torch.cuda.is_available():
             raise SpecError(f"Variant {self.spec.name!r} asks for CUDA but no GPU is visible; "
                             "set device to 'auto' or 'cpu', or run on a GPU machine.")
-        return self.spec.device
+        return resolve_device(self.spec.device)
 
-    def load(self) -> LoadInfo:
+    def load(self, calibration: list[Messages] | None = None,
+             calibration_is_eval_set: bool = False) -> LoadInfo:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = self.device
@@ -74,12 +75,10 @@ class TransformersBackend(Backend):
                                  "Hugging Face model folder, or a hub id where a hub is reachable."
                                  ) from exc
         self._setup_tokens()
-        report = {}
-        for tech in self.spec.techniques:
-            if isinstance(tech, QuantizeWeights):
-                from engine.techniques.weight_quant import apply_weight_quantization
-
-                report[tech.kind] = apply_weight_quantization(self.model, tech)
+        ctx = TechniqueContext(device=device, model_path=self.model_path,
+                               tokenizer=self.tokenizer, calibration=list(calibration or []),
+                               calibration_is_eval_set=calibration_is_eval_set)
+        report = self._apply_techniques(ctx)
         load_s = time.perf_counter() - t0
         if report and device == "cpu":
             detach_from_checkpoint(self.model)
@@ -92,6 +91,20 @@ class TransformersBackend(Backend):
             self._sampler.reset_peak()
         return LoadInfo(load_s=load_s, weight_bytes=model_weight_bytes(self.model),
                         device=self._describe(device), technique_report=report)
+
+    def _apply_techniques(self, ctx: TechniqueContext) -> dict:
+        """Model-stage techniques transform the model, in the spec's order; generate-stage
+        ones add arguments to every generate call. Prompt-stage ones are the runner's."""
+        report: dict = {}
+        self._generate_kwargs: dict = {}
+        for tech in self.spec.techniques:
+            module = technique_module(tech.kind)
+            if module.stage == "model":
+                report[tech.kind] = module.apply(self.model, tech, ctx)
+            elif module.stage == "generate":
+                self._generate_kwargs.update(module.generate_kwargs(tech, self.model))
+                report[tech.kind] = module.report(tech, self.model, ctx)
+        return report
 
     def _setup_tokens(self) -> None:
         gen = self.model.generation_config
@@ -123,7 +136,8 @@ class TransformersBackend(Backend):
         t0 = time.perf_counter()
         with torch.no_grad():  # not inference_mode: some quantized tensors refuse it
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      stopping_criteria=[clock], pad_token_id=self._pad_id)
+                                      stopping_criteria=[clock], pad_token_id=self._pad_id,
+                                      **self._generate_kwargs)
         end = time.perf_counter()
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()

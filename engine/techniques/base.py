@@ -1,0 +1,47 @@
+"""What every technique module provides, and the context a technique runs in.
+
+A technique module under ``engine/techniques/`` defines one serialisable spec class (a
+``TechniqueBase`` subclass with a unique ``kind`` literal) and the hooks of its stage:
+
+- ``stage = "model"``: ``apply(model, spec, ctx) -> dict`` transforms the loaded model in
+  place (quantize, prune, factorise, distil) and returns what it did, read back from the
+  model, not copied from the spec.
+- ``stage = "generate"``: ``generate_kwargs(spec, model) -> dict`` adds arguments to every
+  ``generate`` call (e.g. a quantized KV cache) and ``report(spec, model, ctx) -> dict``.
+- ``stage = "prompt"``: the runner rewrites each request before it reaches the model.
+
+Every module also has ``check(spec, device) -> None``, which raises ``SpecError`` with the
+reason when the technique cannot run there, so the runner refuses a variant before the
+pilot starts instead of half-way through. Modules are registered in
+``engine/techniques/__init__.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+Messages = list[dict[str, str]]
+
+
+class TechniqueBase(BaseModel):
+    """Base of every technique spec: frozen, and unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class TechniqueContext:
+    """What a model-stage technique may use besides the model itself."""
+
+    device: str  # "cpu" or "cuda"
+    model_path: str  # the variant's resolved base model folder (or hub id)
+    tokenizer: Any  # the variant's tokenizer (chat template applied via apply_chat_template)
+    # Requests to calibrate or train on: the workload's requests that the pilot does NOT
+    # replay when there are any (so nothing is tuned on the evaluation set); otherwise the
+    # evaluated ones, and ``calibration_is_eval_set`` says so in the technique's report.
+    calibration: list[Messages] = field(default_factory=list)
+    calibration_is_eval_set: bool = False
+    work_dir: str = ""  # a folder the technique may write to (e.g. a fine-tuned student)
+    settings: Any = None
