@@ -22,6 +22,25 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters the model holds and how many are non-zero (pruning leaves zeros in place).
+
+    Quantized tensor subclasses are counted by their logical shape; tied weights once.
+    """
+    seen: set[int] = set()
+    total = nonzero = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if not hasattr(p, "__tensor_flatten__"):
+            nonzero += int(torch.count_nonzero(p.detach()))
+        else:
+            nonzero += p.numel()  # quantized storage: zeros are not tracked
+    return {"parameters": total, "nonzero_parameters": nonzero}
+
+
 def model_weight_bytes(model: torch.nn.Module) -> int:
     """Sum over unique parameters and buffers (tied weights counted once)."""
     seen: set[int] = set()

@@ -95,14 +95,16 @@ class PilotReport:
 
 
 def describe_techniques(spec: dict) -> str:
+    """Human-readable technique list of a stored variant spec, e.g. "8-bit weights (torchao)"."""
+    from engine.techniques import MODULES, SPEC_CLASSES  # noqa: F401
+
     parts = []
     for t in spec.get("techniques", []):
-        if t["kind"] == "quantize_weights":
-            parts.append(f"{t['bits']}-bit weights ({t['method']})")
-        elif t["kind"] == "compress_prompt":
-            parts.append(f"LLMLingua prompt compression (rate {t['rate']})")
+        module = MODULES.get(t["kind"])
+        if module is not None and hasattr(module, "describe"):
+            parts.append(module.describe(module.SPEC.model_validate(t)))
         else:
-            parts.append(t["kind"])
+            parts.append(", ".join([t["kind"], *(f"{k}={v}" for k, v in t.items() if k != "kind")]))
     return " + ".join(parts) or "none (baseline)"
 
 

@@ -12,6 +12,7 @@ from engine.memory import (
     RssPeakSampler,
     detach_from_checkpoint,
     model_weight_bytes,
+    parameter_counts,
     release_freed_memory,
 )
 from engine.techniques import technique_module
@@ -79,8 +80,9 @@ class TransformersBackend(Backend):
                                tokenizer=self.tokenizer, calibration=list(calibration or []),
                                calibration_is_eval_set=calibration_is_eval_set)
         report = self._apply_techniques(ctx)
+        report["_model"] = parameter_counts(self.model)  # read back after every technique
         load_s = time.perf_counter() - t0
-        if report and device == "cpu":
+        if len(report) > 1 and device == "cpu":  # a model-stage technique rewrote weights
             detach_from_checkpoint(self.model)
         release_freed_memory()  # full-precision copies a technique replaced, before serving
         # Peak memory is measured while serving (weights + activations + KV cache), the figure

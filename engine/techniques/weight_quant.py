@@ -22,6 +22,13 @@ class QuantizeWeights(TechniqueBase):
     method: Literal["torchao"] = "torchao"
 
 
+SPEC = QuantizeWeights
+
+
+def describe(spec: QuantizeWeights) -> str:
+    return f"{spec.bits}-bit weights ({spec.method})"
+
+
 def check(spec: QuantizeWeights, device: str) -> None:
     """torchao int8 weight-only runs on CPU and CUDA; only a missing install stops it."""
     import importlib.util
