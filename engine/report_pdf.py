@@ -18,7 +18,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 from matplotlib.figure import Figure
 
-from engine.summary import PilotReport, VariantSummary
+from engine.summary import PilotReport, VariantSummary, technique_figures
 
 NA = "n/a"
 _PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"',
@@ -278,8 +278,18 @@ def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> byte
     pdf.para("Ref contains: share of requests whose output contains the log's reference answer. "
              "ROUGE-L and cosine compare each output with the baseline's output for the same "
              "request. Saving % is against the baseline's monthly cost.", 8, "I")
+    _technique_figures(pdf, report)
     _appendix(pdf, report, samples)
     return bytes(pdf.output())
+
+
+def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
+    figures = technique_figures(report)
+    if figures.empty:
+        return
+    pdf.heading("What each technique did (read back from the model)")
+    rows = [tuple(r) for r in figures.itertuples(index=False)]
+    _table(pdf, [("Variant", "Technique", "Figure", "Value"), *rows], (40, 45, 70, 100), size=7)
 
 
 def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None) -> Path:

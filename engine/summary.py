@@ -203,3 +203,37 @@ def speed_memory_findings(rep: PilotReport) -> list[str]:
                        f"peak memory {mem:+.0%}, generation speed {speed:+.0%} "
                        f"({v.tokens_per_s:.1f} vs {b.tokens_per_s:.1f} tokens/s).")
     return out
+
+
+def technique_figures(report: PilotReport) -> pd.DataFrame:
+    """What each technique reported it did, one row per (variant, technique, figure).
+
+    Scalars from each variant's technique report (bits, sparsity, ratio, parameters kept,
+    seconds...), flattened one level, so new techniques show up without UI changes.
+    """
+    rows = []
+    for v in report.run.variants:
+        for technique, figures in v.technique_report.items():
+            if not isinstance(figures, dict):
+                continue
+            label = "model (read back)" if technique == "_model" else technique
+            for key, value in _flatten(figures):
+                rows.append({"variant": v.name, "technique": label, "figure": key,
+                             "value": _display(value)})
+    return pd.DataFrame(rows, columns=["variant", "technique", "figure", "value"])
+
+
+def _flatten(figures: dict, prefix: str = ""):
+    for key, value in figures.items():
+        if isinstance(value, dict) and not prefix:
+            yield from _flatten(value, f"{key}.")
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            yield prefix + key, value
+
+
+def _display(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)

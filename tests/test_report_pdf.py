@@ -29,29 +29,25 @@ from engine.report_pdf import (
     write_pdf,
 )
 from engine.runner import run_pilot
-from engine.settings import REPO_ROOT, Settings
+from engine.settings import Settings
 from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
 from engine.store import Store
-from engine.summary import build_report, side_by_side
+from engine.summary import build_report, side_by_side, technique_figures
 
 pytestmark = pytest.mark.slow
 
-MODEL_DIR = REPO_ROOT / "data" / "models" / "smollm2-135m-instruct"
 QUESTIONS = [("What is the capital of France?", "Paris"),
              ("How many days are in a week?", "seven"),
              ("What colour is the sky on a clear day?", "blue")]
 
 
 @pytest.fixture(scope="module")
-def pilot(tmp_path_factory):
-    if not (MODEL_DIR / "config.json").is_file():
-        pytest.skip(f"embedded model not prepared at {MODEL_DIR}; run a pilot once to convert it")
+def pilot(tmp_path_factory, embedded_model_dir):
     for tool in ("pdftotext", "pdftoppm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} missing: apt-get install poppler-utils")
+        assert shutil.which(tool), f"{tool} missing: apt-get install poppler-utils"
     tmp = tmp_path_factory.mktemp("pdf")
     (tmp / "models").mkdir()
-    (tmp / "models" / MODEL_DIR.name).symlink_to(MODEL_DIR)
+    (tmp / "models" / embedded_model_dir.name).symlink_to(embedded_model_dir)
     store = Store(f"sqlite:///{tmp}/t.db")
     reqs = tuple(LogRequest(line=i + 1, messages=({"role": "user", "content": q},), reference=r)
                  for i, (q, r) in enumerate(QUESTIONS))
@@ -226,3 +222,12 @@ def test_summary_when_no_variant_ran(pilot):
 def test_write_pdf(pilot, tmp_path):
     path = write_pdf(pilot["report"], tmp_path / "out" / "case.pdf")
     assert path.read_bytes()[:5] == b"%PDF-"
+
+
+def test_technique_figures_read_back_from_the_model_are_in_the_pdf(pilot):
+    figures = technique_figures(pilot["report"])
+    int8 = figures[figures.variant == "int8-weights"].set_index("figure")["value"]
+    assert int8["layers_quantized"] == "210" and int8["weight_type"] == "Int8Tensor"
+    assert int8["parameters"] == f"{134_515_008:,}"  # SmolLM2-135M, tied embeddings once
+    text = _text(pilot["pdf"], pilot["dir"], "figures.pdf")
+    assert "What each technique did" in text and "layers_quantized 210" in text

@@ -10,7 +10,7 @@ import streamlit as st
 from app import charts, data, nav, ui
 from engine.cost import CATALOG
 from engine.domain import Run
-from engine.summary import PilotReport, accuracy_retention, speed_memory_findings
+from engine.summary import PilotReport, accuracy_retention, speed_memory_findings, technique_figures
 
 
 def render() -> None:
@@ -28,6 +28,7 @@ def render() -> None:
     _render_failures(rep)
     _render_charts(rep)
     _render_variant_table(rep)
+    _render_technique_figures(rep)
     _render_side_by_side(rep)
     _render_traceability(run)
     _render_pdf(rep)
@@ -148,6 +149,15 @@ def _render_variant_table(rep: PilotReport) -> None:
               for col, (label, fmt) in _VARIANT_COLUMNS.items()}
     st.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
                  key="table.variants")
+
+
+def _render_technique_figures(rep: PilotReport) -> None:
+    figures = technique_figures(rep)
+    if figures.empty:
+        return
+    st.subheader("What each technique did")
+    st.caption("Read back from the model after each technique ran, not copied from the spec.")
+    st.dataframe(figures, hide_index=True, key="table.technique_figures")
 
 
 def _render_side_by_side(rep: PilotReport) -> None:
