@@ -41,8 +41,30 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     return {"parameters": total, "nonzero_parameters": nonzero}
 
 
+def quantizer_side_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Scales that bitsandbytes and HQQ keep beside a layer's weight, outside its parameters
+    and buffers, so neither ``parameters()`` nor ``get_memory_footprint()`` sees them."""
+    found: list[torch.Tensor] = []
+    weight = getattr(module, "weight", None)
+    state = getattr(weight, "quant_state", None)  # bitsandbytes 4-bit: absmax per block
+    while state is not None:
+        found += [t for t in (state.absmax, state.code, getattr(state, "offset", None))
+                  if isinstance(t, torch.Tensor)]
+        state = getattr(state, "state2", None)  # nested (double-quantized) absmax
+    # bitsandbytes 8-bit: one scale per row, on the weight until the first forward moves it
+    # to the layer's matmul state
+    for holder in (weight, getattr(module, "state", None)):
+        scb = getattr(holder, "SCB", None)
+        if isinstance(scb, torch.Tensor):
+            found.append(scb)
+    meta = getattr(module, "meta", None)  # HQQ: scale and zero per group
+    if isinstance(meta, dict):
+        found += [t for t in meta.values() if isinstance(t, torch.Tensor)]
+    return list({id(t): t for t in found}.values())
+
+
 def model_weight_bytes(model: torch.nn.Module) -> int:
-    """Sum over unique parameters and buffers (tied weights counted once)."""
+    """Sum over unique parameters, buffers and quantizer scales (tied weights counted once)."""
     seen: set[int] = set()
     total = 0
     for t in [*model.parameters(), *model.buffers()]:
@@ -50,6 +72,12 @@ def model_weight_bytes(model: torch.nn.Module) -> int:
         if key not in seen:
             seen.add(key)
             total += tensor_bytes(t.data if isinstance(t, torch.nn.Parameter) else t)
+    side: set[tuple[int, int]] = set()
+    for module in model.modules():
+        for t in quantizer_side_tensors(module):
+            if (t.data_ptr(), t.numel()) not in side:
+                side.add((t.data_ptr(), t.numel()))
+                total += tensor_bytes(t)
     return total
 
 

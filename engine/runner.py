@@ -16,7 +16,7 @@ from engine.backends import Backend, get_backend
 from engine.backends.base import resolve_device
 from engine.domain import Generation, RequestResult, Run, StoredRequest
 from engine.errors import RoilabError, SpecError
-from engine.model_prep import resolve_model
+from engine.model_prep import is_random_model, resolve_model
 from engine.settings import Settings
 from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, VariantSpec
 from engine.store import Store
@@ -86,7 +86,7 @@ def preflight(vspec: VariantSpec) -> str | None:
                             "device to 'auto' or 'cpu', or run the pilot on a GPU machine.")
         for tech in vspec.techniques:
             technique_module(tech.kind).check(tech, device)
-        get_backend(vspec.backend)
+        get_backend(vspec.backend).check(vspec, device)
     except RoilabError as exc:
         return f"Refused before the pilot started: {exc}"
     return None
@@ -116,10 +116,11 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         try:
             results, measures, report = _run_variant(vspec, requests, calibration,
                                                      spec.generation, settings, notify)
-            embedder = embedder or accuracy.Embedder(settings.embedding_model)
-            results = score(results, requests, baseline if i else None, embedder)
+            if not is_random_model(vspec.model):  # random weights: accuracy not measured
+                embedder = embedder or accuracy.Embedder(settings.embedding_model)
+                results = score(results, requests, baseline if i else None, embedder)
             store.finish_variant(vrun.id, results, measures, report)
-            if i == 0:
+            if i == 0 and not is_random_model(vspec.model):
                 baseline = results
             notify(steps, "done")
         except Exception as exc:  # a failing variant is recorded; the others still run
@@ -162,14 +163,18 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         # start-up costs (kernel selection, allocator growth) that every variant would
         # otherwise pay differently depending on its position in the pilot.
         notify(0, "warming up")
-        backend.generate([originals[0]], 2)
+        backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
+        warm_s0 = backend.warm_up_s
         t0 = time.perf_counter()
         sent, compress_s, creport = _compress_prompts(vspec, originals, settings, backend, notify)
         if creport:
             report["compress_prompt"] = creport
         offset = len(sent) if creport else 0
         gens = _generate_batched(backend, sent, gen, lambda d, m: notify(offset + d, m))
-        wall_s = time.perf_counter() - t0
+        # Compiling for a shape first seen mid-pass is start-up, not serving time.
+        wall_s = time.perf_counter() - t0 - (backend.warm_up_s - warm_s0)
+        if backend.serving_report():
+            report["serving"] = backend.serving_report()
         results = [RequestResult(
             request_index=r.index, output_text=g.text,
             prompt_tokens_logged=r.request.logged_prompt_tokens,
@@ -191,25 +196,54 @@ def _compression(vspec: VariantSpec) -> CompressPrompt | None:
 
 def _compress_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
                       backend: Backend, notify):
+    """Compress every request; returns (messages to send, seconds per request, report).
+
+    The seconds are added to each request's latency by the caller and fall inside the pilot's
+    wall time. The scorer is loaded here, after the backend reset its peak-memory counter and
+    while the served model is still loaded, so the variant's peak memory includes it; the
+    report adds the scorer's own weight bytes and each request's host RSS growth.
+    """
     tech = _compression(vspec)
     if tech is None:
         return originals, [0.0] * len(originals), None
+    import os
+    from collections import Counter
+
     from engine.techniques.prompt_compression import PromptCompressorAdapter
 
     scorer = resolve_model(tech.scorer_model or vspec.model, settings)
+    if tech.method == "llmlingua2" and tech.scorer_model:
+        # llmlingua picks LLMLingua-2's word rules from the folder's name: keep the name as
+        # given (resolving a symlink could lose it); check() has validated the folder.
+        scorer = os.path.abspath(os.path.expanduser(tech.scorer_model))
     device = getattr(backend, "device", "cpu")
-    compressor = PromptCompressorAdapter(scorer, device=device, cache_dir=settings.cache_dir)
-    sent, seconds, ratios = [], [], []
+    compressor = PromptCompressorAdapter(scorer, device=device, cache_dir=settings.cache_dir,
+                                         method=tech.method)
+    sent, seconds, rows = [], [], []
     for i, messages in enumerate(originals):
         notify(i, f"compressing prompt {i + 1}/{len(originals)}")
         res = compressor.compress(messages, rate=tech.rate, min_tokens=tech.min_tokens)
         sent.append(list(res.messages))
         seconds.append(res.seconds)
-        ratios.append(res.ratio)
+        rows.append({"tokens_before": res.tokens_before, "tokens_after": res.tokens_after,
+                     "ratio": res.ratio, "compress_s": res.seconds, "skipped": res.skipped,
+                     "method": res.method, "peak_rss_growth_bytes": res.peak_rss_growth_bytes})
     compressor.close()
-    report = {"scorer": scorer, "rate": tech.rate, "mean_ratio": sum(ratios) / len(ratios),
-              "compress_s_total": sum(seconds),
-              "skipped": sum(1 for r in ratios if r == 1.0)}
+    ratios = [r["ratio"] for r in rows]
+    before = sum(r["tokens_before"] for r in rows)
+    after = sum(r["tokens_after"] for r in rows)
+    report = {"method": tech.method, "scorer": scorer, "rate": tech.rate,
+              "tokens": "scorer tokenizer, message contents only (no chat template)",
+              "tokens_before_total": before, "tokens_after_total": after,
+              "ratio_total": before / max(after, 1), "mean_ratio": sum(ratios) / len(ratios),
+              "min_ratio": min(ratios), "max_ratio": max(ratios),
+              "compress_s_total": sum(seconds), "compress_s_mean": sum(seconds) / len(seconds),
+              "skipped": sum(1 for r in rows if r["skipped"]),
+              "methods_used": dict(Counter(r["method"] for r in rows if not r["skipped"])),
+              "scorer_weight_bytes": compressor.weight_bytes,
+              "scorer_load_s": compressor.load_seconds,
+              "peak_rss_growth_bytes_max": max(r["peak_rss_growth_bytes"] for r in rows),
+              "requests": rows}
     return sent, seconds, report
 
 

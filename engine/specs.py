@@ -29,6 +29,11 @@ class VariantSpec(_Spec):
     backend: str = "transformers"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Serve as production would on a GPU: static KV cache + torch.compile of the decode step
+    # (mode "reduce-overhead", i.e. CUDA graphs). Compiling takes a minute or more per new
+    # batch shape; that warm-up is reported apart and never counted in latency. CUDA only:
+    # the backend's check refuses it on CPU before the pilot starts.
+    compile: bool = False
     techniques: tuple[TechniqueSpec, ...] = ()
 
     @model_validator(mode="after")

@@ -3,7 +3,10 @@ tiktoken, and LLMLingua on the real embedded scorer (the ``slow`` tests)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -14,10 +17,15 @@ from engine.errors import ModelPrepError, SpecError
 from engine.techniques import prompt_compression as pcm
 from engine.techniques.prompt_compression import (
     CL100K_URL,
+    CompressPrompt,
     LegacyCacheModel,
     PromptCompressorAdapter,
+    check,
+    describe,
     ensure_tiktoken_offline,
+    question_first,
     split_request,
+    split_segments,
     to_dynamic_cache,
     to_legacy_cache,
 )
@@ -45,6 +53,9 @@ SYSTEM = (
 QUESTION = (
     "I bought a tent three weeks ago and used it once on a camping trip, can I still get a refund?"
 )
+# The same policy as a long multi-paragraph context (one paragraph per topic).
+MULTI = re.sub(r" (Refund policy|Shipping policy|Warranty|Loyalty program|Tone):", r"\n\n\1:",
+               SYSTEM)
 
 
 # ---------------------------------------------------------------- cache adapter (fast) ----
@@ -152,6 +163,103 @@ def test_split_history_and_instruction_without_question():
         "",
         "Summarise the chat.",
     )
+
+
+DOC = (
+    "Write a one-sentence summary of this text:\n\nTo: All staff\n\nThe Riverside office will be "
+    "closed on Saturday while contractors replace the main electrical panel. Power will be off in "
+    "the whole building. Please shut down your computers before you leave on Friday evening."
+)
+
+
+def test_split_leading_instruction_above_a_document():
+    msgs = [{"role": "system", "content": "Be concise."}, {"role": "user", "content": DOC}]
+    blocks, body, question = split_request(msgs)
+    assert blocks == ["Be concise."]
+    assert question == "Write a one-sentence summary of this text:"
+    assert body.startswith("To: All staff") and body.endswith("Friday evening.")
+    assert question_first(DOC, body, question)
+    assert not question_first(f"{SYSTEM}\n\n{QUESTION}", SYSTEM, QUESTION)
+    # A first paragraph of several sentences is context, not an instruction.
+    assert split_request([{"role": "user", "content": MULTI}]) == ([], MULTI, "")
+
+
+def test_split_segments_paragraphs_then_sentence_groups():
+    words = lambda text: len(text.split())  # noqa: E731  (a stand-in tokenizer)
+    segments = split_segments(MULTI, words, max_tokens=40)
+    assert segments[0].startswith("You are the customer support assistant")
+    assert any(s.startswith("Refund policy:") for s in segments)
+    assert all(words(s) <= 40 or "." not in s.rstrip(".") for s in segments)
+    assert " ".join(segments).split() == MULTI.split()  # nothing lost, order kept
+    assert split_segments("One.\n\n\n  \nTwo.", words) == ["One.", "Two."]
+
+
+def test_spec_method_default_parses_stored_specs_and_describes():
+    stored = CompressPrompt.model_validate({"kind": "compress_prompt", "rate": 0.5})
+    assert stored.method == "llmlingua" and stored.scorer_model is None
+    assert describe(stored) == "LLMLingua (rate 0.5)"
+    assert describe(CompressPrompt(method="longllmlingua")) == (
+        "LongLLMLingua (rate 0.5, question-aware)")
+    assert describe(CompressPrompt(method="llmlingua2", rate=0.33)) == (
+        "LLMLingua-2 (rate 0.33, token classifier)")
+    with pytest.raises(ValueError):
+        CompressPrompt(method="selective-context")
+
+
+def _config_folder(path: Path, architecture: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+    return path
+
+
+def test_llmlingua2_is_refused_without_a_local_token_classifier(tmp_path):
+    causal = _config_folder(tmp_path / "smollm", "LlamaForCausalLM")
+    misnamed = _config_folder(tmp_path / "my-classifier", "BertForTokenClassification")
+    hub_id = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
+    for scorer, why in ((None, "scorer_model is not set"),
+                        (hub_id, "not a local folder"),
+                        (str(causal), "LlamaForCausalLM"),
+                        (str(misnamed), "only handles paths containing")):
+        with pytest.raises(SpecError) as err:
+            check(CompressPrompt(method="llmlingua2", scorer_model=scorer), "cpu")
+        msg = str(err.value)
+        assert why in msg and "token-classification" in msg, msg
+        assert "huggingface-cli download microsoft/llmlingua-2-" in msg and "scorer_model" in msg
+    check(CompressPrompt(method="longllmlingua"), "cpu")  # needs no extra model
+
+
+@pytest.fixture(scope="module")
+def tiny_llmlingua2_dir(tmp_path_factory) -> Path:
+    """A randomly initialised BertForTokenClassification with a WordPiece vocab written here:
+    no hub, and a folder name llmlingua 0.2.2 accepts. Its keep/drop labels are noise; it
+    exercises the LLMLingua-2 code path, not its quality."""
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("m") / "tiny-bert-base-multilingual-cased"
+    folder.mkdir()
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(re.findall(r"\w+", SYSTEM))),
+             *".,:;?!'-", *chars, *(f"##{c}" for c in chars)]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    BertTokenizer(str(folder / "vocab.txt"), do_lower_case=False).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertForTokenClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_llmlingua2_code_path_on_a_tiny_local_classifier(tiny_llmlingua2_dir, tmp_path,
+                                                          monkeypatch, no_network):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    check(CompressPrompt(method="llmlingua2", scorer_model=str(tiny_llmlingua2_dir)), "cpu")
+    adapter = PromptCompressorAdapter(tiny_llmlingua2_dir, cache_dir=tmp_path, method="llmlingua2")
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    res = adapter.compress(msgs, rate=0.5, min_tokens=64)
+    assert not res.skipped and res.method == "llmlingua2"
+    assert res.tokens_after < 0.8 * res.tokens_before
+    assert res.messages[-1] == {"role": "user", "content": QUESTION}
+    assert 0 < adapter.weight_bytes < 10**6 and res.peak_rss_growth_bytes >= 0
 
 
 def test_bad_rate_is_a_spec_error(tmp_path):
@@ -265,3 +373,51 @@ def test_short_prompt_is_skipped_unchanged(compressor):
     res = compressor.compress(msgs, rate=0.5, min_tokens=64)
     assert res.skipped and res.ratio == 1.0 and res.seconds == 0.0
     assert res.messages == tuple(msgs) and res.tokens_before == res.tokens_after < 64
+
+
+@pytest.mark.slow
+def test_longllmlingua_compresses_a_multi_paragraph_context_around_the_question(compressor):
+    long = copy.copy(compressor)  # shares the loaded scorer
+    long.method = "longllmlingua"
+    msgs = [{"role": "system", "content": MULTI}, {"role": "user", "content": QUESTION}]
+    res = long.compress(msgs, rate=0.5, min_tokens=64)
+    assert not res.skipped and res.method == "longllmlingua"
+    assert res.tokens_after < 0.8 * res.tokens_before
+    assert res.messages[-1] == {"role": "user", "content": QUESTION}
+    assert res.messages[0]["role"] == "system" and res.messages[0]["content"]
+    assert res.seconds > 0 and res.peak_rss_growth_bytes >= 0
+    assert long.weight_bytes == compressor.weight_bytes > 100 * 2**20  # 135M scorer weights
+    # Without a question LongLLMLingua cannot condition: llmlingua runs, and the result says so.
+    plain = long.compress([{"role": "user", "content": MULTI}], rate=0.5, min_tokens=64)
+    assert plain.method == "llmlingua (no question)" and plain.tokens_after < plain.tokens_before
+
+
+@pytest.mark.slow
+def test_pilot_reports_the_compression_summary(model_settings):
+    from engine.logs import parse_log
+    from engine.runner import run_pilot
+    from engine.specs import GenerationSettings, PilotSpec, VariantSpec
+    from engine.store import Store
+
+    store = Store(model_settings.resolved_db_url())
+    raw = (model_settings.samples_dir / "doc_summarisation_proxy.jsonl").read_bytes()
+    workload = store.add_workload("docs", "doc_summarisation_proxy.jsonl", raw,
+                                  parse_log(raw, "doc_summarisation_proxy.jsonl"))
+    spec = PilotSpec(workload_id=workload.id, max_requests=2,
+                     generation=GenerationSettings(max_new_tokens=8, batch_size=2),
+                     variants=(VariantSpec(name="baseline"), VariantSpec(
+                         name="long", techniques=(CompressPrompt(method="longllmlingua"),))))
+    run = run_pilot(spec, store, model_settings)
+    assert [v.status for v in run.variants] == ["ok", "ok"], [v.error for v in run.variants]
+    rep = run.variants[1].technique_report["compress_prompt"]
+    assert rep["method"] == "longllmlingua" and rep["methods_used"] == {"longllmlingua": 2}
+    rows = rep["requests"]
+    assert len(rows) == 2 and all(r["tokens_after"] < r["tokens_before"] for r in rows)
+    assert rep["tokens_before_total"] == sum(r["tokens_before"] for r in rows)
+    assert rep["tokens_after_total"] == sum(r["tokens_after"] for r in rows)
+    assert 1.0 < rep["min_ratio"] <= rep["mean_ratio"] <= rep["max_ratio"]
+    assert rep["scorer_weight_bytes"] > 100 * 2**20 and rep["peak_rss_growth_bytes_max"] >= 0
+    results = store.get_results(run.variants[1].id)
+    assert [r.compress_s for r in results] == pytest.approx([r["compress_s"] for r in rows])
+    assert all(r.prompt_tokens_sent < r.prompt_tokens_original for r in results)
+    assert all(r.latency_s > r.compress_s > 0 for r in results)

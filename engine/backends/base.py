@@ -58,6 +58,23 @@ class Backend(ABC):
     def generate(self, batch: list[Messages], max_new_tokens: int) -> list[Generation]:
         """Greedy generation for a batch; one Generation per request, in order."""
 
+    @classmethod  # noqa: B027 - an optional hook: most backends run every spec
+    def check(cls, spec: VariantSpec, device: str) -> None:
+        """Raise ``SpecError`` when this backend cannot run ``spec`` on ``device`` (``"cpu"``
+        or ``"cuda"``); the runner calls it for every variant before the pilot starts."""
+
+    def warm_up(self, prompts: list[Messages], batch_size: int, max_new_tokens: int) -> None:
+        """Untimed generation before the timed pass, so one-off start-up costs (kernel
+        selection, allocator growth, compilation) stay out of the numbers. ``prompts`` are
+        all the requests the pilot will send, in the batches of ``batch_size`` it will use."""
+        self.generate([prompts[0]], 2)
+
+    warm_up_s: float = 0.0  # seconds spent warming up (compiling) so far, also inside generate
+
+    def serving_report(self) -> dict[str, Any]:
+        """How the model was served, for the variant's report (e.g. compile warm-up times)."""
+        return {}
+
     @abstractmethod
     def peak_memory_bytes(self) -> int | None:
         """Peak memory while serving: max allocated on CUDA; on CPU, peak process RSS over
