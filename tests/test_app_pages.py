@@ -172,6 +172,21 @@ def test_run_pilot_form_renders_defaults(env):
     assert at.checkbox[0].disabled  # the baseline always runs
 
 
+@pytest.mark.parametrize("extra, needle", [
+    ('[{"name": "x", "techniques": [{"kind": "prune", "sparsity": 1.5}]', "invalid JSON"),
+    ('{"name": "x"}', "must be a JSON list"),
+    ('[{"name": "x", "techniques": [{"kind": "magic"}]}]', "kind"),
+])
+def test_run_pilot_refuses_bad_extra_variants_and_stores_nothing(env, extra, needle):
+    _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    at = page("run_pilot")
+    at.text_area[0].set_value(extra)
+    at.button[0].click().run()
+    assert not at.exception
+    assert needle in at.error[0].value.replace("\\", "")
+    assert _store(env).list_runs() == []
+
+
 @pytest.mark.slow
 def test_run_pilot_form_runs_a_real_pilot(model_env):
     env = model_env

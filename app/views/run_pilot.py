@@ -5,15 +5,17 @@ created first so it is listed (as "running") on other pages while it works.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import streamlit as st
 
 from app import data, nav, ui
 from engine.cost import CATALOG
-from engine.errors import RoilabError
+from engine.errors import RoilabError, SpecError
 from engine.runner import Progress
 from engine.specs import PilotSpec, parse_pilot_spec
+from engine.techniques import MODULES as TECHNIQUE_KINDS
 
 
 def render() -> None:
@@ -27,7 +29,7 @@ def render() -> None:
     if values is None:
         return
     try:
-        spec = parse_pilot_spec(_spec_dict(values))
+        spec = parse_pilot_spec(_spec_dict(values))  # SpecError for bad JSON or fields
     except RoilabError as exc:
         ui.show_error(exc)
         return
@@ -50,6 +52,13 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         v["lingua"] = st.checkbox("LLMLingua prompt compression", value=True)
         v["rate"] = st.slider("LLMLingua rate (fraction of prompt tokens kept)", 0.1, 0.9, 0.5,
                               0.05)
+        v["extra"] = st.text_area(
+            "More variants (JSON list, optional)", value="", height=90,
+            placeholder='[{"name": "int4-hqq", "techniques": [{"kind": "quantize_weights", '
+                        '"bits": 4, "method": "hqq"}]}]',
+            help="Each entry is a variant: a name and technique specs, applied in order. "
+                 f"Technique kinds: {', '.join(sorted(TECHNIQUE_KINDS))}. Unknown fields are "
+                 "refused with the field named.")
         left, right = st.columns(2)
         v["model"] = left.text_input("Model", value=data.settings().default_model,
                                      help="embedded:smollm2-135m-instruct, or a local Hugging "
@@ -83,12 +92,29 @@ def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
     if v["lingua"]:
         variants.append({"name": f"llmlingua-{v['rate']:g}", **base,
                          "techniques": [{"kind": "compress_prompt", "rate": v["rate"]}]})
+    variants.extend({**base, **extra} for extra in _extra_variants(v.get("extra", "")))
     return {"name": v["name"].strip() or "pilot", "workload_id": v["workload_id"],
             "variants": variants, "max_requests": int(v["max_requests"]),
             "generation": {"max_new_tokens": int(v["max_new_tokens"]),
                            "batch_size": int(v["batch_size"])},
             "cost": {"hardware": v["hardware"], "price_per_hour": v["price"],
                      "requests_per_month": int(v["volume"])}}
+
+
+def _extra_variants(text: str) -> list[dict[str, Any]]:
+    """The optional JSON list of further variants; a clear error if it is not one."""
+    if not text.strip():
+        return []
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"More variants: invalid JSON at line {exc.lineno} column {exc.colno} "
+                        f"({exc.msg}); give a list like [{{\"name\": ..., \"techniques\": "
+                        "[...]}]") from exc
+    if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
+        raise SpecError("More variants must be a JSON list of objects, each with a name and "
+                        "techniques.")
+    return extra
 
 
 def _run(spec: PilotSpec) -> None:
