@@ -197,7 +197,8 @@ def apply(model, spec: Prune, ctx: TechniqueContext | None = None) -> dict[str, 
                               "answer_tokens": recovery.answer_tokens,
                               "learning_rate": spec.learning_rate,
                               "data": "the unpruned model's greedy answers to the calibration "
-                                      "requests (loss on answer tokens)"}
+                                      "requests; loss per answer token, measured on the same "
+                                      "answers it trains on (in-sample, not held out)"}
     report["semi_structured"] = _semi_structured(model, layers, spec)
     report["speed_note"] = DENSE_NOTE
     report["seconds"] = round(time.perf_counter() - t0, 3)
