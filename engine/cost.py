@@ -4,7 +4,8 @@ Everything here is a pure function of its arguments (no I/O, no clocks, no model
 every dollar figure the app shows can be recomputed by hand from the measured throughput
 and the hourly price.
 
-The prices in ``CATALOG`` are editable defaults, not live quotes: each one names the
+The catalog (``CATALOG``, ``Hardware``, ``get_hardware``) lives in engine.hardware and is
+re-exported here. Its prices are editable defaults, not live quotes: each one names the
 public price list it came from and the month it is believed to have held. Cloud prices
 change; a user should overwrite ``price_per_hour`` with what they actually pay.
 """
@@ -12,93 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
 
-from engine.errors import SpecError
+# The catalog moved to engine.hardware (specs for right-sizing, user entries); these names
+# stay importable from here for existing callers.
+from engine.hardware import CATALOG, Hardware, get_hardware, merge_catalog  # noqa: F401
 
 SECONDS_PER_HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """One rentable machine and its on-demand list price."""
-
-    key: str
-    name: str
-    kind: Literal["gpu", "cpu"]
-    memory_gb: float  # GPU memory for "gpu", system RAM for "cpu"
-    price_per_hour: float  # USD, on-demand, per instance (per GPU where the list is per GPU)
-    price_source: str  # the named price list / instance the price comes from
-    price_date: str  # "YYYY-MM" the price is believed to have held
-
-
-_HARDWARE = (
-    Hardware(
-        key="cpu-c7i-large",
-        name="AWS c7i.large (2 vCPU, 4 GiB)",
-        kind="cpu",
-        memory_gb=4.0,
-        price_per_hour=0.08925,
-        price_source="AWS EC2 on-demand, Linux, us-east-1, c7i.large",
-        price_date="2025-01",
-    ),
-    Hardware(
-        key="nvidia-a10g",
-        name="NVIDIA A10G 24 GB (AWS g5.xlarge)",
-        kind="gpu",
-        memory_gb=24.0,
-        price_per_hour=1.006,
-        price_source="AWS EC2 on-demand, Linux, us-east-1, g5.xlarge",
-        price_date="2025-01",
-    ),
-    Hardware(
-        key="nvidia-l4",
-        name="NVIDIA L4 24 GB (AWS g6.xlarge)",
-        kind="gpu",
-        memory_gb=24.0,
-        price_per_hour=0.8048,
-        price_source="AWS EC2 on-demand, Linux, us-east-1, g6.xlarge",
-        price_date="2025-01",
-    ),
-    Hardware(
-        key="nvidia-a100-80gb",
-        name="NVIDIA A100 SXM4 80 GB",
-        kind="gpu",
-        memory_gb=80.0,
-        price_per_hour=1.79,
-        price_source="Lambda Cloud on-demand, 8x A100 SXM4 80GB instance, per-GPU rate",
-        price_date="2025-01",
-    ),
-    Hardware(
-        key="nvidia-h100-80gb",
-        name="NVIDIA H100 SXM 80 GB",
-        kind="gpu",
-        memory_gb=80.0,
-        price_per_hour=2.95,
-        price_source="Nebius AI Cloud on-demand, NVIDIA H100, per GPU-hour (nebius.com/prices)",
-        price_date="2025-10",
-    ),
-    Hardware(
-        key="nvidia-h200",
-        name="NVIDIA H200 141 GB",
-        kind="gpu",
-        memory_gb=141.0,
-        price_per_hour=3.50,
-        price_source="Nebius AI Cloud on-demand, preset 1gpu-16vcpu-200gb (1x H200)",
-        price_date="2025-10",
-    ),
-)
-
-CATALOG: dict[str, Hardware] = {hw.key: hw for hw in _HARDWARE}
-
-
-def get_hardware(key: str) -> Hardware:
-    """Look up a catalog entry; an unknown key raises SpecError naming the known keys."""
-    try:
-        return CATALOG[key]
-    except KeyError:
-        known = ", ".join(sorted(CATALOG))
-        raise SpecError(f"Unknown hardware {key!r}; choose one of: {known}.") from None
 
 
 def _require_positive(value: float, what: str) -> None:
@@ -169,6 +89,54 @@ def savings(baseline_cost: float, variant_cost: float) -> tuple[float, float]:
     absolute = baseline_cost - variant_cost
     fraction = absolute / baseline_cost if baseline_cost != 0 else 0.0
     return absolute, fraction
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """$/1M input tokens, $/1M output tokens and $/1k requests at a stated utilisation."""
+
+    cost_per_1m_input_tokens: float | None  # None when no input tokens / no prefill time
+    cost_per_1m_output_tokens: float | None
+    cost_per_1k_requests: float | None
+    prefill_fraction: float  # share of GPU time charged to input tokens
+    utilisation: float
+    method: str
+
+
+UNIT_COST_METHOD = (
+    "GPU time split by phase: the pilot's paid time (wall time / utilisation) x $/h is "
+    "shared between input and output tokens by the measured time to first token (prefill, "
+    "including prompt compression) versus the rest of each request's latency (decode); "
+    "each share is divided by the tokens of its phase.")
+
+
+def unit_costs(price_per_hour: float, wall_s: float, n_requests: int, input_tokens: float,
+               output_tokens: float, prefill_s: float, decode_s: float,
+               utilisation: float = 1.0) -> UnitCosts:
+    """Price the measured work per token of each kind and per request.
+
+    ``dollars = price_per_hour * wall_s / 3600 / utilisation`` (what the pilot's work costs
+    when the hardware is busy ``utilisation`` of the time it is paid for);
+    ``f = prefill_s / (prefill_s + decode_s)``; ``$/1M input = dollars * f / input_tokens *
+    1e6``; ``$/1M output = dollars * (1 - f) / output_tokens * 1e6``; ``$/1k requests =
+    dollars / n_requests * 1000``. With ``f = 0`` and utilisation 1 the output figure is
+    exactly the standard ``$/h / (tokens/s * 3600) * 1e6``. Raises ValueError on a
+    non-positive wall time, utilisation outside (0, 1] or negative times.
+    """
+    _require_positive(wall_s, "wall_s")
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"utilisation must be in (0, 1], got {utilisation!r}.")
+    if prefill_s < 0 or decode_s < 0:
+        raise ValueError("prefill_s and decode_s must be >= 0 (seconds from the results).")
+    dollars = price_per_hour * wall_s / SECONDS_PER_HOUR / utilisation
+    phase_s = prefill_s + decode_s
+    f = prefill_s / phase_s if phase_s > 0 else 0.0
+    return UnitCosts(
+        cost_per_1m_input_tokens=dollars * f / input_tokens * 1e6 if input_tokens > 0 else None,
+        cost_per_1m_output_tokens=(dollars * (1 - f) / output_tokens * 1e6
+                                   if output_tokens > 0 else None),
+        cost_per_1k_requests=dollars / n_requests * 1000 if n_requests > 0 else None,
+        prefill_fraction=f, utilisation=utilisation, method=UNIT_COST_METHOD)
 
 
 @dataclass(frozen=True)

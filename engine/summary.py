@@ -109,11 +109,15 @@ def describe_techniques(spec: dict) -> str:
 
 
 def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
-                 requests_per_month: int | None = None, hardware: str | None = None) -> PilotReport:
-    """Summarise a stored run; cost assumptions default to those stored with the run."""
+                 requests_per_month: int | None = None, hardware: str | None = None,
+                 catalog: dict[str, cost.Hardware] | None = None) -> PilotReport:
+    """Summarise a stored run; cost assumptions default to those stored with the run.
+
+    ``catalog``: where hardware keys resolve (default built-ins; pass
+    ``store.hardware_catalog()`` for user entries)."""
     run = store.get_run(run_id)
     stored_cost = run.spec.get("cost", {})
-    hw = cost.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"))
+    hw = cost.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"), catalog)
     price = price_per_hour if price_per_hour is not None else (
         stored_cost.get("price_per_hour") or hw.price_per_hour)
     volume = requests_per_month if requests_per_month is not None else \

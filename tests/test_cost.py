@@ -199,3 +199,66 @@ def test_variant_costs_failed_baseline_gives_no_savings():
     base, int8 = variant_costs(rows, 1.0, 1000, baseline_name="baseline")
     assert base.monthly_cost is None
     assert int8.monthly_cost is not None and int8.monthly_savings is None
+
+
+# --- catalog specs and the input/output split ----------------------------------------------
+
+
+def test_catalog_has_the_issue_gpus_with_specs():
+    from engine.hardware import CATALOG as HW_CATALOG
+
+    assert HW_CATALOG is CATALOG  # engine.cost re-exports the one catalog
+    for key in ("nvidia-a10g", "nvidia-l4", "nvidia-l40s", "nvidia-a100-40gb",
+                "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200", "nvidia-rtx-4090"):
+        hw = CATALOG[key]
+        assert hw.kind == "gpu" and hw.bandwidth_gbs > 0 and hw.bf16_tflops > 0
+        assert not hw.user_defined
+    # datasheet figures the right-sizing tests rely on
+    assert (CATALOG["nvidia-a10g"].memory_gb, CATALOG["nvidia-a10g"].bandwidth_gbs) == (24, 600)
+    assert (CATALOG["nvidia-a100-80gb"].bandwidth_gbs, CATALOG["nvidia-h200"].memory_gb) == (2039, 141)
+    assert sum(hw.kind == "cpu" for hw in CATALOG.values()) >= 2
+    assert CATALOG["cpu-c7i-large"].bandwidth_gbs is None  # no public figure: not projected
+
+
+def test_unit_costs_split_by_phase_hand_worked():
+    from engine.cost import unit_costs
+
+    # $3.60/h, 100 s of wall time, 50 requests, 20,000 input and 5,000 output tokens;
+    # prefill 10 s of 50 s request time -> f = 0.2.
+    # dollars = 3.6 * 100 / 3600 / 1.0 = $0.10
+    u = unit_costs(3.6, 100.0, 50, 20_000, 5_000, prefill_s=10.0, decode_s=40.0)
+    assert u.prefill_fraction == pytest.approx(0.2)
+    # input: 0.10 * 0.2 / 20,000 * 1e6 = $1.00 per 1M input tokens
+    assert u.cost_per_1m_input_tokens == pytest.approx(1.0)
+    # output: 0.10 * 0.8 / 5,000 * 1e6 = $16.00 per 1M output tokens
+    assert u.cost_per_1m_output_tokens == pytest.approx(16.0)
+    # requests: 0.10 / 50 * 1000 = $2.00 per 1k requests
+    assert u.cost_per_1k_requests == pytest.approx(2.0)
+    # the two shares add back to the whole bill: 1.0 * 0.02 + 16 * 0.005 = $0.10
+    assert 20_000 / 1e6 * 1.0 + 5_000 / 1e6 * 16.0 == pytest.approx(0.10)
+    # utilisation 0.5: paid for twice the time -> every figure doubles
+    half = unit_costs(3.6, 100.0, 50, 20_000, 5_000, 10.0, 40.0, utilisation=0.5)
+    assert half.cost_per_1m_output_tokens == pytest.approx(32.0)
+    assert half.cost_per_1k_requests == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("price,out_tokens,wall", [(1.006, 9000, 100.0), (2.95, 123_457, 61.7)])
+def test_unit_costs_reduce_to_the_standard_formula(price, out_tokens, wall):
+    from engine.cost import unit_costs
+
+    # no prefill time, utilisation 1: $/1M output = $/h / (tok/s * 3600) * 1e6
+    u = unit_costs(price, wall, 10, 0, out_tokens, prefill_s=0.0, decode_s=5.0)
+    tok_s = out_tokens / wall
+    assert u.cost_per_1m_output_tokens == pytest.approx(price / (tok_s * 3600) * 1e6, rel=1e-12)
+    assert u.cost_per_1m_output_tokens == pytest.approx(cost_per_million_tokens(price, tok_s),
+                                                        rel=1e-12)
+    assert u.cost_per_1m_input_tokens is None  # no input tokens: no input price
+
+
+def test_unit_costs_rejects_bad_inputs():
+    from engine.cost import unit_costs
+
+    with pytest.raises(ValueError, match="utilisation"):
+        unit_costs(1.0, 10.0, 1, 1, 1, 1.0, 1.0, utilisation=0)
+    with pytest.raises(ValueError, match="wall_s"):
+        unit_costs(1.0, 0.0, 1, 1, 1, 1.0, 1.0)

@@ -84,3 +84,75 @@ def test_unknown_ids_and_bad_urls_say_how_to_fix(store: Store) -> None:
         store.get_run(42)
     with pytest.raises(StorageError, match="ROILAB_DB_URL"):
         Store("nosuchdialect://x")
+
+
+# --- user hardware (merged over the built-in catalog) -----------------------------------
+
+_MY_GPU = dict(key="onprem-a100", name="A100 80 GB (on-premise)", kind="gpu", memory_gb=80,
+               price_per_hour=0.95, price_source="amortised capex", price_date="2025-06",
+               bandwidth_gbs=2039, bf16_tflops=312)
+
+
+def test_user_hardware_add_update_delete_and_merge(store: Store) -> None:
+    from engine.cost import CATALOG
+
+    hw = store.add_hardware(**_MY_GPU)
+    assert hw.user_defined and hw.price_per_hour == 0.95
+    assert store.list_hardware() == [hw]
+    cat = store.hardware_catalog()
+    assert list(cat)[: len(CATALOG)] == list(CATALOG)  # built-ins first, in order
+    assert cat["onprem-a100"] == hw and store.get_hardware("onprem-a100") == hw
+    # override a built-in's price by key: a user copy, the rest of the entry kept
+    a10g = store.update_hardware("nvidia-a10g", price_per_hour=0.61,
+                                 price_source="1-year reserved", price_date="2025-06")
+    assert (a10g.price_per_hour, a10g.memory_gb, a10g.bandwidth_gbs) == (0.61, 24.0, 600.0)
+    assert store.hardware_catalog()["nvidia-a10g"].price_per_hour == 0.61
+    assert CATALOG["nvidia-a10g"].price_per_hour == 1.006  # built-in untouched
+    store.update_hardware("onprem-a100", price_per_hour=1.10)
+    assert store.get_hardware("onprem-a100").price_per_hour == 1.10
+    store.delete_hardware("nvidia-a10g")  # the built-in comes back
+    assert store.get_hardware("nvidia-a10g").price_per_hour == 1.006
+    store.delete_hardware("onprem-a100")
+    assert store.list_hardware() == []
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("key", "Bad Key!", "'key'"), ("name", " ", "'name'"), ("kind", "tpu", "'kind'"),
+    ("memory_gb", 0, "'memory_gb' must be > 0"), ("price_per_hour", "cheap", "'price_per_hour'"),
+    ("price_source", "", "'price_source'"), ("price_date", "June 2025", "YYYY-MM"),
+    ("bandwidth_gbs", -1, "'bandwidth_gbs'")])
+def test_user_hardware_invalid_field_named(store: Store, field, value, match) -> None:
+    from engine.errors import SpecError
+
+    with pytest.raises(SpecError, match=match):
+        store.add_hardware(**{**_MY_GPU, field: value})
+    assert store.list_hardware() == []
+
+
+def test_user_hardware_refusals(store: Store) -> None:
+    from engine.errors import SpecError
+
+    store.add_hardware(**_MY_GPU)
+    with pytest.raises(SpecError, match="already stored"):
+        store.add_hardware(**_MY_GPU)
+    with pytest.raises(SpecError, match="built-in"):
+        store.delete_hardware("nvidia-l4")
+    with pytest.raises(SpecError, match="add it with add_hardware"):
+        store.update_hardware("nope", price_per_hour=1)
+    with pytest.raises(SpecError, match="cannot change"):
+        store.update_hardware("onprem-a100", key="other")
+    with pytest.raises(SpecError, match="onprem-a100"):  # the known keys are listed
+        store.get_hardware("nope")
+
+
+def test_hardware_table_added_to_an_existing_database(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    Store(f"sqlite:///{path}").add_workload("w", "w.jsonl", b"x", _parsed(1))
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE hardware")  # what a database from before the table looks like
+    con.commit()
+    con.close()
+    store = Store(f"sqlite:///{path}")  # create_all adds the missing table only
+    assert [w.name for w in store.list_workloads()] == ["w"]
+    store.add_hardware(**_MY_GPU)
+    assert store.get_hardware("onprem-a100").price_per_hour == 0.95
