@@ -1,0 +1,277 @@
+"""The business case of one pilot: what we pay today, with the recommended variant, what it
+costs to get there, when it pays back, and how sure we are.
+
+``build_business_case(store, run_id, assumptions)`` reads a stored run (measured figures
+through ``engine.summary.build_report``); ``assemble_case(measured, assumptions, catalog)``
+does everything else as a pure function, so a page can recompute it live and the tornado
+can re-run it with one input changed. The dashboard page and the PDF both consume the
+returned ``BusinessCase`` (engine.business_types); every number they show is on it.
+
+Per variant (``VariantCase``):
+
+1. measured unit costs on the hardware it ran on (``engine.cost.unit_costs`` at the
+   stated utilisation): labelled measured;
+2. right-sizing over the catalog (``engine.sizing.right_size``), then provisioning on each
+   fitting device (``engine.traffic.provision``); the target is the device with the
+   lowest monthly bill that meets the p95 target (if none meets it, the cheapest one, and
+   the row says so). ``Assumptions.target_hardware`` forces one device instead. Figures
+   on another device than the measured one are projected (``row.projected``, ``row.method``);
+3. the quality gate (``engine.decision``) and the hosted-API bill for its tokens.
+
+Then: the recommendation (cheapest that passes gate and SLO; the baseline competes too),
+ROI (``engine.roi``) of moving from the baseline to it, bootstrap ranges over the pilot's
+requests, a tornado of the 36-month net, and the cost-versus-accuracy Pareto front.
+``Assumptions.price_factor`` scales every $/hour, measured and catalog alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from engine import cost, roi, sizing, traffic
+from engine.business_types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
+from engine.decision import RAW_METRICS as _METRICS
+from engine.decision import Candidate, accuracy_value, gate, pareto_front, recommend
+from engine.hardware import Hardware, get_hardware
+
+__all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
+           "build_business_case", "measured_variants", "TORNADO_METHOD"]
+
+TORNADO_METHOD = ("36-month net with one input at a time at its low and high value: every "
+                  "$/hour -20%/+20%, requests per day -20%/+20%, utilisation -0.2/+0.2 "
+                  "(kept in (0, 1]), accuracy threshold -0.05/+0.05")
+BOOTSTRAP_METHOD = ("requests resampled with replacement (seeded); throughput scales with "
+                    "1 / mean latency of the resample; p5-p95 of the resampled figure")
+
+
+def build_business_case(store, run_id: int, assumptions: Assumptions | None = None,
+                        catalog: Mapping[str, Hardware] | None = None) -> BusinessCase:
+    """The business case of a stored run. ``catalog`` defaults to the store's merged one."""
+    from engine.summary import build_report
+
+    cat = dict(catalog) if catalog is not None else store.hardware_catalog()
+    rep = build_report(store, run_id, catalog=cat)
+    return assemble_case(measured_variants(rep), assumptions or Assumptions(), cat,
+                         name=rep.run.name, run_id=run_id, workload=rep.workload.name)
+
+
+def measured_variants(report) -> list[MeasuredVariant]:
+    """Per-variant measurements of a ``PilotReport``, priced at the report's $/hour."""
+    hw = replace(report.hardware, price_per_hour=report.price_per_hour)
+    batch = int(report.run.spec.get("generation", {}).get("batch_size", 1))
+    res = report.results
+    out = []
+    for v, s in zip(report.run.variants, report.variants, strict=True):
+        sub = res[res.variant_id == v.id].sort_values("request_index") if len(res) else res
+        ok = v.status == "ok" and len(sub) > 0 and (v.wall_s or 0) > 0 and bool(s.tokens_per_s)
+        ttft = sub.ttft_s.astype(float) if ok else pd.Series(dtype=float)
+        lat = sub.latency_s.astype(float) if ok else pd.Series(dtype=float)
+        ctx = (sub.prompt_tokens_sent + sub.output_tokens).astype(float) if ok else None
+        kv_report = v.technique_report.get("quantize_kv_cache", {})
+        out.append(MeasuredVariant(
+            name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw, batch=batch,
+            n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
+            tokens_per_s=s.tokens_per_s if ok else None,
+            requests_per_s=s.requests_per_s if ok else None,
+            latency_p95_s=s.latency.p95 if ok and s.latency else None,
+            weight_bytes=float(v.weight_bytes) if v.weight_bytes else None,
+            kv_bytes_per_token=kv_report.get("kv_bytes_per_token_quantized"),
+            input_tokens_total=float(sub.prompt_tokens_sent.sum()) if ok else 0.0,
+            output_tokens_total=float(sub.output_tokens.sum()) if ok else 0.0,
+            prefill_s=float(ttft.sum()), decode_s=float((lat - ttft).clip(lower=0).sum()),
+            prompt_tokens_original=s.prompt_tokens_original, prompt_tokens_sent=s.prompt_tokens_sent,
+            output_tokens=s.output_tokens,
+            context_p95_tokens=float(np.percentile(ctx, 95)) if ctx is not None else 0.0,
+            metrics={m: getattr(s, m) for m in _METRICS},
+            request_index=tuple(int(i) for i in sub.request_index) if ok else (),
+            latency_s=tuple(float(x) for x in lat),
+            per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
+            if ok else {}))
+    return out
+
+
+def _scaled(hw: Hardware, factor: float) -> Hardware:
+    return hw if factor == 1 else replace(hw, price_per_hour=hw.price_per_hour * factor)
+
+
+def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware]):
+    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan, note)."""
+    measured = sizing.Measured(mv.hardware, mv.tokens_per_s or 0.0, mv.requests_per_s or 0.0,
+                               mv.latency_p95_s or 0.0, mv.batch)
+    if a.target_hardware:
+        cands = [get_hardware(a.target_hardware, catalog)]
+    else:
+        cands = [hw for hw in catalog.values()
+                 if hw.kind in a.candidate_kinds or hw.key == mv.hardware.key]
+    kv = mv.kv_bytes_per_token if mv.kv_bytes_per_token is not None else (a.kv_bytes_per_token or 0.0)
+    rs = sizing.right_size(measured, mv.weight_bytes or 0.0, kv, mv.context_p95_tokens,
+                           a.concurrency, cands, a.overhead_fraction, a.engine_efficiency)
+    plans = [(o, traffic.provision(o.hardware, o.projection.requests_per_s,
+                                   o.projection.latency_p95_s, a.requests_per_day, a.peak_factor,
+                                   a.p95_target_s, a.utilisation))
+             for o in rs.options if o.fit.fits and o.projection and o.projection.requests_per_s > 0]
+    if not plans:
+        notes = "; ".join(f"{o.hardware.key}: {o.note}" for o in rs.options if o.note)
+        return rs, None, None, f"no device can serve it ({notes or rs.reason})"
+    option, plan = min(plans, key=lambda op: (not op[1].meets_slo, op[1].monthly_bill,
+                                              op[0].hardware.price_per_hour))
+    return rs, option, plan, plan.reason
+
+
+def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
+         catalog: Mapping[str, Hardware]) -> VariantCase:
+    is_base = mv is base
+    acc = accuracy_value(a.accuracy_metric, mv.metrics, base.metrics, is_base) if mv.ok else None
+    passes, gate_reason = gate(a.accuracy_metric, a.accuracy_threshold, acc)
+    api = None
+    if mv.ok and mv.prompt_tokens_sent is not None and mv.output_tokens is not None:
+        api = traffic.api_monthly_cost(mv.prompt_tokens_sent, mv.output_tokens, a.requests_per_day,
+                                       a.api_price_in_per_1m, a.api_price_out_per_1m)
+    common = dict(name=mv.name, techniques=mv.techniques, is_baseline=is_base, ok=mv.ok,
+                  measured_hardware=mv.hardware.key, measured_tokens_per_s=mv.tokens_per_s,
+                  measured_requests_per_s=mv.requests_per_s,
+                  measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
+                  api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None)
+    if not mv.ok:
+        return VariantCase(**common, unit_costs=None, sizing=None, target=None,
+                           provisioning=None, monthly_cost=None,
+                           reason=f"the variant failed in the pilot: {mv.error or 'no output'}")
+    uc = cost.unit_costs(mv.hardware.price_per_hour, mv.wall_s, mv.n_requests,
+                         mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
+                         mv.decode_s, a.utilisation)
+    rs, option, plan, note = _place(mv, a, catalog)
+    reason = "; ".join(filter(None, [gate_reason, note]))
+    return VariantCase(**common, unit_costs=uc, sizing=rs, target=option, provisioning=plan,
+                       monthly_cost=plan.monthly_bill if plan else None, reason=reason)
+
+
+def _with_savings(row: VariantCase, base: VariantCase) -> VariantCase:
+    def diff(b, v):
+        return b - v if b is not None and v is not None else None
+    return replace(row, monthly_savings=diff(base.monthly_cost, row.monthly_cost),
+                   api_monthly_savings=diff(base.api_monthly_cost, row.api_monthly_cost))
+
+
+def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
+                  catalog: Mapping[str, Hardware], name: str = "", run_id: int | None = None,
+                  workload: str = "", extras: bool = True) -> BusinessCase:
+    """The whole case from measurements (baseline first) and assumptions; pure.
+
+    ``extras=False`` skips the bootstrap ranges and the tornado (used inside the tornado).
+    """
+    if not measured:
+        raise ValueError("assemble_case needs at least the baseline's measurements.")
+    a = assumptions
+    cat = {k: _scaled(hw, a.price_factor) for k, hw in catalog.items()}
+    mvs = [replace(m, hardware=_scaled(m.hardware, a.price_factor)) for m in measured]
+    rows = [_row(m, mvs[0], a, cat) for m in mvs]
+    rows = [_with_savings(r, rows[0]) for r in rows]
+    rec = recommend(Candidate(r.name, r.monthly_cost, r.accuracy, r.passes_gate, r.meets_slo,
+                              r.reason) for r in rows)
+    rows = [replace(r, recommended=r.name == rec.name) for r in rows]
+    chosen = next((r for r in rows if r.recommended), None)
+    base_row = rows[0]
+    savings = (chosen.monthly_savings or 0.0) if chosen else 0.0
+    one_time = 0.0
+    if chosen is not None and not chosen.is_baseline:
+        price = chosen.target.hardware.price_per_hour if chosen.target else mvs[0].hardware.price_per_hour
+        one_time = roi.one_time_cost(a.engineering_days, a.day_rate, a.gpu_hours, price)
+    savings_iv, tornado_rows = None, ()
+    if extras:
+        rows = [_with_intervals(r, m, a) for r, m in zip(rows, mvs, strict=True)]
+        k = next((i for i, r in enumerate(rows) if r.recommended), None)
+        if k is not None:
+            savings_iv = _savings_interval(mvs[0], rows[0], mvs[k], rows[k], a)
+        tornado_rows = tuple(_tornado(measured, a, catalog))
+    return BusinessCase(
+        name=name, run_id=run_id, workload=workload, assumptions=a,
+        measured_hardware=mvs[0].hardware, rows=tuple(rows), recommendation=rec,
+        baseline_monthly_cost=base_row.monthly_cost,
+        recommended_monthly_cost=chosen.monthly_cost if chosen else base_row.monthly_cost,
+        monthly_savings=savings, savings_interval=savings_iv, roi=roi.roi(one_time, savings),
+        api_baseline_monthly_cost=base_row.api_monthly_cost, tornado=tornado_rows,
+        pareto=tuple(pareto_front((r.name, r.monthly_cost, r.accuracy) for r in rows)),
+        methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC))
+
+
+def _methods(a: Assumptions, hw: Hardware) -> dict[str, str]:
+    return {
+        "measured": f"measured on {hw.name} at ${hw.price_per_hour:g}/h "
+                    f"({hw.price_source}, {hw.price_date}) over the pilot's own requests",
+        "unit_costs": cost.UNIT_COST_METHOD,
+        "sizing": "weights + KV cache (p95 context x concurrency) + "
+                  f"{a.overhead_fraction:.0%} of memory held back must fit one device; "
+                  "projection per engine.sizing (bandwidth ratio capped by compute ratio, "
+                  "or roofline bound x engine efficiency across CPU/GPU)",
+        "traffic": "devices = ceil(peak req/s / (req/s per device x utilisation)); "
+                   "bill = devices x $/h x 730 h, always on at peak provisioning",
+        "roi": "one-time = engineering days x day rate + GPU hours x target $/h; "
+               "payback = one-time / monthly savings; net = savings x months - one-time",
+        "bootstrap": BOOTSTRAP_METHOD, "tornado": TORNADO_METHOD, "api": a.api_price_source}
+
+
+def _lat_scale(lat: np.ndarray, idx: np.ndarray) -> float:
+    """Throughput factor of a resample: mean latency of all / mean latency of the resample."""
+    return float(lat.mean() / lat[idx].mean()) if lat[idx].mean() > 0 else 1.0
+
+
+def _bill(plan: traffic.Provisioning, price: float, scale: float) -> float:
+    return traffic.monthly_bill(traffic.gpus_needed(plan.peak_rps, plan.capacity_rps_per_gpu * scale),
+                                price)
+
+
+def _with_intervals(row: VariantCase, mv: MeasuredVariant, a: Assumptions) -> VariantCase:
+    if not mv.ok or not mv.latency_s:
+        return row
+    kw = {"n_resamples": a.bootstrap_resamples, "seed": a.seed}
+    lat = np.asarray(mv.latency_s)
+    raw = a.accuracy_metric.removesuffix("_retention")
+    acc_iv = None
+    values = [v for v in mv.per_request.get(raw, ()) if not np.isnan(v)]
+    if values and not (row.is_baseline and raw.startswith("base_")) and \
+            not a.accuracy_metric.endswith("_retention"):
+        acc_iv = roi.bootstrap_mean(values, **kw)
+    cost_iv = None
+    if row.provisioning and row.target:
+        price, plan = row.target.hardware.price_per_hour, row.provisioning
+        cost_iv = roi.bootstrap(len(lat), lambda idx: _bill(plan, price, _lat_scale(lat, idx)), **kw)
+    return replace(row, accuracy_interval=acc_iv, latency_interval=roi.bootstrap_mean(lat, **kw),
+                   monthly_cost_interval=cost_iv)
+
+
+def _savings_interval(mb: MeasuredVariant, rb: VariantCase, mv: MeasuredVariant, rv: VariantCase,
+                      a: Assumptions) -> roi.Interval | None:
+    """Baseline bill - variant bill over the same resampled requests (paired)."""
+    if not (rb.provisioning and rv.provisioning and rb.target and rv.target):
+        return None
+    common = sorted(set(mb.request_index) & set(mv.request_index))
+    if not common:
+        return None
+    pos_b = {r: i for i, r in enumerate(mb.request_index)}
+    pos_v = {r: i for i, r in enumerate(mv.request_index)}
+    lat_b = np.asarray([mb.latency_s[pos_b[r]] for r in common])
+    lat_v = np.asarray([mv.latency_s[pos_v[r]] for r in common])
+
+    def stat(idx: np.ndarray) -> float:
+        return (_bill(rb.provisioning, rb.target.hardware.price_per_hour, _lat_scale(lat_b, idx))
+                - _bill(rv.provisioning, rv.target.hardware.price_per_hour, _lat_scale(lat_v, idx)))
+    return roi.bootstrap(len(common), stat, n_resamples=a.bootstrap_resamples, seed=a.seed)
+
+
+def _tornado(measured: Sequence[MeasuredVariant], a: Assumptions,
+             catalog: Mapping[str, Hardware]) -> list[roi.TornadoRow]:
+    def net36(inputs: dict) -> float:
+        return assemble_case(measured, replace(a, **inputs), catalog, extras=False).roi.net_36
+
+    u, t = a.utilisation, a.accuracy_threshold
+    ranges = {"price_factor": (a.price_factor * 0.8, a.price_factor * 1.2),
+              "requests_per_day": (a.requests_per_day * 0.8, a.requests_per_day * 1.2),
+              "utilisation": (max(0.05, u - 0.2), min(1.0, u + 0.2)),
+              "accuracy_threshold": (max(0.0, t - 0.05), t + 0.05)}
+    base = {k: getattr(a, k) for k in ranges}
+    return roi.tornado(net36, base, ranges)
+
