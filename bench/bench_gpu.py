@@ -44,6 +44,8 @@ from engine.roofline import (  # noqa: E402
 )
 from engine.settings import Settings  # noqa: E402
 from engine.specs import QuantizeWeights, VariantSpec  # noqa: E402
+from engine.techniques.kv_cache import QuantizeKVCache  # noqa: E402
+from engine.techniques.pruning import Prune  # noqa: E402
 
 RANDOM_MODEL = "random:llama-3.1-8b"
 # name -> (compile, techniques); all bf16 on CUDA
@@ -55,6 +57,17 @@ RANDOM_VARIANTS = {
     "int4-compiled": (True, (QuantizeWeights(bits=4, method="torchao", group_size=128),)),
     "nf4-compiled": (True, (QuantizeWeights(bits=4, method="bnb", group_size=64),)),
     "hqq4-compiled": (True, (QuantizeWeights(bits=4, method="hqq", group_size=64),)),
+    "int8-bnb-eager": (False, (QuantizeWeights(bits=8, method="bnb"),)),
+    "nf4-eager": (False, (QuantizeWeights(bits=4, method="bnb", group_size=64),)),
+    "hqq4-eager": (False, (QuantizeWeights(bits=4, method="hqq", group_size=64),)),
+    "int8-quanto-eager": (False, (QuantizeWeights(bits=8, method="quanto"),)),
+    # Quantized KV cache is a dynamic cache: it has no static/compiled path in transformers.
+    "kv4-quanto-eager": (False, (QuantizeKVCache(bits=4, backend="quanto"),)),
+    "kv2-quanto-eager": (False, (QuantizeKVCache(bits=2, backend="quanto"),)),
+    # 2:4 zeros in dense tensors vs the same weights stored for cuSPARSELt's sparse kernels.
+    "2:4-dense-compiled": (True, (Prune(method="2:4", sparsity=0.5),)),
+    "2:4-sparse-eager": (False, (Prune(method="2:4", sparsity=0.5, semi_structured=True),)),
+    "2:4-sparse-compiled": (True, (Prune(method="2:4", sparsity=0.5, semi_structured=True),)),
 }
 # Rough seconds a variant needs: eager ~40 s; compiled = two compiles (batch 1 and 8), seen
 # at 48 + 61 s for bf16, 84 + 194 s for torchao int4 and 176 s for int8's first on an H200.

@@ -13,15 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from engine.logs import parse_log
 from engine.runner import run_pilot
 from engine.settings import REPO_ROOT, Settings, get_settings
 from engine.specs import parse_pilot_spec
 from engine.store import Store
-from engine.summary import build_report
+from engine.summary import build_report, technique_figures
 from engine.techniques import MODULES
 
 # One variant per technique (and a combination), as JSON specs: the same thing a user stores.
@@ -67,6 +73,11 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma list of technique kinds to include")
     ap.add_argument("--data-dir", default="", help="default: a fresh temp dir")
     ap.add_argument("--json", default="", help="also write the per-variant table here")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--no-repeat-baseline", action="store_true", help="skip the baseline's "
+                    "second run at the end (it shows how far the machine drifted meanwhile)")
+    ap.add_argument("--gguf", default="", help="convert the embedded model from this GGUF "
+                    "when the data dir has no converted copy (a bare GPU box)")
     args = ap.parse_args()
     only = {k for k in args.only.split(",") if k}
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="roilab-bench-"))
@@ -76,11 +87,14 @@ def main() -> None:
     if embedded.exists() and not link.exists():
         os.symlink(embedded, link)  # reuse the prepared model instead of converting again
     settings = Settings(data_dir=data_dir, db_url=f"sqlite:///{data_dir / 'bench.db'}")
+    if args.gguf:
+        from gpu_pilot import ensure_model
+        ensure_model(settings, Path(args.gguf))
     store = Store(settings.resolved_db_url())
     raw = (REPO_ROOT / "data" / "samples" / args.sample).read_bytes()
     workload = store.add_workload(args.sample, args.sample, raw, parse_log(raw, args.sample))
 
-    variants = [{"name": "baseline"}]
+    variants = [{"name": "baseline", "device": args.device}]
     for name, techniques in VARIANTS:
         kinds = {t["kind"] for t in techniques}
         missing = kinds - set(MODULES)
@@ -89,11 +103,15 @@ def main() -> None:
         if missing:
             print(f"skip {name}: technique(s) {sorted(missing)} not in this checkout")
             continue
-        variants.append({"name": name, "techniques": techniques})
+        variants.append({"name": name, "techniques": techniques, "device": args.device})
+    if not args.no_repeat_baseline:
+        # Same spec again, last: its ratios to the first run are the noise floor of the table.
+        variants.append({"name": "baseline-repeat", "device": args.device})
     spec = parse_pilot_spec({"name": "bench-techniques", "workload_id": workload.id,
                              "variants": variants, "max_requests": args.requests,
                              "generation": {"max_new_tokens": args.max_new_tokens,
                                             "batch_size": args.batch_size}})
+    t0 = time.perf_counter()
     run = run_pilot(spec, store, settings,
                     on_progress=lambda p: print(f"\r{p.fraction:5.1%} {p.variant}: "
                                                 f"{p.message[:50]:50}", end="", flush=True))
@@ -101,9 +119,13 @@ def main() -> None:
     report = build_report(store, run.id)
     b = report.baseline
     print(f"\n{len(spec.variants)} variants x {args.requests} requests of {args.sample}, "
-          f"max_new_tokens {args.max_new_tokens}, device {b.device}; ratios vs baseline:")
+          f"max_new_tokens {args.max_new_tokens}, device {b.device}, "
+          f"{time.perf_counter() - t0:.0f} s in all")
+    print(f"baseline: {_fmt(b.tokens_per_s)} tok/s, peak {(b.peak_mem_bytes or 0) / 2**20:.0f} MiB, "
+          f"weights {(b.weight_bytes or 0) / 2**20:.0f} MiB, p50 latency "
+          f"{_fmt(b.latency.p50 if b.latency else None)} s; ratios vs baseline:")
     header = (f"{'variant':24} {'status':7} {'peak mem':>9} {'weights':>8} {'tok/s':>7} "
-              f"{'ROUGE-L':>8} {'cosine':>7} {'ref kept':>9}")
+              f"{'ROUGE-L':>8} {'cosine':>7} {'ref kept':>9} {'tech s':>8}")
     print(header)
     rows = []
     for v in report.variants:
@@ -115,14 +137,35 @@ def main() -> None:
                "tok_s_ratio": _ratio(v.tokens_per_s, b.tokens_per_s),
                "rouge_l": _fmt(v.base_rouge_l), "cosine": _fmt(v.base_cosine),
                "ref_contains_retained": _fmt(ref_kept), "error": v.error}
+        row["tokens_per_s"] = v.tokens_per_s
+        row["peak_mem_bytes"] = v.peak_mem_bytes
+        row["device"] = v.device
+        row["technique_s"] = _technique_seconds(run, v.name)
         rows.append(row)
         print(f"{v.name:24} {v.status:7} {row['peak_mem_ratio']:>9} {row['weight_ratio']:>8} "
               f"{row['tok_s_ratio']:>7} {row['rouge_l']:>8} {row['cosine']:>7} "
-              f"{row['ref_contains_retained']:>9}")
+              f"{row['ref_contains_retained']:>9} {_fmt(row['technique_s']):>8}")
         if v.error:
             print(f"{'':24} -> {v.error[:150]}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+        figures = technique_figures(report)
+        figures.to_csv(Path(args.json).with_suffix(".figures.csv"), index=False)
+
+
+_TIME_KEYS = {"seconds", "train_s", "teacher_generation_s", "convert_s", "compress_s_total"}
+
+
+def _technique_seconds(run, name: str) -> float | None:
+    """Seconds the techniques themselves took (calibration, training, compression), summed."""
+    def walk(d) -> float:
+        return sum(walk(x) if isinstance(x, dict) else float(x) if k in _TIME_KEYS
+                   and isinstance(x, (int, float)) else 0.0 for k, x in d.items())
+    for v in run.variants:
+        if v.name == name:
+            return round(walk({k: x for k, x in v.technique_report.items()
+                               if isinstance(x, dict) and k != "_model"}), 2)
+    return None
 
 
 if __name__ == "__main__":

@@ -116,6 +116,10 @@ def test_full_distillation_through_the_backend(embedded_model_dir) -> None:
         assert "warning" not in rep and rep["teacher_generation_s"] > 0
         losses = rep["losses"]  # 2 examples, batch 2: the same batch at every step
         assert len(losses) == 8 and losses[-1] < 0.7 * losses[0], losses
+        # Training's own memory: gradients + AdamW's two moments are 12 bytes per trained
+        # fp32 parameter; more than 8 must show up above the loaded model.
+        assert rep["train_mem_growth_bytes"] > 8 * rep["trained_parameters"], rep
+        assert "RSS" in rep["train_mem_measure"]
         assert not any(p.requires_grad for p in model.parameters())
         gens = backend.generate([CALIBRATION[0]], max_new_tokens=8)
         assert gens[0].text and gens[0].output_tokens > 0

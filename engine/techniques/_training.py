@@ -120,6 +120,8 @@ class TrainResult:
     losses: list[float]  # the training batch's loss at each step, before that step's update
     seconds: float
     trained_parameters: int
+    mem_growth_bytes: int | None = None  # peak during training minus memory before it
+    mem_measure: str = ""
 
     def report(self) -> dict[str, Any]:
         steps = len(self.losses)
@@ -127,7 +129,11 @@ class TrainResult:
                 "loss_start": self.losses[0] if steps else None,
                 "loss_end": self.losses[-1] if steps else None,
                 "losses": self.losses, "train_s": round(self.seconds, 3),
-                "train_s_per_step": round(self.seconds / steps, 3) if steps else None}
+                "train_s_per_step": round(self.seconds / steps, 3) if steps else None,
+                # What training itself cost on top of the loaded model: gradients, AdamW
+                # state and activations. Freed before serving, so not in the variant's peak.
+                "train_mem_growth_bytes": self.mem_growth_bytes,
+                "train_mem_measure": self.mem_measure}
 
 
 def fine_tune(model: torch.nn.Module, examples: list[Example], params: list[torch.nn.Parameter],
@@ -144,6 +150,7 @@ def fine_tune(model: torch.nn.Module, examples: list[Example], params: list[torc
     rng, queue, losses = random.Random(seed), [], []
     size = min(batch_size, len(examples))
     model.train()
+    meter = _TrainMemory(model.device)
     t0 = time.perf_counter()
     try:
         with torch.enable_grad():
@@ -161,12 +168,39 @@ def fine_tune(model: torch.nn.Module, examples: list[Example], params: list[torc
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        growth = meter.stop()
         model.eval()
         optimizer.state.clear()
         for p in model.parameters():
             p.grad = None
             p.requires_grad_(False)
-    return TrainResult(losses, seconds, sum(p.numel() for p in params))
+    return TrainResult(losses, seconds, sum(p.numel() for p in params), growth, meter.how)
+
+
+class _TrainMemory:
+    """Peak memory growth over a training loop: CUDA's allocator peak on a GPU, the
+    process's sampled RSS on CPU (which also sees allocator caching, so it is an upper bound)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize(device)
+            self.before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.device = device
+            self.how = "CUDA max_memory_allocated during training minus allocated before"
+        else:
+            from engine.memory import RssPeakSampler
+            self.sampler = RssPeakSampler(interval_s=0.02)
+            self.how = "process RSS sampled every 20 ms: peak during training minus before"
+
+    def stop(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return max(0, torch.cuda.max_memory_allocated(self.device) - self.before)
+        growth = self.sampler.peak_growth()
+        self.sampler.stop()
+        return max(0, growth)
 
 
 def trainable_decoder_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:

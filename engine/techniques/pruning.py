@@ -11,7 +11,10 @@ pruning alone brings no speed or memory gain. Only 2:4 weights stored with
 dense) run on sparse kernels. Measured on an H200 (torch 2.11, cuSPARSELt): each sparse call
 costs ~0.5-1 ms whatever its size, so SmolLM2's 576-wide layers ran 20-30x slower per layer
 (prefill 16x512 tokens 6.8x slower end to end); only 4096x14336 layers at 8192 tokens per call
-gained (1.1-1.3x). The report therefore says that storing sparse ran, not that it is faster.
+gained (1.1-1.3x). On the Llama-3.1-8B shape it stored the weights at 0.62x but decoded 7x
+slower at batch 1 and failed at batch 8 (cuSPARSELt tensors lack ``expand``; see
+docs/gpu-h200-2026-11-27-techniques). The report therefore says that storing sparse ran, not
+that it is faster.
 """
 from __future__ import annotations
 
