@@ -243,17 +243,16 @@ class _Doc(FPDF):
         self.ln(1.2)
 
 
-def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> bytes:
-    """The pilot's business case as PDF bytes.
-
-    ``samples`` is a frame from ``engine.summary.side_by_side`` (it supplies prompts and
-    references); without it the appendix shows outputs from ``report.results`` only.
-    """
+def new_doc(title: str) -> _Doc:
+    """An A4 document with the report's fonts, footer and page-break margin; no page yet."""
     pdf = _Doc(orientation="P", unit="mm", format="A4")
-    title = f"roilab business case - {report.run.name} (run #{report.run.id})"
     pdf.set_title(to_latin1(title))
     pdf.set_auto_page_break(True, margin=16)
-    pdf.add_page()
+    return pdf
+
+
+def title_block(pdf: _Doc, title: str, report: PilotReport) -> None:
+    """Title and the workload / dates / hardware lines on the current page."""
     pdf.set_font("Helvetica", "B", 16)
     pdf.multi_cell(0, 8, title, new_x="LMARGIN", new_y="NEXT", align="L")
     w, hw = report.workload, report.hardware
@@ -261,17 +260,41 @@ def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> byte
              f"Run created {report.run.created_at:%Y-%m-%d %H:%M} UTC; report generated "
              f"{report.generated_at:%Y-%m-%d %H:%M} UTC\nHardware: {hw.name} at "
              f"{fmt_money(report.price_per_hour)}/hour")
-    pdf.heading("Summary")
+
+
+def report_title(report: PilotReport) -> str:
+    return f"roilab business case - {report.run.name} (run #{report.run.id})"
+
+
+def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> bytes:
+    """The pilot's measured report as PDF bytes (engine.report_business adds the ROI case).
+
+    ``samples`` is a frame from ``engine.summary.side_by_side`` (it supplies prompts and
+    references); without it the appendix shows outputs from ``report.results`` only.
+    """
+    title = report_title(report)
+    pdf = new_doc(title)
+    pdf.add_page()
+    title_block(pdf, title, report)
+    pilot_sections(pdf, report)
+    appendix(pdf, report, samples)
+    return bytes(pdf.output())
+
+
+def pilot_sections(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+    """Summary, assumptions, charts, per-variant table and technique figures of the pilot,
+    starting on the current page; ``prefix`` goes before each section heading."""
+    pdf.heading(f"{prefix}Summary")
     for text in summary_paragraphs(report):
         pdf.para(text, 10)
-    pdf.heading("Assumptions")
-    _table(pdf, [("Assumption", "Value"), *assumptions(report)], (42, 138))
+    pdf.heading(f"{prefix}Assumptions")
+    table(pdf, [("Assumption", "Value"), *assumptions(report)], (42, 138))
     pdf.add_page()
-    pdf.heading("Charts")
+    pdf.heading(f"{prefix}Charts")
     pdf.image(io.BytesIO(charts_png(report)), w=pdf.epw)
     pdf.add_page(orientation="L")
-    pdf.heading("Per-variant results")
-    _table(pdf, _variant_rows(report), (28, 34, 14, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16),
+    pdf.heading(f"{prefix}Per-variant results")
+    table(pdf, _variant_rows(report), (28, 34, 14, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16),
            size=7.5, numeric_from=3)
     for v in [x for x in report.variants if x.status != "ok"]:
         pdf.para(f"{v.name}: {v.status} - {v.error or 'no reason'}", 8)
@@ -279,8 +302,6 @@ def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> byte
              "ROUGE-L and cosine compare each output with the baseline's output for the same "
              "request. Saving % is against the baseline's monthly cost.", 8, "I")
     _technique_figures(pdf, report)
-    _appendix(pdf, report, samples)
-    return bytes(pdf.output())
 
 
 def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
@@ -289,7 +310,7 @@ def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
         return
     pdf.heading("What each technique did (read back from the model)")
     rows = [tuple(r) for r in figures.itertuples(index=False)]
-    _table(pdf, [("Variant", "Technique", "Figure", "Value"), *rows], (40, 45, 70, 100), size=7)
+    table(pdf, [("Variant", "Technique", "Figure", "Value"), *rows], (40, 45, 70, 100), size=7)
 
 
 def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None) -> Path:
@@ -315,7 +336,7 @@ def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
     return rows
 
 
-def _table(pdf: _Doc, rows, widths, size: float = 8.5, numeric_from: int | None = None) -> None:
+def table(pdf: _Doc, rows, widths, size: float = 8.5, numeric_from: int | None = None) -> None:
     pdf.set_font("Helvetica", "", size)
     cut = len(widths) if numeric_from is None else numeric_from
     with pdf.table(col_widths=widths, width=sum(widths), align="LEFT", line_height=size * 0.5,
@@ -329,7 +350,7 @@ def _table(pdf: _Doc, rows, widths, size: float = 8.5, numeric_from: int | None 
     pdf.ln(2)
 
 
-def _appendix(pdf: _Doc, report: PilotReport, samples: pd.DataFrame | None, n: int = 5) -> None:
+def appendix(pdf: _Doc, report: PilotReport, samples: pd.DataFrame | None, n: int = 5) -> None:
     res = report.results
     if res is None or res.empty:
         return
