@@ -15,10 +15,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from engine.business import Assumptions, BusinessCase, build_business_case
 from engine.cost import CATALOG, get_hardware
 from engine.domain import LogRequest, Run, Workload
+from engine.hardware import Hardware
 from engine.logs import parse_log, token_stats
 from engine.model_prep import embedded_model_dir, is_prepared
+from engine.portfolio import Portfolio, portfolio
+from engine.report_business import basis, basis_detail, business_pdf_for_run
 from engine.report_pdf import assumptions, render_pdf, summary_paragraphs
 from engine.runner import Progress, create_pilot_run, run_pilot
 from engine.settings import Settings, get_settings
@@ -121,8 +125,21 @@ def stored_assumptions(run: Run) -> tuple[str, float, int]:
     return hw, float(price), int(cost.get("requests_per_month", 1_000_000))
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _catalog(url: str) -> dict[str, Hardware]:
+    return _store(url).hardware_catalog()
+
+
+def hardware_catalog() -> dict[str, Hardware]:
+    """Built-in entries with the user's own stored over them by key."""
+    return _catalog(db_url())
+
+
 def catalog_frame() -> pd.DataFrame:
-    return pd.DataFrame([asdict(h) for h in CATALOG.values()])
+    """The merged catalog; ``overrides`` says which user entries replace a built-in."""
+    rows = [asdict(h) | {"overrides": h.user_defined and h.key in CATALOG}
+            for h in hardware_catalog().values()]
+    return pd.DataFrame(rows)
 
 
 def sample_logs() -> list[Path]:
@@ -188,6 +205,57 @@ def execute_run(spec: PilotSpec, run_id: int,
         return run_pilot(spec, store(), settings(), on_progress=on_progress, run_id=run_id)
     finally:
         clear_queries()
+
+
+def add_hardware(**fields: Any) -> Hardware:
+    """Store a user entry; SpecError (names the bad field) stores nothing."""
+    hw = store().add_hardware(**fields)
+    clear_queries()
+    return hw
+
+
+def update_hardware(key: str, **changes: Any) -> Hardware:
+    """Change an entry; changing a built-in stores a user copy that overrides it."""
+    hw = store().update_hardware(key, **changes)
+    clear_queries()
+    return hw
+
+
+def delete_hardware(key: str) -> None:
+    store().delete_hardware(key)
+    clear_queries()
+
+
+# ---- business case -------------------------------------------------------------------
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Working out the business case")
+def _business_case(url: str, run_id: int, inputs: tuple[tuple[str, Any], ...]) -> BusinessCase:
+    store = _store(url)
+    return build_business_case(store, run_id, Assumptions(**dict(inputs)), store.hardware_catalog())
+
+
+def business_case(run_id: int, a: Assumptions) -> BusinessCase:
+    """The run's BusinessCase under these assumptions (cached per assumptions)."""
+    return _business_case(db_url(), run_id, tuple(asdict(a).items()))
+
+
+def variant_table(case: BusinessCase) -> pd.DataFrame:
+    """case.frame() with the 'figures' label (measured / projected) and where they come from."""
+    return case.frame().assign(figures=[basis(r) for r in case.rows],
+                               basis=[basis_detail(r) for r in case.rows])
+
+
+def portfolio_of(run_ids: list[int], a: Assumptions) -> Portfolio:
+    """Several runs' business cases, rolled up by engine.portfolio."""
+    return portfolio(business_case(i, a) for i in run_ids)
+
+
+def portfolio_frame(p: Portfolio) -> pd.DataFrame:
+    return pd.DataFrame([asdict(r) for r in (*p.rows, p.total)])
+
+
+def business_pdf(run_id: int, a: Assumptions) -> bytes:
+    """The business-case PDF of a run under these assumptions."""
+    return business_pdf_for_run(store(), run_id, a, hardware_catalog())[0]
 
 
 # ---- report exports -------------------------------------------------------------------

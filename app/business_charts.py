@@ -1,0 +1,86 @@
+"""Plotly figures of a BusinessCase: the same four charts as the PDF (engine.report_business).
+
+Pure functions of the case: no Streamlit and no arithmetic beyond what a chart needs to
+place a bar (a tornado bar runs from the base value to the low or high one).
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from engine.business import BusinessCase
+from engine.report_business import AFTER, BAD, BEFORE, GOOD, TORNADO_LABELS, fmt_money, fmt_months
+
+_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), height=360, legend_title_text="")
+
+
+def cost_accuracy(case: BusinessCase) -> go.Figure:
+    """Monthly cost vs the gate metric; hollow = projected, star = recommended; the Pareto
+    front as a dashed line and the quality gate as a dotted one."""
+    a = case.assumptions
+    pts = {r.name: r for r in case.rows if r.monthly_cost is not None and r.accuracy is not None}
+    fig = go.Figure()
+    for r in pts.values():
+        color = GOOD if r.passes_gate else BAD
+        fig.add_trace(go.Scatter(
+            x=[r.monthly_cost], y=[r.accuracy], mode="markers+text", name=r.name,
+            text=[f"{r.name} ({'projected' if r.projected else 'measured'})"],
+            textposition="top center", showlegend=False,
+            marker=dict(size=18 if r.recommended else 12, color=color,
+                        symbol=("star" if r.recommended else "circle")
+                        + ("-open" if r.projected else ""), line=dict(width=2, color=color)),
+            hovertemplate=f"{r.name}<br>%{{x:$,.2f}}/month<br>{a.accuracy_metric} %{{y:.3f}}"
+                          f"<br>{'projected: ' + r.method if r.projected else 'measured'}"
+                          "<extra></extra>"))
+    front = [pts[n] for n in case.pareto if n in pts]
+    if front:
+        fig.add_trace(go.Scatter(x=[r.monthly_cost for r in front], y=[r.accuracy for r in front],
+                                 mode="lines", name="Pareto front",
+                                 line=dict(dash="dash", color=AFTER)))
+    fig.add_hline(y=a.accuracy_threshold, line_dash="dot", line_color=BAD,
+                  annotation_text=f"gate {a.accuracy_threshold:g}")
+    fig.update_layout(title="Monthly cost vs accuracy (hollow = projected)",
+                      xaxis_title="USD / month", yaxis_title=a.accuracy_metric, **_LAYOUT)
+    return fig
+
+
+def before_after(case: BusinessCase) -> go.Figure:
+    rec = case.recommendation.name or "none"
+    values = [case.baseline_monthly_cost or 0.0, case.recommended_monthly_cost or 0.0]
+    fig = go.Figure(go.Bar(x=[f"before: {case.rows[0].name}", f"after: {rec}"], y=values,
+                           marker_color=[BEFORE, AFTER], text=[fmt_money(v) for v in values],
+                           textposition="outside"))
+    fig.update_layout(title=f"Monthly cost (saving {fmt_money(case.monthly_savings)})",
+                      yaxis_title="USD / month", **_LAYOUT)
+    fig.update_yaxes(range=[0, max(values + [1.0]) * 1.2])
+    return fig
+
+
+def payback(case: BusinessCase) -> go.Figure:
+    months, net = zip(*case.roi.curve, strict=True)
+    fig = go.Figure(go.Scatter(x=months, y=net, mode="lines", line=dict(color=AFTER),
+                               name="cumulative net"))
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    pb = case.roi.payback_months
+    if pb is not None and pb <= months[-1]:
+        fig.add_vline(x=pb, line_dash="dash", line_color=GOOD,
+                      annotation_text=f"payback {fmt_months(pb)}")
+    fig.update_layout(title="Payback: cumulative net over 36 months", xaxis_title="months",
+                      yaxis_title="USD", showlegend=False, **_LAYOUT)
+    return fig
+
+
+def tornado(case: BusinessCase) -> go.Figure:
+    rows = list(reversed(case.tornado))  # largest swing on top
+    fig = go.Figure()
+    if rows:
+        base = rows[0].base_value
+        labels = [TORNADO_LABELS.get(r.factor, r.factor) for r in rows]
+        for name, attr, color in (("low input", "low_value", BAD), ("high input", "high_value", GOOD)):
+            fig.add_trace(go.Bar(y=labels, x=[getattr(r, attr) - base for r in rows], base=base,
+                                 orientation="h", name=name, marker_color=color,
+                                 customdata=[getattr(r, attr) for r in rows],
+                                 hovertemplate="%{y}: %{customdata:$,.0f}<extra></extra>"))
+        fig.add_vline(x=base, line_color="black", line_width=1)
+    fig.update_layout(title="Sensitivity: 36-month net", xaxis_title="USD", barmode="overlay",
+                      **_LAYOUT)
+    return fig

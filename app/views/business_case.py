@@ -1,0 +1,196 @@
+"""Business case: one run's answer for a CFO, recomputed live as the assumptions change.
+
+Every figure comes from engine.business (through app/data.py); this page only lays out
+inputs, the answer, charts and tables. Projected figures are labelled with their method.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import business_charts, data, nav, ui
+from engine.business import Assumptions, BusinessCase
+from engine.decision import ACCURACY_METRICS
+from engine.domain import Run
+from engine.errors import RoilabError
+from engine.report_business import basis_detail, executive_summary, fmt_money, fmt_months, fmt_range
+
+AUTO = "auto (right-size over the catalog)"
+_D = Assumptions()  # the defaults shown in the inputs
+
+
+def render() -> None:
+    st.title("Business case")
+    runs = {r.id: r for r in data.runs() if any(v.status == "ok" for v in r.variants)}
+    if not runs:
+        st.info("No run with results yet: a business case needs a measured pilot.")
+        st.page_link(nav.page("run"), label="Run a pilot", icon=":material/play_arrow:")
+        return
+    run_id = _select_run(runs)
+    a = _render_assumptions()
+    if a is None:
+        return
+    case = data.business_case(run_id, a)
+    _render_answer(case)
+    _render_charts(case)
+    _render_variant_table(case)
+    _render_methods(case)
+    _render_pdf(run_id, a)
+    _render_portfolio(runs, run_id, a)
+
+
+def _select_run(runs: dict[int, Run]) -> int:
+    ids = list(runs)
+    wanted = st.query_params.get("run", "")
+    index = ids.index(int(wanted)) if wanted.isdigit() and int(wanted) in runs else 0
+    chosen = st.selectbox("Run", ids, index=index, key="bc.run", format_func=lambda i: (
+        f"#{i} {runs[i].name} - {runs[i].created_at:%Y-%m-%d %H:%M}"))
+    st.query_params["run"] = str(chosen)
+    return chosen
+
+
+def _render_assumptions() -> Assumptions | None:
+    """The inputs; None (with the reason shown) when they do not make a valid Assumptions."""
+    st.subheader("Assumptions", help="Every figure below updates as you change these.")
+    c = st.columns(4)
+    fields = dict(
+        requests_per_day=c[0].number_input("Requests per day", min_value=0.0, step=1000.0,
+                                           value=float(_D.requests_per_day), format="%.0f",
+                                           key="bc.requests_per_day"),
+        peak_factor=c[1].number_input("Peak-to-average factor", min_value=1.0, step=0.5,
+                                      value=_D.peak_factor, key="bc.peak_factor"),
+        p95_target_s=c[2].number_input("p95 latency target (s)", min_value=0.01, step=1.0,
+                                       value=_D.p95_target_s, key="bc.p95_target_s"),
+        utilisation=c[3].slider("Utilisation", 0.05, 1.0, _D.utilisation, 0.05,
+                                key="bc.utilisation"),
+        engineering_days=c[0].number_input("Engineering days", min_value=0.0, step=1.0,
+                                           value=_D.engineering_days, key="bc.engineering_days"),
+        day_rate=c[1].number_input("Day rate ($)", min_value=0.0, step=100.0, value=_D.day_rate,
+                                   key="bc.day_rate"),
+        gpu_hours=c[2].number_input("GPU hours (compress + validate)", min_value=0.0, step=5.0,
+                                    value=_D.gpu_hours, key="bc.gpu_hours"),
+        concurrency=c[3].number_input("Concurrency per device", min_value=1, step=1,
+                                      value=_D.concurrency, key="bc.concurrency"),
+        accuracy_metric=c[0].selectbox("Accuracy metric", ACCURACY_METRICS,
+                                       index=ACCURACY_METRICS.index(_D.accuracy_metric),
+                                       key="bc.accuracy_metric"),
+        accuracy_threshold=c[1].number_input("Accuracy threshold", min_value=0.0, step=0.01,
+                                             value=_D.accuracy_threshold,
+                                             key="bc.accuracy_threshold"),
+        api_price_in_per_1m=c[2].number_input("API $ / 1M input tokens", min_value=0.0,
+                                              value=_D.api_price_in_per_1m, step=0.25,
+                                              key="bc.api_in"),
+        api_price_out_per_1m=c[3].number_input("API $ / 1M output tokens", min_value=0.0,
+                                               value=_D.api_price_out_per_1m, step=0.5,
+                                               key="bc.api_out"))
+    catalog = data.hardware_catalog()
+    left, right = st.columns(2)
+    target = left.selectbox("Target hardware", [AUTO, *catalog], key="bc.target",
+                            format_func=lambda k: k if k == AUTO else catalog[k].name)
+    kv = right.number_input("KV cache bytes / token", min_value=0.0, value=None, step=1024.0,
+                            key="bc.kv", placeholder="from the pilot's KV report, else not counted",
+                            help="Sizes the KV cache for right-sizing; e.g. 131072 for an "
+                                 "8B Llama in fp16.")
+    try:
+        return Assumptions(**fields, target_hardware=None if target == AUTO else target,
+                           kv_bytes_per_token=kv)
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return None
+
+
+def _render_answer(case: BusinessCase) -> None:
+    rec = case.recommended
+    if rec is None:
+        st.error(ui.escape_md(case.recommendation.reason), icon=":material/block:")
+    elif rec.is_baseline:
+        st.warning(ui.escape_md(case.recommendation.reason), icon=":material/balance:")
+    else:
+        st.success(ui.escape_md(f"Recommended: {rec.name} ({rec.techniques}) on "
+                                f"{rec.target_hardware}. {case.recommendation.reason}"),
+                   icon=":material/thumb_up:")
+    r = case.roi
+    row1, row2 = st.columns(4), st.columns(4)
+    row1[0].metric("Before / month", fmt_money(case.baseline_monthly_cost))
+    row1[1].metric("After / month", fmt_money(case.recommended_monthly_cost),
+                   help=basis_detail(rec) if rec else None)
+    row1[2].metric("Saving / month", fmt_money(case.monthly_savings))
+    row1[3].metric("Payback", fmt_months(r.payback_months))
+    row2[0].metric("Saving range (p5-p95)", fmt_range(case.savings_interval),
+                   help=case.savings_interval.method if case.savings_interval else
+                   "No range: no variant to compare, or no paired requests.")
+    row2[1].metric("One-time cost", fmt_money(r.one_time))
+    row2[2].metric("Net after 12 months", fmt_money(r.net_12))
+    row2[3].metric("Net after 36 months", fmt_money(r.net_36))
+    if rec is not None and rec.projected:
+        st.caption(ui.escape_md(f"After is projected: {basis_detail(rec)}"))
+    reasons = [f"{x.name}: {x.reason}" for x in case.rows if x.reason]
+    if reasons:
+        st.caption("Shown but not recommended (quality gate and latency target):")
+        st.text("\n".join(reasons))  # quotes variant names: plain text
+    with st.expander("In words (as in the PDF)"):
+        st.text("\n\n".join(executive_summary(case)))
+
+
+def _render_charts(case: BusinessCase) -> None:
+    left, right = st.columns(2)
+    left.plotly_chart(business_charts.cost_accuracy(case), key="bc.chart.pareto")
+    right.plotly_chart(business_charts.before_after(case), key="bc.chart.before_after")
+    left, right = st.columns(2)
+    left.plotly_chart(business_charts.payback(case), key="bc.chart.payback")
+    right.plotly_chart(business_charts.tornado(case), key="bc.chart.tornado")
+
+
+_COLUMNS = {  # variant_table column -> (label, format)
+    "variant": ("variant", None), "techniques": ("techniques", None),
+    "accuracy": ("accuracy (gate metric)", "%.3f"), "passes_gate": ("passes gate", None),
+    "meets_slo": ("meets p95", None), "figures": ("figures", None),
+    "target_hardware": ("target hardware", None), "gpus": ("devices", "%d"),
+    "latency_p95_s": ("p95 there (s)", "%.2f"), "monthly_cost": ("$ / month", "$%.2f"),
+    "monthly_savings": ("saving $ / month", "$%.2f"),
+    "cost_per_1m_input": ("$ / 1M input (measured)", "$%.4f"),
+    "cost_per_1m_output": ("$ / 1M output (measured)", "$%.4f"),
+    "api_monthly_cost": ("hosted API $ / month", "$%.2f"), "recommended": ("recommended", None),
+    "reason": ("why not", None), "basis": ("where the figures come from", None)}
+
+
+def _render_variant_table(case: BusinessCase) -> None:
+    st.subheader("Per variant")
+    st.caption("'figures' says whether the serving figures were measured on the pilot's "
+               "hardware or projected to the target hardware; the last column gives the method.")
+    config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
+              else st.column_config.Column(label) for col, (label, fmt) in _COLUMNS.items()}
+    st.dataframe(data.variant_table(case)[list(_COLUMNS)], hide_index=True,
+                 column_config=config, key="bc.table.variants")
+
+
+def _render_methods(case: BusinessCase) -> None:
+    with st.expander("Methods: what was measured, what was projected and how"):
+        for name, text in case.methods.items():
+            st.caption(name.replace("_", " "))
+            st.text(text)
+
+
+def _render_pdf(run_id: int, a: Assumptions) -> None:
+    st.download_button("Download business case PDF", data=lambda: data.business_pdf(run_id, a),
+                       file_name=f"roilab-business-case-{run_id}.pdf", mime="application/pdf",
+                       icon=":material/picture_as_pdf:", on_click="ignore", key="bc.pdf")
+
+
+def _render_portfolio(runs: dict[int, Run], run_id: int, a: Assumptions) -> None:
+    st.subheader("Portfolio", help="Several workflows (pilots) rolled up into one annual view, "
+                                   "under the assumptions above.")
+    picked = st.multiselect("Runs in the portfolio", list(runs), default=[run_id],
+                            key="bc.portfolio", format_func=lambda i: f"#{i} {runs[i].name}")
+    if not picked:
+        st.caption("Pick one or more runs.")
+        return
+    p = data.portfolio_of(picked, a)
+    money = st.column_config.NumberColumn
+    st.dataframe(data.portfolio_frame(p), hide_index=True, key="bc.table.portfolio",
+                 column_config={"baseline_annual": money("baseline $ / year", format="$%.2f"),
+                                "recommended_annual": money("after $ / year", format="$%.2f"),
+                                "annual_savings": money("saving $ / year", format="$%.2f"),
+                                "one_time": money("one-time $", format="$%.2f"),
+                                "payback_months": money("payback (months)", format="%.1f")})
+    for line in p.skipped:
+        st.warning(ui.escape_md(line))

@@ -1,0 +1,157 @@
+"""The Business case and Hardware pages through Streamlit's AppTest, over a real SQLite store.
+
+The stored run is test_business's hand-worked one (baseline, int4, LLMLingua measured on an
+A100 80 GB), so no model runs here; the page's figures are checked against
+engine.business computed from the same database.
+"""
+from __future__ import annotations
+
+import pytest
+from test_app_pages import _use, page
+from test_business import _stored_run
+
+from engine.business import Assumptions, build_business_case
+from engine.report_business import fmt_money, fmt_months
+from engine.settings import Settings
+from engine.store import Store
+
+
+@pytest.fixture
+def env(settings, monkeypatch) -> Settings:
+    return _use(settings, monkeypatch)
+
+
+@pytest.fixture
+def run_env(env) -> tuple[Settings, int]:
+    return env, _stored_run(Store(env.resolved_db_url()))
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _plain(element) -> str:
+    """An alert's text without the markdown escapes the page adds."""
+    return element.value.replace("\\", "")
+
+
+def _number(at, label: str):
+    return next(n for n in at.number_input if n.label == label)
+
+
+def test_business_case_without_runs_points_to_a_pilot(env):
+    at = page("business_case")
+    assert not at.exception
+    assert "needs a measured pilot" in at.info[0].value
+
+
+def test_business_case_renders_the_engines_figures(run_env):
+    settings, run_id = run_env
+    at = page("business_case", run=str(run_id))
+    assert not at.exception and not at.error
+    case = build_business_case(Store(settings.resolved_db_url()), run_id, Assumptions())
+    m = _metrics(at)
+    assert case.recommendation.name == "int4"
+    assert m["Payback"] == fmt_months(case.roi.payback_months)
+    assert m["Saving / month"] == fmt_money(case.monthly_savings)
+    assert m["Before / month"] == fmt_money(case.baseline_monthly_cost)
+    assert m["After / month"] == fmt_money(case.recommended_monthly_cost)
+    assert m["Net after 36 months"] == fmt_money(case.roi.net_36)
+    assert "Recommended: int4" in _plain(at.success[0])
+    assert len(at.get("plotly_chart")) == 4  # Pareto, before/after, payback, tornado
+    table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
+    assert list(table.variant) == ["baseline", "int4", "lingua"]
+    assert list(table.figures) == ["measured", "projected", "projected"]
+    assert "decode memory-bandwidth bound" in table.basis[1]
+    # the quality-gate reason of the variant that is shown but not recommended
+    assert any("lingua: base_cosine 0.500 is below the required 0.9" in t.value for t in at.text)
+    portfolio = next(d.value for d in at.dataframe if "annual_savings" in d.value.columns)
+    assert list(portfolio.name) == ["support pilot", "Total"]
+    assert portfolio.annual_savings.iloc[-1] == pytest.approx(12 * case.monthly_savings)
+    assert at.download_button[0].proto.label == "Download business case PDF"
+
+
+def test_changing_an_assumption_changes_the_payback(run_env):
+    settings, run_id = run_env
+    at = page("business_case", run=str(run_id))
+    before = _metrics(at)["Payback"]
+    _number(at, "Day rate ($)").set_value(2000.0).run()
+    assert not at.exception
+    after = _metrics(at)["Payback"]
+    case = build_business_case(Store(settings.resolved_db_url()), run_id,
+                               Assumptions(day_rate=2000.0))
+    assert after == fmt_months(case.roi.payback_months) and after != before
+    # a threshold nothing but the baseline passes: no saving, so it never pays back
+    _number(at, "Accuracy threshold").set_value(0.99).run()
+    assert _metrics(at)["Payback"] == "never"
+    assert "baseline is the cheapest" in _plain(at.warning[0])
+
+
+def test_no_recommendation_says_why(run_env):
+    _, run_id = run_env
+    at = page("business_case", run=str(run_id))
+    at.selectbox(key="bc.accuracy_metric").select("ref_f1").run()  # the log has no F1 figures
+    assert not at.exception
+    assert "No variant passes the quality gate" in _plain(at.error[0])
+    assert "no ref_f1 figure for this pilot" in _plain(at.error[0])
+    assert _metrics(at)["Payback"] == "never"
+
+
+# ---- hardware page ------------------------------------------------------------------------
+def _add_form(at, **values):
+    for label, value in values.items():
+        widget = next(w for w in [*at.text_input, *at.number_input] if w.label == label)
+        widget.set_value(value)
+    return at.button(key="FormSubmitter:hw.add-Add hardware").click().run()
+
+
+def test_hardware_add_override_delete(env):
+    store = Store(env.resolved_db_url())
+    at = page("hardware")
+    _add_form(at, **{"Key": "onprem-a100", "Name": "A100 80 GB on premise", "$/hour": 0.85,
+                     "Price source": "amortised capex, 36 months", "Price as of (YYYY-MM)": "2025-06"})
+    assert not at.exception and not at.error
+    assert "Stored onprem-a100" in _plain(at.success[0])
+    assert store.get_hardware("onprem-a100").price_per_hour == 0.85
+    assert "onprem-a100" in set(at.dataframe[0].value.key)  # the table shows it at once
+
+    at.selectbox(key="hw.override.key").select("nvidia-a10g")
+    at.number_input(key="hw.override.price").set_value(0.5)
+    at.text_input(key="hw.override.source").input("1-year reserved")
+    at.text_input(key="hw.override.date").input("2025-06")
+    at.button(key="FormSubmitter:hw.override-Save price").click().run()
+    assert not at.exception and not at.error
+    a10g = store.hardware_catalog()["nvidia-a10g"]
+    assert (a10g.price_per_hour, a10g.price_source, a10g.user_defined) == (0.5, "1-year reserved", True)
+    table = at.dataframe[0].value.set_index("key")
+    assert table.loc["nvidia-a10g", "price_per_hour"] == 0.5 and table.loc["nvidia-a10g", "overrides"]
+
+    at.selectbox(key="hw.delete.key").select("onprem-a100")
+    at.button(key="FormSubmitter:hw.delete-Delete").click().run()
+    assert not at.exception and "Deleted onprem-a100" in _plain(at.success[0])
+    assert [h.key for h in store.list_hardware()] == ["nvidia-a10g"]
+    at.selectbox(key="hw.delete.key").select("nvidia-a10g")  # the built-in price comes back
+    at.button(key="FormSubmitter:hw.delete-Delete").click().run()
+    assert store.hardware_catalog()["nvidia-a10g"].price_per_hour == 1.006
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"Key": "Bad Key!", "Name": "x", "Price source": "s", "Price as of (YYYY-MM)": "2025-06"},
+     "'key'"),
+    ({"Key": "mine", "Name": "x", "Price source": "s", "Price as of (YYYY-MM)": "June"},
+     "'price_date'"),
+    ({"Key": "mine", "Name": "x", "$/hour": 0.0, "Price source": "s",
+      "Price as of (YYYY-MM)": "2025-06"}, "'price_per_hour' must be > 0"),
+])
+def test_hardware_bad_value_shows_an_error_and_stores_nothing(env, values, needle):
+    at = _add_form(page("hardware"), **values)
+    assert not at.exception
+    assert needle in _plain(at.error[0])
+    assert Store(env.resolved_db_url()).list_hardware() == []
+
+
+def test_hardware_override_without_price_says_which_field(env):
+    at = page("hardware")
+    at.button(key="FormSubmitter:hw.override-Save price").click().run()
+    assert not at.exception
+    assert "price_per_hour" in _plain(at.error[0])
