@@ -128,15 +128,51 @@ def cmd_workloads(args, settings: Settings) -> None:
               f"{w.n_issues} rejected")
 
 
-def cmd_report(args, settings: Settings) -> None:
-    from engine.report_pdf import write_pdf
-    from engine.summary import build_report
+# flag -> Assumptions field, for `roilab report`
+_ASSUMPTION_FLAGS = {"requests_per_day": float, "peak_factor": float, "p95_target_s": float,
+                     "utilisation": float, "concurrency": int, "engineering_days": float,
+                     "day_rate": float, "gpu_hours": float, "accuracy_metric": str,
+                     "accuracy_threshold": float, "api_price_in_per_1m": float,
+                     "api_price_out_per_1m": float, "target_hardware": str,
+                     "kv_bytes_per_token": float}
 
-    report = build_report(_store(settings), args.run, price_per_hour=args.price,
-                          requests_per_month=args.requests_per_month)
+
+def _assumptions(args):
+    """Assumptions from ``--assumptions FILE`` (JSON object), then the flags over it."""
+    from dataclasses import fields
+
+    from engine.business import Assumptions
+
+    values: dict = {}
+    if args.assumptions:
+        path = Path(args.assumptions)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RoilabError(f"Cannot read assumptions from {path}: {exc}. Give a JSON object "
+                              'such as {"requests_per_day": 50000, "day_rate": 900}.') from None
+        known = {f.name for f in fields(Assumptions)}
+        if not isinstance(values, dict) or set(values) - known:
+            bad = sorted(set(values) - known) if isinstance(values, dict) else values
+            raise RoilabError(f"Unknown assumption(s) {bad} in {path}; the fields are: "
+                              f"{', '.join(sorted(known))}.")
+        if "candidate_kinds" in values:
+            values["candidate_kinds"] = tuple(values["candidate_kinds"])
+    values |= {k: getattr(args, k) for k in _ASSUMPTION_FLAGS if getattr(args, k) is not None}
+    return Assumptions(**values)
+
+
+def cmd_report(args, settings: Settings) -> None:
+    from engine.report_business import business_figures, write_business_pdf
+
     out = Path(args.output or f"roilab-run-{args.run}.pdf")
-    write_pdf(report, out)
-    print(f"Wrote {out}")
+    path, case = write_business_pdf(_store(settings), args.run, out, _assumptions(args),
+                                    price_per_hour=args.price,
+                                    requests_per_month=args.requests_per_month)
+    f = business_figures(case)
+    print(f"Wrote {path}\nRecommended: {f['recommended']}; monthly cost {f['baseline_monthly']} "
+          f"-> {f['recommended_monthly']}; saving {f['monthly_savings']}/month "
+          f"(range {f['savings_range']}); payback {f['payback']}; net 36 months {f['net_36']}")
 
 
 def cmd_dashboard(args, settings: Settings) -> None:
@@ -206,22 +242,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="export a run's business case as PDF")
     p.add_argument("run", type=int)
     p.add_argument("-o", "--output")
-    p.add_argument("--price", type=float, default=None)
-    p.add_argument("--requests-per-month", type=int, default=None)
+    p.add_argument("--assumptions", help="JSON object of business-case assumptions "
+                                         "(engine.business.Assumptions fields); flags win")
+    for name, kind in _ASSUMPTION_FLAGS.items():
+        flag = "--" + name.removesuffix("_s").removesuffix("_per_1m").replace("_", "-")
+        p.add_argument(flag, dest=name, type=kind, default=None,
+                       help=f"engine.business.Assumptions.{name}; default as on the dashboard")
+    p.add_argument("--price", type=float, default=None,
+                   help="$/hour for the pilot's measured section only")
+    p.add_argument("--requests-per-month", type=int, default=None,
+                   help="volume for the pilot's measured section only")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("hardware", help="the hardware/price catalog")
-    p.set_defaults(func=lambda a, s: _print_catalog())
+    p.set_defaults(func=lambda a, s: _print_catalog(s))
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_dashboard)
     return parser
 
 
-def _print_catalog() -> None:
-    from engine.cost import CATALOG
-
-    for hw in CATALOG.values():
-        print(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} ({hw.price_source}, {hw.price_date})")
+def _print_catalog(settings: Settings) -> None:
+    """Built-ins with the user's stored entries over them; yours are marked."""
+    for hw in _store(settings).hardware_catalog().values():
+        mine = " [yours]" if hw.user_defined else ""
+        print(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} ({hw.price_source}, "
+              f"{hw.price_date}){mine}")
 
 
 def _quiet_libraries() -> None:

@@ -249,7 +249,7 @@ def _scatter(ax, case: BusinessCase) -> None:
     ax.set_ylabel(case.assumptions.accuracy_metric, fontsize=7)
     ax.tick_params(labelsize=6)
     ax.margins(x=0.25, y=0.15)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="best")
 
 
 def _before_after(ax, case: BusinessCase) -> None:
@@ -291,6 +291,9 @@ def _tornado(ax, case: BusinessCase) -> None:
     for y, r in zip(ys, rows, strict=True):
         ax.barh(y, r.low_value - base, left=base, color=BAD, height=0.5)
         ax.barh(y, r.high_value - base, left=base, color=GOOD, height=0.5)
+        if r.swing == 0:
+            ax.annotate("no change", (base, y), fontsize=6, xytext=(4, -2),
+                        textcoords="offset points")
     ax.axvline(base, color="black", lw=0.8)
     ax.set_yticks(list(ys), [TORNADO_LABELS.get(r.factor, r.factor) for r in rows], fontsize=6)
     ax.set_title("36-month net: low (red) / high (green) input", fontsize=9)
@@ -335,18 +338,24 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
              "target is shown but never recommended. $/month is the always-on bill at peak "
              "provisioning on the target hardware; saving is against the baseline's bill.", 7.5, "I")
     pdf.add_page()
+    pdf.para("The pages below are the pilot as measured: priced on the hardware it ran on at "
+             f"the run's stored volume ({report.requests_per_month:,} requests/month, busy "
+             "hours only). The business case above uses its own assumptions (table on page 2).",
+             8, "I")
     pilot_sections(pdf, report, prefix="Pilot measurements: ")
     appendix(pdf, report, samples)
     return bytes(pdf.output())
 
 
 def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = None,
-                         catalog: Mapping[str, Hardware] | None = None) -> tuple[bytes, BusinessCase]:
+                         catalog: Mapping[str, Hardware] | None = None,
+                         **pilot_pricing) -> tuple[bytes, BusinessCase]:
     """Build the case and the pilot report of a stored run and render the PDF; the samples
-    in the appendix are the recommended variant's (else the baseline's) side by side."""
+    in the appendix are the recommended variant's (else the baseline's) side by side.
+    ``pilot_pricing`` (price_per_hour, requests_per_month) re-prices the pilot section only."""
     cat = dict(catalog) if catalog is not None else store.hardware_catalog()
     case = build_business_case(store, run_id, assumptions, cat)
-    report = build_report(store, run_id, catalog=cat)
+    report = build_report(store, run_id, catalog=cat, **pilot_pricing)
     ok = [v.name for v in report.variants if v.status == "ok"]
     pick = case.recommendation.name if case.recommendation.name in ok else (ok[0] if ok else None)
     samples = side_by_side(report, store, pick) if pick else None
@@ -354,9 +363,10 @@ def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = N
 
 
 def write_business_pdf(store, run_id: int, path: str | Path,
-                       assumptions: Assumptions | None = None) -> tuple[Path, BusinessCase]:
+                       assumptions: Assumptions | None = None,
+                       **pilot_pricing) -> tuple[Path, BusinessCase]:
     """Render and write the business-case PDF of a stored run; (path, case)."""
-    pdf, case = business_pdf_for_run(store, run_id, assumptions)
+    pdf, case = business_pdf_for_run(store, run_id, assumptions, **pilot_pricing)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pdf)
