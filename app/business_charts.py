@@ -23,8 +23,7 @@ def cost_accuracy(case: BusinessCase) -> go.Figure:
         color = GOOD if r.passes_gate else BAD
         fig.add_trace(go.Scatter(
             x=[r.monthly_cost], y=[r.accuracy], mode="markers+text", name=r.name,
-            text=[f"{r.name} ({'projected' if r.projected else 'measured'})"],
-            textposition="top center", showlegend=False,
+            text=[r.name], textposition="top center", showlegend=False, cliponaxis=False,
             marker=dict(size=18 if r.recommended else 12, color=color,
                         symbol=("star" if r.recommended else "circle")
                         + ("-open" if r.projected else ""), line=dict(width=2, color=color)),
@@ -40,6 +39,11 @@ def cost_accuracy(case: BusinessCase) -> go.Figure:
                   annotation_text=f"gate {a.accuracy_threshold:g}")
     fig.update_layout(title="Monthly cost vs accuracy (hollow = projected)",
                       xaxis_title="USD / month", yaxis_title=a.accuracy_metric, **_LAYOUT)
+    if pts:  # room for the labels beside the outermost points
+        costs = [r.monthly_cost for r in pts.values()]
+        pad = max(max(costs) - min(costs), max(costs) * 0.1) * 0.25
+        fig.update_xaxes(range=[min(costs) - pad, max(costs) + pad])
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -81,6 +85,6 @@ def tornado(case: BusinessCase) -> go.Figure:
                                  customdata=[getattr(r, attr) for r in rows],
                                  hovertemplate="%{y}: %{customdata:$,.0f}<extra></extra>"))
         fig.add_vline(x=base, line_color="black", line_width=1)
-    fig.update_layout(title="Sensitivity: 36-month net", xaxis_title="USD", barmode="overlay",
+    fig.update_layout(title="Sensitivity: 36-month net", xaxis_title="USD", barmode="group",
                       **_LAYOUT)
     return fig

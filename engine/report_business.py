@@ -289,8 +289,8 @@ def _tornado(ax, case: BusinessCase) -> None:
     ys = range(len(rows))
     base = rows[0].base_value
     for y, r in zip(ys, rows, strict=True):
-        ax.barh(y, r.low_value - base, left=base, color=BAD, height=0.5)
-        ax.barh(y, r.high_value - base, left=base, color=GOOD, height=0.5)
+        ax.barh(y - 0.15, r.low_value - base, left=base, color=BAD, height=0.3)
+        ax.barh(y + 0.15, r.high_value - base, left=base, color=GOOD, height=0.3)
         if r.swing == 0:
             ax.annotate("no change", (base, y), fontsize=6, xytext=(4, -2),
                         textcoords="offset points")

@@ -6,7 +6,7 @@ that shares the prepared embedded model, and drives it with Playwright through D
 figures are checked against ``headline_figures(build_report(...))`` computed from the same
 database, so the browser, the page and the PDF must all agree with the stored measurements.
 
-Screenshots land in /tmp/e2e_upload.png and /tmp/e2e_results.png for review.
+Screenshots land in /tmp/e2e_upload.png, /tmp/e2e_results.png and /tmp/e2e_business.png.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
+from engine.business import Assumptions, build_business_case
+from engine.report_business import fmt_money, fmt_months
 from engine.report_pdf import headline_figures
 from engine.settings import REPO_ROOT, Settings
 from engine.store import Store
@@ -42,6 +44,7 @@ if not Path(CHROMIUM).exists() or shutil.which("pdftotext") is None:
                 allow_module_level=True)
 
 UPLOAD_PNG, RESULTS_PNG = Path("/tmp/e2e_upload.png"), Path("/tmp/e2e_results.png")
+BUSINESS_PNG = Path("/tmp/e2e_business.png")
 BOOT_S = 60        # server up and answering /_stcore/health
 PAGE_MS = 120_000  # a script run: the first one imports torch/transformers on 2 cores
 PILOT_MS = 300_000  # the whole pilot: load, quantize, generate, score
@@ -289,3 +292,40 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
         assert _squash(figures[key]) in flat, f"{key}={figures[key]!r} not in the PDF"
     for name in ("baseline", "int8-weights", WORKLOAD):
         assert name in flat, f"{name!r} not in the PDF"
+
+
+def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, browser_page):
+    """Open the business case of a stored run, change the day rate, see the payback move.
+
+    The run is test_business's hand-worked one (stored measurements, no model run), so the
+    expected figures come from engine.business over the same database."""
+    from test_business import _stored_run
+
+    url, settings = dashboard
+    page, expect = browser_page, sync_api.expect
+    store = Store(settings.resolved_db_url())
+    run_id = _stored_run(store)
+
+    def case(**inputs):
+        return build_business_case(store, run_id, Assumptions(**inputs))
+
+    page.goto(f"{url}/business?run={run_id}")
+    expect(page.get_by_role("heading", name="Business case")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+    payback = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text("Payback", exact=True)
+    ).get_by_test_id("stMetricValue")
+    default = case()
+    expect(payback).to_have_text(fmt_months(default.roi.payback_months), timeout=PAGE_MS)
+    assert _metric(page, "Saving / month") == fmt_money(default.monthly_savings)
+    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=PAGE_MS)
+
+    box = page.get_by_label("Day rate ($)", exact=True)
+    box.fill("2000")
+    box.press("Tab")  # number inputs commit on blur
+    changed = case(day_rate=2000.0)
+    assert fmt_months(changed.roi.payback_months) != fmt_months(default.roi.payback_months)
+    expect(payback).to_have_text(fmt_months(changed.roi.payback_months), timeout=PAGE_MS)
+    _settled(page)
+    assert _metric(page, "One-time cost") == fmt_money(changed.roi.one_time)
+    _screenshot(page, BUSINESS_PNG)

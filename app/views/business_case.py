@@ -115,12 +115,15 @@ def _render_answer(case: BusinessCase) -> None:
                    help=basis_detail(rec) if rec else None)
     row1[2].metric("Saving / month", fmt_money(case.monthly_savings))
     row1[3].metric("Payback", fmt_months(r.payback_months))
-    row2[0].metric("Saving range (p5-p95)", fmt_range(case.savings_interval),
-                   help=case.savings_interval.method if case.savings_interval else
-                   "No range: no variant to compare, or no paired requests.")
+    row2[0].metric("Hosted API / month", fmt_money(case.api_baseline_monthly_cost),
+                   help="The baseline's tokens at the hosted-API prices above: "
+                        + case.assumptions.api_price_source)
     row2[1].metric("One-time cost", fmt_money(r.one_time))
     row2[2].metric("Net after 12 months", fmt_money(r.net_12))
     row2[3].metric("Net after 36 months", fmt_money(r.net_36))
+    iv = case.savings_interval
+    st.caption(ui.escape_md(f"Saving range (p5-p95): {fmt_range(iv)} - {iv.method}" if iv else
+                            "Saving range: none (no variant to compare, or no paired requests)."))
     if rec is not None and rec.projected:
         st.caption(ui.escape_md(f"After is projected: {basis_detail(rec)}"))
     reasons = [f"{x.name}: {x.reason}" for x in case.rows if x.reason]

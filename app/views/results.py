@@ -199,3 +199,5 @@ def _render_pdf(rep: PilotReport) -> None:
     st.download_button("Download PDF report", data=lambda: data.pdf_report(rep),
                        file_name=f"roilab-run-{rep.run.id}.pdf", mime="application/pdf",
                        icon=":material/picture_as_pdf:", on_click="ignore")
+    st.page_link(nav.page("business"), label="Business case: right-sizing, ROI, payback and "
+                 "the CFO PDF", icon=":material/savings:", query_params={"run": rep.run.id})
