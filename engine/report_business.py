@@ -98,6 +98,9 @@ def executive_summary(case: BusinessCase) -> list[str]:
         out = [f"Keep the baseline '{base.name}' on {_device(base)} ({f['baseline_monthly']} per "
                f"month): no variant is cheaper while passing the quality gate ({gate}) and the "
                f"p95 latency target of {a.p95_target_s:g} s."]
+        if base.projected:
+            out.append(f"That bill is projected, not measured ({base.method}); the pilot ran on "
+                       f"{base.measured_hardware}.")
     else:
         iv = case.savings_interval
         rng = (f" (range {f['savings_range']}: {iv.method})"
@@ -114,6 +117,10 @@ def executive_summary(case: BusinessCase) -> list[str]:
     excluded = [f"'{r.name}' ({r.reason})" for r in case.rows if r.reason and not r.recommended]
     if excluded:
         out.append("Shown but not recommended: " + "; ".join(excluded) + ".")
+    eligible = [f"'{r.name}' ({fmt_money(r.monthly_cost)} on {_device(r)})" for r in case.rows
+                if not r.reason and not r.recommended and r.monthly_cost is not None]
+    if eligible and rec is not None:
+        out.append("Pass the gate but cost no less at this volume: " + "; ".join(eligible) + ".")
     if case.api_baseline_monthly_cost is not None:
         out.append(_api_sentence(case))
     return out
@@ -296,7 +303,7 @@ def _tornado(ax, case: BusinessCase) -> None:
                         textcoords="offset points")
     ax.axvline(base, color="black", lw=0.8)
     ax.set_yticks(list(ys), [TORNADO_LABELS.get(r.factor, r.factor) for r in rows], fontsize=6)
-    ax.set_title("36-month net: low (red) / high (green) input", fontsize=9)
+    ax.set_title("36-month net: low (red) / high (green)", fontsize=9)
     ax.set_xlabel("USD", fontsize=7)
     ax.tick_params(axis="x", labelsize=6)
 
