@@ -79,7 +79,8 @@ def measured_variants(report) -> list[MeasuredVariant]:
             requests_per_s=s.requests_per_s if ok else None,
             latency_p95_s=s.latency.p95 if ok and s.latency else None,
             weight_bytes=float(v.weight_bytes) if v.weight_bytes else None,
-            kv_bytes_per_token=kv_report.get("kv_bytes_per_token_quantized"),
+            kv_bytes_per_token=kv_report.get("kv_bytes_per_token_quantized")
+            or v.technique_report.get("_model", {}).get("kv_bytes_per_token"),
             input_tokens_total=float(sub.prompt_tokens_sent.sum()) if ok else 0.0,
             output_tokens_total=float(sub.output_tokens.sum()) if ok else 0.0,
             prefill_s=float(ttft.sum()), decode_s=float((lat - ttft).clip(lower=0).sum()),

@@ -39,7 +39,7 @@ class Assumptions:
     api_price_source: str = DEFAULT_API
     target_hardware: str | None = None  # None = right-size each variant over the catalog
     candidate_kinds: tuple[str, ...] = ("gpu", "cpu")
-    kv_bytes_per_token: float | None = None  # None = from a KV-cache technique report, else 0
+    kv_bytes_per_token: float | None = None  # None = as stored with the run (KV technique or model config), else 0
     price_factor: float = 1.0  # multiplies every $/h (the tornado's price lever)
     bootstrap_resamples: int = 1000
     seed: int = 0

@@ -218,6 +218,8 @@ def test_a_mini_pilot_runs_a_quantized_kv_variant_beside_the_baseline(model_sett
     assert [v.status for v in run.variants] == ["ok", "ok"], [v.error for v in run.variants]
     rep = run.variants[1].technique_report["quantize_kv_cache"]
     assert (rep["kv_bytes_per_token_fp"], rep["kv_bytes_per_token_quantized"]) == (46_080, 7_200)
+    # Every variant stores its full-precision KV figure from the config, for right-sizing.
+    assert run.variants[0].technique_report["_model"]["kv_bytes_per_token"] == 46_080
     assert "workload prompts" in rep["context_tokens"]["source"]  # the 33 held-out requests
     caps = rep["concurrent_requests"]
     assert caps["quantized_mean"] > caps["fp_mean"] > 0

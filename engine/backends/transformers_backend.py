@@ -32,6 +32,7 @@ from engine.memory import (
     release_freed_memory,
 )
 from engine.model_prep import is_random_model
+from engine.roofline import kv_bytes_per_token
 from engine.techniques import technique_module
 from engine.techniques.base import TechniqueContext
 
@@ -120,6 +121,10 @@ class TransformersBackend(Backend):
                                calibration_is_eval_set=calibration_is_eval_set)
         report = self._apply_techniques(ctx)
         report["_model"] = parameter_counts(self.model)  # read back after every technique
+        # Full-precision KV bytes per token from the config, for right-sizing any variant
+        # (a KV-cache technique reports its quantized figure next to it).
+        report["_model"]["kv_bytes_per_token"] = kv_bytes_per_token(
+            self.model.config, torch.finfo(self.model.dtype).bits // 8)
         if self._random:
             report["_model"].update(random_weights=True,
                                     note="random weights: accuracy not measured")
