@@ -23,3 +23,13 @@ class BackendError(RoilabError):
 
 class StorageError(RoilabError):
     """The results store failed; the transaction was rolled back, nothing was half-written."""
+
+
+class RowError(Exception):
+    """One row of a log is unusable. Internal to the log parsers, which turn it into a
+    RowIssue (line, field, how to fix) and keep going; never reaches the user as is."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason

@@ -7,7 +7,7 @@ the content's first character. Formats:
 * ``prompt_jsonl`` one ``{"prompt": "...", "system": "..." (optional)}`` per line;
 * ``openai_batch`` OpenAI Batch API input lines ``{"custom_id", "method", "url", "body"}``;
 * ``proxy_jsonl``  proxy logs (LiteLLM/Helicone-like) ``{"request", "response", "usage"}``;
-* ``csv``          a header row naming a prompt column (see ``CSV_PROMPT_COLUMNS``).
+* ``csv``          a header row naming a prompt column (see ``engine.log_csv``).
 
 The JSON format is the one most lines' keys point to; blank lines are skipped, uncounted.
 A JSON file may also be one array of objects (entry N is reported as line N) or one object.
@@ -20,24 +20,19 @@ to fix); an unusable file raises LogFormatError with one message saying what to 
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.domain import LogRequest, ParsedLog, RowIssue
-from engine.errors import LogFormatError
+from engine.errors import LogFormatError, RowError
+from engine.log_csv import parse_csv
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 REFERENCE_KEYS = ("reference", "expected", "expected_output", "ideal", "answer", "ground_truth",
                   "label")
 OUTPUT_KEYS = ("output", "response", "completion")
-CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
-CSV_REFERENCE_COLUMNS = ("reference", "expected", "answer", "ground_truth", "label",
-                         "expected_output")
-CSV_OUTPUT_COLUMNS = OUTPUT_KEYS
 
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _SHOWN_ISSUES = 3  # row issues quoted in the "no usable rows" message
@@ -57,22 +52,13 @@ _HOW_TO_FORMAT = ('each line needs one of: "messages" (chat list), "prompt" (tex
 _Messages = tuple[dict[str, str], ...]
 
 
-class _RowError(Exception):
-    """One row is unusable; raised by the row readers and turned into a RowIssue."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
 def parse_log(data: bytes, filename: str) -> ParsedLog:
     """Detect the format of an uploaded log and parse it; raise LogFormatError if unusable."""
     text = _decode(data, filename)
     name = filename.lower()
     sniffed_json = not name.endswith(".csv") and text.lstrip()[:1] in ("{", "[")
     is_json = name.endswith(_JSON_SUFFIXES) or sniffed_json
-    parsed = _parse_json(text, filename) if is_json else _parse_csv(text, filename)
+    parsed = _parse_json(text, filename) if is_json else parse_csv(text, filename)
     if not parsed.requests:
         raise LogFormatError(_no_rows_message(filename, parsed.issues, parsed.total_rows))
     return parsed
@@ -123,7 +109,7 @@ def _parse_json(text: str, filename: str) -> ParsedLog:
     for line, obj in objects:
         try:
             requests.append(_json_request(obj, fmt, line))
-        except _RowError as exc:
+        except RowError as exc:
             issues.append(RowIssue(line, exc.field, exc.reason))
     issues.sort(key=lambda issue: issue.line)
     return ParsedLog(fmt, tuple(requests), tuple(issues), total)
@@ -191,7 +177,7 @@ def _container(obj: dict[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key)
     if not isinstance(value, dict):
         got = "it is missing" if key not in obj else f"got {_describe(value)}"
-        raise _RowError(key, f'must be an object holding "messages" or "prompt" ({got})')
+        raise RowError(key, f'must be an object holding "messages" or "prompt" ({got})')
     return value
 
 
@@ -201,33 +187,33 @@ def _prompt_messages(source: dict[str, Any], prefix: str) -> tuple[_Messages, st
         return _chat_messages(source["messages"], prefix + "messages")
     if "prompt" in source:
         return _plain_prompt(source, prefix), None
-    raise _RowError(prefix + "messages", 'no "messages" or "prompt"; give the chat as '
+    raise RowError(prefix + "messages", 'no "messages" or "prompt"; give the chat as '
                     '"messages": [{"role": "user", "content": "..."}] or the text as "prompt"')
 
 
 def _plain_prompt(source: dict[str, Any], prefix: str) -> _Messages:
     prompt, system = source["prompt"], source.get("system")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise _RowError(prefix + "prompt", f"must be a non-empty string (got "
+        raise RowError(prefix + "prompt", f"must be a non-empty string (got "
                         f"{_describe(prompt)}); put the prompt text in it")
     if system is not None and not isinstance(system, str):
-        raise _RowError(prefix + "system", f"must be a string (got {_describe(system)})")
+        raise RowError(prefix + "system", f"must be a string (got {_describe(system)})")
     user = {"role": "user", "content": prompt}
     return ({"role": "system", "content": system}, user) if system and system.strip() else (user,)
 
 
 def _chat_messages(value: Any, field: str) -> tuple[_Messages, str | None]:
     if not isinstance(value, list) or not value:
-        raise _RowError(field, 'must be a non-empty list of {"role", "content"} objects '
+        raise RowError(field, 'must be a non-empty list of {"role", "content"} objects '
                         f"(got {_describe(value)})")
     messages = tuple(_message(item, f"{field}[{i}]") for i, item in enumerate(value))
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
-        raise _RowError(field, 'has no user message; add the request as {"role": "user", '
+        raise RowError(field, 'has no user message; add the request as {"role": "user", '
                         '"content": "..."}')
     last = users[-1]
     if not messages[last]["content"].strip():
-        raise _RowError(f"{field}[{last}].content",
+        raise RowError(f"{field}[{last}].content",
                         "the last user message is empty; put the request text in it")
     replies = [m["content"] for m in messages[last + 1:] if m["role"] == "assistant"]
     reply = replies[-1] if replies and replies[-1].strip() else None
@@ -236,12 +222,12 @@ def _chat_messages(value: Any, field: str) -> tuple[_Messages, str | None]:
 
 def _message(item: Any, field: str) -> dict[str, str]:
     if not isinstance(item, dict):
-        raise _RowError(field, f'must be an object {{"role": ..., "content": ...}} '
+        raise RowError(field, f'must be an object {{"role": ..., "content": ...}} '
                         f"(got {_describe(item)})")
     role = item.get("role")
     if role not in ROLES:
         got = "it is missing" if "role" not in item else f"got {json.dumps(role)}"
-        raise _RowError(f"{field}.role", f"must be one of {', '.join(ROLES)} ({got})")
+        raise RowError(f"{field}.role", f"must be one of {', '.join(ROLES)} ({got})")
     return {"role": role, "content": _content_text(item.get("content"), f"{field}.content")}
 
 
@@ -250,13 +236,13 @@ def _content_text(content: Any, field: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _RowError(field, f"must be a string or a list of text parts "
+        raise RowError(field, f"must be a string or a list of text parts "
                         f"(got {_describe(content)})")
     texts = []
     for i, part in enumerate(content):
         if not (isinstance(part, dict) and part.get("type") == "text"
                 and isinstance(part.get("text"), str)):
-            raise _RowError(f"{field}[{i}]", 'only text parts {"type": "text", "text": "..."} '
+            raise RowError(f"{field}[{i}]", 'only text parts {"type": "text", "text": "..."} '
                             "can be replayed; remove image, audio and other parts")
         texts.append(part["text"])
     return "\n".join(texts)
@@ -286,7 +272,7 @@ def _text_field(obj: dict[str, Any], keys: Sequence[str]) -> str | None:
         if value is None:
             continue
         if not isinstance(value, (str, int, float)):  # bool is an int
-            raise _RowError(key, f"must be a string (got {_describe(value)}); give it as text")
+            raise RowError(key, f"must be a string (got {_describe(value)}); give it as text")
         text = value if isinstance(value, str) else json.dumps(value)
         return text if text.strip() else None
     return None
@@ -299,7 +285,7 @@ def _usage(obj: dict[str, Any]) -> tuple[int | None, int | None]:
     if usage is None:
         return None, None
     if not isinstance(usage, dict):
-        raise _RowError("usage", f'must be an object like {{"prompt_tokens": 12, '
+        raise RowError("usage", f'must be an object like {{"prompt_tokens": 12, '
                         f'"completion_tokens": 5}} (got {_describe(usage)})')
     return _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
 
@@ -308,14 +294,14 @@ def _token_count(usage: dict[str, Any], key: str) -> int | None:
     value = usage.get(key)
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
-    raise _RowError(f"usage.{key}", f"must be a non-negative integer (got {json.dumps(value)}); "
+    raise RowError(f"usage.{key}", f"must be a non-negative integer (got {json.dumps(value)}); "
                     "fix the count or remove it")
 
 
 def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     given = obj.get("metadata")
     if given is not None and not isinstance(given, dict):
-        raise _RowError("metadata", f"must be an object of extra fields (got {_describe(given)})")
+        raise RowError("metadata", f"must be an object of extra fields (got {_describe(given)})")
     scalars = {
         key: value for key, value in obj.items()
         if key not in _READ_KEYS and (value is None or isinstance(value, (str, int, float)))
@@ -333,84 +319,6 @@ def _describe(value: Any) -> str:
     """A JSON value's type in JSON words, for messages."""
     blank = isinstance(value, str) and not value.strip()
     return "an empty string" if blank else _JSON_TYPES[type(value)]
-
-
-# --------------------------------------------------------------------------- CSV
-
-
-def _parse_csv(text: str, filename: str) -> ParsedLog:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(text))
-    requests, issues, total = [], [], 0
-    try:
-        header = next((row for row in reader if any(cell.strip() for cell in row)), [])
-        columns = _csv_columns(header, filename)
-        start = reader.line_num + 1
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                total += 1
-                try:
-                    requests.append(_csv_request(row, header, columns, start))
-                except _RowError as exc:
-                    issues.append(RowIssue(start, exc.field, exc.reason))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise LogFormatError(f"{filename} line {reader.line_num}: {exc}; cells holding commas, "
-                             'quotes or line breaks must be wrapped in double quotes, with quotes '
-                             'inside doubled ("").') from None
-    return ParsedLog("csv", tuple(requests), tuple(issues), total)
-
-
-def _csv_delimiter(text: str) -> str:
-    """Comma, unless the header line has more semicolons or tabs (Excel exports)."""
-    header = text.split("\n", 1)[0]
-    best = max((",", ";", "\t"), key=header.count)
-    return best if header.count(best) else ","
-
-
-def _csv_columns(header: list[str], filename: str) -> dict[str, int | None]:
-    names = [name.strip().lower() for name in header]
-
-    def find(options: Sequence[str]) -> int | None:
-        return next((names.index(o) for o in options if o in names), None)
-
-    prompt = find(CSV_PROMPT_COLUMNS)
-    if prompt is None:
-        raise LogFormatError(
-            f"{filename} has no prompt column (header: {', '.join(header[:10]) or 'empty'}). "
-            f"Name the column holding the prompt one of: {', '.join(CSV_PROMPT_COLUMNS)} "
-            f"(any case). Optional columns: system, id, reference "
-            f"({', '.join(CSV_REFERENCE_COLUMNS)}), logged output "
-            f"({', '.join(CSV_OUTPUT_COLUMNS)}); other columns are kept as metadata."
-        )
-    return {"prompt": prompt, "system": find(("system",)), "id": find(("id",)),
-            "reference": find(CSV_REFERENCE_COLUMNS), "output": find(CSV_OUTPUT_COLUMNS)}
-
-
-def _csv_request(
-    row: list[str], header: list[str], columns: dict[str, int | None], line: int
-) -> LogRequest:
-    if len(row) != len(header):
-        raise _RowError("row", f"has {len(row)} cells but the header has {len(header)}; "
-                        "wrap cells that contain commas or line breaks in double quotes")
-
-    def cell(role: str) -> str | None:
-        index = columns[role]
-        return row[index] if index is not None and row[index].strip() else None
-
-    prompt, system = cell("prompt"), cell("system")
-    if prompt is None:
-        raise _RowError(header[columns["prompt"]].strip(),
-                        "is empty; fill in the prompt or delete the row")
-    user = {"role": "user", "content": prompt}
-    used = {index for index in columns.values() if index is not None}
-    return LogRequest(
-        line=line,
-        messages=({"role": "system", "content": system}, user) if system else (user,),
-        reference=cell("reference"),
-        logged_output=cell("output"),
-        request_id=cell("id"),
-        metadata={header[i].strip(): row[i] for i in range(len(header)) if i not in used},
-    )
 
 
 # --------------------------------------------------------------------------- statistics
