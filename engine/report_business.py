@@ -157,8 +157,9 @@ def _api_sentence(case: BusinessCase) -> str:
 def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
     """(label, value) of every input of the case, with units."""
     a, hw = case.assumptions, case.measured_hardware
-    kv = (f"{a.kv_bytes_per_token:,.0f} bytes" if a.kv_bytes_per_token is not None else
-          "from the pilot's KV-cache report where it has one, else not counted")
+    kv = "as stored with the run (KV technique or model config)" + (
+        f", else {a.kv_bytes_per_token:,.0f} bytes" if a.kv_bytes_per_token is not None
+        else ", else not counted")
     return [
         ("Requests per day", f"{a.requests_per_day:,.0f}"),
         ("Peak-to-average traffic", f"{a.peak_factor:g}x"),

@@ -87,9 +87,10 @@ def _render_assumptions() -> Assumptions | None:
     target = left.selectbox("Target hardware", [AUTO, *catalog], key="bc.target",
                             format_func=lambda k: k if k == AUTO else catalog[k].name)
     kv = right.number_input("KV cache bytes / token", min_value=0.0, value=None, step=1024.0,
-                            key="bc.kv", placeholder="from the pilot's KV report, else not counted",
-                            help="Sizes the KV cache for right-sizing; e.g. 131072 for an "
-                                 "8B Llama in fp16.")
+                            key="bc.kv", placeholder="as stored with the run",
+                            help="Sizes the KV cache for right-sizing where the run stored no "
+                                 "KV bytes/token (runs stored before that was recorded); e.g. "
+                                 "131072 for an 8B Llama in fp16.")
     try:
         return Assumptions(**fields, target_hardware=None if target == AUTO else target,
                            kv_bytes_per_token=kv)
