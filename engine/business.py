@@ -99,8 +99,13 @@ def _scaled(hw: Hardware, factor: float) -> Hardware:
     return hw if factor == 1 else replace(hw, price_per_hour=hw.price_per_hour * factor)
 
 
-def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware]):
-    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan, note)."""
+def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
+           base: MeasuredVariant | None = None):
+    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan, note).
+
+    ``base`` (the pilot's baseline, for a variant) makes a CPU-to-GPU projection carry the
+    variant's measured speed relative to the baseline instead of crediting its own bytes.
+    """
     measured = sizing.Measured(mv.hardware, mv.tokens_per_s or 0.0, mv.requests_per_s or 0.0,
                                mv.latency_p95_s or 0.0, mv.batch)
     if a.target_hardware:
@@ -109,8 +114,13 @@ def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware])
         cands = [hw for hw in catalog.values()
                  if hw.kind in a.candidate_kinds or hw.key == mv.hardware.key]
     kv = mv.kv_bytes_per_token if mv.kv_bytes_per_token is not None else (a.kv_bytes_per_token or 0.0)
+    ref = None
+    if base is not None and base is not mv and base.ok and base.tokens_per_s and base.weight_bytes:
+        base_kv = (base.kv_bytes_per_token if base.kv_bytes_per_token is not None
+                   else (a.kv_bytes_per_token or 0.0))
+        ref = (base.weight_bytes, base_kv, base.tokens_per_s)
     rs = sizing.right_size(measured, mv.weight_bytes or 0.0, kv, mv.context_p95_tokens,
-                           a.concurrency, cands, a.overhead_fraction, a.engine_efficiency)
+                           a.concurrency, cands, a.overhead_fraction, a.engine_efficiency, ref)
     plans = [(o, traffic.provision(o.hardware, o.projection.requests_per_s,
                                    o.projection.latency_p95_s, a.requests_per_day, a.peak_factor,
                                    a.p95_target_s, a.utilisation))
@@ -144,7 +154,7 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
     uc = cost.unit_costs(mv.hardware.price_per_hour, mv.wall_s, mv.n_requests,
                          mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
                          mv.decode_s, a.utilisation)
-    rs, option, plan, note = _place(mv, a, catalog)
+    rs, option, plan, note = _place(mv, a, catalog, base)
     reason = "; ".join(filter(None, [gate_reason, note]))
     return VariantCase(**common, unit_costs=uc, sizing=rs, target=option, provisioning=plan,
                        monthly_cost=plan.monthly_bill if plan else None, reason=reason)

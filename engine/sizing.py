@@ -20,7 +20,11 @@ Projection (every projected figure carries ``projected=True`` and its ``method``
 * CPU to GPU (a measurement on another kind of machine does not scale): the roofline
   bound ``engine.roofline.decode_bound_tok_s`` at the pilot's batch size and the p95
   context, times an engine efficiency (default 50%, what a static cache + torch.compile
-  reached on an H200; eager transformers reaches ~6%, vLLM ~75%);
+  reached on an H200; eager transformers reaches ~6%, vLLM ~75%). For a compressed variant
+  the bound is the baseline's (its bytes and KV), times the variant's speed relative to the
+  baseline as measured (``speed_vs_baseline``): crediting a quantized variant with its
+  fewer bytes would assume fused low-bit kernels, and ours measured int8 slower than fp32
+  on both the CPU and an H200 (docs/gpu-h200-2026-11-27-techniques);
 * no bandwidth figure on either side: no projection (the option says why).
 
 Requests/s scale by the same factor as tokens/s, and p95 latency by its inverse (the same
@@ -107,8 +111,14 @@ class Projection:
 
 def project(measured: Measured, target: Hardware, weight_bytes: float = 0.0,
             kv_bytes_per_token: float = 0.0, context_tokens: float = 0.0,
-            efficiency: float = DEFAULT_ENGINE_EFFICIENCY) -> Projection | None:
-    """Scale a measurement to ``target`` by the module's stated method; None if it can't be."""
+            efficiency: float = DEFAULT_ENGINE_EFFICIENCY,
+            baseline: tuple[float, float, float] | None = None) -> Projection | None:
+    """Scale a measurement to ``target`` by the module's stated method; None if it can't be.
+
+    ``baseline`` = (weight bytes, KV bytes/token, measured tok/s) of the pilot's baseline,
+    for a variant: across CPU/GPU the roofline is then the baseline's, times the variant's
+    measured speed relative to it.
+    """
     src = measured.hardware
     if target.key == src.key:
         return Projection(target.key, measured.tokens_per_s, measured.requests_per_s,
@@ -128,11 +138,18 @@ def project(measured: Measured, target: Hardware, weight_bytes: float = 0.0,
     else:
         if measured.tokens_per_s <= 0 or weight_bytes <= 0:
             return None
+        relative, whose, credit = 1.0, "", ""
+        if baseline is not None and baseline[2] > 0 and baseline[0] > 0:
+            weight_bytes, kv_bytes_per_token = baseline[0], baseline[1]
+            relative = measured.tokens_per_s / baseline[2]
+            whose = "the baseline's "
+            credit = (f" x this variant's measured speed vs the baseline ({relative:.2f}x on "
+                      f"{src.key}; its own smaller bytes are not credited)")
         bound = decode_bound_tok_s(weight_bytes, kv_bytes_per_token, context_tokens,
                                    measured.batch, target.bandwidth_gbs * 1e9)  # type: ignore[operator]
-        factor = bound * efficiency / measured.tokens_per_s
-        method = (f"roofline bound at batch {measured.batch} ({bound:,.0f} tok/s on "
-                  f"{target.bandwidth_gbs:g} GB/s) x {efficiency:.0%} engine efficiency; "
+        factor = bound * efficiency * relative / measured.tokens_per_s
+        method = (f"{whose}roofline bound at batch {measured.batch} ({bound:,.0f} tok/s on "
+                  f"{target.bandwidth_gbs:g} GB/s) x {efficiency:.0%} engine efficiency{credit}; "
                   f"measured on {src.kind.upper()}, which does not scale to {target.kind.upper()}")
     return Projection(target.key, measured.tokens_per_s * factor,
                       measured.requests_per_s * factor, measured.latency_p95_s / factor,
@@ -165,7 +182,8 @@ class RightSizing:
 def right_size(measured: Measured, weight_bytes: float, kv_bytes_per_token: float,
                context_tokens: float, concurrency: int, candidates: Iterable[Hardware],
                overhead_fraction: float = DEFAULT_OVERHEAD_FRACTION,
-               efficiency: float = DEFAULT_ENGINE_EFFICIENCY) -> RightSizing:
+               efficiency: float = DEFAULT_ENGINE_EFFICIENCY,
+               baseline: tuple[float, float, float] | None = None) -> RightSizing:
     """Fit and project a variant on each candidate; the cheapest fit is by $/hour.
 
     $/hour (one device, always on) is how a team with modest traffic provisions; when
@@ -177,7 +195,7 @@ def right_size(measured: Measured, weight_bytes: float, kv_bytes_per_token: floa
         fit = memory_fit(hw, weight_bytes, kv_bytes_per_token, context_tokens, concurrency,
                          overhead_fraction)
         proj = project(measured, hw, weight_bytes, kv_bytes_per_token, context_tokens,
-                       efficiency)
+                       efficiency, baseline)
         note = "" if fit.fits else (
             f"needs {fit.total_bytes / 1e9:.1f} GB (weights {weight_bytes / 1e9:.1f} + KV "
             f"{fit.kv_bytes / 1e9:.1f} + overhead {fit.overhead_bytes / 1e9:.1f}) of "

@@ -144,3 +144,21 @@ def test_hosted_api_baseline_prices_prompt_compression():
     half = api_monthly_cost(500, 200, 10_000, 2.50, 10.00)
     assert half == pytest.approx(988.5417, rel=1e-6)
     assert full - half == pytest.approx(380.2083, rel=1e-6)
+
+
+def test_a_variant_projected_from_cpu_carries_its_measured_speed_not_its_bytes():
+    cpu = CATALOG["cpu-c7i-large"]
+    # Baseline: 0.54e9 B weights, 46,080 B/token KV, 20 tok/s on the CPU. Its bound on the
+    # A10G is 7,377.9 tok/s (worked in the test above), x 50% = 3,688.93 tok/s.
+    # An int8 variant measured at 16 tok/s (0.8x the baseline) with 0.22e9 B of weights:
+    # projected = 3,688.93 x 0.8 = 2,951.15 tok/s, NOT the bound of its own 0.22e9 bytes.
+    p = project(Measured(cpu, 16.0, 0.4, 10.0, batch=8), A10G, weight_bytes=0.22e9,
+                kv_bytes_per_token=46_080, context_tokens=300, efficiency=0.5,
+                baseline=(0.54e9, 46_080, 20.0))
+    assert p.tokens_per_s == pytest.approx(3688.93 * 0.8, rel=1e-5)
+    assert p.factor == pytest.approx(3688.93 * 0.8 / 16.0, rel=1e-5)
+    assert "0.80x" in p.method and "not credited" in p.method and p.projected
+    # Without the baseline the variant's own bytes would give a bound 2.4x higher or so:
+    own = project(Measured(cpu, 16.0, 0.4, 10.0, batch=8), A10G, weight_bytes=0.22e9,
+                  kv_bytes_per_token=46_080, context_tokens=300, efficiency=0.5)
+    assert own.tokens_per_s > 1.5 * p.tokens_per_s
