@@ -71,6 +71,9 @@ class Generation:
     output_tokens: int
     ttft_s: float  # time to first token, from the start of the batch's generate call
     latency_s: float  # end-to-end for this request (its batch), excluding prompt compression
+    # The serving engine's own timings for this request where it reports them (vLLM's
+    # RequestOutput.metrics), next to ours; the runner stores them with the variant.
+    engine_metrics: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,9 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         wall_s = time.perf_counter() - t0 - (backend.warm_up_s - warm_s0)
         if backend.serving_report():
             report["serving"] = backend.serving_report()
+        if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
+            report["engine_metrics"] = [{"request_index": r.index, **(g.engine_metrics or {})}
+                                        for r, g in zip(requests, gens, strict=True)]
         results = [RequestResult(
             request_index=r.index, output_text=g.text,
             prompt_tokens_logged=r.request.logged_prompt_tokens,

@@ -10,13 +10,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.backend_specs import EndpointOptions, VllmOptions
 from engine.errors import SpecError
 from engine.techniques import TechniqueSpec
 from engine.techniques.prompt_compression import CompressPrompt
 from engine.techniques.weight_quant import QuantizeWeights
 
 __all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", "PilotSpec",
-           "GenerationSettings", "CostSettings", "default_variants", "parse_pilot_spec"]
+           "GenerationSettings", "CostSettings", "VllmOptions", "EndpointOptions",
+           "default_variants", "parse_pilot_spec"]
 
 
 class _Spec(BaseModel):
@@ -35,6 +37,10 @@ class VariantSpec(_Spec):
     # the backend's check refuses it on CPU before the pilot starts.
     compile: bool = False
     techniques: tuple[TechniqueSpec, ...] = ()
+    # Backend options (engine/backend_specs.py), only with their backend: vLLM's engine
+    # arguments for backend "vllm"; the server to measure for backend "endpoint".
+    vllm: VllmOptions | None = None
+    endpoint: EndpointOptions | None = None
 
     @model_validator(mode="after")
     def _one_of_each_kind(self) -> VariantSpec:
@@ -42,6 +48,18 @@ class VariantSpec(_Spec):
         dup = {k for k in kinds if kinds.count(k) > 1}
         if dup:
             raise ValueError(f"technique(s) {sorted(dup)} listed twice; keep one of each kind")
+        return self
+
+    @model_validator(mode="after")
+    def _options_match_backend(self) -> VariantSpec:
+        for field in ("vllm", "endpoint"):
+            if getattr(self, field) is not None and self.backend != field:
+                raise ValueError(f"'{field}' options are for backend {field!r}, but the variant's "
+                                 f"backend is {self.backend!r}; set backend to {field!r} or drop "
+                                 f"'{field}'")
+        if self.backend == "endpoint" and self.endpoint is None:
+            raise ValueError("backend 'endpoint' needs 'endpoint': {\"base_url\": "
+                             "\"http://host:port/v1\", \"model\": \"<served model name>\"}")
         return self
 
 

@@ -40,7 +40,7 @@ def test_invalid_specs_are_refused_with_the_field_named(data, needle) -> None:
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    with pytest.raises(BackendError, match="known backends: transformers"):
+    with pytest.raises(BackendError, match="known backends: endpoint, transformers, vllm"):
         get_backend("tgi")
 
 

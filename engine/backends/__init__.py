@@ -7,6 +7,8 @@ from engine.errors import BackendError
 _REGISTRY: dict[str, str] = {
     # name -> "module:Class", imported lazily so optional dependencies stay optional
     "transformers": "engine.backends.transformers_backend:TransformersBackend",
+    "vllm": "engine.backends.vllm_backend:VllmBackend",
+    "endpoint": "engine.backends.endpoint_backend:EndpointBackend",
 }
 
 

@@ -14,7 +14,9 @@ Messages = list[dict[str, str]]
 @dataclass(frozen=True)
 class LoadInfo:
     load_s: float  # wall time to load the model and apply model-level techniques
-    weight_bytes: int  # bytes held by weights (quantized storage counted as stored)
+    # bytes held by weights (quantized storage counted as stored); None where the weights are
+    # not ours to read (a remote endpoint)
+    weight_bytes: int | None
     device: str  # e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100 80GB HBM3"
     technique_report: dict[str, Any] = field(default_factory=dict)  # what each technique did
 

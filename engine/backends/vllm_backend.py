@@ -1,0 +1,363 @@
+"""vLLM backend: a variant served by vLLM's offline engine, as most teams serve in production.
+
+The variant's ``vllm`` options (``engine.backend_specs.VllmOptions``) become vLLM engine
+arguments; each batch is submitted at once and vLLM batches it continuously. Prompts are
+rendered and tokenized here with the model's own chat template, exactly as the
+transformers backend does, so both engines see identical token ids and greedy outputs can
+be compared token for token.
+
+Timing. The engine is stepped by hand (``LLMEngine.add_request`` / ``step`` with delta
+outputs), so every request's first token and finish are seen when they happen, not when the
+whole batch returns. Ours are measured from the moment the batch is submitted; vLLM's own
+per-request metrics (``RequestOutput.metrics``: arrival, queued, scheduled, first and last
+token; filled only with ``disable_log_stats=False``) are recorded next to them in
+``Generation.engine_metrics``, and the runner stores them with the variant.
+
+Engines are expensive to start (about a minute on a 2-core CPU), so they are shared per
+process: a small cache keyed by the engine arguments, shut down at exit
+(``shutdown_engines()`` does it earlier). vLLM's CPU backend spawns its engine processes:
+a script that runs a pilot on this backend needs an ``if __name__ == "__main__":`` guard.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.backends.base import Backend, LoadInfo, Messages, resolve_device
+from engine.backends.vllm_checks import check_vllm_spec
+from engine.domain import Generation
+from engine.errors import BackendError, ModelPrepError
+
+CPU_KV_CACHE_BYTES = 512 * 2**20  # default KV cache on CPU (vLLM needs an explicit size there)
+MAX_ENGINES = 2  # engines kept alive at once; the least recently used one is shut down
+
+
+@dataclass
+class SharedEngine:
+    """One started vLLM engine and what starting it cost."""
+
+    llm: Any  # vllm.LLM
+    args: dict[str, Any]
+    start_s: float
+    pids: list[int]  # the engine's own processes (EngineCore, workers), for memory
+    weight_bytes: int | None
+    uses: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+_ENGINES: OrderedDict[str, SharedEngine] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
+    """vLLM ``LLM(...)`` keyword arguments for a variant on ``device`` ("cpu" or "cuda")."""
+    from engine.backend_specs import VllmOptions
+
+    opts = spec.vllm or VllmOptions()
+    if os.path.exists(model_path):  # one engine per folder, however it was reached (symlinks)
+        model_path = os.path.realpath(model_path)
+    args: dict[str, Any] = {
+        "model": model_path, "dtype": spec.dtype,
+        "enforce_eager": opts.enforce_eager if opts.enforce_eager is not None else device == "cpu",
+        "tensor_parallel_size": opts.tensor_parallel_size, "seed": opts.seed,
+        "kv_cache_dtype": opts.kv_cache_dtype,
+        "disable_log_stats": False,  # RequestOutput.metrics is empty otherwise
+    }
+    optional = {"quantization": opts.quantization, "max_model_len": opts.max_model_len,
+                "max_num_seqs": opts.max_num_seqs,
+                "enable_prefix_caching": opts.enable_prefix_caching,
+                "gpu_memory_utilization": opts.gpu_memory_utilization,
+                "kv_cache_memory_bytes": opts.kv_cache_memory_bytes}
+    if device == "cpu" and opts.kv_cache_memory_bytes is None:
+        optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    args.update({k: v for k, v in optional.items() if v is not None})
+    return args
+
+
+def get_engine(args: dict[str, Any]) -> SharedEngine:
+    """The engine for these arguments, started on first use and shared afterwards."""
+    key = json.dumps(args, sort_keys=True)
+    with _LOCK:
+        if key in _ENGINES:
+            _ENGINES.move_to_end(key)
+            return _ENGINES[key]
+        while len(_ENGINES) >= MAX_ENGINES:
+            _shutdown(_ENGINES.popitem(last=False)[1])
+        engine = _start_engine(args)
+        _ENGINES[key] = engine
+        return engine
+
+
+def _start_engine(args: dict[str, Any]) -> SharedEngine:
+    import psutil
+
+    from engine.vllm_launcher import prepare_vllm
+
+    if prepare_vllm() is None:
+        raise BackendError("vLLM is not installed: run `make vllm` (or pip install "
+                           "'roilab[vllm]'; on a GPU box install vLLM's CUDA build).")
+    # apply_model() below sends a function to the engine's worker to read back the loaded
+    # weights; vLLM pickles such calls only when allowed (local IPC between our own processes).
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    from vllm import LLM
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    t0 = time.perf_counter()
+    try:
+        llm = LLM(**args)
+    except Exception as exc:  # vLLM raises plain exceptions; say what was asked
+        raise BackendError(f"vLLM could not start with {args}: {type(exc).__name__}: "
+                           f"{str(exc)[:500]}") from exc
+    start_s = time.perf_counter() - t0
+    pids = [p.pid for p in me.children(recursive=True) if p.pid not in before]
+    try:
+        weight_bytes = int(sum(llm.apply_model(_weight_bytes)))
+    except Exception:  # noqa: BLE001 - an engine that refuses the call still serves
+        weight_bytes = None
+    return SharedEngine(llm=llm, args=args, start_s=start_s, pids=pids, weight_bytes=weight_bytes)
+
+
+def _weight_bytes(model) -> int:
+    """Runs inside vLLM's worker: bytes of the loaded weights as stored (fp8 counted as 1 byte)."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.data_ptr() in seen:  # tied embeddings count once
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _shutdown(engine: SharedEngine) -> None:
+    try:
+        engine.llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001, S110 - best effort at exit; the processes die with us
+        pass
+
+
+def shutdown_engines() -> None:
+    """Shut down every shared engine (also done at interpreter exit)."""
+    with _LOCK:
+        while _ENGINES:
+            _shutdown(_ENGINES.popitem()[1])
+
+
+atexit.register(shutdown_engines)
+
+
+class _TreeRssSampler:
+    """Peak summed RSS of the engine's processes, sampled in a thread while serving."""
+
+    def __init__(self, pids: list[int], interval_s: float = 0.05) -> None:
+        import psutil
+
+        self._procs = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+        self.peak = self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> int:
+        total = 0
+        for p in self._procs:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001 - a process that exited holds no memory
+                pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._sample())
+
+    def reset(self) -> None:
+        self.peak = self._sample()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        return max(self.peak, self._sample())
+
+
+class VllmBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, spec, model_path: str) -> None:
+        super().__init__(spec, model_path)
+        self.engine: SharedEngine | None = None
+        self.tokenizer = None
+        self._eos: set[int] = set()
+        self._sampler: _TreeRssSampler | None = None
+        self._peak: int | None = None
+        self._reused = False
+        self._batches = 0
+        self._pairs: list[tuple[float, float]] = []  # (our latency, vLLM's) per request
+
+    @classmethod
+    def check(cls, spec, device: str) -> None:
+        check_vllm_spec(spec, device)
+
+    def load(self, calibration: list[Messages] | None = None,
+             calibration_is_eval_set: bool = False) -> LoadInfo:
+        device = resolve_device(self.spec.device)
+        self.check(self.spec, device)
+        self._load_tokenizer()
+        args = engine_args(self.spec, self.model_path, device)
+        self._reused = json.dumps(args, sort_keys=True) in _ENGINES
+        self.engine = get_engine(args)
+        self.engine.uses += 1
+        self._sampler = _TreeRssSampler(self.engine.pids) if device == "cpu" else None
+        return LoadInfo(load_s=self.engine.start_s, weight_bytes=self.engine.weight_bytes,
+                        device=self._describe(device),
+                        technique_report={"_model": {"engine": "vllm", **self._versions()}})
+
+    def _load_tokenizer(self) -> None:
+        from transformers import AutoTokenizer, GenerationConfig
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        except (OSError, ValueError) as exc:
+            raise ModelPrepError(f"Cannot load the tokenizer of {self.model_path!r}: {exc}. "
+                                 "Name a local Hugging Face model folder.") from exc
+        try:
+            eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
+        except OSError:
+            eos = None
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+
+    @staticmethod
+    def _versions() -> dict[str, str]:
+        from engine.vllm_launcher import installed_vllm
+
+        found = installed_vllm()
+        return {"vllm_distribution": found[0], "vllm_version": found[1]} if found else {}
+
+    @staticmethod
+    def _describe(device: str) -> str:
+        if device == "cuda":
+            import torch
+
+            return f"cuda:0 {torch.cuda.get_device_name(0)} (vLLM)"
+        return f"cpu ({os.cpu_count()} cores, vLLM)"
+
+    def _token_ids(self, messages: Messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self._token_ids(messages))
+
+    def generate(self, batch: list[Messages], max_new_tokens: int) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.engine.llm.llm_engine
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
+                                output_kind=RequestOutputKind.DELTA)
+        prompts = [self._token_ids(m) for m in batch]
+        self._batches += 1
+        ids = [f"roilab-{id(self)}-{self._batches}-{i}" for i in range(len(batch))]
+        wall0, mono0, t0 = time.time(), time.monotonic(), time.perf_counter()
+        for rid, toks in zip(ids, prompts, strict=True):
+            engine.add_request(rid, TokensPrompt(prompt_token_ids=toks), params)
+        first: dict[str, float] = {}
+        done: dict[str, float] = {}
+        tokens: dict[str, list[int]] = {rid: [] for rid in ids}
+        metrics: dict[str, Any] = {}
+        while len(done) < len(ids):
+            outputs = engine.step()
+            now = time.perf_counter() - t0
+            for out in outputs:
+                new = list(out.outputs[0].token_ids) if out.outputs else []
+                if new and out.request_id not in first:
+                    first[out.request_id] = now
+                tokens[out.request_id].extend(new)
+                if out.finished:
+                    done[out.request_id] = now
+                    metrics[out.request_id] = out.metrics
+            if not outputs and not engine.has_unfinished_requests() and len(done) < len(ids):
+                raise BackendError("vLLM finished without answering every request; "
+                                   "see the engine's log above.")
+        gens = [self._generation(rid, toks, tokens[rid], first, done, metrics.get(rid),
+                                 (wall0, mono0)) for rid, toks in zip(ids, prompts, strict=True)]
+        self._pairs += [(g.latency_s, g.engine_metrics["latency_s"]) for g in gens
+                        if g.engine_metrics]
+        return gens
+
+    def warm_up(self, prompts: list[Messages], batch_size: int, max_new_tokens: int) -> None:
+        super().warm_up(prompts, batch_size, max_new_tokens)
+        self._pairs.clear()  # agreement is reported over the timed requests only
+
+    def _generation(self, rid: str, prompt: list[int], out: list[int], first: dict, done: dict,
+                    stats, origin: tuple[float, float]) -> Generation:
+        cut = next((j for j, t in enumerate(out) if t in self._eos), len(out))
+        text = self.tokenizer.decode(out[:cut], skip_special_tokens=True).strip()
+        return Generation(text=text, prompt_tokens=len(prompt), output_tokens=cut,
+                          ttft_s=first.get(rid, done[rid]), latency_s=done[rid],
+                          engine_metrics=_engine_metrics(stats, *origin))
+
+    def serving_report(self) -> dict[str, Any]:
+        if self.engine is None:
+            return {}
+        report = {"engine": "vllm offline LLM engine", **self._versions(),
+                  "engine_args": {k: v for k, v in self.engine.args.items() if k != "model"},
+                  "engine_start_s": round(self.engine.start_s, 2),
+                  "engine_reused": self._reused,
+                  "timing": "ours: from batch submission to the step that returned the request's "
+                            "first token / its finish; vLLM's: RequestOutput.metrics "
+                            "(engine_metrics per request)"}
+        if self._pairs:
+            diffs = [abs(ours - theirs) / theirs for ours, theirs in self._pairs if theirs > 0]
+            report["latency_vs_vllm_metrics"] = {
+                "requests": len(self._pairs), "max_rel_diff": round(max(diffs, default=0), 4),
+                "mean_rel_diff": round(sum(diffs) / max(len(diffs), 1), 4)}
+        if self.engine.pids:
+            report["memory"] = ("peak RSS summed over vLLM's engine processes (EngineCore + "
+                                "worker), each with its own Python/torch runtime, and the KV "
+                                "cache pages touched")
+        return report
+
+    def peak_memory_bytes(self) -> int | None:
+        if self._sampler is not None:
+            self._peak = self._sampler.stop()
+            self._sampler = None
+        return self._peak
+
+    def close(self) -> None:
+        # The engine stays in the shared cache for the next variant with the same arguments.
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        self.engine = None
+
+
+def _engine_metrics(stats, wall0: float, mono0: float) -> dict[str, float] | None:
+    """vLLM's own timings for one request, in seconds from our batch submission.
+
+    ``arrival_time`` is a wall-clock stamp taken by vLLM's front end when the request was
+    added; ``queued/scheduled/first_token/last_token_ts`` are engine-core stamps of the
+    monotonic clock, which is system-wide on Linux and so comparable with ours.
+    ``ttft_s`` is vLLM's ``first_token_latency`` (front end, from arrival); ``latency_s`` is
+    that plus the engine's decode span (first to last token), i.e. arrival to last token.
+    """
+    if stats is None or not getattr(stats, "first_token_ts", 0):
+        return None
+    decode = stats.last_token_ts - stats.first_token_ts
+    return {"arrival_s": stats.arrival_time - wall0,
+            "queued_s": stats.queued_ts - mono0, "scheduled_s": stats.scheduled_ts - mono0,
+            "first_token_s": stats.first_token_ts - mono0,
+            "last_token_s": stats.last_token_ts - mono0,
+            "ttft_s": stats.first_token_latency,
+            "latency_s": stats.first_token_latency + decode,
+            "generation_tokens": stats.num_generation_tokens,
+            "preemptions": stats.num_preemptions}
