@@ -128,3 +128,44 @@ class Run:
     finished_at: datetime | None = None
     error: str | None = None
     variants: tuple[VariantRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """One request of a load test: when it arrived, was sent, streamed and ended.
+
+    Times are seconds from the start of its load level (``time.perf_counter`` based), so a
+    level's samples share one clock. ``chunk_times_s`` holds the arrival time of every
+    streamed chunk that carried content (the first one is the first token).
+    """
+
+    variant: str
+    level: float  # the load level: concurrency, requests/s, or trace speed-up factor
+    request_index: int  # position in the workload
+    arrival_s: float  # when the schedule released it (== sent_s unless the client lagged)
+    sent_s: float
+    first_token_s: float | None  # None: no content came back
+    end_s: float
+    output_tokens: int
+    prompt_tokens: int | None = None
+    chunk_times_s: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.first_token_s is not None
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """A stored load test: its LoadSpec (JSON) and status; samples are read separately."""
+
+    id: int
+    workload_id: int
+    name: str
+    spec: dict[str, Any]
+    status: str  # "pending" | "running" | "done" | "failed"
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    n_samples: int = 0

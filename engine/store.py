@@ -12,14 +12,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import ForeignKey, LargeBinary, String, Text, create_engine, event, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from engine.domain import (
     LogRequest,
@@ -33,14 +33,8 @@ from engine.domain import (
 )
 from engine.errors import SpecError, StorageError
 from engine.hardware import CATALOG, Hardware, merge_catalog, validate_hardware
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
+from engine.store_base import Base, _now  # shared with the load-test tables
+from engine.store_load import LoadStoreMixin
 
 
 class WorkloadRow(Base):
@@ -154,7 +148,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Store:
+class Store(LoadStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:

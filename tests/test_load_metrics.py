@@ -1,0 +1,141 @@
+"""Load-test metrics, schedules, spec validation and storage: pure, checked against numbers
+worked out by hand in the comments."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from engine.domain import LoadSample, LogRequest
+from engine.errors import SpecError
+from engine.load import (
+    _plan,
+    parse_load_spec,
+    poisson_arrivals,
+    request_timestamp,
+    trace_arrivals,
+    trace_order,
+)
+from engine.load_metrics import Slo, capacity_at_slo, level_stats, levels_frame, percentiles
+from engine.logs import parse_log
+from engine.store import Store
+
+
+def _s(arrival, chunks, end, out, error=None, level=1.0, variant="v"):
+    return LoadSample(variant=variant, level=level, request_index=0, arrival_s=arrival,
+                      sent_s=arrival, first_token_s=chunks[0] if chunks else None, end_s=end,
+                      output_tokens=out, chunk_times_s=tuple(chunks), error=error)
+
+
+# A: ttft 0.5, e2e 1.1, gaps 0.2 0.3 (mean 0.25)      B: ttft 0.2, e2e 1.0, gap 0.4
+# C: failed                                          D: ttft 2.0, e2e 2.5, one chunk
+SAMPLES = [_s(0.0, [0.5, 0.7, 1.0], 1.1, 3), _s(1.0, [1.2, 1.6], 2.0, 2),
+           _s(2.0, [], 2.5, 0, error="HTTP 500"), _s(0.5, [2.5], 3.0, 1)]
+SLO = Slo(ttft_s=1.0, itl_s=0.3, e2e_s=2.0)
+
+
+def test_percentiles_interpolate_linearly():
+    # [1, 2, 3, 4]: p50 = 2.5; p90 at rank 2.7 -> 3.7; p99 at rank 2.97 -> 3.97
+    assert percentiles([4, 1, 3, 2]) == pytest.approx({"p50": 2.5, "p90": 3.7, "p99": 3.97})
+    assert percentiles([]) == {"p50": None, "p90": None, "p99": None}
+
+
+def test_level_stats_by_hand():
+    st = level_stats(SAMPLES, SLO)
+    assert (st.n, st.n_ok) == (4, 3)
+    assert st.duration_s == pytest.approx(3.0)  # last end 3.0 - first arrival 0.0
+    # TTFT of the ok ones sorted [0.2, 0.5, 2.0]: p50 0.5, p90 0.5+0.8*1.5, p99 0.5+0.98*1.5
+    assert st.ttft == pytest.approx({"p50": 0.5, "p90": 1.7, "p99": 1.97})
+    # all gaps pooled [0.2, 0.3, 0.4]
+    assert st.itl == pytest.approx({"p50": 0.3, "p90": 0.38, "p99": 0.398})
+    # E2E [1.0, 1.1, 2.5]
+    assert st.e2e == pytest.approx({"p50": 1.1, "p90": 2.22, "p99": 2.472})
+    assert st.output_tokens_per_s == pytest.approx(6 / 3)  # 3 + 2 + 1 tokens over 3 s
+    assert st.requests_per_s == pytest.approx(3 / 3)
+    # only A meets all: B's mean ITL 0.4 > 0.3, D's TTFT 2.0 > 1.0, C failed
+    assert st.n_slo == 1 and st.goodput_rps == pytest.approx(1 / 3)
+    assert st.slo_attainment == pytest.approx(0.25)
+
+
+def test_slo_thresholds_left_out_are_not_checked():
+    assert level_stats(SAMPLES, Slo()).n_slo == 3  # every successful request
+    assert level_stats(SAMPLES, Slo(ttft_s=1.0)).n_slo == 2  # A and B
+
+
+def test_levels_frame_groups_by_variant_then_level():
+    samples = [_s(0, [1], 2, 1, level=4), _s(0, [1], 2, 1, level=1),
+               _s(0, [1], 4, 1, variant="w", level=2)]
+    frame = levels_frame(samples, Slo())
+    assert list(zip(frame.variant, frame.level, strict=True)) == [("v", 1), ("v", 4), ("w", 2)]
+    assert frame.requests_per_s.tolist() == pytest.approx([0.5, 0.5, 0.25])
+
+
+def test_capacity_is_the_best_level_that_meets_the_slo():
+    levels = pd.DataFrame({
+        "variant": ["a", "a", "a", "b"], "level": [1, 2, 4, 1],
+        "requests_per_s": [1.0, 1.8, 2.5, 0.7], "slo_attainment": [1.0, 0.95, 0.5, 0.2],
+        "e2e_p99_s": [1.0, 1.5, 4.0, 9.0]})
+    cap = capacity_at_slo(levels, min_attainment=0.9)
+    assert (cap["a"].requests_per_s, cap["a"].level, cap["a"].e2e_p99_s) == (1.8, 2, 1.5)
+    assert cap["b"].requests_per_s is None  # no level met the SLO
+    assert capacity_at_slo(levels, min_attainment=0.5)["a"].requests_per_s == 2.5
+
+
+def test_poisson_arrivals_are_seeded_with_the_right_mean_gap():
+    a = poisson_arrivals(4.0, 20_001, seed=3)
+    assert a == poisson_arrivals(4.0, 20_001, seed=3) and a != poisson_arrivals(4.0, 20_001, 4)
+    assert a[0] == 0.0 and all(x <= y for x, y in zip(a, a[1:], strict=False))
+    assert a[-1] / 20_000 == pytest.approx(0.25, rel=0.03)  # mean gap 1 / rate
+
+
+def test_trace_timing_from_metadata():
+    assert trace_arrivals([100.0, 102.0, 101.0], speedup=2) == [0.0, 1.0, 0.5]
+    iso = LogRequest(line=1, messages=(), metadata={"timestamp": "2024-05-02T09:09:25Z"})
+    ms = LogRequest(line=2, messages=(), metadata={"created": 1714640966000})
+    assert request_timestamp(iso) == 1714640965.0 and request_timestamp(ms) == 1714640966.0
+    bare = LogRequest(line=3, messages=(), metadata={"team": "x"})
+    assert [i for i, _ in trace_order([ms, iso])] == [1, 0]
+    with pytest.raises(SpecError, match=r"1 of 2 requests carry no timestamp.*concurrency or "
+                                        "poisson"):
+        trace_order([iso, bare])
+
+
+def test_bundled_proxy_log_replays_at_its_own_timing(settings):
+    raw = (settings.samples_dir / "doc_summarisation_proxy.jsonl").read_bytes()
+    reqs = parse_log(raw, "x.jsonl").requests
+    spec = parse_load_spec({"workload_id": 1, "schedule": "trace", "levels": [10],
+                            "requests_per_level": 5,
+                            "targets": [{"name": "t", "base_url": "http://h:1/v1", "model": "m"}]})
+    offsets = [a for _, a in _plan(spec, reqs)[10]]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] > 0
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"levels": [1.5]}, "whole numbers"),
+    ({"targets": [{"name": "t"}]}, "either base_url"),
+    ({"targets": [{"name": "t", "base_url": "ftp://h:1/v1", "model": "m"}]}, "http://"),
+    ({"surprise": 1}, "surprise: Extra inputs"),
+    ({"slo": {"ttft_s": 0}}, "slo.ttft_s"),
+])
+def test_bad_specs_name_the_field(change, message):
+    good = {"workload_id": 1, "targets": [{"name": "t", "base_url": "http://h:1/v1",
+                                           "model": "m"}]}
+    with pytest.raises(SpecError, match=message):
+        parse_load_spec(good | change)
+
+
+def test_store_round_trip_and_new_tables_on_an_old_database(store, settings):
+    raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
+    w = store.add_workload("w", "s.jsonl", raw, parse_log(raw, "s.jsonl"))
+    with store.engine.begin() as conn:  # a database from before load tests existed
+        conn.execute(text("DROP TABLE load_samples"))
+        conn.execute(text("DROP TABLE load_runs"))
+    again = Store(settings.resolved_db_url())
+    assert again.get_workload(w.id).n_requests == w.n_requests  # old data untouched
+    run = again.create_load_run(w.id, "sweep", {"levels": [1]})
+    again.add_load_samples(run.id, SAMPLES)
+    again.set_load_run_status(run.id, "done")
+    [listed] = again.list_load_runs()
+    assert listed.status == "done" and listed.n_samples == 4 and listed.finished_at
+    assert again.get_load_samples(run.id) == SAMPLES  # frozen objects, chunk times included
+    assert len(again.load_samples_frame(run.id)) == 4
