@@ -3,12 +3,17 @@
 ORM rows never leave this module: callers get frozen domain objects or DataFrames.
 Every write happens in one transaction that commits or rolls back as a whole, so a
 failure never leaves half-written results. SQLite runs in WAL mode so the dashboard can
-read while a pilot writes.
+read while a pilot writes. PostgreSQL (``postgresql+psycopg://...``) serves a shared store;
+the same contract tests run against both. Column types are chosen so a server database
+accepts whatever SQLite does: free text is TEXT (no VARCHAR limit), byte counts are 64-bit,
+and NUL characters and NaN are normalised the same way on every backend.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -17,8 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ForeignKey, LargeBinary, String, Text, create_engine, event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from engine.domain import (
@@ -37,16 +54,38 @@ from engine.store_base import Base, _now  # shared with the load-test tables
 from engine.store_load import LoadStoreMixin
 
 
+class CleanText(TypeDecorator):
+    """Unbounded text. PostgreSQL text cannot hold U+0000 (a model may emit it, a log may
+    carry it), so it is stored as U+FFFD on every backend: one answer, and no write fails."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+class Measure(TypeDecorator):
+    """A double; NaN is stored as NULL ("no value"), as SQLite always did and PostgreSQL
+    would not (it keeps NaN). Infinities are kept."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+
 class WorkloadRow(Base):
     __tablename__ = "workloads"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    filename: Mapped[str] = mapped_column(String(500))
+    name: Mapped[str] = mapped_column(CleanText)
+    filename: Mapped[str] = mapped_column(CleanText)
     format: Mapped[str] = mapped_column(String(40))
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the upload, byte for byte
     sha256: Mapped[str] = mapped_column(String(64))
     n_requests: Mapped[int]
-    issues_json: Mapped[str] = mapped_column(Text, default="[]")
+    issues_json: Mapped[str] = mapped_column(CleanText, default="[]")
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
@@ -56,23 +95,23 @@ class RequestRow(Base):
     workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
     idx: Mapped[int]
     line: Mapped[int]
-    messages_json: Mapped[str] = mapped_column(Text)
-    reference: Mapped[str | None] = mapped_column(Text)
-    logged_output: Mapped[str | None] = mapped_column(Text)
+    messages_json: Mapped[str] = mapped_column(CleanText)
+    reference: Mapped[str | None] = mapped_column(CleanText)
+    logged_output: Mapped[str | None] = mapped_column(CleanText)
     logged_prompt_tokens: Mapped[int | None]
     logged_output_tokens: Mapped[int | None]
-    request_id: Mapped[str | None] = mapped_column(String(200))
-    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    request_id: Mapped[str | None] = mapped_column(CleanText)
+    metadata_json: Mapped[str] = mapped_column(CleanText, default="{}")
 
 
 class RunRow(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    spec_json: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(CleanText)
+    spec_json: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(CleanText)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     finished_at: Mapped[datetime | None]
 
@@ -82,17 +121,17 @@ class VariantRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     position: Mapped[int]
-    name: Mapped[str] = mapped_column(String(80))
-    spec_json: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(CleanText)
+    spec_json: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    error: Mapped[str | None] = mapped_column(Text)
-    load_s: Mapped[float | None]
-    weight_bytes: Mapped[int | None]
-    peak_mem_bytes: Mapped[int | None]
-    throughput_tok_s: Mapped[float | None]
-    wall_s: Mapped[float | None]
-    device: Mapped[str | None] = mapped_column(String(80))
-    technique_report_json: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str | None] = mapped_column(CleanText)
+    load_s: Mapped[float | None] = mapped_column(Measure)
+    weight_bytes: Mapped[int | None] = mapped_column(BigInteger)  # an 8B model: 16e9 > 2**31
+    peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    throughput_tok_s: Mapped[float | None] = mapped_column(Measure)
+    wall_s: Mapped[float | None] = mapped_column(Measure)
+    device: Mapped[str | None] = mapped_column(CleanText)  # e.g. "endpoint <its URL>"
+    technique_report_json: Mapped[str] = mapped_column(CleanText, default="{}")
 
 
 class ResultRow(Base):
@@ -100,20 +139,20 @@ class ResultRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id"), index=True)
     request_index: Mapped[int]
-    output_text: Mapped[str] = mapped_column(Text)
+    output_text: Mapped[str] = mapped_column(CleanText)
     prompt_tokens_logged: Mapped[int | None]
     prompt_tokens_original: Mapped[int]
     prompt_tokens_sent: Mapped[int]
     output_tokens: Mapped[int]
-    ttft_s: Mapped[float]
-    latency_s: Mapped[float]
-    compress_s: Mapped[float] = mapped_column(default=0.0)
-    error: Mapped[str | None] = mapped_column(Text)
-    ref_exact: Mapped[float | None]
-    ref_contains: Mapped[float | None]
-    ref_f1: Mapped[float | None]
-    base_rouge_l: Mapped[float | None]
-    base_cosine: Mapped[float | None]
+    ttft_s: Mapped[float] = mapped_column(Measure)
+    latency_s: Mapped[float] = mapped_column(Measure)
+    compress_s: Mapped[float] = mapped_column(Measure, default=0.0)
+    error: Mapped[str | None] = mapped_column(CleanText)
+    ref_exact: Mapped[float | None] = mapped_column(Measure)
+    ref_contains: Mapped[float | None] = mapped_column(Measure)
+    ref_f1: Mapped[float | None] = mapped_column(Measure)
+    base_rouge_l: Mapped[float | None] = mapped_column(Measure)
+    base_cosine: Mapped[float | None] = mapped_column(Measure)
 
 
 class HardwareRow(Base):
@@ -122,11 +161,11 @@ class HardwareRow(Base):
 
     __tablename__ = "hardware"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(CleanText)
     kind: Mapped[str] = mapped_column(String(10))
     memory_gb: Mapped[float]
     price_per_hour: Mapped[float]
-    price_source: Mapped[str] = mapped_column(Text)
+    price_source: Mapped[str] = mapped_column(CleanText)
     price_date: Mapped[str] = mapped_column(String(7))
     bandwidth_gbs: Mapped[float | None]
     bf16_tflops: Mapped[float | None]
@@ -152,19 +191,33 @@ class Store(LoadStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:
+        """Open the store at a SQLAlchemy URL (``sqlite:///data/roilab.db``,
+        ``postgresql+psycopg://user:pass@host/db``), creating missing tables on first use."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True,
                                                                            exist_ok=True)
+        shown = _masked(url)  # never put a password into a message
         try:
-            self.engine = create_engine(url, future=True)
+            sa_url = make_url(url)
+            if sa_url.drivername in ("postgresql", "postgres"):  # our driver: psycopg 3
+                sa_url = sa_url.set(drivername="postgresql+psycopg")
+            server = sa_url.get_backend_name() != "sqlite"
+            # a shared server may restart or drop idle connections: check each before use
+            self.engine = create_engine(sa_url, future=True, pool_pre_ping=server)
         except Exception as exc:  # bad URL or missing driver
-            raise StorageError(f"Cannot open results store {url!r}: {exc}. Fix ROILAB_DB_URL.") \
-                from exc
+            raise StorageError(f"Cannot open results store {shown}: {exc}. "
+                               "Fix ROILAB_DB_URL.") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self._session():
-            Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)  # only the tables that are missing
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StorageError(
+                f"Cannot open results store {shown}: {_first_line(exc)}. Fix ROILAB_DB_URL "
+                "(is the server running, does the database exist, may this user create "
+                "tables in it?).") from exc
         self.url = url
 
     @contextmanager
@@ -354,6 +407,18 @@ class Store(LoadStoreMixin):
                    spec=json.loads(row.spec_json), status=row.status, error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
                    variants=tuple(_variant(v) for v in s.scalars(vq)))
+
+
+def _masked(url: str) -> str:
+    """The URL as it may be shown: password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def _request_row(workload_id: int, idx: int, r: LogRequest) -> RequestRow:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real embedded model (prepared once) and a fresh store per test."""
+"""Shared fixtures: the real embedded model (prepared once), a fresh store per test, and a
+real throwaway PostgreSQL server for the store's contract tests."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pg_server import PostgresServer  # noqa: E402  (tests/pg_server.py)
 
 from engine.model_prep import EMBEDDED_NAME, prepare_embedded_model  # noqa: E402
 from engine.settings import REPO_ROOT, Settings  # noqa: E402
@@ -43,3 +46,25 @@ def model_settings(tmp_path: Path, embedded_model_dir: Path) -> Settings:
 @pytest.fixture
 def store(settings: Settings) -> Store:
     return Store(settings.resolved_db_url())
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for this test session, stopped and deleted at the end.
+
+    Fails (never skips) without the server binaries: CI must run the Postgres contract.
+    """
+    try:
+        server = PostgresServer.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer):
+    """A fresh empty database on the session's server (dropped after the test)."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

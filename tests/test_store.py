@@ -1,13 +1,35 @@
-"""The storage contract on a real SQLite file: round trips, atomicity, WAL, clear errors."""
+"""The storage contract, run against every storage mode: a real SQLite file and a real
+PostgreSQL server the tests start (tests/pg_server.py). Round trips, atomicity, clear errors;
+SQLite's WAL mode has its own test."""
 from __future__ import annotations
 
+import math
 import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from engine.domain import LogRequest, ParsedLog, RequestResult, RowIssue
 from engine.errors import StorageError
 from engine.store import Store
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty store URL of each backend (a new file / a new database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'roilab.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(store_url: str):
+    s = Store(store_url)
+    yield s
+    s.engine.dispose()  # release server connections before the database is dropped
 
 
 def _parsed(n: int = 3) -> ParsedLog:
@@ -68,7 +90,8 @@ def test_failed_write_is_rolled_back_whole(store: Store) -> None:
     assert store.get_run(run.id).variants[0].status == "pending"
 
 
-def test_sqlite_is_in_wal_mode_and_readable_while_writing(store: Store, settings) -> None:
+def test_sqlite_is_in_wal_mode_and_readable_while_writing(settings) -> None:
+    store = Store(settings.resolved_db_url())
     path = settings.resolved_db_url().removeprefix("sqlite:///")
     w = store.add_workload("w", "w.jsonl", b"x", _parsed(1))
     conn = sqlite3.connect(path)
@@ -145,14 +168,183 @@ def test_user_hardware_refusals(store: Store) -> None:
         store.get_hardware("nope")
 
 
-def test_hardware_table_added_to_an_existing_database(tmp_path) -> None:
-    path = tmp_path / "old.db"
-    Store(f"sqlite:///{path}").add_workload("w", "w.jsonl", b"x", _parsed(1))
-    con = sqlite3.connect(path)
-    con.execute("DROP TABLE hardware")  # what a database from before the table looks like
-    con.commit()
-    con.close()
-    store = Store(f"sqlite:///{path}")  # create_all adds the missing table only
+def test_hardware_table_added_to_an_existing_database(store_url: str) -> None:
+    first = Store(store_url)
+    first.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    with first.engine.begin() as conn:  # what a database from before the table looks like
+        conn.execute(sa.text("DROP TABLE hardware"))
+    first.engine.dispose()
+    store = Store(store_url)  # create_all adds the missing table only
     assert [w.name for w in store.list_workloads()] == ["w"]
     store.add_hardware(**_MY_GPU)
     assert store.get_hardware("onprem-a100").price_per_hour == 0.95
+    store.engine.dispose()
+
+
+# --- what SQLite lets through and a server database does not --------------------------
+
+def test_values_sqlite_never_checks_round_trip_everywhere(store: Store) -> None:
+    """Long free-form strings (an endpoint URL as the device, a log's request id), byte
+    counts past 2**31 (an 8B model's weights), every byte value in the upload, big text."""
+    raw = bytes(range(256)) * 4
+    long_id = "req-" + "x" * 600
+    parsed = ParsedLog("chat_jsonl", (LogRequest(line=1, messages=(
+        {"role": "user", "content": "é" * 200_000},), request_id=long_id),), (), 1)
+    w = store.add_workload("n" * 300, "f" * 600 + ".jsonl", raw, parsed)
+    assert store.get_raw_upload(w.id) == raw
+    assert (w.name, w.filename) == ("n" * 300, "f" * 600 + ".jsonl")
+    req = store.get_requests(w.id)[0].request
+    assert req.request_id == long_id and len(req.messages[0]["content"]) == 200_000
+    run = store.create_run(w.id, "r" * 300, {"cost": {"requests_per_month": 3 * 10**9}},
+                           [{"name": "baseline"}])
+    device = "endpoint https://" + "llm-gateway.example.com/" * 4 + "v1"
+    store.finish_variant(run.variants[0].id, [_result(0, ttft_s=1e-9, latency_s=123456.789)],
+                         {"weight_bytes": 16_060_522_496, "peak_mem_bytes": 2**40 + 1,
+                          "wall_s": 1.25, "device": device, "load_s": 0.1},
+                         {"layers": 2**33, "nested": {"ratio": 0.5, "names": ["a", "ü"]}})
+    got = store.get_run(run.id)
+    v = got.variants[0]
+    assert (v.weight_bytes, v.peak_mem_bytes, v.device) == (16_060_522_496, 2**40 + 1, device)
+    assert v.technique_report == {"layers": 2**33, "nested": {"ratio": 0.5, "names": ["a", "ü"]}}
+    assert got.name == "r" * 300 and got.spec["cost"]["requests_per_month"] == 3 * 10**9
+    assert store.get_results(v.id) == [_result(0, ttft_s=1e-9, latency_s=123456.789)]
+
+
+def test_text_with_nul_characters_is_stored_the_same_everywhere(store: Store) -> None:
+    """PostgreSQL text can't hold U+0000 (a model can emit it, a log can carry it): it is
+    stored as U+FFFD on every backend, so both give the same answer and no write fails."""
+    parsed = ParsedLog("prompt_jsonl", (LogRequest(line=1, messages=(
+        {"role": "user", "content": "a\x00b"},), reference="r\x00"),), (), 1)
+    w = store.add_workload("w\x00", "w.jsonl", b"a\x00b", parsed)
+    assert store.get_raw_upload(w.id) == b"a\x00b"  # bytes are kept as they are
+    req = store.get_requests(w.id)[0].request
+    assert req.messages[0]["content"] == "a\x00b"  # inside JSON it is escaped, so kept
+    assert req.reference == "r\ufffd" and store.get_workload(w.id).name == "w\ufffd"
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    store.finish_variant(run.variants[0].id, [_result(0, output_text="o\x00k")], {}, {})
+    assert store.get_results(run.variants[0].id)[0].output_text == "o\ufffdk"
+
+
+def test_listing_filters_and_ordering(store: Store) -> None:
+    w1 = store.add_workload("one", "a.jsonl", b"x", _parsed(1))
+    w2 = store.add_workload("two", "b.jsonl", b"y", _parsed(2))
+    assert [w.name for w in store.list_workloads()] == ["two", "one"]  # newest first
+    r1 = store.create_run(w1.id, "a", {}, [{"name": "baseline"}])
+    r2 = store.create_run(w2.id, "b", {}, [{"name": "baseline"}, {"name": "x"}])
+    r3 = store.create_run(w2.id, "c", {}, [{"name": "baseline"}])
+    assert [r.id for r in store.list_runs()] == [r3.id, r2.id, r1.id]
+    assert [r.id for r in store.list_runs(w2.id)] == [r3.id, r2.id]
+    assert store.list_runs(w2.id + 100) == []
+    assert store.get_requests(w1.id + 100) == []
+    frame = store.results_frame(r2.id)  # no results yet: empty, with the columns
+    assert frame.empty and {"variant", "variant_id", "latency_s"} <= set(frame.columns)
+
+
+def test_status_changes_and_timestamps(store: Store) -> None:
+    before = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+    w = store.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    assert w.created_at.tzinfo is None and before <= w.created_at  # naive UTC everywhere
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    assert (run.status, run.finished_at, run.created_at.tzinfo) == ("pending", None, None)
+    store.set_run_status(run.id, "running")
+    store.set_variant_status(run.variants[0].id, "running")
+    got = store.get_run(run.id)
+    assert (got.status, got.finished_at, got.variants[0].status) == ("running", None, "running")
+    store.set_run_status(run.id, "failed", "out of memory ✗")
+    got = store.get_run(run.id)
+    assert (got.status, got.error) == ("failed", "out of memory ✗")
+    assert got.finished_at is not None and got.finished_at >= got.created_at
+    assert got.finished_at - got.created_at < timedelta(minutes=1)
+    with pytest.raises(StorageError, match="No variant with id 999"):
+        store.set_variant_status(999, "ok")
+    with pytest.raises(StorageError, match="No workload with id 999"):
+        store.create_run(999, "p", {}, [{"name": "baseline"}])
+    assert [r.id for r in store.list_runs()] == [run.id]  # the refused run wasn't half-made
+
+
+def test_nan_inf_and_missing_measures(store: Store) -> None:
+    w = store.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    store.finish_variant(run.variants[0].id,
+                         [_result(0, ref_f1=None, base_cosine=float("nan"), compress_s=0.25)],
+                         {"throughput_tok_s": float("inf")}, {})
+    v = store.get_run(run.id).variants[0]
+    assert v.throughput_tok_s == math.inf and v.load_s is None and v.device is None
+    r = store.get_results(v.id)[0]  # NaN reads back as "no value" (SQLite's way) everywhere
+    assert r.ref_f1 is None and r.base_cosine is None and r.compress_s == 0.25
+
+
+def test_two_stores_on_one_url_share_results(store_url: str) -> None:
+    """What a shared store is for: a second process (dashboard, another pilot) sees writes."""
+    a, b = Store(store_url), Store(store_url)  # the second create_all finds the tables
+    w = a.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    run = a.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    a.finish_variant(run.variants[0].id, [_result(0)], {"wall_s": 1.0}, {})
+    assert b.get_results(run.variants[0].id) == [_result(0)]
+    b.add_hardware(**_MY_GPU)
+    assert a.get_hardware("onprem-a100").price_per_hour == 0.95
+    a.engine.dispose()
+    b.engine.dispose()
+
+
+def test_unreachable_server_says_how_to_fix_without_the_password(postgres_server) -> None:
+    url = postgres_server.url("roilab_nosuchdb")
+    with pytest.raises(StorageError, match="ROILAB_DB_URL") as err:
+        Store(url)
+    assert "roilab-test-pw" not in str(err.value) and "nosuchdb" in str(err.value)
+    bad_port = url.replace(f":{postgres_server.port}/", ":1/")
+    with pytest.raises(StorageError, match="ROILAB_DB_URL"):
+        Store(bad_port)
+    with pytest.raises(StorageError, match="ROILAB_DB_URL") as err:
+        Store("postgresql+nosuchdriver://u:secret@127.0.0.1/db")
+    assert "secret" not in str(err.value)
+
+
+def test_plain_postgresql_url_uses_psycopg(postgres_server) -> None:
+    """`postgresql://` would mean psycopg2 to SQLAlchemy; we ship psycopg 3."""
+    url = postgres_server.create_database().replace("postgresql+psycopg://", "postgresql://")
+    store = Store(url)
+    assert store.engine.dialect.driver == "psycopg" and store.list_workloads() == []
+    store.engine.dispose()
+    postgres_server.drop_database(url)
+
+
+def test_report_from_postgres_matches_sqlite(postgres_url: str, settings) -> None:
+    """A pilot's results (built from domain objects; no model run) written to PostgreSQL
+    give the same report, via engine.summary.build_report, as the SQLite file does."""
+    from engine.summary import build_report
+
+    reports = []
+    for url in (settings.resolved_db_url(), postgres_url):
+        s = Store(url)
+        w = s.add_workload("support", "chat.jsonl", b"{}", _parsed(3))
+        run = s.create_run(w.id, "pilot", {"cost": {"hardware": "nvidia-a10g",
+                                                    "requests_per_month": 2_000_000}},
+                           [{"name": "baseline"}, {"name": "int8", "techniques": [
+                               {"kind": "quantize_weights", "bits": 8}]}])
+        base, int8 = run.variants
+        s.finish_variant(base.id, [_result(i, output_tokens=20, latency_s=0.5 + i / 10,
+                                           ref_f1=1.0) for i in range(3)],
+                         {"wall_s": 3.0, "weight_bytes": 16_060_522_496, "device": "cuda"}, {})
+        s.finish_variant(int8.id, [_result(i, output_tokens=18, latency_s=0.4 + i / 10,
+                                           ref_f1=0.9, base_cosine=0.97) for i in range(3)],
+                         {"wall_s": 2.0, "weight_bytes": 8_030_261_248, "device": "cuda"},
+                         {"layers_quantized": 224})
+        s.set_run_status(run.id, "done")
+        reports.append(build_report(s, run.id))
+        s.engine.dispose()
+    sqlite_rep, other = reports
+    assert other.frame().equals(sqlite_rep.frame())
+    assert other.results.drop(columns="variant_id").equals(
+        sqlite_rep.results.drop(columns="variant_id"))
+    best = other.best_saving()
+    assert best is not None and best.name == "int8" and best.weight_bytes == 8_030_261_248
+    assert other.baseline.tokens_per_s == pytest.approx(60 / 3.0)
+
+
+def test_missing_postgres_binaries_say_to_run_make_system_deps(monkeypatch) -> None:
+    import pg_server
+
+    monkeypatch.setattr(pg_server, "find_bindir", lambda: None)
+    with pytest.raises(RuntimeError, match="make system-deps"):
+        pg_server.PostgresServer.start()
