@@ -4,6 +4,7 @@
     roilab ingest LOG [--name N]      # validate and store a request log
     roilab pilot --workload ID        # run baseline + variants over it
     roilab runs | show RUN | report RUN -o case.pdf | dashboard
+    roilab load --workload ID --url URL --model NAME --levels 1,2,4,8   # load sweep
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine import cli_load as load_cli
 from engine.errors import RoilabError
 from engine.settings import REPO_ROOT, Settings, get_settings
 
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("hardware", help="the hardware/price catalog")
     p.set_defaults(func=lambda a, s: _print_catalog(s))
+    load_cli.add_parser(sub)
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_dashboard)

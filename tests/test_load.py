@@ -88,3 +88,23 @@ def test_unreachable_or_wrong_model_fails_the_run_with_the_fix(vllm_server, sett
         run_load(_spec(wid, url, levels=[1]), store, settings)
     assert [r.status for r in store.list_load_runs()] == ["failed", "failed"]
     assert "gpt-9" in store.list_load_runs()[1].error
+
+
+def test_cli_sweeps_a_url_and_prints_the_per_level_table(vllm_server, settings, monkeypatch,
+                                                         capsys):
+    from engine.cli import main
+
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    wid = _workload(Store(settings.resolved_db_url()), settings)
+    assert main(["load", "--workload", str(wid), "--url", vllm_server, "--model", VLLM_SERVED,
+                 "--levels", "1,2", "--requests-per-level", "3", "--max-new-tokens", "8",
+                 "--slo-ttft", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "[100%] smollm2: concurrency 2 done" in out
+    header, *rows = out.split("Load run 1 ")[1].splitlines()[1:]
+    assert header.split()[:4] == ["variant", "level", "ok", "TTFT"] and len(rows) == 2
+    assert main(["load", "--show", "1"]) == 0
+    assert out.split("Load run 1 ")[1] == capsys.readouterr().out.split("Load run 1 ")[1]
+    assert main(["load", "--workload", str(wid)]) == 2  # neither --url nor --serve
+    assert "either --url URL --model NAME" in capsys.readouterr().err
