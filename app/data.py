@@ -17,8 +17,10 @@ import streamlit as st
 
 from engine.business import Assumptions, BusinessCase, build_business_case
 from engine.cost import CATALOG, get_hardware
-from engine.domain import LogRequest, Run, Workload
+from engine.domain import LoadRun, LogRequest, Run, Workload
 from engine.hardware import Hardware
+from engine.load import LoadProgress, LoadSpec, load_levels, run_load
+from engine.load_metrics import Capacity, capacity_at_slo
 from engine.logs import parse_log, token_stats
 from engine.model_prep import embedded_model_dir, is_prepared
 from engine.portfolio import Portfolio, portfolio
@@ -272,3 +274,44 @@ def summary_sentences(rep: PilotReport) -> list[str]:
 def assumptions_frame(rep: PilotReport) -> pd.DataFrame:
     """Every input the cost figures depend on, with the formulas."""
     return pd.DataFrame(assumptions(rep), columns=["assumption", "value"])
+
+
+# ---- load tests ------------------------------------------------------------------------
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _load_runs(url: str) -> list[LoadRun]:
+    return _store(url).list_load_runs()
+
+
+def load_runs() -> list[LoadRun]:
+    """Stored load runs, newest first."""
+    return _load_runs(db_url())
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _load_levels(url: str, run_id: int) -> pd.DataFrame:
+    return load_levels(_store(url), run_id)
+
+
+def load_levels_frame(run_id: int) -> pd.DataFrame:
+    """Per (variant, level) figures of a load run, rebuilt from its stored samples."""
+    return _load_levels(db_url(), run_id)
+
+
+def load_capacity(run_id: int, min_attainment: float = 0.9) -> dict[str, Capacity]:
+    """Per variant: the highest requests/s of a level where >= min_attainment met the SLO."""
+    return capacity_at_slo(load_levels_frame(run_id), min_attainment)
+
+
+def create_load_run(spec: LoadSpec) -> LoadRun:
+    run = store().create_load_run(spec.workload_id, spec.name, spec.model_dump(mode="json"))
+    clear_queries()
+    return run
+
+
+def execute_load_run(spec: LoadSpec, run_id: int,
+                     on_progress: Callable[[LoadProgress], None] | None = None) -> LoadRun:
+    """Run a created load test in this script run; samples land in the store per level."""
+    try:  # run_load marks the run failed if a rerun or closed tab interrupts it
+        return run_load(spec, store(), settings(), on_progress=on_progress, run_id=run_id)
+    finally:
+        clear_queries()

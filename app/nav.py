@@ -14,6 +14,7 @@ _PAGES = {  # url path: (module in app.views, title, icon)
     "upload": ("upload", "Upload log", ":material/upload_file:"),
     "run": ("run_pilot", "Run pilot", ":material/play_arrow:"),
     "results": ("results", "Results", ":material/bar_chart:"),
+    "load": ("load_test", "Load test", ":material/speed:"),
     "business": ("business_case", "Business case", ":material/savings:"),
     "hardware": ("hardware", "Hardware & prices", ":material/memory:"),
 }
@@ -27,6 +28,6 @@ def page(key: str) -> st.Page:
 
 
 def sections() -> dict[str, list[st.Page]]:
-    return {"Pilot": [page(k) for k in ("overview", "upload", "run", "results")],
+    return {"Pilot": [page(k) for k in ("overview", "upload", "run", "results", "load")],
             "Decide": [page("business")],
             "Reference": [page("hardware")]}

@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
 
 
 def build_spec(args):
-    from engine.load import parse_load_spec
+    from engine.load import parse_levels, parse_load_spec
 
     if args.spec:
         data = json.loads(Path(args.spec).read_text())
@@ -70,11 +70,7 @@ def build_spec(args):
     else:
         target = {"name": args.variant or args.model or "endpoint", "base_url": args.url,
                   "model": args.model, "api_key_env": args.api_key_env}
-    try:
-        levels = [float(x) for x in args.levels.split(",") if x.strip()]
-    except ValueError as exc:
-        raise RoilabError(f"--levels takes numbers separated by commas, got {args.levels!r}.") \
-            from exc
+    levels = list(parse_levels(args.levels))
     return parse_load_spec({
         "name": args.name, "workload_id": args.workload, "targets": [target],
         "schedule": args.schedule, "levels": levels,

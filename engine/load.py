@@ -123,6 +123,18 @@ def parse_load_spec(data: dict[str, Any]) -> LoadSpec:
         raise SpecError(f"Invalid load spec: {msgs}") from exc
 
 
+def parse_levels(text: str) -> tuple[float, ...]:
+    """"1, 2,4" -> (1.0, 2.0, 4.0); SpecError saying the expected form otherwise."""
+    try:
+        levels = tuple(float(x) for x in text.replace(";", ",").split(",") if x.strip())
+    except ValueError as exc:
+        raise SpecError(f"Load levels are numbers separated by commas (e.g. 1,2,4,8), got "
+                        f"{text!r}.") from exc
+    if not levels:
+        raise SpecError("Give at least one load level, e.g. 1,2,4,8.")
+    return levels
+
+
 # ---- schedules (pure) ---------------------------------------------------------------------
 def poisson_arrivals(rate: float, n: int, seed: int = 0) -> list[float]:
     """``n`` arrival offsets (s) of a Poisson process at ``rate``/s; the first at 0."""

@@ -1,0 +1,104 @@
+"""The Load test page through Streamlit's AppTest over a real SQLite store (no model needed:
+the stored sweep is written directly; the live sweep through the form is in
+tests/test_e2e_load.py)."""
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from engine.domain import LoadSample
+from engine.load import load_levels
+from engine.logs import parse_log
+from engine.store import Store
+from engine.vllm_serve import free_port
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def env(settings, monkeypatch):
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    st.cache_data.clear()
+    return settings
+
+
+def _page(**query) -> AppTest:
+    at = AppTest.from_string("from app.views import load_test\nload_test.render()",
+                             default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _sample(level, arrival, chunks, end, out, variant="fp32"):
+    return LoadSample(variant=variant, level=level, request_index=0, arrival_s=arrival,
+                      sent_s=arrival, first_token_s=chunks[0], end_s=end, output_tokens=out,
+                      chunk_times_s=tuple(chunks))
+
+
+def _stored_sweep(settings) -> tuple[Store, int]:
+    store = Store(settings.resolved_db_url())
+    raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
+    w = store.add_workload("support", "s.jsonl", raw, parse_log(raw, "s.jsonl"))
+    run = store.create_load_run(w.id, "my sweep", {
+        "schedule": "concurrency", "levels": [1, 2], "requests_per_level": 2,
+        "max_new_tokens": 4, "slo": {"ttft_s": 0.5, "itl_s": None, "e2e_s": None}})
+    # level 1: two requests one after the other, TTFT 0.1 and 0.2, 2 s -> 1 req/s, both in SLO
+    # level 2: both at once, TTFT 0.3 and 0.9 (misses), 1 s -> 2 req/s, goodput 1 req/s
+    store.add_load_samples(run.id, [
+        _sample(1, 0.0, [0.1, 0.5, 0.9], 1.0, 3), _sample(1, 1.0, [1.2, 1.6], 2.0, 2),
+        _sample(2, 0.0, [0.3, 0.6], 0.8, 2), _sample(2, 0.0, [0.9, 0.95], 1.0, 2)])
+    store.set_load_run_status(run.id, "done")
+    return store, run.id
+
+
+def test_empty_store_offers_the_form(env):
+    at = _page()
+    assert not at.exception
+    assert "No load tests stored yet" in at.info[-1].value
+    assert "Upload a request log first" in at.info[0].value
+
+
+def test_stored_sweep_shows_charts_table_and_capacity(env):
+    store, run_id = _stored_sweep(env)
+    at = _page()
+    assert not at.exception and at.query_params["load_run"] in (str(run_id), [str(run_id)])
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    table = at.dataframe[0].value
+    expected = load_levels(store, run_id)
+    assert table.level.tolist() == [1, 2]
+    assert table.requests_per_s.tolist() == pytest.approx([1.0, 2.0])
+    assert table.goodput_rps.tolist() == pytest.approx([1.0, 1.0])
+    assert table.ttft_p50_s.tolist() == pytest.approx(expected.ttft_p50_s.tolist())
+    # capacity at SLO: level 2 has only 50% in SLO, so level 1's 1 req/s
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Capacity at SLO: fp32"] == "1.00 req/s"
+    assert "concurrency levels [1, 2]" in at.text[0].value and "ttft_s <= 0.5" in at.text[0].value
+
+
+def test_bad_levels_are_refused_with_the_form_of_the_fix(env):
+    _stored_sweep(env)
+    at = _page()
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Endpoint base URL"].input("http://127.0.0.1:9/v1")
+    inputs["Served model name"].input("m")
+    inputs["Levels"].input("1, two")
+    at.button[0].click().run()
+    assert "numbers separated by commas" in at.error[0].value
+    assert len(Store(env.resolved_db_url()).list_load_runs()) == 1  # nothing new stored
+
+
+def test_unreachable_endpoint_fails_the_stored_run_and_says_how_to_fix(env):
+    _stored_sweep(env)
+    at = _page()
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Endpoint base URL"].input(f"http://127.0.0.1:{free_port()}/v1")
+    inputs["Served model name"].input("m")
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Cannot connect" in at.error[0].value
+    latest = Store(env.resolved_db_url()).list_load_runs()[0]
+    assert latest.status == "failed" and "Cannot connect" in latest.error
