@@ -19,7 +19,7 @@ from engine.business import Assumptions, BusinessCase, build_business_case
 from engine.cost import CATALOG, get_hardware
 from engine.domain import LoadRun, LogRequest, Run, Workload
 from engine.hardware import Hardware
-from engine.load import LoadProgress, LoadSpec, load_levels, run_load
+from engine.load import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
 from engine.load_metrics import Capacity, capacity_at_slo
 from engine.logs import parse_log, token_stats
 from engine.model_prep import embedded_model_dir, is_prepared
@@ -300,6 +300,11 @@ def load_levels_frame(run_id: int) -> pd.DataFrame:
 def load_capacity(run_id: int, min_attainment: float = 0.9) -> dict[str, Capacity]:
     """Per variant: the highest requests/s of a level where >= min_attainment met the SLO."""
     return capacity_at_slo(load_levels_frame(run_id), min_attainment)
+
+
+def load_capacity_fields(run_id: int) -> dict[str, Any]:
+    """Assumptions fields that size the business case with this load run's capacity at SLO."""
+    return capacity_assumption(store(), run_id)
 
 
 def create_load_run(spec: LoadSpec) -> LoadRun:

@@ -178,7 +178,8 @@ def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
         raise ValueError("assemble_case needs at least the baseline's measurements.")
     a = assumptions
     cat = {k: _scaled(hw, a.price_factor) for k, hw in catalog.items()}
-    mvs = [replace(m, hardware=_scaled(m.hardware, a.price_factor)) for m in measured]
+    mvs = [_with_load_capacity(replace(m, hardware=_scaled(m.hardware, a.price_factor)), a)
+           for m in measured]
     rows = [_row(m, mvs[0], a, cat) for m in mvs]
     rows = [_with_savings(r, rows[0]) for r in rows]
     rec = recommend(Candidate(r.name, r.monthly_cost, r.accuracy, r.passes_gate, r.meets_slo,
@@ -209,8 +210,21 @@ def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
         methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC))
 
 
+def _with_load_capacity(mv: MeasuredVariant, a: Assumptions) -> MeasuredVariant:
+    """Size with the load run's requests/s at the SLO (and latency there) where one is given."""
+    for name, rps, latency in a.load_capacity:
+        if name == mv.name and mv.ok:
+            return replace(mv, requests_per_s=rps,
+                           latency_p95_s=mv.latency_p95_s if latency is None else latency)
+    return mv
+
+
 def _methods(a: Assumptions, hw: Hardware) -> dict[str, str]:
-    return {
+    capacity = {"capacity": "requests/s per device = capacity at the SLO from a load sweep "
+                f"({a.load_capacity_source or 'load run'}) for "
+                f"{', '.join(n for n, _, _ in a.load_capacity)}; single-stream pilot "
+                "throughput for the others"} if a.load_capacity else {}
+    return capacity | {
         "measured": f"measured on {hw.name} at ${hw.price_per_hour:g}/h "
                     f"({hw.price_source}, {hw.price_date}) over the pilot's own requests",
         "unit_costs": cost.UNIT_COST_METHOD,

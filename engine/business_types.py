@@ -43,6 +43,11 @@ class Assumptions:
     price_factor: float = 1.0  # multiplies every $/h (the tornado's price lever)
     bootstrap_resamples: int = 1000
     seed: int = 0
+    # Capacity at the SLO from a load run (engine.load_capacity.capacity_assumption):
+    # (variant, requests/s, latency s at that level) sizes those variants instead of their
+    # single-stream pilot throughput; empty = single-stream for every variant.
+    load_capacity: tuple[tuple[str, float, float | None], ...] = ()
+    load_capacity_source: str = ""
 
     def __post_init__(self) -> None:
         positive = ("peak_factor", "p95_target_s", "utilisation", "concurrency",
@@ -63,6 +68,9 @@ class Assumptions:
         if not 0 <= self.overhead_fraction < 1:
             raise SpecError("Assumption 'overhead_fraction' must be in [0, 1), e.g. 0.1.")
         check_metric(self.accuracy_metric)
+        for name, rps, _lat in self.load_capacity:
+            if not rps > 0:
+                raise SpecError(f"Load capacity of {name!r} must be > 0 requests/s, got {rps!r}.")
 
     def as_rows(self) -> list[tuple[str, object]]:
         """(name, value) pairs for an assumptions table."""

@@ -315,3 +315,23 @@ def load_levels(store, run_id: int) -> pd.DataFrame:
     run = store.get_load_run(run_id)
     slo = SloSpec.model_validate(run.spec.get("slo", {})).slo()
     return levels_frame(store.get_load_samples(run_id), slo)
+
+
+def capacity_assumption(store, load_run_id: int, names: dict[str, str] | None = None,
+                        min_attainment: float = 0.9) -> dict[str, Any]:
+    """``Assumptions`` fields that size the business case with a load run's capacity at SLO.
+
+    ``names`` maps the load run's variant names to the pilot's (same name when left out).
+    Variants with no level meeting the SLO are left out (they keep single-stream sizing), and
+    the source says so. Use: ``Assumptions(**capacity_assumption(store, 3), ...)``.
+    """
+    from engine.load_metrics import capacity_at_slo
+
+    caps = capacity_at_slo(load_levels(store, load_run_id), min_attainment)
+    names = names or {}
+    given = tuple((names.get(c.variant, c.variant), c.requests_per_s, c.e2e_p99_s)
+                  for c in caps.values() if c.requests_per_s is not None)
+    missed = [v for v, c in caps.items() if c.requests_per_s is None]
+    source = (f"load run {load_run_id}, levels with >= {min_attainment:.0%} of requests in SLO"
+              + (f"; no level met the SLO for {', '.join(missed)}" if missed else ""))
+    return {"load_capacity": given, "load_capacity_source": source}

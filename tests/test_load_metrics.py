@@ -2,6 +2,8 @@
 worked out by hand in the comments."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 from sqlalchemy import text
@@ -139,3 +141,45 @@ def test_store_round_trip_and_new_tables_on_an_old_database(store, settings):
     assert listed.status == "done" and listed.n_samples == 4 and listed.finished_at
     assert again.get_load_samples(run.id) == SAMPLES  # frozen objects, chunk times included
     assert len(again.load_samples_frame(run.id)) == 4
+
+
+def _measured(name, rps, hw):
+    from engine.business import MeasuredVariant
+
+    return MeasuredVariant(
+        name=name, techniques="", ok=True, error=None, hardware=hw, batch=1, n_requests=4,
+        wall_s=8.0, tokens_per_s=10.0, requests_per_s=rps, latency_p95_s=2.0,
+        weight_bytes=1e6, kv_bytes_per_token=0.0, input_tokens_total=400, output_tokens_total=80,
+        prefill_s=1.0, decode_s=7.0, prompt_tokens_original=100, prompt_tokens_sent=100,
+        output_tokens=20, context_p95_tokens=150, metrics={"base_cosine": 1.0})
+
+
+def test_business_case_sizes_with_capacity_at_slo_from_a_load_run(store, settings):
+    from engine.business import Assumptions, assemble_case
+    from engine.hardware import CATALOG
+    from engine.load import capacity_assumption
+
+    raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
+    w = store.add_workload("w", "s.jsonl", raw, parse_log(raw, "s.jsonl"))
+    run = store.create_load_run(w.id, "sweep", {"slo": {"ttft_s": 0.5}})
+    # "served" (the load run's name for the pilot's "baseline"): level 1 -> 1 req/s all in SLO
+    # (E2E 1.0 s); level 2 -> 2 req/s, one of two misses TTFT 0.5 s -> 50% < 90%: capacity 1.
+    store.add_load_samples(run.id, [
+        _s(0.0, [0.1, 0.5], 1.0, 2, level=1, variant="served"),
+        _s(1.0, [1.2, 1.6], 2.0, 2, level=1, variant="served"),
+        _s(0.0, [0.3], 1.0, 1, level=2, variant="served"),
+        _s(0.0, [0.9], 1.0, 1, level=2, variant="served")])
+    fields = capacity_assumption(store, run.id, names={"served": "baseline"})
+    assert fields["load_capacity"] == (("baseline", pytest.approx(1.0), pytest.approx(1.0)),)
+    hw = CATALOG["cpu-c7i-large"]
+    # peak = 86400 * 10 / 86400 * 1 = 10 req/s at utilisation 1 on the measured hardware:
+    # single-stream 0.25 req/s -> 40 devices; capacity at SLO 1 req/s -> 10 devices
+    a = Assumptions(requests_per_day=864_000, peak_factor=1.0, utilisation=1.0,
+                    target_hardware=hw.key, bootstrap_resamples=10)
+    single = assemble_case([_measured("baseline", 0.25, hw)], a, CATALOG)
+    loaded = assemble_case([_measured("baseline", 0.25, hw)], replace(a, **fields), CATALOG)
+    assert single.rows[0].provisioning.gpus == 40
+    assert loaded.rows[0].provisioning.gpus == 10
+    assert loaded.rows[0].monthly_cost == pytest.approx(10 * hw.price_per_hour * 730)
+    assert loaded.rows[0].provisioning.latency_p95_s == pytest.approx(1.0)  # E2E p99 there
+    assert "load run" in loaded.methods["capacity"] and "capacity" not in single.methods

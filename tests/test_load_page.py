@@ -102,3 +102,33 @@ def test_unreachable_endpoint_fails_the_stored_run_and_says_how_to_fix(env):
     assert "Cannot connect" in at.error[0].value
     latest = Store(env.resolved_db_url()).list_load_runs()[0]
     assert latest.status == "failed" and "Cannot connect" in latest.error
+
+
+def test_business_case_can_size_with_a_load_runs_capacity(env):
+    from test_app_pages import page
+    from test_business import _stored_run
+
+    from engine.business import Assumptions, build_business_case
+    from engine.load import capacity_assumption
+
+    store = Store(env.resolved_db_url())
+    run_id = _stored_run(store)
+    load = store.create_load_run(store.get_run(run_id).workload_id, "prod sweep", {"slo": {}})
+    # the pilot's "baseline" at 4 req/s and 1 s E2E under load (level 4: 4 requests in 1 s)
+    store.add_load_samples(load.id, [_sample(4, 0.0, [0.2, 0.5], 1.0, 2, variant="baseline")
+                                     for _ in range(4)])
+    store.set_load_run_status(load.id, "done")
+    at = page("business_case", run=str(run_id))
+    next(n for n in at.number_input if n.label == "Requests per day").set_value(1e6).run()
+    box = next(s for s in at.selectbox if s.label == "Requests/s per device")
+    assert box.value is None  # single-stream by default: older cases unchanged
+    box.select(load.id).run()
+    assert not at.exception
+    fields = capacity_assumption(store, load.id)
+    case = build_business_case(store, run_id, Assumptions(requests_per_day=1e6, **fields))
+    single = build_business_case(store, run_id, Assumptions(requests_per_day=1e6))
+    assert case.rows[0].provisioning.gpus < single.rows[0].provisioning.gpus
+    assert fields["load_capacity"] == (("baseline", pytest.approx(4.0), pytest.approx(1.0)),)
+    table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
+    assert table.monthly_cost[0] == pytest.approx(case.rows[0].monthly_cost)
+    assert table.gpus[0] == case.rows[0].provisioning.gpus

@@ -91,12 +91,26 @@ def _render_assumptions() -> Assumptions | None:
                             help="Sizes the KV cache for right-sizing where the run stored no "
                                  "KV bytes/token (runs stored before that was recorded); e.g. "
                                  "131072 for an 8B Llama in fp16.")
+    capacity = _render_capacity_source()
     try:
         return Assumptions(**fields, target_hardware=None if target == AUTO else target,
-                           kv_bytes_per_token=kv)
+                           kv_bytes_per_token=kv, **capacity)
     except RoilabError as exc:
         ui.show_error(exc)
         return None
+
+
+def _render_capacity_source() -> dict:
+    """Size devices with single-stream throughput, or with a load run's capacity at SLO."""
+    runs = {r.id: r for r in data.load_runs() if r.status == "done" and r.n_samples}
+    if not runs:
+        return {}
+    choice = st.selectbox(
+        "Requests/s per device", [None, *runs], key="bc.load_run",
+        format_func=lambda i: "single-stream throughput measured in the pilot" if i is None
+        else f"capacity at SLO from load run #{i} {runs[i].name}",
+        help="A load run's variants size the pilot's variants of the same name.")
+    return data.load_capacity_fields(choice) if choice is not None else {}
 
 
 def _render_answer(case: BusinessCase) -> None:
