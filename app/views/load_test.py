@@ -55,7 +55,8 @@ def _select_run(runs: dict[int, LoadRun]) -> int:
 def _render_status(run: LoadRun) -> None:
     spec = run.spec
     slo = {k: v for k, v in spec.get("slo", {}).items() if v is not None}
-    st.text(f"{spec.get('schedule')} levels {spec.get('levels')}, "
+    levels = ", ".join(f"{x:g}" for x in spec.get("levels", []))
+    st.text(f"{spec.get('schedule')} levels {levels}, "
             f"{spec.get('requests_per_level')} requests per level, "
             f"max {spec.get('max_new_tokens')} new tokens; SLO: "
             + (", ".join(f"{k} <= {v:g}" for k, v in slo.items()) or "none"))
