@@ -108,3 +108,21 @@ def test_cli_sweeps_a_url_and_prints_the_per_level_table(vllm_server, settings, 
     assert out.split("Load run 1 ")[1] == capsys.readouterr().out.split("Load run 1 ")[1]
     assert main(["load", "--workload", str(wid)]) == 2  # neither --url nor --serve
     assert "either --url URL --model NAME" in capsys.readouterr().err
+
+
+def test_a_serve_target_starts_its_own_vllm_serve_and_stops_it(model_settings):
+    """`roilab load --serve`'s path: the target names a model, run_load serves and sweeps it."""
+    import psutil
+
+    store = Store(model_settings.resolved_db_url())
+    spec = parse_load_spec({
+        "workload_id": _workload(store, model_settings), "levels": [2], "requests_per_level": 2,
+        "max_new_tokens": 8, "warmup_requests": 0,
+        "targets": [{"name": "own", "serve": {"kv_cache_memory_bytes": 128 * 2**20}}]})
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    run = run_load(spec, store, model_settings)
+    assert run.status == "done" and run.n_samples == 2
+    assert all(s.ok and s.variant == "own" for s in store.get_load_samples(run.id))
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not [p for p in left if psutil.pid_exists(p) and
+                psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # server stopped
