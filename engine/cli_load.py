@@ -92,6 +92,7 @@ def cmd_load(args, settings: Settings) -> None:
     store = _store(settings)
     if args.show is None:
         spec = build_spec(args)
+        _stop_on_sigterm()
         run = run_load(spec, store, settings,
                        on_progress=lambda p: print(f"[{p.fraction:4.0%}] {p.target}: "
                                                    f"{p.message}", flush=True))
@@ -104,3 +105,14 @@ def cmd_load(args, settings: Settings) -> None:
           f"{run.spec['levels']}, {run.spec['requests_per_level']} requests each, "
           f"SLO {slo or 'none'}")
     print(format_levels(load_levels(store, run_id)))
+
+
+def _stop_on_sigterm() -> None:
+    """A sweep killed with SIGTERM (a job scheduler, `kill`) ends like Ctrl+C: run_load marks
+    the stored run failed instead of leaving it 'running' for ever."""
+    import signal
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)

@@ -297,17 +297,23 @@ def replay(client: TimedClient, requests: Sequence[LogRequest],
         return client.send(list(requests[index].messages), max_new_tokens, t0, at, variant,
                            level, index)
 
-    if schedule == "concurrency":  # closed loop: a worker takes the next request when free
-        with ThreadPoolExecutor(max_workers=int(level)) as pool:
+    closed = schedule == "concurrency"  # closed loop: a worker takes the next when free
+    pool = ThreadPoolExecutor(max_workers=int(level) if closed else min(len(items), 1024))
+    try:
+        if closed:
             return list(pool.map(lambda it: send(it[0], None), items))
-    futures = []
-    with ThreadPoolExecutor(max_workers=min(len(items), 1024)) as pool:  # open loop
-        for index, arrival in items:
+        futures = []
+        for index, arrival in items:  # open loop: each request at its arrival time
             delay = arrival - (time.perf_counter() - t0)
             if delay > 0:
                 time.sleep(delay)
             futures.append(pool.submit(send, index, arrival))
         return [f.result() for f in futures]
+    except BaseException:  # Ctrl+C / SIGTERM: drop the queued requests, don't send them
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def load_levels(store, run_id: int) -> pd.DataFrame:

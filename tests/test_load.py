@@ -126,3 +126,32 @@ def test_a_serve_target_starts_its_own_vllm_serve_and_stops_it(model_settings):
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not [p for p in left if psutil.pid_exists(p) and
                 psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # server stopped
+
+
+def test_a_cli_sweep_stopped_with_sigterm_is_stored_as_failed(vllm_server, settings):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from engine.settings import REPO_ROOT
+
+    wid = _workload(Store(settings.resolved_db_url()), settings)
+    env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
+               ROILAB_DB_URL=settings.resolved_db_url())
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "load", "--workload", str(wid),
+                             "--url", vllm_server, "--model", VLLM_SERVED, "--levels", "1,1,1",
+                             "--requests-per-level", "50"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = Store(settings.resolved_db_url())
+    deadline = time.monotonic() + 60
+    while not (store.list_load_runs() and store.list_load_runs()[0].status == "running"):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    t = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - t < 15  # the requests in flight end, the queued ones are dropped
+    [run] = store.list_load_runs()
+    assert run.status == "failed" and "signal" in run.error, run

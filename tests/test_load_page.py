@@ -3,6 +3,8 @@ the stored sweep is written directly; the live sweep through the form is in
 tests/test_e2e_load.py)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -49,7 +51,10 @@ def _stored_sweep(settings) -> tuple[Store, int]:
     # level 2: both at once, TTFT 0.3 and 0.9 (misses), 1 s -> 2 req/s, goodput 1 req/s
     store.add_load_samples(run.id, [
         _sample(1, 0.0, [0.1, 0.5, 0.9], 1.0, 3), _sample(1, 1.0, [1.2, 1.6], 2.0, 2),
-        _sample(2, 0.0, [0.3, 0.6], 0.8, 2), _sample(2, 0.0, [0.9, 0.95], 1.0, 2)])
+        _sample(2, 0.0, [0.3, 0.6], 0.8, 2), _sample(2, 0.0, [0.9, 0.95], 1.0, 2),
+        # a second variant, faster: both levels fully in SLO, 2 req/s then 4 req/s
+        *[_sample(lvl, 0.0, [0.1, 0.2], 0.5, 2, variant="int8")
+          for lvl in (1, 2) for _ in range(lvl)]])
     store.set_load_run_status(run.id, "done")
     return store, run.id
 
@@ -69,13 +74,18 @@ def test_stored_sweep_shows_charts_table_and_capacity(env):
     assert len(charts) == 2
     table = at.dataframe[0].value
     expected = load_levels(store, run_id)
-    assert table.level.tolist() == [1, 2]
-    assert table.requests_per_s.tolist() == pytest.approx([1.0, 2.0])
-    assert table.goodput_rps.tolist() == pytest.approx([1.0, 1.0])
+    assert list(zip(table.variant, table.level, strict=True)) == [
+        ("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)]
+    assert table.requests_per_s.tolist() == pytest.approx([1.0, 2.0, 2.0, 4.0])
+    assert table.goodput_rps.tolist() == pytest.approx([1.0, 1.0, 2.0, 4.0])
     assert table.ttft_p50_s.tolist() == pytest.approx(expected.ttft_p50_s.tolist())
-    # capacity at SLO: level 2 has only 50% in SLO, so level 1's 1 req/s
+    # one line per variant and series in each chart
+    names = {t["name"].split(",")[0] for c in charts for t in json.loads(c.proto.spec)["data"]}
+    assert names == {"fp32", "int8"}
+    # capacity at SLO: fp32's level 2 has only 50% in SLO, so level 1's 1 req/s
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Capacity at SLO: fp32"] == "1.00 req/s"
+    assert metrics["Capacity at SLO: int8"] == "4.00 req/s"
     assert "concurrency levels 1, 2," in at.text[0].value and "ttft_s <= 0.5" in at.text[0].value
 
 
@@ -132,3 +142,17 @@ def test_business_case_can_size_with_a_load_runs_capacity(env):
     table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
     assert table.monthly_cost[0] == pytest.approx(case.rows[0].monthly_cost)
     assert table.gpus[0] == case.rows[0].provisioning.gpus
+
+
+def test_form_sweeps_a_second_endpoint_after_the_first(env):
+    _stored_sweep(env)
+    at = _page()
+    inputs = {t.label: t for t in at.text_input}
+    for label in ("Endpoint base URL", "Second base URL"):
+        inputs[label].input(f"http://127.0.0.1:{free_port()}/v1")
+    inputs["Served model name"].input("base")
+    inputs["Second served model name"].input("small")
+    at.button[0].click().run()
+    latest = Store(env.resolved_db_url()).list_load_runs()[0]
+    assert [t["name"] for t in latest.spec["targets"]] == ["base", "small"]
+    assert latest.status == "failed" and "Cannot connect" in latest.error

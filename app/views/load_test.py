@@ -136,21 +136,32 @@ def _form(workloads) -> dict[str, Any] | None:
         v["e2e_s"] = c.number_input("SLO: end to end (s)", min_value=0.0, value=None,
                                     format="%.3f", placeholder="not checked")
         v["seed"] = d.number_input("Seed", 0, 2**31 - 1, 0)
+        st.caption("Optional second endpoint, swept the same way after the first (e.g. the "
+                   "compressed model beside the baseline):")
+        a, b, c = st.columns(3)
+        v["base_url2"] = a.text_input("Second base URL", placeholder="optional")
+        v["model2"] = b.text_input("Second served model name")
+        v["variant2"] = c.text_input("Second variant name")
         v["api_key_env"] = st.text_input("API key variable (optional)", placeholder="e.g. "
                                          "PROD_API_KEY: the NAME of an environment variable")
         submitted = st.form_submit_button("Run load test", type="primary")
     return v if submitted else None
 
 
+def _target(v: dict[str, Any], n: str) -> dict[str, Any]:
+    model = v[f"model{n}"].strip()
+    return {"name": (v[f"variant{n}"].strip() or model or f"endpoint{n}")[:80],
+            "base_url": v[f"base_url{n}"].strip() or None, "model": model or None,
+            "api_key_env": v["api_key_env"].strip() or None}
+
+
 def _spec(v: dict[str, Any]):
     """Form values -> LoadSpec (validated by the engine; SpecError names the field)."""
-    target = {"name": (v["variant"].strip() or v["model"].strip() or "endpoint")[:80],
-              "base_url": v["base_url"].strip() or None, "model": v["model"].strip() or None,
-              "api_key_env": v["api_key_env"].strip() or None}
+    targets = [_target(v, ""), *([_target(v, "2")] if v.get("base_url2", "").strip() else [])]
     slo = {k: (v[k] or None) for k in ("ttft_s", "itl_s", "e2e_s")}
     return parse_load_spec({
         "name": v["name"].strip() or "load test", "workload_id": v["workload_id"],
-        "targets": [target], "schedule": v["schedule"], "levels": parse_levels(v["levels"]),
+        "targets": targets, "schedule": v["schedule"], "levels": parse_levels(v["levels"]),
         "requests_per_level": int(v["requests_per_level"]),
         "max_new_tokens": int(v["max_new_tokens"]), "slo": slo, "seed": int(v["seed"])})
 
