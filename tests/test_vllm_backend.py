@@ -130,3 +130,18 @@ def test_transformers_techniques_are_refused_with_what_is_supported() -> None:
     reason = preflight(spec)
     assert "quantize_weights" in reason and "compress_prompt" in reason
     assert "vllm.quantization" in reason
+
+
+def test_a_random_weights_model_is_loaded_by_vllm_as_dummy_weights(tmp_path) -> None:
+    """``random:<shape>`` folders hold a config and a tokenizer, no weights: vLLM must be told
+    to build them with random ("dummy") weights, as for the GPU production-shape runs."""
+    from engine.backends import vllm_backend
+    from engine.model_prep import resolve_model
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", None)
+    folder = resolve_model("random:tiny-llama", settings)
+    spec = VariantSpec(name="shape", model="random:tiny-llama", backend="vllm", dtype="bfloat16")
+    assert vllm_backend.engine_args(spec, folder, "cuda")["load_format"] == "dummy"
+    real = vllm_backend.engine_args(VLLM_FP32, str(settings.models_dir), "cpu")
+    assert "load_format" not in real

@@ -77,6 +77,11 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
     if device == "cpu" and opts.kv_cache_memory_bytes is None:
         optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     args.update({k: v for k, v in optional.items() if v is not None})
+    from engine.model_prep import is_random_model
+
+    if is_random_model(model_path):
+        # A production shape from its config alone: random weights, speed and memory only.
+        args["load_format"] = "dummy"
     return args
 
 
