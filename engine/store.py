@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +23,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
-    Float,
     ForeignKey,
     LargeBinary,
     String,
-    Text,
-    TypeDecorator,
     create_engine,
     event,
     make_url,
@@ -48,32 +44,10 @@ from engine.domain import (
     VariantRun,
     Workload,
 )
-from engine.errors import SpecError, StorageError
-from engine.hardware import CATALOG, Hardware, merge_catalog, validate_hardware
-from engine.store_base import Base, _now  # shared with the load-test tables
+from engine.errors import StorageError
+from engine.store_base import Base, CleanText, Measure, _now  # shared by all tables
+from engine.store_hardware import HardwareStoreMixin
 from engine.store_load import LoadStoreMixin
-
-
-class CleanText(TypeDecorator):
-    """Unbounded text. PostgreSQL text cannot hold U+0000 (a model may emit it, a log may
-    carry it), so it is stored as U+FFFD on every backend: one answer, and no write fails."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
-
-
-class Measure(TypeDecorator):
-    """A double; NaN is stored as NULL ("no value"), as SQLite always did and PostgreSQL
-    would not (it keeps NaN). Infinities are kept."""
-
-    impl = Float
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if isinstance(value, float) and math.isnan(value) else value
 
 
 class WorkloadRow(Base):
@@ -155,25 +129,6 @@ class ResultRow(Base):
     base_cosine: Mapped[float | None] = mapped_column(Measure)
 
 
-class HardwareRow(Base):
-    """A user's own hardware entry (reserved price, on-premise amortised cost). A row whose
-    key is a built-in's overrides that entry; deleting it restores the built-in."""
-
-    __tablename__ = "hardware"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(CleanText)
-    kind: Mapped[str] = mapped_column(String(10))
-    memory_gb: Mapped[float]
-    price_per_hour: Mapped[float]
-    price_source: Mapped[str] = mapped_column(CleanText)
-    price_date: Mapped[str] = mapped_column(String(7))
-    bandwidth_gbs: Mapped[float | None]
-    bf16_tflops: Mapped[float | None]
-    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
-
-
-_HARDWARE_FIELDS = ("key", "name", "kind", "memory_gb", "price_per_hour", "price_source",
-                    "price_date", "bandwidth_gbs", "bf16_tflops")
 _RESULT_FIELDS = [f for f in RequestResult.__dataclass_fields__]
 _VARIANT_MEASURES = ("load_s", "weight_bytes", "peak_mem_bytes", "throughput_tok_s", "wall_s",
                      "device")
@@ -187,7 +142,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Store(LoadStoreMixin):
+class Store(LoadStoreMixin, HardwareStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:
@@ -333,64 +288,6 @@ class Store(LoadStoreMixin):
             return pd.DataFrame(columns=["variant", "variant_id", *_RESULT_FIELDS])
         return pd.concat(frames, ignore_index=True)
 
-    # ---- hardware (user entries over the built-in catalog) -----------------------------
-    def add_hardware(self, **fields: Any) -> Hardware:
-        """Store a user hardware entry (validated; SpecError names a bad field). A key equal
-        to a built-in's overrides it; a key already stored by a user is refused."""
-        hw = validate_hardware(**fields)
-        with self._session() as s:
-            if s.get(HardwareRow, hw.key) is not None:
-                raise SpecError(f"Hardware {hw.key!r} is already stored; change it with "
-                                "update_hardware or pick another key.")
-            s.add(HardwareRow(**{f: getattr(hw, f) for f in _HARDWARE_FIELDS}))
-        return hw
-
-    def update_hardware(self, key: str, /, **changes: Any) -> Hardware:
-        """Change fields of an entry. Editing a built-in stores a user copy that overrides
-        it (e.g. ``update_hardware("nvidia-a10g", price_per_hour=0.6, price_source=...)``)."""
-        current = self.hardware_catalog().get(key)
-        if current is None:
-            raise SpecError(f"No hardware {key!r} to update; add it with add_hardware first.")
-        if changes.get("key", key) != key:
-            raise SpecError("Hardware field 'key' cannot change; delete the entry and add it "
-                            "under the new key.")
-        merged = {f: getattr(current, f) for f in _HARDWARE_FIELDS} | changes
-        hw = validate_hardware(**merged)
-        with self._session() as s:
-            row = s.get(HardwareRow, key)
-            if row is None:
-                s.add(HardwareRow(**{f: getattr(hw, f) for f in _HARDWARE_FIELDS}))
-            else:
-                for f in _HARDWARE_FIELDS:
-                    setattr(row, f, getattr(hw, f))
-        return hw
-
-    def delete_hardware(self, key: str) -> None:
-        """Remove a user entry (a built-in it overrode comes back); built-ins can't go."""
-        with self._session() as s:
-            row = s.get(HardwareRow, key)
-            if row is None:
-                hint = (" It is a built-in entry; override its price with update_hardware."
-                        if key in CATALOG else "")
-                raise SpecError(f"No user hardware {key!r} to delete.{hint}")
-            s.delete(row)
-
-    def list_hardware(self) -> list[Hardware]:
-        """The user's own entries only, by key."""
-        with self._session() as s:
-            rows = s.scalars(select(HardwareRow).order_by(HardwareRow.key)).all()
-            return [_hardware(r) for r in rows]
-
-    def hardware_catalog(self) -> dict[str, Hardware]:
-        """Built-in catalog with the user's entries merged over it by key."""
-        return merge_catalog(self.list_hardware())
-
-    def get_hardware(self, key: str) -> Hardware:
-        """One entry from the merged catalog; unknown keys raise SpecError listing the known."""
-        from engine.hardware import get_hardware
-
-        return get_hardware(key, self.hardware_catalog())
-
     # ---- helpers ---------------------------------------------------------------------
     @staticmethod
     def _get(s: Session, model: type, key: int):
@@ -443,10 +340,6 @@ def _workload(r: WorkloadRow) -> Workload:
     return Workload(id=r.id, name=r.name, filename=r.filename, format=r.format,
                     n_requests=r.n_requests, n_issues=len(issues), created_at=r.created_at,
                     issues=issues)
-
-
-def _hardware(r: HardwareRow) -> Hardware:
-    return Hardware(**{f: getattr(r, f) for f in _HARDWARE_FIELDS}, user_defined=True)
 
 
 def _variant(v: VariantRow) -> VariantRun:

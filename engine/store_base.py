@@ -1,8 +1,11 @@
-"""The declarative base every stored table shares (so ``create_all`` makes them all)."""
+"""The declarative base every stored table shares (so ``create_all`` makes them all), and
+the column types that behave the same on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
+from sqlalchemy import Float, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -12,3 +15,25 @@ def _now() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+class CleanText(TypeDecorator):
+    """Unbounded text. PostgreSQL text cannot hold U+0000 (a model may emit it, a log may
+    carry it), so it is stored as U+FFFD on every backend: one answer, and no write fails."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+class Measure(TypeDecorator):
+    """A double; NaN is stored as NULL ("no value"), as SQLite always did and PostgreSQL
+    would not (it keeps NaN). Infinities are kept."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if isinstance(value, float) and math.isnan(value) else value
