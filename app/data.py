@@ -15,7 +15,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine.business import Assumptions, BusinessCase, build_business_case
+from engine.business import (
+    Assumptions,
+    BusinessCase,
+    MeasuredVariant,
+    assemble_case,
+    measured_variants,
+)
 from engine.cost import CATALOG, get_hardware
 from engine.domain import LoadRun, LogRequest, Run, Workload
 from engine.hardware import Hardware
@@ -229,10 +235,20 @@ def delete_hardware(key: str) -> None:
 
 
 # ---- business case -------------------------------------------------------------------
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _measured(url: str, run_id: int) -> tuple[list[MeasuredVariant], str, str]:
+    """A run's measurements, read once per run: the page re-assembles the case from them
+    (pure arithmetic) on every assumption change instead of re-reading every result row."""
+    store = _store(url)
+    rep = build_report(store, run_id, catalog=store.hardware_catalog())
+    return measured_variants(rep), rep.run.name, rep.workload.name
+
+
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner="Working out the business case")
 def _business_case(url: str, run_id: int, inputs: tuple[tuple[str, Any], ...]) -> BusinessCase:
-    store = _store(url)
-    return build_business_case(store, run_id, Assumptions(**dict(inputs)), store.hardware_catalog())
+    measured, name, workload = _measured(url, run_id)
+    return assemble_case(measured, Assumptions(**dict(inputs)), _store(url).hardware_catalog(),
+                         name=name, run_id=run_id, workload=workload)
 
 
 def business_case(run_id: int, a: Assumptions) -> BusinessCase:

@@ -39,7 +39,7 @@ from engine.decision import Candidate, accuracy_value, gate, pareto_front, recom
 from engine.hardware import Hardware, get_hardware
 
 __all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
-           "build_business_case", "measured_variants", "TORNADO_METHOD"]
+           "build_business_case", "case_from_report", "measured_variants", "TORNADO_METHOD"]
 
 TORNADO_METHOD = ("36-month net with one input at a time at its low and high value: every "
                   "$/hour -20%/+20%, requests per day -20%/+20%, utilisation -0.2/+0.2 "
@@ -54,9 +54,15 @@ def build_business_case(store, run_id: int, assumptions: Assumptions | None = No
     from engine.summary import build_report
 
     cat = dict(catalog) if catalog is not None else store.hardware_catalog()
-    rep = build_report(store, run_id, catalog=cat)
-    return assemble_case(measured_variants(rep), assumptions or Assumptions(), cat,
-                         name=rep.run.name, run_id=run_id, workload=rep.workload.name)
+    return case_from_report(build_report(store, run_id, catalog=cat), assumptions, cat)
+
+
+def case_from_report(report, assumptions: Assumptions | None,
+                     catalog: Mapping[str, Hardware]) -> BusinessCase:
+    """The business case of an already built ``PilotReport`` (no store reads)."""
+    return assemble_case(measured_variants(report), assumptions or Assumptions(), catalog,
+                         name=report.run.name, run_id=report.run.id,
+                         workload=report.workload.name)
 
 
 def measured_variants(report) -> list[MeasuredVariant]:

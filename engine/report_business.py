@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from engine.business import Assumptions, BusinessCase, VariantCase, build_business_case
+from engine.business import Assumptions, BusinessCase, VariantCase, case_from_report
 from engine.hardware import Hardware
 from engine.report_pdf import (
     NA,
@@ -362,8 +362,10 @@ def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = N
     in the appendix are the recommended variant's (else the baseline's) side by side.
     ``pilot_pricing`` (price_per_hour, requests_per_month) re-prices the pilot section only."""
     cat = dict(catalog) if catalog is not None else store.hardware_catalog()
-    case = build_business_case(store, run_id, assumptions, cat)
-    report = build_report(store, run_id, catalog=cat, **pilot_pricing)
+    measured = build_report(store, run_id, catalog=cat)  # priced as the run was
+    case = case_from_report(measured, assumptions, cat)
+    report = build_report(store, run_id, catalog=cat, **pilot_pricing) if pilot_pricing \
+        else measured
     ok = [v.name for v in report.variants if v.status == "ok"]
     pick = case.recommendation.name if case.recommendation.name in ok else (ok[0] if ok else None)
     samples = side_by_side(report, store, pick) if pick else None
