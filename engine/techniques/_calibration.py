@@ -77,14 +77,21 @@ def activation_norms(model: torch.nn.Module, layers: dict[str, torch.nn.Linear],
             sq[name] += x.pow(2).sum(dim=0)
         return record
 
-    handles = [lin.register_forward_hook(hook(name)) for name, lin in layers.items()]
+    forward_each(model, prompts, [(lin, hook(name), False) for name, lin in layers.items()])
+    return {name: s.sqrt().to(layers[name].weight.dtype) for name, s in sq.items()}
+
+
+def forward_each(model: torch.nn.Module, sequences: list[list[int]],
+                 hooks: list[tuple[torch.nn.Module, Any, bool]]) -> None:
+    """Run each token sequence through ``model`` on its own (no padding enters any
+    statistic) with forward hooks ``(module, fn, with_kwargs)`` attached meanwhile."""
+    handles = [m.register_forward_hook(fn, with_kwargs=kw) for m, fn, kw in hooks]
     try:
-        for ids in prompts:
+        for ids in sequences:
             model(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    return {name: s.sqrt().to(layers[name].weight.dtype) for name, s in sq.items()}
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:

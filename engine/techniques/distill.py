@@ -27,6 +27,7 @@ import torch
 from pydantic import Field
 
 from engine.errors import SpecError
+from engine.techniques._calibration import forward_each
 from engine.techniques._training import (
     data_report,
     fine_tune,
@@ -106,14 +107,7 @@ def layer_importance(model: torch.nn.Module, sequences: list[list[int]]) -> list
                 x.float(), y.float(), dim=-1).sum())
         return record
 
-    handles = [layer.register_forward_hook(hook(i), with_kwargs=True)
-               for i, layer in enumerate(layers)]
-    try:
-        for ids in sequences:
-            model(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_each(model, sequences, [(layer, hook(i), True) for i, layer in enumerate(layers)])
     tokens = sum(len(s) for s in sequences)
     return [1.0 - s / tokens for s in sums]
 
