@@ -46,7 +46,10 @@ class ServeOptions(_Model):
     model: str = "embedded:smollm2-135m-instruct"
     dtype: str = "float32"
     max_model_len: int = Field(2048, ge=16)
-    kv_cache_memory_bytes: int = Field(256 * 2**20, ge=16 * 2**20)
+    kv_cache_memory_bytes: int | None = Field(256 * 2**20, ge=16 * 2**20,
+                                              description="None: sized by vLLM (GPU)")
+    enforce_eager: bool = True  # False on a GPU: CUDA graphs, as production serves
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     extra_args: tuple[str, ...] = ()  # more `vllm serve` flags, e.g. ("--quantization", "fp8")
     start_timeout_s: float = Field(600.0, gt=0)
 
@@ -257,6 +260,8 @@ def _run_target(spec: LoadSpec, target: LoadTarget, ti: int, requests: Sequence[
     with vllm_server(resolve_model(o.model, settings), target.name, o.start_timeout_s,
                      dtype=o.dtype, max_model_len=o.max_model_len,
                      kv_cache_memory_bytes=o.kv_cache_memory_bytes,
+                     enforce_eager=o.enforce_eager,
+                     gpu_memory_utilization=o.gpu_memory_utilization,
                      extra_args=o.extra_args) as url:
         _sweep(spec, target, url, target.name, requests, plan, store, run_id, notify)
 

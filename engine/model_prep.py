@@ -87,8 +87,10 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
         raise ModelPrepError(f"{source} has no model_type; copy the model's config.json whole.")
     target = settings.models_dir / f"random-{name}"
     marker = target / RANDOM_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("config") == config:
-        return target
+    if marker.is_file():
+        made = json.loads(marker.read_text())
+        if made.get("config") == config and "tokenizer_padded_to" in made:
+            return target
     tokenizer_dir = prepare_embedded_model(settings, progress)
     vocab = _tokenizer_size(tokenizer_dir)
     if config.get("vocab_size", 0) < vocab:
@@ -100,9 +102,33 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
     for f in tokenizer_dir.iterdir():  # tokenizer.json, tokenizer_config.json, chat template
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
             shutil.copyfile(f, target / f.name)
+    padded = pad_tokenizer(target / "tokenizer.json", int(config.get("vocab_size", 0)))
     marker.write_text(json.dumps({"source": str(source), "tokenizer": f"{EMBEDDED_PREFIX}"
-                                  f"{EMBEDDED_NAME}", "config": config}, indent=1))
+                                  f"{EMBEDDED_NAME}", "tokenizer_padded_to": padded,
+                                  "config": config}, indent=1))
     return target
+
+
+def pad_tokenizer(tokenizer_json: Path, vocab_size: int) -> int:
+    """Give every id below ``vocab_size`` a token, so whatever a random model generates decodes.
+
+    A random-weights model samples ids across its whole vocabulary (128,256 for Llama 3),
+    most of them beyond the embedded tokenizer's 49,152; a server that detokenizes (`vllm
+    serve` streaming text) would drop those and stream nothing. Each missing id becomes the
+    plain vocabulary entry ``<rN>``: decodes to that text, never produced by encoding real
+    text (BPE has no merges towards it), and loads as fast as the original. Returns the
+    resulting vocabulary size.
+    """
+    data = json.loads(tokenizer_json.read_text())
+    vocab = data.get("model", {}).get("vocab")
+    if not isinstance(vocab, dict):  # not a BPE/WordPiece vocabulary: leave it as it is
+        return len(vocab or ())
+    taken = set(vocab.values()) | {t["id"] for t in data.get("added_tokens", [])}
+    for i in range(vocab_size):
+        if i not in taken:
+            vocab[f"<r{i}>"] = i
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
+    return max(len(taken), vocab_size)
 
 
 def _tokenizer_size(folder: Path) -> int:

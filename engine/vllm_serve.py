@@ -30,13 +30,27 @@ def free_port() -> int:
 
 
 def serve_command(model_dir: str, port: int, served_name: str, dtype: str = "float32",
-                  max_model_len: int = 2048, kv_cache_memory_bytes: int = 256 * 2**20,
+                  max_model_len: int = 2048, kv_cache_memory_bytes: int | None = 256 * 2**20,
+                  enforce_eager: bool = True, gpu_memory_utilization: float | None = None,
                   extra_args: tuple[str, ...] = ()) -> list[str]:
-    """The ``vllm serve`` command line (CPU-friendly defaults: fp32, eager, explicit KV size)."""
-    return [sys.executable, "-m", "engine.vllm_launcher", "serve", str(model_dir),
-            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name,
-            "--dtype", dtype, "--enforce-eager", "--max-model-len", str(max_model_len),
-            "--kv-cache-memory-bytes", str(kv_cache_memory_bytes), *extra_args]
+    """The ``vllm serve`` command line. Defaults suit a CPU (fp32, eager, explicit KV size);
+    on a GPU pass ``enforce_eager=False`` (CUDA graphs) and ``kv_cache_memory_bytes=None`` to
+    let vLLM size the cache from ``gpu_memory_utilization``. A random-weights model folder is
+    served with dummy weights (``--load-format dummy``)."""
+    from engine.model_prep import is_random_model
+
+    cmd = [sys.executable, "-m", "engine.vllm_launcher", "serve", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name,
+           "--dtype", dtype, "--max-model-len", str(max_model_len)]
+    if enforce_eager:
+        cmd.append("--enforce-eager")
+    if kv_cache_memory_bytes is not None:
+        cmd += ["--kv-cache-memory-bytes", str(kv_cache_memory_bytes)]
+    if gpu_memory_utilization is not None:
+        cmd += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
+    if is_random_model(str(model_dir)):
+        cmd += ["--load-format", "dummy"]
+    return [*cmd, *extra_args]
 
 
 @contextmanager

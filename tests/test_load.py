@@ -10,7 +10,7 @@ from engine.load import LoadSpec, load_levels, parse_load_spec, poisson_arrivals
 from engine.load_metrics import capacity_at_slo
 from engine.logs import parse_log
 from engine.store import Store
-from engine.vllm_serve import free_port
+from engine.vllm_serve import free_port, serve_command
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +155,18 @@ def test_a_cli_sweep_stopped_with_sigterm_is_stored_as_failed(vllm_server, setti
     assert time.monotonic() - t < 15  # the requests in flight end, the queued ones are dropped
     [run] = store.list_load_runs()
     assert run.status == "failed" and "signal" in run.error, run
+
+
+def test_serve_command_on_a_gpu_keeps_cuda_graphs_and_lets_vllm_size_the_cache(model_settings):
+    from engine.model_prep import resolve_model
+
+    cpu = serve_command("/m", 8000, "m")
+    assert "--enforce-eager" in cpu and "--kv-cache-memory-bytes" in cpu
+    assert "--load-format" not in cpu
+    gpu = serve_command(resolve_model("random:llama-3.1-8b", model_settings), 8000, "base",
+                        dtype="bfloat16", enforce_eager=False, kv_cache_memory_bytes=None,
+                        gpu_memory_utilization=0.85, extra_args=("--quantization", "fp8"))
+    assert "--enforce-eager" not in gpu and "--kv-cache-memory-bytes" not in gpu
+    assert gpu[gpu.index("--gpu-memory-utilization") + 1] == "0.85"
+    assert gpu[gpu.index("--load-format") + 1] == "dummy"  # a config-only folder: no weights
+    assert gpu[-2:] == ["--quantization", "fp8"]

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from engine.backends.transformers_backend import RANDOM_TEXT, TransformersBackend
+from engine.backends.base import RANDOM_TEXT
+from engine.backends.transformers_backend import TransformersBackend
 from engine.errors import ModelPrepError, SpecError
 from engine.logs import parse_log
 from engine.model_prep import CONFIGS_DIR, is_random_model, resolve_model
@@ -115,3 +116,33 @@ def test_random_model_pilot_measures_speed_not_accuracy(model_settings) -> None:
         assert r.output_tokens == 4
         assert (r.ref_exact, r.ref_contains, r.ref_f1, r.base_rouge_l, r.base_cosine) == (None,) * 5
     assert compiled.status == "failed" and "compile" in compiled.error
+
+
+def test_a_random_models_tokenizer_decodes_every_id_it_can_generate(model_settings, tmp_path) -> None:
+    """A random Llama-3 shape generates ids up to 128,255; the embedded tokenizer has 49,152.
+    Padded, each id decodes (a server streaming text would otherwise stream nothing) and
+    real text still encodes exactly as before."""
+    from transformers import AutoTokenizer
+
+    from engine.model_prep import embedded_model_dir, pad_tokenizer
+
+    src = embedded_model_dir(model_settings)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / f).write_bytes((src / f).read_bytes())
+    assert pad_tokenizer(tmp_path / "tokenizer.json", 49_160) == 49_160
+    base, padded = AutoTokenizer.from_pretrained(src), AutoTokenizer.from_pretrained(tmp_path)
+    assert len(base) == 49_152 and len(padded) == 49_160
+    assert base.decode([49_155]) == ""  # what a server would stream for such an id
+    assert padded.decode([1000, 49_155, 49_159]) == base.decode([1000]) + "<r49155><r49159>"
+    text = "Where is my order <r49155>? It was due on 3 March."
+    assert padded(text)["input_ids"] == base(text)["input_ids"]
+    assert pad_tokenizer(tmp_path / "tokenizer.json", 49_160) == 49_160  # idempotent
+
+
+def test_the_8b_shape_folder_has_a_tokenizer_as_large_as_its_vocabulary(model_settings) -> None:
+    from transformers import AutoTokenizer
+
+    path = resolve_model("random:llama-3.1-8b", model_settings)
+    marker = json.loads(open(f"{path}/roilab_random.json").read())
+    assert marker["tokenizer_padded_to"] == 128_256
+    assert len(AutoTokenizer.from_pretrained(path)) == 128_256

@@ -9,6 +9,8 @@ from engine.domain import Generation
 from engine.specs import VariantSpec
 
 Messages = list[dict[str, str]]
+# What a random-weights model "said": its tokens are measured, their text means nothing.
+RANDOM_TEXT = "<random weights: {n} tokens generated, text not meaningful>"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from engine.backends.base import Backend, LoadInfo, Messages, resolve_device
+from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
 from engine.domain import Generation
 from engine.errors import ModelPrepError, SpecError
 from engine.memory import (
@@ -38,7 +38,6 @@ from engine.techniques.base import TechniqueContext
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CACHE_BUCKET = 256  # static-cache lengths are multiples of this: fewer shapes, fewer compiles
-RANDOM_TEXT = "<random weights: {n} tokens generated, text not meaningful>"
 
 
 class _StepClock:

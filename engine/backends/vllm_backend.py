@@ -29,10 +29,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.backends.base import Backend, LoadInfo, Messages, resolve_device
+from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
 from engine.backends.vllm_checks import check_vllm_spec
 from engine.domain import Generation
 from engine.errors import BackendError, ModelPrepError
+from engine.model_prep import is_random_model
 
 CPU_KV_CACHE_BYTES = 512 * 2**20  # default KV cache on CPU (vLLM needs an explicit size there)
 MAX_ENGINES = 2  # engines kept alive at once; the least recently used one is shut down
@@ -77,8 +78,6 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
     if device == "cpu" and opts.kv_cache_memory_bytes is None:
         optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     args.update({k: v for k, v in optional.items() if v is not None})
-    from engine.model_prep import is_random_model
-
     if is_random_model(model_path):
         # A production shape from its config alone: random weights, speed and memory only.
         args["load_format"] = "dummy"
@@ -204,6 +203,7 @@ class VllmBackend(Backend):
         self._reused = False
         self._batches = 0
         self._pairs: list[tuple[float, float]] = []  # (our latency, vLLM's) per request
+        self._random = is_random_model(model_path)
 
     @classmethod
     def check(cls, spec, device: str) -> None:
@@ -237,6 +237,8 @@ class VllmBackend(Backend):
             eos = None
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos])
+        if self._random:  # random weights: decode max_new_tokens, as a speed benchmark does
+            self._eos = set()
 
     @staticmethod
     def _versions() -> dict[str, str]:
@@ -268,7 +270,7 @@ class VllmBackend(Backend):
 
         engine = self.engine.llm.llm_engine
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
-                                output_kind=RequestOutputKind.DELTA)
+                                ignore_eos=self._random, output_kind=RequestOutputKind.DELTA)
         prompts = [self._token_ids(m) for m in batch]
         self._batches += 1
         ids = [f"roilab-{id(self)}-{self._batches}-{i}" for i in range(len(batch))]
@@ -306,7 +308,8 @@ class VllmBackend(Backend):
     def _generation(self, rid: str, prompt: list[int], out: list[int], first: dict, done: dict,
                     stats, origin: tuple[float, float]) -> Generation:
         cut = next((j for j, t in enumerate(out) if t in self._eos), len(out))
-        text = self.tokenizer.decode(out[:cut], skip_special_tokens=True).strip()
+        text = RANDOM_TEXT.format(n=cut) if self._random else \
+            self.tokenizer.decode(out[:cut], skip_special_tokens=True).strip()
         return Generation(text=text, prompt_tokens=len(prompt), output_tokens=cut,
                           ttft_s=first.get(rid, done[rid]), latency_s=done[rid],
                           engine_metrics=_engine_metrics(stats, *origin))
@@ -365,4 +368,4 @@ def _engine_metrics(stats, wall0: float, mono0: float) -> dict[str, float] | Non
             "ttft_s": stats.first_token_latency,
             "latency_s": stats.first_token_latency + decode,
             "generation_tokens": stats.num_generation_tokens,
-            "preemptions": stats.num_preemptions}
+            "preemptions": getattr(stats, "num_preemptions", None)}  # vLLM >= 0.23
