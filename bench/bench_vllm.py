@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--eager", action="store_true", help="no CUDA graphs / torch.compile on a "
+                   "GPU (a quick smoke run; production keeps them)")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--load-configs", default="", help="e.g. base,fp8: sweep these under load")
@@ -131,6 +133,7 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
     rows = []
     for name in args.configs.split(","):
         opts = VllmOptions(**CONFIGS[name], max_num_seqs=args.max_num_seqs,
+                           enforce_eager=True if args.eager else None,
                            max_model_len=args.max_model_len,
                            gpu_memory_utilization=args.gpu_memory_utilization
                            if device == "cuda" else None)
@@ -192,7 +195,8 @@ def load_sweep(args, store, settings, device: str, dtype: str) -> tuple[int, lis
     flags = ("--max-num-seqs", str(args.max_num_seqs)) if args.max_num_seqs else ()
     targets = tuple(LoadTarget(name=f"vllm-{name}", serve=ServeOptions(
         model=args.model, dtype=dtype, max_model_len=args.max_model_len,
-        kv_cache_memory_bytes=None if gpu else 256 * 2**20, enforce_eager=not gpu,
+        kv_cache_memory_bytes=None if gpu else 256 * 2**20,
+        enforce_eager=args.eager or not gpu,
         gpu_memory_utilization=args.gpu_memory_utilization if gpu else None,
         extra_args=(*SERVE_FLAGS[name], *flags))) for name in args.load_configs.split(","))
     spec = LoadSpec(name="bench_vllm sweep", workload_id=wid, targets=targets,
