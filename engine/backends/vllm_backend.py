@@ -37,6 +37,10 @@ from engine.model_prep import is_random_model
 
 CPU_KV_CACHE_BYTES = 512 * 2**20  # default KV cache on CPU (vLLM needs an explicit size there)
 MAX_ENGINES = 2  # engines kept alive at once; the least recently used one is shut down
+# The front end hands us a request's first token and then only its finish (vLLM's
+# ``stream_interval``): that is all the timing needs, and building a delta output for every
+# request at every step cost ~8% of throughput at batch 64 on an H200.
+STREAM_INTERVAL = 1 << 20
 
 
 @dataclass
@@ -69,6 +73,7 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
         "tensor_parallel_size": opts.tensor_parallel_size, "seed": opts.seed,
         "kv_cache_dtype": opts.kv_cache_dtype,
         "disable_log_stats": False,  # RequestOutput.metrics is empty otherwise
+        "stream_interval": STREAM_INTERVAL,
     }
     optional = {"quantization": opts.quantization, "max_model_len": opts.max_model_len,
                 "max_num_seqs": opts.max_num_seqs,
@@ -260,6 +265,12 @@ class VllmBackend(Backend):
                                                   add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def _batch_token_ids(self, batch: list[Messages]) -> list[list[int]]:
+        """``_token_ids`` for a whole batch: one tokenizer call, encoded in parallel."""
+        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                 for m in batch]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     def count_tokens(self, messages: Messages) -> int:
         return len(self._token_ids(messages))
 
@@ -271,7 +282,7 @@ class VllmBackend(Backend):
         engine = self.engine.llm.llm_engine
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
                                 ignore_eos=self._random, output_kind=RequestOutputKind.DELTA)
-        prompts = [self._token_ids(m) for m in batch]
+        prompts = self._batch_token_ids(batch)
         self._batches += 1
         ids = [f"roilab-{id(self)}-{self._batches}-{i}" for i in range(len(batch))]
         wall0, mono0, t0 = time.time(), time.monotonic(), time.perf_counter()
