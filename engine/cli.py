@@ -33,6 +33,18 @@ def cmd_prepare_model(args, settings: Settings) -> None:
     print(resolve_model(args.model, settings, progress=print))
 
 
+def cmd_export(args, settings: Settings) -> None:
+    from engine.export import export_quantized
+    from engine.model_prep import resolve_model
+
+    r = export_quantized(resolve_model(args.model, settings), args.output, bits=args.bits,
+                         group_size=args.group_size, dtype=args.dtype, progress=print)
+    print(f"{r.quantized_layers} layers to {r.bits}-bit (groups of {r.group_size}), "
+          f"{r.source_bytes / 2**20:,.0f} MiB -> {r.target_bytes / 2**20:,.0f} MiB on disk, "
+          f"{r.seconds:.0f} s. Serve it with a vllm variant whose model is {r.target} "
+          f"(dtype {r.dtype}).")
+
+
 def cmd_ingest(args, settings: Settings) -> int:
     from engine.logs import parse_log
 
@@ -227,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="convert the embedded model (or check a folder)")
     p.add_argument("--model", default="embedded:smollm2-135m-instruct")
     p.set_defaults(func=cmd_prepare_model)
+    p = sub.add_parser("export", help="write a 4/8-bit compressed-tensors checkpoint vLLM serves")
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    p.add_argument("-o", "--output", required=True, help="new folder for the checkpoint")
+    p.add_argument("--bits", type=int, default=4, choices=[4, 8])
+    p.add_argument("--group-size", type=int, default=64)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("ingest", help="validate and store a request log (JSONL or CSV)")
     p.add_argument("log")
     p.add_argument("--name")

@@ -145,3 +145,58 @@ def test_a_random_weights_model_is_loaded_by_vllm_as_dummy_weights(tmp_path) -> 
     assert vllm_backend.engine_args(spec, folder, "cuda")["load_format"] == "dummy"
     real = vllm_backend.engine_args(VLLM_FP32, str(settings.models_dir), "cpu")
     assert "load_format" not in real
+
+
+def test_a_random_weights_shape_decodes_every_token_asked_for(tmp_path, embedded_model_dir) -> None:
+    """Random weights measure speed only: vLLM must decode max_new_tokens for every request
+    (EOS ignored, as the transformers backend does), so both engines and raw vLLM compare
+    like for like; the text says it is not meaningful."""
+    from engine.backends.base import RANDOM_TEXT
+    from engine.backends.vllm_backend import STREAM_INTERVAL
+    from engine.model_prep import resolve_model
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", embedded_model_dir)
+    spec = VariantSpec(name="shape", model="random:tiny-llama-hd64", backend="vllm", dtype="float32",
+                       vllm=VllmOptions(enforce_eager=True, max_model_len=512,
+                                        kv_cache_memory_bytes=32 * 2**20))
+    backend = get_backend("vllm")(spec, resolve_model(spec.model, settings))
+    try:
+        backend.load()
+        hello = [{"role": "user", "content": "hello"}]
+        gens = backend.generate([hello, [{"role": "user", "content": "where is my order?"}]], 9)
+        assert [g.output_tokens for g in gens] == [9, 9]
+        assert gens[0].text == RANDOM_TEXT.format(n=9)
+        assert all(0 < g.ttft_s <= g.latency_s for g in gens)
+        assert gens[0].prompt_tokens == backend.count_tokens(hello)  # tokenized once, reused
+        # first token and finish are all the timing needs from vLLM's front end
+        assert backend.serving_report()["engine_args"]["stream_interval"] == STREAM_INTERVAL
+    finally:
+        backend.close()
+
+
+def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
+                                                                    embedded_model_dir) -> None:
+    """`roilab export` writes a compressed-tensors W4A16 checkpoint; a vllm variant whose model
+    is that folder loads it as quantized (vLLM reads the method from its config), holds a
+    fraction of the bytes, and still answers."""
+    from engine.export import export_quantized
+
+    out = tmp_path / "w4a16"
+    report = export_quantized(embedded_model_dir, out, bits=4, group_size=64)
+    assert report.target_bytes < 0.25 * report.source_bytes  # fp32 -> packed int4 + bf16 embedding
+    spec = VariantSpec(name="w4a16", model=str(out), backend="vllm", dtype="bfloat16",
+                       vllm=VllmOptions(enforce_eager=True, max_model_len=1024,
+                                        kv_cache_memory_bytes=64 * 2**20))
+    assert preflight(spec) is None
+    backend = get_backend("vllm")(spec, str(out))
+    try:
+        info = backend.load()
+        assert backend.engine.llm.llm_engine.model_config.quantization == "compressed-tensors"
+        # read back from vLLM's loaded model: under half of the same model in bf16
+        assert info.weight_bytes < 0.5 * report.source_bytes / 2
+        [gen] = backend.generate([[{"role": "user", "content": "What is the capital of France?"}]],
+                                 12)
+        assert "Paris" in gen.text
+    finally:
+        backend.close()

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
@@ -83,8 +84,9 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
     if device == "cpu" and opts.kv_cache_memory_bytes is None:
         optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     args.update({k: v for k, v in optional.items() if v is not None})
-    if is_random_model(model_path):
+    if is_random_model(model_path) and not any(Path(model_path).glob("*.safetensors")):
         # A production shape from its config alone: random weights, speed and memory only.
+        # (An exported quantized random shape carries its weights: vLLM loads those.)
         args["load_format"] = "dummy"
     return args
 
