@@ -200,3 +200,20 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
         assert "Paris" in gen.text
     finally:
         backend.close()
+
+
+def test_heads_vllms_cpu_attention_cannot_run_are_refused_before_it_starts(tmp_path,
+                                                                         embedded_model_dir):
+    """tiny-llama's 16-wide heads: vLLM would start, then die in its worker; the backend says
+    why up front instead, and the pilot records that reason for the variant."""
+    from engine.errors import SpecError
+    from engine.model_prep import resolve_model
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", embedded_model_dir)
+    spec = VariantSpec(name="tiny", model="random:tiny-llama", backend="vllm",
+                       vllm=VllmOptions(enforce_eager=True, kv_cache_memory_bytes=32 * 2**20))
+    backend = get_backend("vllm")(spec, resolve_model(spec.model, settings))
+    with pytest.raises(SpecError, match="16 wide.*32, 64"):
+        backend.load()
+    assert backend.engine is None  # nothing was started

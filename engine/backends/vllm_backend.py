@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
-from engine.backends.vllm_checks import check_vllm_spec
+from engine.backends.vllm_checks import check_cpu_model, check_vllm_spec
 from engine.domain import Generation
 from engine.errors import BackendError, ModelPrepError
 from engine.model_prep import is_random_model
@@ -221,6 +221,8 @@ class VllmBackend(Backend):
              calibration_is_eval_set: bool = False) -> LoadInfo:
         device = resolve_device(self.spec.device)
         self.check(self.spec, device)
+        if device == "cpu":
+            check_cpu_model(self.spec.name, self.model_path)
         self._load_tokenizer()
         args = engine_args(self.spec, self.model_path, device)
         self._reused = json.dumps(args, sort_keys=True) in _ENGINES

@@ -100,3 +100,40 @@ def _check_cpu(name: str, opts) -> None:
     if opts.gpu_memory_utilization is not None:
         raise SpecError(f"Variant {name!r}: gpu_memory_utilization is a GPU setting; on CPU "
                         "size the KV cache with vllm.kv_cache_memory_bytes.")
+
+
+def model_head_size(model_path: str) -> int | None:
+    """Attention head width from a model folder's config.json, or None if it doesn't say."""
+    import json
+
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)
+    if config.get("head_dim"):
+        return int(config["head_dim"])
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return hidden // heads if hidden and heads else None
+
+
+def cpu_attention_head_sizes() -> list[int] | None:
+    """Head sizes vLLM's CPU attention has kernels for (None if this vLLM doesn't say)."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        return list(CPUAttentionBackend.get_supported_head_sizes())
+    except (ImportError, AttributeError):
+        return None
+
+
+def check_cpu_model(name: str, model_path: str) -> None:
+    """Refuse, before vLLM starts, a model whose heads vLLM's CPU attention cannot run (vLLM
+    itself only fails inside its worker, after start-up, with "Unsupported CPU attention
+    configuration")."""
+    size = model_head_size(model_path)
+    supported = cpu_attention_head_sizes()
+    if size is not None and supported and size not in supported:
+        raise SpecError(f"Variant {name!r}: the model's attention heads are {size} wide, and "
+                        f"vLLM's CPU attention runs only {', '.join(map(str, supported))}; "
+                        "serve this model with the transformers backend here, or on a GPU.")
