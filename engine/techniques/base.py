@@ -45,3 +45,11 @@ class TechniqueContext:
     calibration_is_eval_set: bool = False
     work_dir: str = ""  # a folder the technique may write to (e.g. a fine-tuned student)
     settings: Any = None
+
+
+def group_size_only_for_4_bit(bits: int, group_size: int, default: int) -> None:
+    """A spec validator's check, shared by the weight-quantization and QAT specs: 8-bit
+    weights are scaled per output row, so a group size other than the default is a mistake."""
+    if bits == 8 and group_size != default:
+        raise ValueError("group_size applies to 4-bit weights; 8-bit weights are scaled "
+                         "per output row: drop group_size or set bits=4.")

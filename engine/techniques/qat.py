@@ -38,7 +38,7 @@ from engine.techniques._training import (
     teacher_answers,
     trainable_decoder_params,
 )
-from engine.techniques.base import TechniqueBase, TechniqueContext
+from engine.techniques.base import TechniqueBase, TechniqueContext, group_size_only_for_4_bit
 
 stage = "model"
 
@@ -58,9 +58,7 @@ class QuantAwareTraining(TechniqueBase):
 
     @model_validator(mode="after")
     def _group_size_is_for_4_bit(self) -> QuantAwareTraining:
-        if self.bits == 8 and self.group_size != 32:
-            raise ValueError("group_size applies to 4-bit weights; 8-bit weights are scaled "
-                             "per output row: drop group_size or set bits=4.")
+        group_size_only_for_4_bit(self.bits, self.group_size, default=32)
         return self
 
 
@@ -98,17 +96,6 @@ def _configs(spec: QuantAwareTraining) -> tuple[Any, Any, Any]:
             base)
 
 
-def _check_group_size(model: torch.nn.Module, spec: QuantAwareTraining) -> None:
-    from engine.techniques._quant_backends import is_decoder_linear
-
-    widths = {m.in_features for n, m in model.named_modules() if is_decoder_linear(m, n)}
-    bad = sorted(w for w in widths if w % spec.group_size)
-    if spec.bits == 4 and bad:
-        raise SpecError(f"group_size={spec.group_size} does not divide the input width "
-                        f"{bad[0]} of some linear layers; pick a group size that divides "
-                        f"all of {sorted(widths)} (e.g. 32 or 64).")
-
-
 def apply(model, spec: QuantAwareTraining, ctx: TechniqueContext | None = None
           ) -> dict[str, Any]:
     """Teacher answers -> prepare -> train -> convert; report read back from the model."""
@@ -117,6 +104,7 @@ def apply(model, spec: QuantAwareTraining, ctx: TechniqueContext | None = None
 
     from engine.memory import model_weight_bytes
     from engine.techniques._quant_backends import (
+        check_group_size,
         decoder_linear_count,
         is_decoder_linear,
         quantized_layers,
@@ -124,7 +112,7 @@ def apply(model, spec: QuantAwareTraining, ctx: TechniqueContext | None = None
 
     ctx = require_training_data(ctx, "Quantization-aware training")
     prepare, convert, base = _configs(spec)
-    _check_group_size(model, spec)
+    check_group_size(model, spec.bits, spec.group_size)
     linears = decoder_linear_count(model)
     before = model_weight_bytes(model)
     data = teacher_answers(model, ctx, spec.max_train_examples, spec.teacher_max_new_tokens,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from engine.errors import SpecError
-from engine.techniques.base import TechniqueBase, TechniqueContext
+from engine.techniques.base import TechniqueBase, TechniqueContext, group_size_only_for_4_bit
 
 stage = "model"
 
@@ -41,9 +41,7 @@ class QuantizeWeights(TechniqueBase):
 
     @model_validator(mode="after")
     def _group_size_is_for_4_bit(self) -> QuantizeWeights:
-        if self.bits == 8 and self.group_size != 64:
-            raise ValueError("group_size applies to 4-bit weights; 8-bit weights are scaled "
-                             "per output row: drop group_size or set bits=4.")
+        group_size_only_for_4_bit(self.bits, self.group_size, default=64)
         return self
 
 
@@ -94,6 +92,7 @@ def apply_weight_quantization(model, spec: QuantizeWeights) -> dict[str, Any]:
     from engine.memory import model_weight_bytes
     from engine.techniques._quant_backends import (
         QUANTIZERS,
+        check_group_size,
         decoder_linear_count,
         library_backend,
         probe_kernels,
@@ -103,7 +102,7 @@ def apply_weight_quantization(model, spec: QuantizeWeights) -> dict[str, Any]:
     first_param = next(model.parameters())
     device, dtype = first_param.device.type, first_param.dtype
     check(spec, device)
-    _check_group_size(model, spec)
+    check_group_size(model, spec.bits, spec.group_size)
     linears = decoder_linear_count(model)
     before = model_weight_bytes(model)
     t0 = time.perf_counter()
@@ -139,24 +138,6 @@ def apply_weight_quantization(model, spec: QuantizeWeights) -> dict[str, Any]:
                     if first else None),
         "library_version": _version(spec.method),
     }
-
-
-def _check_group_size(model, spec: QuantizeWeights) -> None:
-    """4-bit groups must tile every linear's input row, or libraries part ways: torchao
-    refuses ("Expecting input size at 1 dimension: 576 to be divisible by block_size at 1
-    dimension: 128"), bitsandbytes' CPU repacking fails at the first forward ("shape
-    '[192, 4]' is invalid for input of size 864"), quanto silently picks 96 and HQQ lets
-    groups straddle rows."""
-    from engine.techniques._quant_backends import is_decoder_linear
-
-    if spec.bits != 4:
-        return
-    widths = sorted({m.in_features for n, m in model.named_modules() if is_decoder_linear(m, n)})
-    if any(w % spec.group_size for w in widths):
-        fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]
-        fix = f"use group_size {fits[0]}" if fits else "this model's widths fit no group size"
-        raise SpecError(f"group_size {spec.group_size} does not divide the input width of every "
-                        f"linear layer ({', '.join(map(str, widths))}): {fix}.")
 
 
 def _synced(device: str) -> float:
