@@ -130,6 +130,7 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     wid = workload(store, settings, max(args.requests, args.b1_requests))
     model_dir = resolve_model(args.model, settings)
+    random_weights = is_random_model(str(model_dir))
     rows = []
     for name in args.configs.split(","):
         opts = VllmOptions(**CONFIGS[name], max_num_seqs=args.max_num_seqs,
@@ -139,7 +140,8 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
                            if device == "cuda" else None)
         vspec = VariantSpec(name=f"vllm-{name}", model=args.model, backend="vllm",
                             dtype=dtype, device=device, vllm=opts)
-        print(f"\n== {vspec.name}: {engine_args(vspec, model_dir, device)}", flush=True)
+        eargs = engine_args(vspec, model_dir, device)  # the pilot's engine, shared with raw
+        print(f"\n== {vspec.name}: {eargs}", flush=True)
         for b in sizes:
             n = args.b1_requests if b == 1 else args.requests
             pilot = PilotSpec(name=f"{vspec.name} b{b}", workload_id=wid, variants=(vspec,),
@@ -150,30 +152,29 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
             backend._load_tokenizer()
             prompts = backend._batch_token_ids([list(r.request.messages)
                                                for r in store.get_requests(wid)[:n]])
+            def raw_vllm(b=b, prompts=prompts, eargs=eargs) -> tuple[int, float]:
+                return raw_pass(get_engine(eargs).llm, prompts, b, args.max_new_tokens,
+                                random_weights)
+
             ours, raw, start_s, agreement = [], [], None, None
             if b != sizes[0]:  # untimed: this batch size's first pass (kernels, graphs)
-                raw_pass(get_engine(engine_args(vspec, model_dir, device)).llm, prompts, b,
-                         args.max_new_tokens, is_random_model(str(model_dir)))
+                raw_vllm()
             for rep in range(args.repeats):
                 if rep or b != sizes[0]:  # the first pilot starts the engine: raw goes after
-                    raw.append(raw_pass(get_engine(engine_args(vspec, model_dir, device)).llm,
-                                        prompts, b, args.max_new_tokens,
-                                        is_random_model(str(model_dir))))
+                    raw.append(raw_vllm())
                 run = run_pilot(pilot, store, settings)
                 v = run.variants[0]
                 if v.status != "ok":
                     raise SystemExit(f"{vspec.name} failed: {v.error}")
-                ours.append((sum(r.output_tokens for r in store.get_results(v.id)), v.wall_s,
+                ours.append((sum(r.output_tokens for r in store.get_results(v.id)),
                              v.throughput_tok_s, run.id))
                 serving = v.technique_report.get("serving", {})
                 start_s = serving.get("engine_start_s", start_s)
                 agreement = serving.get("latency_vs_vllm_metrics", agreement)
                 if rep == 0 and b == sizes[0]:
-                    raw.append(raw_pass(get_engine(engine_args(vspec, model_dir, device)).llm,
-                                        prompts, b, args.max_new_tokens,
-                                        is_random_model(str(model_dir))))
+                    raw.append(raw_vllm())
             raw_tps = [t / s for t, s in raw]
-            our_tps = [o[2] for o in ours]
+            our_tps = [o[1] for o in ours]
             row = {"config": name, "batch_size": b, "requests": n,
                    "max_new_tokens": args.max_new_tokens,
                    "raw_tok_s": [round(x, 2) for x in raw_tps],
@@ -181,7 +182,7 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
                    "raw_tokens": [t for t, _ in raw], "roilab_tokens": [o[0] for o in ours],
                    "ratio_median": round(statistics.median(our_tps) / statistics.median(raw_tps), 4),
                    "engine_start_s": start_s, "latency_vs_vllm_metrics": agreement,
-                   "run_ids": [o[3] for o in ours]}
+                   "run_ids": [o[2] for o in ours]}
             rows.append(row)
             print(f"{name} b{b}: raw {row['raw_tok_s']} tok/s, roilab {row['roilab_tok_s']} "
                   f"tok/s, ratio {row['ratio_median']:.4f}", flush=True)

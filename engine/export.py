@@ -90,6 +90,7 @@ def export_quantized(model_dir: str | Path, out_dir: str | Path, bits: int = 4,
                              "vLLM: run `make vllm` (or pip install compressed-tensors).") from exc
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from engine.techniques._quant_backends import check_group_size, is_decoder_linear
 
     t0 = time.perf_counter()
     notify(f"loading {source}")
@@ -104,23 +105,20 @@ def export_quantized(model_dir: str | Path, out_dir: str | Path, bits: int = 4,
     except (OSError, ValueError) as exc:
         raise ModelPrepError(f"Cannot load {str(source)!r} to export it: {exc}. Name a local "
                              "Hugging Face model folder.") from exc
-    head = "lm_head"
-    linears = {n: m for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != head}
-    narrow = sorted({m.in_features for m in linears.values() if m.in_features % group_size})
-    if narrow:
-        raise SpecError(f"group_size={group_size} does not divide the input width of every "
-                        f"layer (widths {narrow}); pick a group size that divides them.")
+    check_group_size(model, group_size)  # the same layers and rule as in-memory 4-bit weights
+    linears = [m for n, m in model.named_modules() if is_decoder_linear(m, n)]
+    kept = [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not is_decoder_linear(m, n)]
     weights = QuantizationArgs(num_bits=bits, type="int", symmetric=True, strategy="group",
                                group_size=group_size)
     config = QuantizationConfig(
         config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=weights)},
-        ignore=[head], quantization_status=QuantizationStatus.INITIALIZED)
+        ignore=kept, quantization_status=QuantizationStatus.INITIALIZED)
     apply_quantization_config(model, config)
     notify(f"quantizing {len(linears)} layers to {bits}-bit, groups of {group_size}")
     qmax = 2 ** (bits - 1) - 0.5  # symmetric: amax maps to the edge of [-2^(b-1), 2^(b-1)-1]
     with torch.no_grad():
-        for module in linears.values():
+        for module in linears:
             w = module.weight.float()
             amax = w.reshape(w.shape[0], -1, group_size).abs().amax(dim=-1)
             module.weight_scale.copy_((amax.clamp(min=1e-8) / qmax).to(module.weight_scale.dtype))
@@ -141,8 +139,7 @@ def export_quantized(model_dir: str | Path, out_dir: str | Path, bits: int = 4,
             source=str(source), target=str(target), bits=bits, group_size=group_size,
             dtype=dtype, format="compressed-tensors/pack-quantized",
             quantized_layers=len(linears),
-            kept_layers=[n for n, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear) and n.split(".")[-1] == head],
+            kept_layers=kept,
             source_bytes=_folder_bytes(source), target_bytes=_folder_bytes(staging),
             seconds=round(time.perf_counter() - t0, 2))
         (staging / EXPORT_MARKER).write_text(json.dumps(asdict(report), indent=1))

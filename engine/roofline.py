@@ -41,11 +41,15 @@ def decode_bound_tok_s(weight_bytes: float, kv_bytes_per_token: float, context_t
     return batch * bandwidth_bytes_per_s / step_bytes
 
 
+def head_dim(config) -> int:
+    """Width of one attention head, from a Hugging Face model config."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def kv_bytes_per_token(config, dtype_bytes: int) -> int:
     """K and V bytes for one token across all layers, from a Hugging Face model config."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    return 2 * config.num_hidden_layers * kv_heads * head_dim(config) * dtype_bytes
 
 
 def streamed_weight_bytes(model) -> int:

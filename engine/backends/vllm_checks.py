@@ -103,18 +103,15 @@ def _check_cpu(name: str, opts) -> None:
 
 
 def model_head_size(model_path: str) -> int | None:
-    """Attention head width from a model folder's config.json, or None if it doesn't say."""
-    import json
+    """Attention head width from a model folder's config, or None if it can't be read."""
+    from transformers import AutoConfig
+
+    from engine.roofline import head_dim
 
     try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
+        return head_dim(AutoConfig.from_pretrained(model_path).get_text_config())
+    except (OSError, ValueError, AttributeError, TypeError):
         return None
-    config = config.get("text_config", config)
-    if config.get("head_dim"):
-        return int(config["head_dim"])
-    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
-    return hidden // heads if hidden and heads else None
 
 
 def cpu_attention_head_sizes() -> list[int] | None:

@@ -20,16 +20,14 @@ import torch
 from engine.memory import quantizer_side_tensors, tensor_bytes
 
 
-def check_group_size(model: torch.nn.Module, bits: int, group_size: int) -> None:
-    """4-bit groups must tile every linear's input row, or libraries part ways: torchao
+def check_group_size(model: torch.nn.Module, group_size: int) -> None:
+    """Weight groups must tile every decoder linear's input row, or libraries part ways: torchao
     refuses ("Expecting input size at 1 dimension: 576 to be divisible by block_size at 1
     dimension: 128"), bitsandbytes' CPU repacking fails at the first forward ("shape
     '[192, 4]' is invalid for input of size 864"), quanto silently picks 96 and HQQ lets
     groups straddle rows. SpecError naming a group size that fits, if any does."""
     from engine.errors import SpecError
 
-    if bits != 4:
-        return
     widths = sorted({m.in_features for n, m in model.named_modules() if is_decoder_linear(m, n)})
     if any(w % group_size for w in widths):
         fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]

@@ -112,7 +112,8 @@ def apply(model, spec: QuantAwareTraining, ctx: TechniqueContext | None = None
 
     ctx = require_training_data(ctx, "Quantization-aware training")
     prepare, convert, base = _configs(spec)
-    check_group_size(model, spec.bits, spec.group_size)
+    if spec.bits == 4:  # 8-bit weights are scaled per row, not per group
+        check_group_size(model, spec.group_size)
     linears = decoder_linear_count(model)
     before = model_weight_bytes(model)
     data = teacher_answers(model, ctx, spec.max_train_examples, spec.teacher_max_new_tokens,
