@@ -50,11 +50,10 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     does this so the run is listed before inference starts).
     """
     run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
-    everything = store.get_requests(spec.workload_id)
-    requests = everything[:spec.max_requests] if spec.max_requests else everything
-    held_out = everything[len(requests):]  # calibration/training data, never evaluated
-    calibration = Calibration([list(r.request.messages) for r in held_out or requests],
-                              is_eval_set=not held_out)
+    requests, calibrate_on, is_eval_set = split_workload(store.get_requests(spec.workload_id),
+                                                         spec.max_requests)
+    calibration = Calibration([list(r.request.messages) for r in calibrate_on],
+                              is_eval_set=is_eval_set)
     store.set_run_status(run.id, "running")
     try:
         _run_variants(spec, run, requests, calibration, store, settings, on_progress)
@@ -69,6 +68,17 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
         raise
     store.set_run_status(run.id, "done")
     return store.get_run(run.id)
+
+
+def split_workload(everything: list[StoredRequest], max_requests: int | None
+                   ) -> tuple[list[StoredRequest], list[StoredRequest], bool]:
+    """``(evaluated, calibration, is_eval_set)``: a pilot evaluates the first ``max_requests``
+    (all when None); techniques calibrate or train on the held-out ones beyond them, never
+    evaluated, or on the evaluated ones when there are none (``is_eval_set`` True, which
+    reports must say). ``roilab export --method gptq`` calibrates on the same split."""
+    evaluated = everything[:max_requests] if max_requests else everything
+    held_out = everything[len(evaluated):]
+    return evaluated, held_out or evaluated, not held_out
 
 
 @dataclass(frozen=True)
