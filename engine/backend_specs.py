@@ -34,6 +34,7 @@ class VllmOptions(_Options):
     enable_prefix_caching: bool | None = None  # None: vLLM's default (on)
     enforce_eager: bool | None = None  # True: no CUDA graphs / torch.compile; None: True on CPU
     tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(1, ge=1, le=64)  # devices = tensor x pipeline sizes
     max_model_len: int | None = Field(None, ge=16)  # None: the model's own context length
     max_num_seqs: int | None = Field(None, ge=1, le=4096)  # concurrent sequences per step
     # KV-cache size. vLLM's CPU backend needs it explicitly (its memory-fraction default
@@ -41,6 +42,11 @@ class VllmOptions(_Options):
     kv_cache_memory_bytes: int | None = Field(None, ge=16 * 2**20)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     seed: int = 0
+
+    @property
+    def devices(self) -> int:
+        """GPUs (or CPU sockets) one engine occupies: what a variant is priced by."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
 class EndpointOptions(_Options):

@@ -84,5 +84,16 @@ class Backend(ABC):
         """Peak memory while serving: max allocated on CUDA; on CPU, peak process RSS over
         the RSS before loading (weights + activations + KV cache)."""
 
+    def memory_report(self) -> dict[str, Any]:
+        """Memory of this variant as served, for ``technique_report["memory"]``: device,
+        peak_bytes (and how it was measured), weight_bytes, the KV-cache capacity the engine
+        reserved (kv_cache_tokens, kv_cache_bytes, kv_bytes_per_token, kv_method),
+        device_total_bytes of one device and the number of devices. Called after
+        ``peak_memory_bytes``; backends fill in what they can measure."""
+        return {"device": None, "peak_bytes": self.peak_memory_bytes(), "peak_method": None,
+                "weight_bytes": None, "kv_cache_tokens": None, "kv_cache_bytes": None,
+                "kv_bytes_per_token": None, "kv_method": "not measured by this backend",
+                "device_total_bytes": None, "devices": 1}
+
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release the model; by default nothing beyond dropping the backend object."""

@@ -310,6 +310,32 @@ class TransformersBackend(Backend):
             return int(torch.cuda.max_memory_allocated())
         return self._sampler.peak_growth() if self._sampler else None
 
+    def memory_report(self) -> dict:
+        import psutil
+
+        cuda = self.model is not None and self.model.device.type == "cuda"
+        kv_token = kv_bytes_per_token(self.model.config, torch.finfo(self.model.dtype).bits // 8) \
+            if self.model is not None else None
+        tokens = None
+        if self._compile_config is not None and self._warm:  # static cache: reserved up front
+            tokens = max(b for b, _ in self._warm) * self._cache_len
+        return {
+            "device": "cuda" if cuda else "cpu", "peak_bytes": self.peak_memory_bytes(),
+            "peak_method": "torch's peak allocated on cuda:0 while serving (weights, "
+                           "activations, KV cache)" if cuda else
+                           "peak process RSS while serving over the RSS before loading",
+            "weight_bytes": model_weight_bytes(self.model) if self.model is not None else None,
+            "kv_cache_tokens": tokens,
+            "kv_cache_bytes": int(tokens * kv_token) if tokens and kv_token else None,
+            "kv_bytes_per_token": kv_token,
+            "kv_method": "static cache reserved for compile=True (largest batch x cache length)"
+                         if tokens else "dynamic cache: none reserved, it grows with each "
+                                        "request (full-precision bytes per token from the config)",
+            "device_total_bytes": torch.cuda.get_device_properties(0).total_memory if cuda
+            else psutil.virtual_memory().total,
+            "devices": 1,
+        }
+
     def close(self) -> None:
         if self._sampler:
             self._sampler.stop()
