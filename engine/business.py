@@ -36,6 +36,7 @@ from engine import cost, roi, sizing, traffic
 from engine.business_types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
 from engine.decision import RAW_METRICS as _METRICS
 from engine.decision import Candidate, accuracy_value, gate, pareto_front, recommend
+from engine.devices import devices_of, memory_of
 from engine.hardware import Hardware, get_hardware
 
 __all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
@@ -65,8 +66,24 @@ def case_from_report(report, assumptions: Assumptions | None,
                          workload=report.workload.name)
 
 
+def _kv_figure(technique_report: dict) -> tuple[float | None, str]:
+    """(KV bytes/token, where it comes from) of a stored variant, most trusted first: the
+    KV-cache technique's own figure (it describes the quantized cache), the backend's
+    measurement (technique_report["memory"]), then the model config's estimate."""
+    quantized = technique_report.get("quantize_kv_cache", {}).get("kv_bytes_per_token_quantized")
+    if quantized:
+        return float(quantized), "from the KV-cache technique's report"
+    mem = memory_of(technique_report)
+    if mem.kv_bytes_per_token:
+        return mem.kv_bytes_per_token, f"measured ({mem.kv_method or 'by the engine'})"
+    config = technique_report.get("_model", {}).get("kv_bytes_per_token")
+    return (float(config), "estimated from the model config") if config else (None, "")
+
+
 def measured_variants(report) -> list[MeasuredVariant]:
-    """Per-variant measurements of a ``PilotReport``, priced at the report's $/hour."""
+    """Per-variant measurements of a ``PilotReport``, priced at the report's $/hour per
+    device times the devices each variant occupied (``engine.devices.devices_of``); weights
+    and KV bytes/token as measured by the backend where it stored them."""
     hw = replace(report.hardware, price_per_hour=report.price_per_hour)
     batch = int(report.run.spec.get("generation", {}).get("batch_size", 1))
     res = report.results
@@ -77,16 +94,15 @@ def measured_variants(report) -> list[MeasuredVariant]:
         ttft = sub.ttft_s.astype(float) if ok else pd.Series(dtype=float)
         lat = sub.latency_s.astype(float) if ok else pd.Series(dtype=float)
         ctx = (sub.prompt_tokens_sent + sub.output_tokens).astype(float) if ok else None
-        kv_report = v.technique_report.get("quantize_kv_cache", {})
+        kv, kv_source = _kv_figure(v.technique_report)
+        weights = memory_of(v.technique_report).weight_bytes or v.weight_bytes
         out.append(MeasuredVariant(
             name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw, batch=batch,
             n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
             tokens_per_s=s.tokens_per_s if ok else None,
             requests_per_s=s.requests_per_s if ok else None,
             latency_p95_s=s.latency.p95 if ok and s.latency else None,
-            weight_bytes=float(v.weight_bytes) if v.weight_bytes else None,
-            kv_bytes_per_token=kv_report.get("kv_bytes_per_token_quantized")
-            or v.technique_report.get("_model", {}).get("kv_bytes_per_token"),
+            weight_bytes=float(weights) if weights else None, kv_bytes_per_token=kv,
             input_tokens_total=float(sub.prompt_tokens_sent.sum()) if ok else 0.0,
             output_tokens_total=float(sub.output_tokens.sum()) if ok else 0.0,
             prefill_s=float(ttft.sum()), decode_s=float((lat - ttft).clip(lower=0).sum()),
@@ -97,7 +113,7 @@ def measured_variants(report) -> list[MeasuredVariant]:
             request_index=tuple(int(i) for i in sub.request_index) if ok else (),
             latency_s=tuple(float(x) for x in lat),
             per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
-            if ok else {}))
+            if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
     return out
 
 
@@ -113,7 +129,7 @@ def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
     variant's measured speed relative to the baseline instead of crediting its own bytes.
     """
     measured = sizing.Measured(mv.hardware, mv.tokens_per_s or 0.0, mv.requests_per_s or 0.0,
-                               mv.latency_p95_s or 0.0, mv.batch)
+                               mv.latency_p95_s or 0.0, mv.batch, mv.devices)
     if a.target_hardware:
         cands = [get_hardware(a.target_hardware, catalog)]
     else:
@@ -124,19 +140,33 @@ def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
     if base is not None and base is not mv and base.ok and base.tokens_per_s and base.weight_bytes:
         base_kv = (base.kv_bytes_per_token if base.kv_bytes_per_token is not None
                    else (a.kv_bytes_per_token or 0.0))
-        ref = (base.weight_bytes, base_kv, base.tokens_per_s)
+        ref = (base.weight_bytes, base_kv, base.tokens_per_s, base.devices)
     rs = sizing.right_size(measured, mv.weight_bytes or 0.0, kv, mv.context_p95_tokens,
                            a.concurrency, cands, a.overhead_fraction, a.engine_efficiency, ref)
     plans = [(o, traffic.provision(o.hardware, o.projection.requests_per_s,
                                    o.projection.latency_p95_s, a.requests_per_day, a.peak_factor,
-                                   a.p95_target_s, a.utilisation))
+                                   a.p95_target_s, a.utilisation,
+                                   devices_per_replica=mv.devices))
              for o in rs.options if o.fit.fits and o.projection and o.projection.requests_per_s > 0]
     if not plans:
         notes = "; ".join(f"{o.hardware.key}: {o.note}" for o in rs.options if o.note)
         return rs, None, None, f"no device can serve it ({notes or rs.reason})"
     option, plan = min(plans, key=lambda op: (not op[1].meets_slo, op[1].monthly_bill,
-                                              op[0].hardware.price_per_hour))
+                                              op[0].price_per_hour))
     return rs, option, plan, plan.reason
+
+
+def memory_method(mv: MeasuredVariant, a: Assumptions) -> str:
+    """Where right-sizing's weight and KV-cache figures come from, for the row's method."""
+    weights = (f"weights {mv.weight_bytes / 1e9:,.2f} GB measured" if mv.weight_bytes
+               else "weights not measured (not counted)")
+    if mv.kv_bytes_per_token is not None:
+        kv = f"KV cache {mv.kv_bytes_per_token:,.0f} B/token {mv.kv_source or 'as stored'}"
+    elif a.kv_bytes_per_token:
+        kv = f"KV cache {a.kv_bytes_per_token:,.0f} B/token assumed"
+    else:
+        kv = "KV cache not counted (no figure stored or assumed)"
+    return f"memory: {weights}, {kv}"
 
 
 def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
@@ -152,18 +182,20 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
                   measured_hardware=mv.hardware.key, measured_tokens_per_s=mv.tokens_per_s,
                   measured_requests_per_s=mv.requests_per_s,
                   measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
-                  api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None)
+                  api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None,
+                  devices=mv.devices)
     if not mv.ok:
         return VariantCase(**common, unit_costs=None, sizing=None, target=None,
                            provisioning=None, monthly_cost=None,
                            reason=f"the variant failed in the pilot: {mv.error or 'no output'}")
-    uc = cost.unit_costs(mv.hardware.price_per_hour, mv.wall_s, mv.n_requests,
+    uc = cost.unit_costs(mv.price_per_hour, mv.wall_s, mv.n_requests,
                          mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
                          mv.decode_s, a.utilisation)
     rs, option, plan, note = _place(mv, a, catalog, base)
     reason = "; ".join(filter(None, [gate_reason, note]))
     return VariantCase(**common, unit_costs=uc, sizing=rs, target=option, provisioning=plan,
-                       monthly_cost=plan.monthly_bill if plan else None, reason=reason)
+                       monthly_cost=plan.monthly_bill if plan else None, reason=reason,
+                       memory_method=memory_method(mv, a))
 
 
 def _with_savings(row: VariantCase, base: VariantCase) -> VariantCase:
@@ -231,15 +263,21 @@ def _methods(a: Assumptions, hw: Hardware) -> dict[str, str]:
                 f"{', '.join(n for n, _, _ in a.load_capacity)}; single-stream pilot "
                 "throughput for the others"} if a.load_capacity else {}
     return capacity | {
-        "measured": f"measured on {hw.name} at ${hw.price_per_hour:g}/h "
-                    f"({hw.price_source}, {hw.price_date}) over the pilot's own requests",
+        "measured": f"measured on {hw.name} at ${hw.price_per_hour:g}/h per device "
+                    f"({hw.price_source}, {hw.price_date}) over the pilot's own requests; "
+                    "a variant is priced at that x the devices its engine occupies "
+                    "(tensor x pipeline parallel size)",
         "unit_costs": cost.UNIT_COST_METHOD,
         "sizing": "weights + KV cache (p95 context x concurrency) + "
-                  f"{a.overhead_fraction:.0%} of memory held back must fit one device; "
+                  f"{a.overhead_fraction:.0%} of memory held back must fit one replica (one "
+                  "device, or tensor x pipeline parallel size devices); weights and KV "
+                  "bytes/token as measured by the serving engine where stored, else the "
+                  "model config's estimate (each row's method says which); "
                   "projection per engine.sizing (bandwidth ratio capped by compute ratio, "
                   "or roofline bound x engine efficiency across CPU/GPU)",
-        "traffic": "devices = ceil(peak req/s / (req/s per device x utilisation)); "
-                   "bill = devices x $/h x 730 h, always on at peak provisioning",
+        "traffic": "replicas = ceil(peak req/s / (req/s per replica x utilisation)); "
+                   "devices = replicas x devices per replica; "
+                   "bill = devices x $/h per device x 730 h, always on at peak provisioning",
         "roi": "one-time = engineering days x day rate + GPU hours x target $/h; "
                "payback = one-time / monthly savings; net = savings x months - one-time",
         "bootstrap": BOOTSTRAP_METHOD, "tornado": TORNADO_METHOD, "api": a.api_price_source}
@@ -251,8 +289,8 @@ def _lat_scale(lat: np.ndarray, idx: np.ndarray) -> float:
 
 
 def _bill(plan: traffic.Provisioning, price: float, scale: float) -> float:
-    return traffic.monthly_bill(traffic.gpus_needed(plan.peak_rps, plan.capacity_rps_per_gpu * scale),
-                                price)
+    replicas = traffic.gpus_needed(plan.peak_rps, plan.capacity_rps_per_gpu * scale)
+    return traffic.monthly_bill(replicas * plan.devices_per_replica, price)
 
 
 def _with_intervals(row: VariantCase, mv: MeasuredVariant, a: Assumptions) -> VariantCase:

@@ -85,7 +85,7 @@ class MeasuredVariant:
     techniques: str
     ok: bool
     error: str | None
-    hardware: Hardware  # what it ran on (priced as)
+    hardware: Hardware  # what it ran on (priced as); price_per_hour is per device
     batch: int
     n_requests: int
     wall_s: float
@@ -106,6 +106,15 @@ class MeasuredVariant:
     request_index: tuple[int, ...] = ()
     latency_s: tuple[float, ...] = ()
     per_request: dict[str, tuple[float, ...]] = field(default_factory=dict)  # NaN = none
+    devices: int = 1  # devices one engine (replica) occupies: tensor x pipeline parallel size
+    # where kv_bytes_per_token comes from, e.g. "measured (reserved by vLLM)" or "estimated
+    # from the model config"; weight_bytes are always read back from the loaded model
+    kv_source: str = ""
+
+    @property
+    def price_per_hour(self) -> float:
+        """What one replica costs an hour on the measured hardware: devices x $/device-hour."""
+        return cost.occupied_price_per_hour(self.hardware.price_per_hour, self.devices)
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class VariantCase:
     latency_interval: roi.Interval | None = None
     monthly_cost_interval: roi.Interval | None = None
     recommended: bool = False
+    devices: int = 1  # devices one replica occupies (tensor x pipeline parallel size)
+    memory_method: str = ""  # where the sizing's weight and KV figures come from
 
     @property
     def projected(self) -> bool:
@@ -142,7 +153,9 @@ class VariantCase:
 
     @property
     def method(self) -> str:
-        return self.target.projection.method if self.target and self.target.projection else ""
+        """How the serving figures were projected, then where the memory figures come from."""
+        proj = self.target.projection.method if self.target and self.target.projection else ""
+        return "; ".join(filter(None, [proj, self.memory_method]))
 
     @property
     def target_hardware(self) -> str | None:
@@ -191,6 +204,8 @@ class BusinessCase:
             "cost_per_1k_requests": r.unit_costs.cost_per_1k_requests if r.unit_costs else None,
             "target_hardware": r.target_hardware, "projected": r.projected, "method": r.method,
             "gpus": r.provisioning.gpus if r.provisioning else None,
+            "devices_per_replica": r.devices,
+            "replicas": r.provisioning.replicas if r.provisioning else None,
             "latency_p95_s": r.provisioning.latency_p95_s if r.provisioning else None,
             "monthly_cost": r.monthly_cost, "monthly_savings": r.monthly_savings,
             "api_monthly_cost": r.api_monthly_cost, "recommended": r.recommended,

@@ -35,6 +35,19 @@ def cost_per_million_tokens(price_per_hour: float, tokens_per_s: float) -> float
     return price_per_hour / (tokens_per_s * SECONDS_PER_HOUR) * 1e6
 
 
+def occupied_price_per_hour(price_per_device_hour: float, devices: int = 1) -> float:
+    """USD per hour of what one engine occupies: ``price_per_device_hour * devices``.
+
+    A variant served with tensor parallel size 2 holds two GPUs for every hour it runs, so it
+    pays two GPUs' price (``engine.devices.devices_of`` reads the count from a stored spec).
+    Raises ValueError when ``devices < 1``.
+    """
+    if devices < 1:
+        raise ValueError(f"devices must be >= 1 (tensor x pipeline parallel size), got "
+                         f"{devices!r}.")
+    return price_per_device_hour * devices
+
+
 def cost_per_1k_requests(price_per_hour: float, requests_per_s: float) -> float:
     """USD per 1,000 requests: ``price_per_hour / (requests_per_s * 3600) * 1000``.
 
@@ -147,6 +160,7 @@ class MeasuredThroughput:
     output_tokens_total: int
     n_requests: int
     wall_s: float
+    devices: int = 1  # devices its engine occupied: priced at devices x the $/hour
 
 
 @dataclass(frozen=True)
@@ -170,9 +184,11 @@ def _throughput(count: float, wall_s: float) -> float | None:
     return count / wall_s
 
 
-def _cost_row(run: MeasuredThroughput, price_per_hour: float, requests_per_month: float) -> VariantCost:
+def _cost_row(run: MeasuredThroughput, price_per_device: float,
+              requests_per_month: float) -> VariantCost:
     tok_s = _throughput(run.output_tokens_total, run.wall_s)
     req_s = _throughput(run.n_requests, run.wall_s)
+    price_per_hour = occupied_price_per_hour(price_per_device, run.devices)
     return VariantCost(
         name=run.name,
         tokens_per_s=tok_s,
@@ -192,14 +208,16 @@ def _cost_row(run: MeasuredThroughput, price_per_hour: float, requests_per_month
 
 
 def variant_costs(
-    rows: Iterable[MeasuredThroughput | tuple[str, int, int, float]],
+    rows: Iterable[MeasuredThroughput | tuple],
     price_per_hour: float,
     requests_per_month: float,
     baseline_name: str,
 ) -> list[VariantCost]:
     """Cost every variant on the same hardware price and monthly volume.
 
-    ``rows`` are MeasuredThroughput or ``(name, output_tokens_total, n_requests, wall_s)`` tuples.
+    ``rows`` are MeasuredThroughput or ``(name, output_tokens_total, n_requests, wall_s[,
+    devices])`` tuples. ``price_per_hour`` is per device: a row occupying ``devices`` devices
+    is priced at ``devices x price_per_hour``.
     ``tokens_per_s = output_tokens_total / wall_s``; ``requests_per_s = n_requests / wall_s``;
     the costs follow from the functions above. Savings are against the row named
     ``baseline_name``; they are None for a variant without a monthly cost, or when the

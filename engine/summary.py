@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from engine import cost
+from engine.devices import devices_of, memory_of
 from engine.domain import Run, Workload
 from engine.store import Store
 
@@ -61,6 +62,15 @@ class VariantSummary:
     monthly_cost: float | None
     monthly_savings: float | None
     savings_fraction: float | None
+    # What its engine occupied and reserved (engine.devices): priced at devices x $/hour.
+    devices: int = 1
+    price_per_hour: float | None = None  # devices x the run's per-device $/hour
+    kv_cache_tokens: int | None = None  # KV-cache capacity the engine reserved, in tokens
+    kv_cache_bytes: int | None = None  # bytes it reserved for that cache
+    kv_bytes_per_token: float | None = None  # measured by the backend; None = not measured
+    kv_method: str | None = None
+    peak_method: str | None = None
+    device_memory_bytes: int | None = None  # one device's memory
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,9 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
                  catalog: dict[str, cost.Hardware] | None = None) -> PilotReport:
     """Summarise a stored run; cost assumptions default to those stored with the run.
 
-    ``catalog``: where hardware keys resolve (default built-ins; pass
-    ``store.hardware_catalog()`` for user entries)."""
+    ``price_per_hour`` is per device: each variant is priced at it times the devices its
+    engine occupied (``engine.devices.devices_of``). ``catalog``: where hardware keys
+    resolve (default built-ins; pass ``store.hardware_catalog()`` for user entries)."""
     run = store.get_run(run_id)
     stored_cost = run.spec.get("cost", {})
     hw = cost.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"), catalog)
@@ -128,9 +139,10 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
         sub = results[results.variant_id == v.id]
         ok = v.status == "ok" and len(sub) and v.wall_s
         measured.append(cost.MeasuredThroughput(v.name, int(sub.output_tokens.sum()) if ok else 0,
-                                                len(sub) if ok else 0, v.wall_s or 0.0))
+                                                len(sub) if ok else 0, v.wall_s or 0.0,
+                                                devices_of(v.spec)))
     costs = cost.variant_costs(measured, price, volume, run.variants[0].name)
-    summaries = tuple(_summarise(v, results[results.variant_id == v.id], c)
+    summaries = tuple(_summarise(v, results[results.variant_id == v.id], c, price)
                       for v, c in zip(run.variants, costs, strict=True))
     return PilotReport(run=run, workload=store.get_workload(run.workload_id), hardware=hw,
                        price_per_hour=price, requests_per_month=volume, variants=summaries,
@@ -142,12 +154,14 @@ def _mean(series: pd.Series) -> float | None:
     return float(s.mean()) if len(s) else None
 
 
-def _summarise(v, sub: pd.DataFrame, c: cost.VariantCost) -> VariantSummary:
-    has = len(sub) > 0
+def _summarise(v, sub: pd.DataFrame, c: cost.VariantCost, price: float) -> VariantSummary:
+    has, mem, devices = len(sub) > 0, memory_of(v.technique_report), devices_of(v.spec)
     return VariantSummary(
         name=v.name, status=v.status, error=v.error, techniques=describe_techniques(v.spec),
-        device=v.device, n_requests=len(sub), load_s=v.load_s, weight_bytes=v.weight_bytes,
-        peak_mem_bytes=v.peak_mem_bytes, tokens_per_s=c.tokens_per_s,
+        device=v.device, n_requests=len(sub), load_s=v.load_s,
+        weight_bytes=v.weight_bytes if v.weight_bytes is not None else mem.weight_bytes,
+        peak_mem_bytes=v.peak_mem_bytes if v.peak_mem_bytes is not None else mem.peak_bytes,
+        tokens_per_s=c.tokens_per_s,
         requests_per_s=c.requests_per_s,
         latency=LatencySummary.of(sub.latency_s) if has else None,
         ttft=LatencySummary.of(sub.ttft_s) if has else None,
@@ -161,7 +175,12 @@ def _summarise(v, sub: pd.DataFrame, c: cost.VariantCost) -> VariantSummary:
         base_cosine=_mean(sub.base_cosine) if has else None,
         cost_per_1k_requests=c.cost_per_1k_requests,
         cost_per_1m_output_tokens=c.cost_per_1m_output_tokens, monthly_cost=c.monthly_cost,
-        monthly_savings=c.monthly_savings, savings_fraction=c.savings_fraction)
+        monthly_savings=c.monthly_savings, savings_fraction=c.savings_fraction,
+        devices=devices, price_per_hour=cost.occupied_price_per_hour(price, devices),
+        kv_cache_tokens=mem.kv_cache_tokens, kv_cache_bytes=mem.kv_cache_bytes,
+        kv_bytes_per_token=mem.kv_bytes_per_token,
+        kv_method=mem.kv_method, peak_method=mem.peak_method,
+        device_memory_bytes=mem.device_total_bytes)
 
 
 def side_by_side(report: PilotReport, store: Store, variant: str) -> pd.DataFrame:
@@ -220,7 +239,8 @@ def technique_figures(report: PilotReport) -> pd.DataFrame:
         for technique, figures in v.technique_report.items():
             if not isinstance(figures, dict):
                 continue
-            label = "model (read back)" if technique == "_model" else technique
+            label = {"_model": "model (read back)",
+                     "memory": "memory (measured by the backend)"}.get(technique, technique)
             for key, value in _flatten(figures):
                 rows.append({"variant": v.name, "technique": label, "figure": key,
                              "value": _display(value)})

@@ -6,7 +6,10 @@ Provisioning is always-on at peak: a variant needs
     peak_requests_per_s = requests_per_day / 86400 * peak_factor
 
 and the bill is ``gpus * price_per_hour * 730`` hours a month (the hours in an average
-month, 8760 / 12), paid whether busy or not. ``utilisation`` is the share of a device's
+month, 8760 / 12), paid whether busy or not. A variant whose engine spans several devices
+(tensor x pipeline parallel size ``d``) is provisioned in replicas of ``d`` devices:
+``replicas = ceil(peak / (requests_per_s_per_replica * utilisation))`` and
+``gpus = replicas * d``, each device at the per-device $/hour. ``utilisation`` is the share of a device's
 measured capacity you plan to load it to (headroom for bursts). A variant whose p95
 latency exceeds the target does not meet the SLO: it is still sized, and flagged.
 
@@ -57,32 +60,43 @@ class Provisioning:
 
     hardware_key: str
     peak_rps: float
-    capacity_rps_per_gpu: float  # requests_per_s * utilisation
-    gpus: int
+    capacity_rps_per_gpu: float  # requests_per_s * utilisation, per replica (of devices_per_replica)
+    gpus: int  # devices in all: replicas x devices_per_replica
     monthly_bill: float
     latency_p95_s: float
     p95_target_s: float
     meets_slo: bool
     reason: str  # "" when the SLO is met, else what misses it
+    devices_per_replica: int = 1  # tensor x pipeline parallel size of the variant's engine
+
+    @property
+    def replicas(self) -> int:
+        return self.gpus // self.devices_per_replica
 
 
 def provision(hw: Hardware, requests_per_s: float, latency_p95_s: float, requests_per_day: float,
               peak_factor: float, p95_target_s: float, utilisation: float = 1.0,
-              price_per_hour: float | None = None) -> Provisioning:
-    """Devices and monthly bill for ``hw`` at the given (measured or projected) speed."""
+              price_per_hour: float | None = None, devices_per_replica: int = 1) -> Provisioning:
+    """Devices and monthly bill for ``hw`` at the given (measured or projected) speed.
+
+    ``requests_per_s`` is what one replica serves; a replica occupies ``devices_per_replica``
+    devices, each billed at ``price_per_hour`` (default ``hw.price_per_hour``, per device).
+    """
+    if devices_per_replica < 1:
+        raise ValueError(f"devices_per_replica must be >= 1, got {devices_per_replica!r}.")
     if not 0 < utilisation <= 1:
         raise ValueError(f"utilisation must be in (0, 1], got {utilisation!r}.")
     if not p95_target_s > 0:
         raise ValueError(f"p95_target_s must be > 0 seconds, got {p95_target_s!r}.")
     peak = peak_requests_per_s(requests_per_day, peak_factor)
     capacity = requests_per_s * utilisation
-    gpus = gpus_needed(peak, capacity)
+    gpus = gpus_needed(peak, capacity) * devices_per_replica
     price = hw.price_per_hour if price_per_hour is None else price_per_hour
     meets = latency_p95_s <= p95_target_s
     reason = "" if meets else (f"p95 latency {latency_p95_s:.2f} s exceeds the "
                                f"{p95_target_s:g} s target")
     return Provisioning(hw.key, peak, capacity, gpus, monthly_bill(gpus, price), latency_p95_s,
-                        p95_target_s, meets, reason)
+                        p95_target_s, meets, reason, devices_per_replica)
 
 
 def requests_per_month(requests_per_day: float) -> float:
