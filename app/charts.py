@@ -34,7 +34,7 @@ def _bars(frame: pd.DataFrame, columns: dict[str, str], title: str, y_title: str
 
 def cost_chart(frame: pd.DataFrame, price_per_hour: float, hardware: str) -> go.Figure:
     return _bars(frame, {"cost_per_1k_requests": "$ per 1k requests"},
-                 f"Cost per 1,000 requests at ${price_per_hour:g}/h ({hardware})", "USD",
+                 f"Cost per 1,000 requests at ${price_per_hour:g}/h per device ({hardware})", "USD",
                  fmt=".4f")
 
 

@@ -115,18 +115,32 @@ def print_run(run_id: int, settings: Settings) -> None:
     from engine.summary import build_report
 
     report = build_report(_store(settings), run_id)
-    cols = ["name", "status", "tokens_per_s", "latency_p50_s", "latency_p95_s",
-            "peak_mem_bytes", "ref_contains", "base_rouge_l", "base_cosine",
-            "cost_per_1k_requests", "monthly_savings"]
+    cols = ["name", "status", "devices", "tokens_per_s", "latency_p50_s", "latency_p95_s",
+            "peak_mem_bytes", "weight_bytes", "kv_cache_tokens", "ref_contains", "base_rouge_l",
+            "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens", "monthly_savings"]
     frame = report.frame()[cols].copy()
-    frame["peak_mem_bytes"] = frame["peak_mem_bytes"] / 2**20
-    frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB"})
-    print(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h, "
-          f"{report.requests_per_month:,} requests/month:")
+    for col in ("peak_mem_bytes", "weight_bytes"):  # MiB with thousands separators: GPU-sized
+        frame[col] = [_count(x / 2**20) for x in frame[col]]
+    frame["kv_cache_tokens"] = [_count(x) for x in frame["kv_cache_tokens"]]
+    frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
+                                  "kv_cache_tokens": "kv_tokens",
+                                  "cost_per_1m_output_tokens": "cost_per_1m_out"})
+    print(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h per device "
+          f"(a variant pays that x its devices), {report.requests_per_month:,} requests/month:")
     print(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for v in report.variants:
+        how = "; ".join(filter(None, [v.peak_method and f"peak {v.peak_method}",
+                                      v.kv_method and f"KV cache {v.kv_method}"]))
+        if how:
+            print(f"  {v.name} memory: {how}")
     for v in report.variants:
         if v.status == "failed":
             print(f"  {v.name} failed: {v.error}")
+
+
+def _count(x) -> str:
+    """``1,234`` for a measured figure, ``n/a`` for a missing one (None or NaN)."""
+    return "n/a" if x is None or x != x else f"{x:,.0f}"
 
 
 def cmd_runs(args, settings: Settings) -> None:

@@ -63,11 +63,12 @@ def basis(row: VariantCase) -> str:
 
 def basis_detail(row: VariantCase) -> str:
     """Where the row's figures come from, with the projection method when projected."""
+    memory = f"; {row.memory_method}" if row.memory_method else ""
     if row.target is None:
-        return f"measured on {row.measured_hardware}; no device to serve it"
-    if row.projected:
+        return f"measured on {row.measured_hardware}; no device to serve it{memory}"
+    if row.projected:  # row.method already ends with the memory figures' source
         return f"projected from {row.measured_hardware} to {row.target_hardware}: {row.method}"
-    return f"measured on {row.measured_hardware}"
+    return f"measured on {row.measured_hardware}{memory}"
 
 
 def business_figures(case: BusinessCase) -> dict[str, str]:
@@ -85,7 +86,10 @@ def business_figures(case: BusinessCase) -> dict[str, str]:
 def _device(row: VariantCase) -> str:
     if not (row.target and row.provisioning):
         return "no device"
-    return f"{row.provisioning.gpus} x {row.target.hardware.name}"
+    plan = row.provisioning
+    spans = (f" ({plan.replicas} replica{'s' if plan.replicas > 1 else ''} of "
+             f"{plan.devices_per_replica})" if plan.devices_per_replica > 1 else "")
+    return f"{plan.gpus} x {row.target.hardware.name}{spans}"
 
 
 def executive_summary(case: BusinessCase) -> list[str]:
@@ -157,7 +161,7 @@ def _api_sentence(case: BusinessCase) -> str:
 def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
     """(label, value) of every input of the case, with units."""
     a, hw = case.assumptions, case.measured_hardware
-    kv = "as stored with the run (KV technique or model config)" + (
+    kv = "as stored with the run (measured by the engine, KV technique or model config)" + (
         f", else {a.kv_bytes_per_token:,.0f} bytes" if a.kv_bytes_per_token is not None
         else ", else not counted")
     return [
@@ -179,20 +183,22 @@ def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
         ("Hosted API source", a.api_price_source),
         ("Price multiplier", f"{a.price_factor:g}"),
         ("Bootstrap", f"{a.bootstrap_resamples} resamples, seed {a.seed}, p5-p95"),
-        ("Measured on", f"{hw.name} at {fmt_money(hw.price_per_hour)}/hour "
-                        f"({hw.price_source}, {hw.price_date})")]
+        ("Measured on", f"{hw.name} at {fmt_money(hw.price_per_hour)}/hour per device "
+                        f"({hw.price_source}, {hw.price_date}); a variant pays that x its "
+                        "devices (tensor x pipeline parallel size)")]
 
 
 def variant_rows(case: BusinessCase) -> list[tuple[str, ...]]:
     """The per-variant table: accuracy and gate, measured vs projected, devices and bills."""
-    rows = [("Variant", "Techniques", "Accuracy", "Gate", "Figures", "Target hardware", "GPUs",
-             "p95 (s)", "$/month", "Saving/month", "API $/month", "Decision")]
+    rows = [("Variant", "Techniques", "Accuracy", "Gate", "Figures", "Target hardware",
+             "Per replica", "GPUs", "p95 (s)", "$/month", "Saving/month", "API $/month",
+             "Decision")]
     for r in case.rows:
         plan = r.provisioning
         decision = "RECOMMENDED" if r.recommended else (r.reason or "eligible, not cheapest")
         rows.append((r.name, r.techniques, fmt_score(r.accuracy),
                      "pass" if r.passes_gate else "fail", basis(r), r.target_hardware or NA,
-                     str(plan.gpus) if plan else NA,
+                     str(r.devices), str(plan.gpus) if plan else NA,
                      f"{plan.latency_p95_s:.2f}" if plan else NA, fmt_money(r.monthly_cost),
                      fmt_money(r.monthly_savings), fmt_money(r.api_monthly_cost), decision))
     return rows
@@ -338,7 +344,7 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     pdf.image(io.BytesIO(charts_png(case)), w=pdf.epw)
     pdf.add_page(orientation="L")
     pdf.heading("Per variant (measured vs projected)")
-    table(pdf, variant_rows(case), (24, 40, 16, 11, 18, 30, 11, 13, 20, 20, 20, 54), size=7)
+    table(pdf, variant_rows(case), (24, 36, 16, 11, 18, 30, 12, 11, 13, 20, 20, 20, 46), size=7)
     pdf.para("Where each row's serving figures come from:", 8, "B")
     for r in case.rows:
         pdf.para(f"{r.name}: {basis_detail(r)}", 7.5)

@@ -71,6 +71,7 @@ fmt_score = _formatter("{:.3f}")
 fmt_mb = _formatter("{:,.1f} MB", 1e-6)  # MB = 10^6 bytes
 fmt_s = _formatter("{:.2f} s")
 fmt_tok_s = _formatter("{:,.2f} tok/s")
+_count = _formatter("{:,.0f}")  # tokens, bytes per token
 _num2, _mb_num = _formatter("{:,.2f}"), _formatter("{:,.1f}", 1e-6)  # table cells, unit in header
 
 
@@ -160,9 +161,10 @@ def assumptions(report: PilotReport) -> list[tuple[str, str]]:
     """(label, value) rows: every input the cost figures depend on."""
     spec, hw, b = report.run.spec, report.hardware, report.baseline
     gen = spec.get("generation", {})
-    price = f"{fmt_money(report.price_per_hour)}/hour"
+    price = f"{fmt_money(report.price_per_hour)}/hour per device"
     if not math.isclose(report.price_per_hour, hw.price_per_hour):
         price += f" (set by the user; catalog {fmt_money(hw.price_per_hour)}/hour)"
+    spans = [f"{v.name} {v.devices}" for v in report.variants if v.devices > 1]
     models = sorted({f"{v.get('model')} ({v.get('dtype', '?')})" for v in spec.get("variants", ())})
     devices = sorted({v.device for v in report.variants if v.device})
     return [("Hardware", f"{hw.name} [{hw.key}]"), ("Price", price),
@@ -173,10 +175,14 @@ def assumptions(report: PilotReport) -> list[tuple[str, str]]:
             ("Requests replayed", f"{b.n_requests} of the workload's {report.workload.n_requests}"),
             ("Model", "; ".join(models) or NA), ("Device", "; ".join(devices) or NA),
             ("Decoding", "greedy; throughput = output tokens (or requests) / replay wall time"),
+            ("Devices per variant", "1 each" if not spans else
+             "1 each, except " + ", ".join(spans) + " (tensor x pipeline parallel); $/h below "
+             "is the per-device price x the variant's devices"),
             ("$/1k requests", "$/h / (req/s * 3600) * 1000"),
             ("$/1M tokens", "$/h / (tok/s * 3600) * 1e6"),
             ("$/month", "volume / (req/s * 3600) * $/h  (busy hours only, no idle capacity)"),
-            ("Memory", "MB = 10^6 bytes; peak memory while serving (weights, activations, cache)")]
+            ("Memory", "MB = 10^6 bytes; peak memory while serving (weights, activations, cache); "
+                       "KV cache: the capacity the serving engine reserved, where it reports one")]
 
 
 # ---- charts ------------------------------------------------------------------------------
@@ -294,14 +300,37 @@ def pilot_sections(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.image(io.BytesIO(charts_png(report)), w=pdf.epw)
     pdf.add_page(orientation="L")
     pdf.heading(f"{prefix}Per-variant results")
-    table(pdf, _variant_rows(report), (28, 34, 14, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16),
-           size=7.5, numeric_from=3)
+    table(pdf, _variant_rows(report),
+          (28, 31, 14, 13, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16), size=7.5, numeric_from=3)
     for v in [x for x in report.variants if x.status != "ok"]:
         pdf.para(f"{v.name}: {v.status} - {v.error or 'no reason'}", 8)
     pdf.para("Ref contains: share of requests whose output contains the log's reference answer. "
              "ROUGE-L and cosine compare each output with the baseline's output for the same "
-             "request. Saving % is against the baseline's monthly cost.", 8, "I")
+             "request. Saving % is against the baseline's monthly cost. Devices: what the "
+             "variant's engine occupies (tensor x pipeline parallel size); its $ figures pay "
+             "for all of them.", 8, "I")
+    _memory_table(pdf, report, prefix)
     _technique_figures(pdf, report)
+
+
+def memory_rows(report: PilotReport) -> list[tuple[str, ...]]:
+    """Per variant: devices, peak device memory, weights and the KV cache its engine
+    reserved, each as measured (n/a where the backend did not measure it), and how."""
+    rows = [("Variant", "Devices", "Device", "Peak mem (MB)", "Weights (MB)", "KV cache (tokens)",
+             "KV cache (MB)", "KV bytes/token", "Device mem (MB)", "How measured")]
+    for v in report.variants:
+        how = "; ".join(filter(None, [v.peak_method and f"peak: {v.peak_method}",
+                                      v.kv_method and f"KV: {v.kv_method}"])) or NA
+        rows.append((v.name, str(v.devices), v.device or NA, _mb_num(v.peak_mem_bytes),
+                     _mb_num(v.weight_bytes), _count(v.kv_cache_tokens),
+                     _mb_num(v.kv_cache_bytes), _count(v.kv_bytes_per_token),
+                     _mb_num(v.device_memory_bytes), how))
+    return rows
+
+
+def _memory_table(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+    pdf.heading(f"{prefix}Memory per variant")
+    table(pdf, memory_rows(report), (30, 14, 14, 20, 20, 22, 20, 20, 22, 95), size=7.5)
 
 
 def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
@@ -322,12 +351,13 @@ def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | Non
 
 
 def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
-    rows = [("Variant", "Techniques", "Status", "tok/s", "p50 (s)", "p95 (s)", "Peak mem (MB)",
+    rows = [("Variant", "Techniques", "Status", "Devices", "tok/s", "p50 (s)", "p95 (s)",
+             "Peak mem (MB)",
              "Weights (MB)", "Ref contains", "ROUGE-L vs base", "Cosine vs base",
              "$/1k requests", "$/month", "Saving %")]
     for v in report.variants:
         lat = v.latency
-        rows.append((v.name, v.techniques, v.status, _num2(v.tokens_per_s),
+        rows.append((v.name, v.techniques, v.status, str(v.devices), _num2(v.tokens_per_s),
                      _num2(lat.p50 if lat else None), _num2(lat.p95 if lat else None),
                      _mb_num(v.peak_mem_bytes), _mb_num(v.weight_bytes),
                      fmt_pct(v.ref_contains), fmt_score(v.base_rouge_l), fmt_score(v.base_cosine),

@@ -162,7 +162,9 @@ _COLUMNS = {  # variant_table column -> (label, format)
     "variant": ("variant", None), "techniques": ("techniques", None),
     "accuracy": ("accuracy (gate metric)", "%.3f"), "passes_gate": ("passes gate", None),
     "meets_slo": ("meets p95", None), "figures": ("figures", None),
-    "target_hardware": ("target hardware", None), "gpus": ("devices", "%d"),
+    "target_hardware": ("target hardware", None),
+    "devices_per_replica": ("devices per replica", "%d"), "replicas": ("replicas", "%d"),
+    "gpus": ("devices", "%d"),
     "latency_p95_s": ("p95 there (s)", "%.2f"), "monthly_cost": ("$ / month", "$%.2f"),
     "monthly_savings": ("saving $ / month", "$%.2f"),
     "cost_per_1m_input": ("$ / 1M input (measured)", "$%.4f"),
@@ -174,7 +176,10 @@ _COLUMNS = {  # variant_table column -> (label, format)
 def _render_variant_table(case: BusinessCase) -> None:
     st.subheader("Per variant")
     st.caption("'figures' says whether the serving figures were measured on the pilot's "
-               "hardware or projected to the target hardware; the last column gives the method.")
+               "hardware or projected to the target hardware; the last column gives the method "
+               "and whether weights and KV cache were measured. A replica spans 'devices per "
+               "replica' devices (tensor x pipeline parallel size); devices = replicas x that, "
+               "each at the per-device $/hour.")
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.Column(label) for col, (label, fmt) in _COLUMNS.items()}
     st.dataframe(data.variant_table(case)[list(_COLUMNS)], hide_index=True,

@@ -67,7 +67,9 @@ def _render_assumptions(run: Run) -> PilotReport:
                      format_func=lambda k: CATALOG[k].name)
     default_price = price0 if hw == hw0 else CATALOG[hw].price_per_hour
     price = b.number_input("$/hour", min_value=0.0, value=default_price, step=0.01,
-                           format="%.5f", key=f"results.price.{run.id}.{hw}")
+                           format="%.5f", key=f"results.price.{run.id}.{hw}",
+                           help="Per device: a variant that spans several devices (tensor or "
+                                "pipeline parallel) pays this times its device count.")
     volume = c.number_input("Requests / month", min_value=0, value=volume0, step=100_000,
                             key=f"results.volume.{run.id}")
     return data.report(run.id, price=float(price), volume=int(volume), hardware=hw)
@@ -127,9 +129,10 @@ def _render_charts(rep: PilotReport) -> None:
 
 _VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in the PDF
     "name": ("variant", None), "status": ("status", None), "techniques": ("techniques", None),
-    "tokens_per_s": ("tokens/s", "%.1f"), "latency_p50_s": ("p50 latency (s)", "%.2f"),
+    "devices": ("devices", "%d"), "tokens_per_s": ("tokens/s", "%.1f"), "latency_p50_s": ("p50 latency (s)", "%.2f"),
     "latency_p95_s": ("p95 latency (s)", "%.2f"), "ttft_p50_s": ("p50 TTFT (s)", "%.3f"),
     "peak_mem_mb": ("peak memory (MB)", "%.0f"), "weight_mb": ("weights (MB)", "%.0f"),
+    "kv_cache_tokens": ("KV cache (tokens)", "%d"),
     "ref_contains": ("reference contained", "%.2f"), "ref_f1": ("token F1", "%.2f"),
     "base_rouge_l": ("ROUGE-L vs baseline", "%.2f"),
     "base_cosine": ("cosine vs baseline", "%.2f"),
@@ -142,6 +145,9 @@ _VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in 
 
 def _render_variant_table(rep: PilotReport) -> None:
     st.subheader("Per variant")
+    st.caption("Each variant is priced at the $/hour above times its devices (vLLM tensor x "
+               "pipeline parallel size). Peak memory, weights and the KV-cache capacity its "
+               "engine reserved are as the backend measured them (blank: not measured).")
     frame = rep.frame().assign(peak_mem_mb=lambda f: f.peak_mem_bytes / 1e6,
                                weight_mb=lambda f: f.weight_bytes / 1e6)
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
