@@ -68,15 +68,16 @@ def case_from_report(report, assumptions: Assumptions | None,
 
 def _kv_figure(technique_report: dict) -> tuple[float | None, str]:
     """(KV bytes/token, where it comes from) of a stored variant, most trusted first: the
-    KV-cache technique's own figure (it describes the quantized cache), the backend's
-    measurement (technique_report["memory"]), then the model config's estimate."""
+    KV-cache technique's own figure (it describes the quantized cache), the cache the
+    engine reserved (technique_report["memory"]: its bytes over its tokens), then the model
+    config's estimate (also what a dynamic cache, which reserves nothing, reports)."""
     quantized = technique_report.get("quantize_kv_cache", {}).get("kv_bytes_per_token_quantized")
     if quantized:
         return float(quantized), "from the KV-cache technique's report"
     mem = memory_of(technique_report)
-    if mem.kv_bytes_per_token:
-        return mem.kv_bytes_per_token, f"measured ({mem.kv_method or 'by the engine'})"
-    config = technique_report.get("_model", {}).get("kv_bytes_per_token")
+    if mem.kv_bytes_per_token and mem.kv_cache_tokens:
+        return mem.kv_bytes_per_token, f"measured: {mem.kv_method or 'reserved by the engine'}"
+    config = technique_report.get("_model", {}).get("kv_bytes_per_token") or mem.kv_bytes_per_token
     return (float(config), "estimated from the model config") if config else (None, "")
 
 

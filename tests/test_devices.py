@@ -58,6 +58,22 @@ def test_memory_of_reads_what_was_stored_and_tolerates_old_runs():
     assert m.weight_bytes is None and m.device_total_bytes is None  # NaN is not a measurement
 
 
+def test_kv_bytes_per_token_is_measured_only_where_the_engine_reserved_a_cache():
+    from engine.business import _kv_figure
+
+    config = {"_model": {"kv_bytes_per_token": 262_144}}
+    vllm = {"memory": {"kv_cache_tokens": 1000, "kv_cache_bytes": 131_072_000,
+                       "kv_bytes_per_token": 131_072.0, "kv_method": "reserved by vLLM"}}
+    dynamic = {"memory": {"kv_cache_tokens": None, "kv_bytes_per_token": 262_144,
+                          "kv_method": "dynamic cache: none reserved"}}
+    assert _kv_figure(config | vllm) == (131_072.0, "measured: reserved by vLLM")
+    assert _kv_figure(dynamic) == (262_144.0, "estimated from the model config")
+    assert _kv_figure(config) == (262_144.0, "estimated from the model config")
+    quantized = {"quantize_kv_cache": {"kv_bytes_per_token_quantized": 32_768}}
+    assert _kv_figure(quantized | dynamic) == (32_768.0, "from the KV-cache technique's report")
+    assert _kv_figure({}) == (None, "")
+
+
 def test_tp2_pays_two_gpus_per_token_by_hand():
     # TP 1: 1,000 tokens and 10 requests in 10 s (100 tok/s, 1 req/s) on one $3.50 GPU;
     # TP 2: the same in 10 / 1.4 s (140 tok/s, 1.4 req/s) on two.
@@ -183,7 +199,7 @@ def test_the_business_case_shows_no_saving_for_tp2(store: Store):
     # (262,144): p95 context 350 tokens x 8 requests -> 367,001,600 bytes; and says so
     assert tp1.target.fit.kv_bytes == 131_072 * 350 * 8
     assert "weights 16.06 GB measured" in tp1.method
-    assert "KV cache 131,072 B/token measured (reserved by vLLM)" in tp1.method
+    assert "KV cache 131,072 B/token measured: reserved by vLLM" in tp1.method
     assert old.target.fit.kv_bytes == 262_144 * 350 * 8  # nothing measured: the estimate
     assert "KV cache 262,144 B/token estimated from the model config" in old.method
     frame = case.frame()
@@ -227,7 +243,7 @@ def test_business_page_shows_devices_per_replica(settings, monkeypatch):
     table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
     assert list(table.devices_per_replica) == [1, 2, 1]
     assert table.gpus[1] % 2 == 0  # whole replicas of 2 devices
-    assert "measured (reserved by vLLM)" in table.basis[0]
+    assert "measured: reserved by vLLM" in table.basis[0]
 
 
 def test_pdf_shows_devices_and_memory(store: Store, tmp_path):
