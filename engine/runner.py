@@ -14,11 +14,17 @@ from dataclasses import dataclass, replace
 from engine import accuracy
 from engine.backends import Backend, get_backend
 from engine.backends.base import resolve_device
-from engine.domain import Generation, RequestResult, Run, StoredRequest
+from engine.domain import Generation, RequestResult, Run, StoredRequest, VariantRun
 from engine.errors import RoilabError, SpecError
 from engine.model_prep import is_random_model, resolve_model
 from engine.settings import Settings
-from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, VariantSpec
+from engine.specs import (
+    CompressPrompt,
+    GenerationSettings,
+    PilotSpec,
+    VariantSpec,
+    variant_generation,
+)
 from engine.store import Store
 from engine.techniques import technique_module
 
@@ -66,8 +72,37 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
                 store.set_variant_status(v.id, "failed", reason)
         store.set_run_status(run.id, "failed", reason)
         raise
-    store.set_run_status(run.id, "done")
+    status, reason = pilot_outcome(store.get_run(run.id))
+    store.set_run_status(run.id, status, reason)
     return store.get_run(run.id)
+
+
+def pilot_outcome(run: Run) -> tuple[str, str | None]:
+    """``(status, reason)`` of a run whose variants have all finished or failed.
+
+    "failed" when the baseline (the first variant, which every other is compared with)
+    failed, or when every variant beside it did; "partial" when some of the others failed;
+    else "done". The reason names each failed variant with its own reason.
+    """
+    base, others = run.variants[0], run.variants[1:]
+    failed = [v for v in others if v.status != "ok"]
+    each = "; ".join(f"'{v.name}': {_why(v)}" for v in failed)
+    if base.status != "ok":
+        also = f" The other failures: {each}." if failed else ""
+        return "failed", (f"The baseline '{base.name}' failed: {_why(base)}. "
+                          "No variant can be compared with it; fix the baseline and run the "
+                          f"pilot again.{also}")
+    if failed and len(failed) == len(others):
+        return "failed", (f"Every variant beside the baseline failed ({each}); only the "
+                          "baseline was measured.")
+    if failed:
+        return "partial", (f"{len(failed)} of {len(run.variants)} variants failed ({each}); "
+                           "the others are measured against the baseline.")
+    return "done", None
+
+
+def _why(v: VariantRun) -> str:
+    return (v.error or f"no reason recorded (status {v.status})").rstrip(". ")
 
 
 def split_workload(everything: list[StoredRequest], max_requests: int | None
@@ -124,8 +159,9 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
             continue
         store.set_variant_status(vrun.id, "running")
         try:
-            results, measures, report = _run_variant(vspec, requests, calibration,
-                                                     spec.generation, settings, notify)
+            results, measures, report = _run_variant(
+                vspec, requests, calibration, variant_generation(spec.generation, vspec),
+                settings, notify)
             if not is_random_model(vspec.model):  # random weights: accuracy not measured
                 embedder = embedder or accuracy.Embedder(settings.embedding_model)
                 results = score(results, requests, baseline if i else None, embedder)
@@ -201,6 +237,7 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
                     "peak_mem_bytes": backend.peak_memory_bytes(), "wall_s": wall_s,
                     "throughput_tok_s": sum(g.output_tokens for g in gens) / wall_s,
                     "device": info.device}
+        report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
         return results, measures, report
     finally:
         backend.close()

@@ -18,7 +18,7 @@ from engine.techniques.weight_quant import QuantizeWeights
 
 __all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", "PilotSpec",
            "GenerationSettings", "CostSettings", "VllmOptions", "EndpointOptions",
-           "default_variants", "parse_pilot_spec"]
+           "default_variants", "parse_pilot_spec", "variant_generation"]
 
 
 class _Spec(BaseModel):
@@ -36,6 +36,9 @@ class VariantSpec(_Spec):
     # batch shape; that warm-up is reported apart and never counted in latency. CUDA only:
     # the backend's check refuses it on CPU before the pilot starts.
     compile: bool = False
+    # Requests per batch for this variant; None: the pilot's generation.batch_size. Lets one
+    # pilot measure the same engine at batch 1 and at batch 32 without starting it twice.
+    batch_size: int | None = Field(None, ge=1, le=256)
     techniques: tuple[TechniqueSpec, ...] = ()
     # Backend options (engine/backend_specs.py), only with their backend: vLLM's engine
     # arguments for backend "vllm"; the server to measure for backend "endpoint".
@@ -73,6 +76,13 @@ class CostSettings(_Spec):
     hardware: str = "cpu-c7i-large"  # key into engine.cost catalog
     price_per_hour: float | None = Field(None, ge=0, description="None = the catalog price")
     requests_per_month: int = Field(1_000_000, ge=0)
+
+
+def variant_generation(gen: GenerationSettings, variant: VariantSpec) -> GenerationSettings:
+    """The generation settings a variant runs with: the pilot's, with its own batch size."""
+    if variant.batch_size is None or variant.batch_size == gen.batch_size:
+        return gen
+    return gen.model_copy(update={"batch_size": variant.batch_size})
 
 
 class PilotSpec(_Spec):
