@@ -237,7 +237,9 @@ def _pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--hardware", default="cpu-c7i-large", help="catalog key, see `roilab hardware`")
-    p.add_argument("--price", type=float, default=None, help="$/hour; default: catalog price")
+    p.add_argument("--price", type=float, default=None,
+                   help="$/hour per device (a tensor-parallel variant pays it per GPU); "
+                        "default: catalog price")
     p.add_argument("--requests-per-month", type=int, default=1_000_000)
     p.add_argument("--spec", help="a PilotSpec JSON file instead of the flags above")
 

@@ -75,7 +75,10 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
             format_func=lambda k: f"{CATALOG[k].name} - ${CATALOG[k].price_per_hour:g}/h")
         v["price"] = b.number_input("$/hour", min_value=0.0, value=None, step=0.01,
                                     format="%.5f", placeholder="catalog price",
-                                    help="Leave empty for the catalog price of that hardware.")
+                                    help="Per GPU (per device); leave empty for the catalog "
+                                         "price of that hardware. A variant that spans several "
+                                         "GPUs (vLLM tensor_parallel_size) pays this times its "
+                                         "GPUs.")
         v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
                                      step=100_000)
         submitted = st.form_submit_button("Run pilot", type="primary")
