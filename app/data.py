@@ -236,19 +236,19 @@ def delete_hardware(key: str) -> None:
 
 # ---- business case -------------------------------------------------------------------
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def _measured(url: str, run_id: int) -> tuple[list[MeasuredVariant], str, str]:
+def _measured(url: str, run_id: int) -> tuple[list[MeasuredVariant], str, str, int]:
     """A run's measurements, read once per run: the page re-assembles the case from them
     (pure arithmetic) on every assumption change instead of re-reading every result row."""
     store = _store(url)
     rep = build_report(store, run_id, catalog=store.hardware_catalog())
-    return measured_variants(rep), rep.run.name, rep.workload.name
+    return measured_variants(rep), rep.run.name, rep.workload.name, rep.run.workload_id
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner="Working out the business case")
 def _business_case(url: str, run_id: int, inputs: tuple[tuple[str, Any], ...]) -> BusinessCase:
-    measured, name, workload = _measured(url, run_id)
+    measured, name, workload, workload_id = _measured(url, run_id)
     return assemble_case(measured, Assumptions(**dict(inputs)), _store(url).hardware_catalog(),
-                         name=name, run_id=run_id, workload=workload)
+                         name=name, run_id=run_id, workload=workload, workload_id=workload_id)
 
 
 def business_case(run_id: int, a: Assumptions) -> BusinessCase:

@@ -35,18 +35,55 @@ import pandas as pd
 from engine import cost, roi, sizing, traffic
 from engine.business_types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
 from engine.decision import RAW_METRICS as _METRICS
-from engine.decision import Candidate, accuracy_value, gate, pareto_front, recommend
+from engine.decision import (
+    Candidate,
+    Recommendation,
+    accuracy_value,
+    gate,
+    missing_reason,
+    pareto_front,
+    recommend,
+)
 from engine.devices import devices_of, memory_of
+from engine.domain import Run
+from engine.errors import RunError
 from engine.hardware import Hardware, get_hardware
+from engine.model_prep import is_random_model
 
 __all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
-           "build_business_case", "case_from_report", "measured_variants", "TORNADO_METHOD"]
+           "build_business_case", "case_from_report", "measured_variants",
+           "require_measured_baseline", "TORNADO_METHOD"]
 
 TORNADO_METHOD = ("36-month net with one input at a time at its low and high value: every "
                   "$/hour -20%/+20%, requests per day -20%/+20%, utilisation -0.2/+0.2 "
                   "(kept in (0, 1]), accuracy threshold -0.05/+0.05")
 BOOTSTRAP_METHOD = ("requests resampled with replacement (seeded); throughput scales with "
                     "1 / mean latency of the resample; p5-p95 of the resampled figure")
+
+
+def require_measured_baseline(run: Run) -> None:
+    """Raise RunError, saying why and what to do, unless the run's baseline was measured.
+
+    Every figure of a business case is priced against the baseline (the run's first
+    variant): without it a case could only print n/a. The CLI's ``roilab report`` and the
+    dashboard's PDF buttons and Business case page all ask this first.
+    """
+    base = run.variants[0] if run.variants else None
+    if base is not None and base.status == "ok":
+        return
+    if base is None:
+        raise RunError(f"Run #{run.id} has no variants, so it has no baseline to price; run a "
+                       "pilot with at least a baseline (`roilab pilot --workload ID`).")
+    if base.status in ("pending", "running"):
+        raise RunError(f"Run #{run.id}'s baseline '{base.name}' has not been measured yet (it is "
+                       f"{base.status}); wait for the pilot to finish (`roilab runs` shows its "
+                       "status), then ask again.")
+    raise RunError(
+        f"Run #{run.id} has no measured baseline, so there is no business case to report: its "
+        f"baseline '{base.name}' (the first variant, which every other is priced against) "
+        f"failed: {(base.error or 'no reason recorded').rstrip('. ')}. Fix that and run the "
+        f"pilot again (`roilab pilot --workload {run.workload_id} ...`, the same variants); "
+        "`roilab runs` lists the runs whose baseline is ok.")
 
 
 def build_business_case(store, run_id: int, assumptions: Assumptions | None = None,
@@ -60,10 +97,12 @@ def build_business_case(store, run_id: int, assumptions: Assumptions | None = No
 
 def case_from_report(report, assumptions: Assumptions | None,
                      catalog: Mapping[str, Hardware]) -> BusinessCase:
-    """The business case of an already built ``PilotReport`` (no store reads)."""
+    """The business case of an already built ``PilotReport`` (no store reads); RunError
+    when the run's baseline was not measured (``require_measured_baseline``)."""
+    require_measured_baseline(report.run)
     return assemble_case(measured_variants(report), assumptions or Assumptions(), catalog,
                          name=report.run.name, run_id=report.run.id,
-                         workload=report.workload.name)
+                         workload=report.workload.name, workload_id=report.run.workload_id)
 
 
 def _kv_figure(technique_report: dict) -> tuple[float | None, str]:
@@ -113,9 +152,24 @@ def measured_variants(report) -> list[MeasuredVariant]:
             metrics={m: getattr(s, m) for m in _METRICS},
             request_index=tuple(int(i) for i in sub.request_index) if ok else (),
             latency_s=tuple(float(x) for x in lat),
+            model=str(v.spec.get("model") or ""), random_weights=random_weights(v.spec),
+            n_references=_references(sub) if ok and not random_weights(v.spec) else None,
             per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
             if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
     return out
+
+
+def random_weights(variant_spec: Mapping) -> bool:
+    """Whether a stored variant spec's model has random weights (``random:<shape>``): its
+    speed and memory are measured, its accuracy is not (engine.runner skips scoring)."""
+    return is_random_model(str(variant_spec.get("model") or ""))
+
+
+def _references(sub: pd.DataFrame) -> int:
+    """Requests of a scored variant whose log entry has a reference answer: the runner
+    stores reference metrics exactly for those."""
+    refs = [m for m in _METRICS if m.startswith("ref_") and m in sub]
+    return int(sub[refs].notna().any(axis=1).sum()) if refs and len(sub) else 0
 
 
 def _scaled(hw: Hardware, factor: float) -> Hardware:
@@ -173,8 +227,10 @@ def memory_method(mv: MeasuredVariant, a: Assumptions) -> str:
 def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
          catalog: Mapping[str, Hardware]) -> VariantCase:
     is_base = mv is base
-    acc = accuracy_value(a.accuracy_metric, mv.metrics, base.metrics, is_base) if mv.ok else None
-    passes, gate_reason = gate(a.accuracy_metric, a.accuracy_threshold, acc)
+    scored = mv.ok and not mv.random_weights  # random weights: speed and memory only
+    acc = accuracy_value(a.accuracy_metric, mv.metrics, base.metrics, is_base) if scored else None
+    passes, gate_reason = gate(a.accuracy_metric, a.accuracy_threshold, acc,
+                               _missing_accuracy(mv, base, a.accuracy_metric))
     api = None
     if mv.ok and mv.prompt_tokens_sent is not None and mv.output_tokens is not None:
         api = traffic.api_monthly_cost(mv.prompt_tokens_sent, mv.output_tokens, a.requests_per_day,
@@ -183,6 +239,7 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
                   measured_hardware=mv.hardware.key, measured_tokens_per_s=mv.tokens_per_s,
                   measured_requests_per_s=mv.requests_per_s,
                   measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
+                  speed_memory_only=mv.ok and mv.random_weights,
                   api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None,
                   devices=mv.devices)
     if not mv.ok:
@@ -199,6 +256,44 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
                        memory_method=memory_method(mv, a))
 
 
+def _missing_accuracy(mv: MeasuredVariant, base: MeasuredVariant, metric: str) -> str:
+    """Why ``mv`` has no figure for the gate metric (engine.decision.missing_reason)."""
+    return missing_reason(metric, random_weights=mv.random_weights,
+                          baseline_random_weights=base.random_weights, is_baseline=mv is base,
+                          references=mv.n_references, requests=mv.n_requests,
+                          baseline_value=base.metrics.get(metric.removesuffix("_retention")))
+
+
+def quality_check(measured: Sequence[MeasuredVariant], workload_id: int | None) -> str:
+    """What to run to measure the quality of the random-weights variants; "" when none."""
+    shapes = sorted({m.model for m in measured if m.random_weights})
+    if not shapes:
+        return ""
+    wid = workload_id if workload_id is not None else "ID"
+    return ("To measure their quality, run the same variants with real weights: in the pilot "
+            "spec (the file you ran, or 'Pilot spec' on the Results page) set each variant's "
+            f"\"model\" to a local checkpoint folder of that architecture instead of "
+            f"{' / '.join(shapes)} (the folder holding config.json and the weights, e.g. "
+            f"\"model\": \"/models/llama-3.1-8b-instruct\"), then run `roilab pilot --workload "
+            f"{wid} --spec pilot.json`. The quality gate then scores each variant against the "
+            "baseline's answers (and the log's reference answers where it has them).")
+
+
+def _recommendation(rec: Recommendation, rows: Sequence[VariantCase]) -> Recommendation:
+    """Say so when random weights, not quality, are why nothing is recommended."""
+    unscored = [r.name for r in rows if r.ok and r.speed_memory_only]
+    if rec.name is not None or not unscored:
+        return rec
+    if len(unscored) == sum(r.ok for r in rows):
+        return Recommendation(None, (
+            "No variant can be recommended yet: every measured variant has random weights "
+            f"({', '.join(unscored)}), so none has an accuracy figure for the quality gate; "
+            "their speed, memory and costs are measured. What each would save if its quality "
+            "holds is shown beside it; measure quality before choosing."))
+    return Recommendation(None, f"{rec.reason} {', '.join(unscored)}: random weights, so "
+                                "measure their quality before choosing.")
+
+
 def _with_savings(row: VariantCase, base: VariantCase) -> VariantCase:
     def diff(b, v):
         return b - v if b is not None and v is not None else None
@@ -208,7 +303,8 @@ def _with_savings(row: VariantCase, base: VariantCase) -> VariantCase:
 
 def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
                   catalog: Mapping[str, Hardware], name: str = "", run_id: int | None = None,
-                  workload: str = "", extras: bool = True) -> BusinessCase:
+                  workload: str = "", extras: bool = True,
+                  workload_id: int | None = None) -> BusinessCase:
     """The whole case from measurements (baseline first) and assumptions; pure.
 
     ``extras=False`` skips the bootstrap ranges and the tornado (used inside the tornado).
@@ -221,8 +317,8 @@ def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
            for m in measured]
     rows = [_row(m, mvs[0], a, cat) for m in mvs]
     rows = [_with_savings(r, rows[0]) for r in rows]
-    rec = recommend(Candidate(r.name, r.monthly_cost, r.accuracy, r.passes_gate, r.meets_slo,
-                              r.reason) for r in rows)
+    rec = _recommendation(recommend(Candidate(r.name, r.monthly_cost, r.accuracy, r.passes_gate,
+                                              r.meets_slo, r.reason) for r in rows), rows)
     rows = [replace(r, recommended=r.name == rec.name) for r in rows]
     chosen = next((r for r in rows if r.recommended), None)
     base_row = rows[0]
@@ -246,7 +342,8 @@ def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
         monthly_savings=savings, savings_interval=savings_iv, roi=roi.roi(one_time, savings),
         api_baseline_monthly_cost=base_row.api_monthly_cost, tornado=tornado_rows,
         pareto=tuple(pareto_front((r.name, r.monthly_cost, r.accuracy) for r in rows)),
-        methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC))
+        methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC),
+        quality_check=quality_check(mvs, workload_id))
 
 
 def _with_load_capacity(mv: MeasuredVariant, a: Assumptions) -> MeasuredVariant:

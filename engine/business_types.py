@@ -106,6 +106,9 @@ class MeasuredVariant:
     request_index: tuple[int, ...] = ()
     latency_s: tuple[float, ...] = ()
     per_request: dict[str, tuple[float, ...]] = field(default_factory=dict)  # NaN = none
+    model: str = ""  # as in the variant's spec, e.g. "random:llama-3.1-8b"
+    random_weights: bool = False  # speed and memory only: the runner skipped accuracy
+    n_references: int | None = None  # requests replayed with a reference answer; None: unscored
     devices: int = 1  # devices one engine (replica) occupies: tensor x pipeline parallel size
     # where kv_bytes_per_token comes from, e.g. "measured (reserved by vLLM)" or "estimated
     # from the model config"; weight_bytes are always read back from the loaded model
@@ -144,6 +147,9 @@ class VariantCase:
     latency_interval: roi.Interval | None = None
     monthly_cost_interval: roi.Interval | None = None
     recommended: bool = False
+    # Random weights: accuracy not measured, so never recommended; its monthly cost and
+    # saving are shown as what it would bring "if quality holds".
+    speed_memory_only: bool = False
     devices: int = 1  # devices one replica occupies (tensor x pipeline parallel size)
     memory_method: str = ""  # where the sizing's weight and KV figures come from
 
@@ -187,6 +193,8 @@ class BusinessCase:
     pareto: tuple[str, ...]  # names on the cost-vs-accuracy front, by cost
     methods: dict[str, str]
     generated_at: datetime
+    # What to run to measure the quality of speed-and-memory-only variants; "" when none.
+    quality_check: str = ""
 
     @property
     def recommended(self) -> VariantCase | None:
@@ -209,5 +217,5 @@ class BusinessCase:
             "latency_p95_s": r.provisioning.latency_p95_s if r.provisioning else None,
             "monthly_cost": r.monthly_cost, "monthly_savings": r.monthly_savings,
             "api_monthly_cost": r.api_monthly_cost, "recommended": r.recommended,
-            "reason": r.reason} for r in self.rows])
+            "speed_memory_only": r.speed_memory_only, "reason": r.reason} for r in self.rows])
 

@@ -45,7 +45,12 @@ def cmd_export(args, settings: Settings) -> None:
           f"(dtype {r.dtype}).")
 
 
-def cmd_ingest(args, settings: Settings) -> int:
+def cmd_ingest(args, settings: Settings) -> None:
+    _ingest(args, settings)
+
+
+def _ingest(args, settings: Settings) -> int:
+    """Validate and store the log; the new workload's id."""
     from engine.logs import parse_log
 
     path = Path(args.log)
@@ -93,7 +98,23 @@ def _build_spec(args):
         max_requests=args.max_requests).model_dump(mode="json"))
 
 
+# A pilot's exit status, by the run status engine.runner.pilot_outcome gave it (a
+# RoilabError before the pilot starts exits 2, as every command does).
+PILOT_EXIT = {"done": 0, "partial": 3, "failed": 1}
+PILOT_EXIT_HELP = """exit status:
+  0  done: every variant ran
+  3  partial: the baseline ran, some variants failed (reasons printed and stored)
+  1  failed: the baseline failed, or every variant beside it did; the run is stored as
+     failed with the reason, and `roilab report` refuses it when the baseline failed
+  2  error: nothing ran (bad flags or spec, unknown workload, ...)"""
+
+
 def cmd_pilot(args, settings: Settings) -> int:
+    """Run the pilot, print its table; the exit status says whether every variant ran."""
+    return PILOT_EXIT.get(_pilot(args, settings).status, 1)  # print_run said why
+
+
+def _pilot(args, settings: Settings):
     from tqdm import tqdm
 
     from engine.runner import run_pilot
@@ -108,11 +129,12 @@ def cmd_pilot(args, settings: Settings) -> int:
     run = run_pilot(spec, _store(settings), settings, on_progress=on_progress)
     bar.close()
     print_run(run.id, settings)
-    return run.id
+    return run
 
 
 def print_run(run_id: int, settings: Settings) -> None:
-    from engine.summary import build_report
+    from engine.decision import RANDOM_WEIGHTS
+    from engine.summary import build_report, speed_memory_only
 
     report = build_report(_store(settings), run_id)
     cols = ["name", "status", "devices", "tokens_per_s", "latency_p50_s", "latency_p95_s",
@@ -136,6 +158,10 @@ def print_run(run_id: int, settings: Settings) -> None:
     for v in report.variants:
         if v.status == "failed":
             print(f"  {v.name} failed: {v.error}")
+    for name in speed_memory_only(report):  # no accuracy columns for these, and why
+        print(f"  {name}: {RANDOM_WEIGHTS}")
+    if report.run.status in ("partial", "failed"):
+        print(f"Run {run_id} {report.run.status}: {report.run.error}")
 
 
 def _count(x) -> str:
@@ -216,10 +242,10 @@ def cmd_demo(args, settings: Settings) -> None:
     cmd_prepare_model(args, settings)
     print(f"2/4 Ingesting the bundled sample log {DEMO_SAMPLE}")
     args.log, args.name = str(settings.samples_dir / DEMO_SAMPLE), "support chat (sample)"
-    args.workload = cmd_ingest(args, settings)
+    args.workload = _ingest(args, settings)
     print("3/4 Running the default pilot: baseline, int8 weights, LLMLingua")
     args.name = "default pilot"
-    cmd_pilot(args, settings)
+    _pilot(args, settings)
     if args.no_dashboard:
         return
     print("4/4 Starting the dashboard")
@@ -266,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log")
     p.add_argument("--name")
     p.set_defaults(func=cmd_ingest)
-    p = sub.add_parser("pilot", help="run a pilot over a stored workload")
+    p = sub.add_parser("pilot", help="run a pilot over a stored workload",
+                       description="Replay a stored workload through the baseline (the first "
+                                   "variant) and each variant; store and print the figures.",
+                       epilog=PILOT_EXIT_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", type=int, required=True)
     p.add_argument("--name", default="pilot")
     _pilot_args(p, max_requests=None)
@@ -321,11 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        args.func(args, get_settings())
+        code = args.func(args, get_settings())  # an exit status, or None for 0
     except RoilabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

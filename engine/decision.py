@@ -10,6 +10,9 @@ the per-variant means the pilot stores (``engine.summary.VariantSummary``):
   ``ref_contains_retention >= 0.95`` keeps 95% of the baseline's reference accuracy.
 
 Variants below the gate stay in every table with the reason, but are never recommended.
+A variant whose model has random weights (``random:<shape>``) has no accuracy figure at all:
+it is labelled "speed and memory only" (``RANDOM_WEIGHTS``) and its costs hold only if its
+quality does.
 ``recommend`` picks the cheapest variant that passes the gate and meets the latency SLO.
 """
 from __future__ import annotations
@@ -21,6 +24,8 @@ from engine.errors import SpecError
 
 RAW_METRICS = ("ref_exact", "ref_contains", "ref_f1", "base_rouge_l", "base_cosine")
 ACCURACY_METRICS = RAW_METRICS + tuple(f"{m}_retention" for m in RAW_METRICS)
+SPEED_MEMORY_ONLY = "speed and memory only"  # the label of a random-weights variant
+RANDOM_WEIGHTS = f"random weights: {SPEED_MEMORY_ONLY}; accuracy not measured"
 
 
 def check_metric(metric: str) -> str:
@@ -53,14 +58,48 @@ def accuracy_value(metric: str, variant: Mapping[str, float | None],
     return value / base
 
 
-def gate(metric: str, threshold: float, value: float | None) -> tuple[bool, str]:
-    """``(passes, reason)``; reason is "" when it passes."""
+def gate(metric: str, threshold: float, value: float | None,
+         missing: str = "") -> tuple[bool, str]:
+    """``(passes, reason)``; reason is "" when it passes. ``missing`` says why ``value`` is
+    None (``missing_reason``); without it the reason only says that there is no figure."""
     if value is None:
-        return False, (f"no {metric} figure for this pilot (the log may lack reference "
-                       "answers); choose base_cosine or base_rouge_l")
+        return False, missing or f"no {metric} figure for this variant"
     if value < threshold:
         return False, f"{metric} {value:.3f} is below the required {threshold:g}"
     return True, ""
+
+
+def missing_reason(metric: str, *, random_weights: bool, baseline_random_weights: bool,
+                   is_baseline: bool, references: int | None, requests: int,
+                   baseline_value: float | None = None) -> str:
+    """Why a measured variant has no ``metric`` figure: the cause, never a guess.
+
+    ``random_weights``: its model has random weights, so the runner measured speed and
+    memory only. ``references``: how many of the ``requests`` replayed have a reference
+    answer in the log (None: not known, the variant was not scored). ``baseline_value``:
+    the baseline's raw figure, for a ``_retention`` metric.
+    """
+    raw = check_metric(metric).removesuffix("_retention")
+    if random_weights:
+        return RANDOM_WEIGHTS
+    if raw.startswith("base_") and baseline_random_weights and not is_baseline:
+        return (f"{raw} not measured: the baseline has random weights, so there is no "
+                "baseline answer to compare with; gate on a reference metric (ref_contains, "
+                "...) or run the baseline with real weights")
+    if raw.startswith("ref_") and references == 0:
+        return (f"{raw} not measured: none of the {requests} requests replayed has a "
+                "reference answer in the log; choose base_cosine or base_rouge_l, or ingest "
+                "a log with a reference (expected answer) per request")
+    if metric.endswith("_retention") and not is_baseline:
+        if baseline_random_weights:
+            return (f"{metric} not measured: the baseline has random weights, so its {raw} "
+                    f"was not measured; gate on {raw} itself")
+        if not baseline_value:
+            return (f"{metric} undefined: the baseline scores 0 on {raw}, nothing to keep a "
+                    f"share of; gate on {raw} itself")
+    with_refs = "" if references is None else \
+        f" ({references} of the {requests} requests replayed have a reference answer)"
+    return f"no {metric} figure was stored for this variant{with_refs}"
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,9 @@ class Run:
     workload_id: int
     name: str
     spec: dict[str, Any]  # the PilotSpec as JSON
-    status: str  # "pending" | "running" | "done" | "failed"
+    # "pending" | "running" | "done" | "partial" (some variants failed) | "failed" (the
+    # baseline, or every other variant, failed; or interrupted): engine.runner.pilot_outcome
+    status: str
     created_at: datetime
     finished_at: datetime | None = None
     error: str | None = None

@@ -21,6 +21,11 @@ class BackendError(RoilabError):
     """A backend name is unknown or its optional dependency is missing."""
 
 
+class RunError(RoilabError):
+    """A stored run cannot give what was asked of it, e.g. a business case of a run whose
+    baseline was never measured."""
+
+
 class StorageError(RoilabError):
     """The results store failed; the transaction was rolled back, nothing was half-written."""
 

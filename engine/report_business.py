@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from engine.business import Assumptions, BusinessCase, VariantCase, case_from_report
+from engine.decision import SPEED_MEMORY_ONLY
 from engine.hardware import Hardware
 from engine.report_pdf import (
     NA,
@@ -125,8 +126,34 @@ def executive_summary(case: BusinessCase) -> list[str]:
                 if not r.reason and not r.recommended and r.monthly_cost is not None]
     if eligible and rec is not None:
         out.append("Pass the gate but cost no less at this volume: " + "; ".join(eligible) + ".")
+    holds = if_quality_holds(case)
+    if holds:
+        out.append(f"{SPEED_MEMORY_ONLY.capitalize()} (random weights, accuracy not measured): "
+                   + " ".join(holds))
+    if case.quality_check:
+        out.append(case.quality_check)
     if case.api_baseline_monthly_cost is not None:
         out.append(_api_sentence(case))
+    return out
+
+
+def if_quality_holds(case: BusinessCase) -> list[str]:
+    """What each speed-and-memory-only variant would cost and save if its quality holds:
+    costed like any other, never recommended until its accuracy is measured."""
+    out, before = [], fmt_money(case.baseline_monthly_cost)
+    for r in case.rows:
+        if not (r.speed_memory_only and r.ok) or r.is_baseline or r.monthly_cost is None:
+            continue
+        cost_there = f"{fmt_money(r.monthly_cost)} per month on {_device(r)}"
+        if r.monthly_savings is None:
+            out.append(f"'{r.name}' would cost {cost_there} if its quality holds; the baseline "
+                       "has no monthly cost to compare with.")
+        elif r.monthly_savings > 0:
+            out.append(f"'{r.name}' would save {fmt_money(r.monthly_savings)} per month if its "
+                       f"quality holds ({cost_there} against {before} for the baseline).")
+        else:
+            out.append(f"'{r.name}' would save nothing even if its quality holds ({cost_there} "
+                       f"against {before} for the baseline).")
     return out
 
 
@@ -196,11 +223,15 @@ def variant_rows(case: BusinessCase) -> list[tuple[str, ...]]:
     for r in case.rows:
         plan = r.provisioning
         decision = "RECOMMENDED" if r.recommended else (r.reason or "eligible, not cheapest")
-        rows.append((r.name, r.techniques, fmt_score(r.accuracy),
-                     "pass" if r.passes_gate else "fail", basis(r), r.target_hardware or NA,
+        unscored = r.speed_memory_only and r.ok  # random weights: no gate to pass or fail
+        rows.append((r.name, r.techniques, "not measured" if unscored else fmt_score(r.accuracy),
+                     NA if unscored else "pass" if r.passes_gate else "fail", basis(r),
+                     r.target_hardware or NA,
                      str(r.devices), str(plan.gpus) if plan else NA,
                      f"{plan.latency_p95_s:.2f}" if plan else NA, fmt_money(r.monthly_cost),
-                     fmt_money(r.monthly_savings), fmt_money(r.api_monthly_cost), decision))
+                     fmt_money(r.monthly_savings) + (" if quality holds" if unscored and
+                                                     not r.is_baseline else ""),
+                     fmt_money(r.api_monthly_cost), decision))
     return rows
 
 
@@ -351,6 +382,10 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     pdf.para("Accuracy is the quality-gate metric; a variant that fails the gate or the p95 "
              "target is shown but never recommended. $/month is the always-on bill at peak "
              "provisioning on the target hardware; saving is against the baseline's bill.", 7.5, "I")
+    if any(r.speed_memory_only for r in case.rows):
+        pdf.para(f"Accuracy 'not measured': random weights, {SPEED_MEMORY_ONLY}; such a "
+                 "variant's saving holds only if its quality does, so it is never recommended. "
+                 + case.quality_check, 7.5, "I")
     pdf.add_page()
     pdf.para("The pages below are the pilot as measured: priced on the hardware it ran on at "
              f"the run's stored volume ({report.requests_per_month:,} requests/month, busy "

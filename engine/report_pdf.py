@@ -18,7 +18,8 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 from matplotlib.figure import Figure
 
-from engine.summary import PilotReport, VariantSummary, technique_figures
+from engine.decision import SPEED_MEMORY_ONLY
+from engine.summary import PilotReport, VariantSummary, speed_memory_only, technique_figures
 
 NA = "n/a"
 _PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"',
@@ -129,8 +130,12 @@ def summary_paragraphs(report: PilotReport) -> list[str]:
                    f"'{v.name}' ({v.techniques}), costs {f['best_cost_per_1k']} per 1k requests "
                    f"and {f['best_monthly']} per month: a monthly saving of "
                    f"{f['monthly_saving']} ({f['saving_pct']}), i.e. it costs more.")
+    unscored = speed_memory_only(report)
     if v is not None:
-        out += _detail_sentences(v, b, f)
+        out += _detail_sentences(v, b, f, v.name in unscored, b.name in unscored)
+    if unscored:
+        out.append(f"{SPEED_MEMORY_ONLY.capitalize()} (random weights, accuracy not measured): "
+                   + ", ".join(f"'{n}'" for n in unscored) + ".")
     reasons = [f"'{x.name}' ({x.status}): {(x.error or 'no reason').rstrip('.')}"
                for x in report.variants if x.status != "ok"]
     if reasons:
@@ -138,11 +143,17 @@ def summary_paragraphs(report: PilotReport) -> list[str]:
     return out
 
 
-def _detail_sentences(v: VariantSummary, b: VariantSummary, f: dict[str, str]) -> list[str]:
-    """Accuracy retention, then speed and memory, of the headline variant vs the baseline."""
+def _detail_sentences(v: VariantSummary, b: VariantSummary, f: dict[str, str],
+                      random_v: bool = False, random_b: bool = False) -> list[str]:
+    """Accuracy retention, then speed and memory, of the headline variant vs the baseline;
+    ``random_v`` / ``random_b``: that model has random weights (accuracy not measured)."""
     acc = (f"Against the baseline's outputs, '{v.name}' scores ROUGE-L {f['best_rouge_l']} and "
            f"embedding cosine {f['best_cosine']} (1.000 = identical).")
-    if "best_ref_contains" in f:
+    if random_v:
+        acc = f"'{v.name}' has random weights: {SPEED_MEMORY_ONLY}, its accuracy was not measured."
+    elif random_b:
+        acc = f"The baseline '{b.name}' has random weights, so no output is compared with it."
+    if "best_ref_contains" in f and not random_v:
         acc += (f" Its answers contain the reference in {f['best_ref_contains']} of requests "
                 f"with one, versus {f['baseline_ref_contains']} for the baseline.")
     speed = (f"It generates {f['best_tokens_per_s']} versus {f['baseline_tokens_per_s']} for the "
@@ -355,9 +366,11 @@ def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
              "Peak mem (MB)",
              "Weights (MB)", "Ref contains", "ROUGE-L vs base", "Cosine vs base",
              "$/1k requests", "$/month", "Saving %")]
+    unscored = speed_memory_only(report)
     for v in report.variants:
         lat = v.latency
-        rows.append((v.name, v.techniques, v.status, str(v.devices), _num2(v.tokens_per_s),
+        status = f"{v.status} ({SPEED_MEMORY_ONLY})" if v.name in unscored else v.status
+        rows.append((v.name, v.techniques, status, str(v.devices), _num2(v.tokens_per_s),
                      _num2(lat.p50 if lat else None), _num2(lat.p95 if lat else None),
                      _mb_num(v.peak_mem_bytes), _mb_num(v.weight_bytes),
                      fmt_pct(v.ref_contains), fmt_score(v.base_rouge_l), fmt_score(v.base_cosine),

@@ -211,6 +211,16 @@ def accuracy_retention(rep: PilotReport, variant_name: str) -> float | None:
     return v.ref_contains / base
 
 
+def speed_memory_only(rep: PilotReport) -> list[str]:
+    """Names of the variants (failed ones aside: they measured nothing) whose model has
+    random weights (``random:<shape>``): speed and memory measured, accuracy not
+    (engine.decision.RANDOM_WEIGHTS says so)."""
+    from engine.model_prep import is_random_model
+
+    return [v.name for v in rep.run.variants
+            if v.status != "failed" and is_random_model(str(v.spec.get("model") or ""))]
+
+
 def speed_memory_findings(rep: PilotReport) -> list[str]:
     """Plain sentences where a variant trades speed against memory versus the baseline."""
     b, out = rep.baseline, []

@@ -217,10 +217,32 @@ def test_results_of_a_failed_run_show_the_reason(env):
     run_id = _failed_run(env)
     at = page("results", run=str(run_id))
     assert not at.exception
-    assert "\\*\\*base\\*\\* failed" in at.error[0].value  # variant name escaped
-    assert "/nonexistent/model does not exist" in at.code[0].value
+    assert at.error[0].value == "Run #1 failed."  # the run, then its variant
+    assert "The baseline '**base**' failed: Model folder /nonexistent/model does not exist" \
+        in at.code[0].value
+    assert "\\*\\*base\\*\\* failed" in at.error[1].value  # variant name escaped
+    assert "/nonexistent/model does not exist" in at.code[1].value
     assert not at.get("plotly_chart") and "nothing to chart" in at.info[0].value
     assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["failed"]
+    # no PDF of n/a figures: the button is replaced by why, and what to do
+    assert not at.download_button
+    refusal = at.error[-1].value.replace("\\", "")
+    assert "Run #1 has no measured baseline" in refusal and "run the pilot again" in refusal
+
+
+def test_run_pilot_form_says_a_failed_pilot_failed(env):
+    _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    at = page("run_pilot")
+    at.checkbox[1].uncheck()  # the baseline alone, on a model folder that does not exist
+    at.checkbox[2].uncheck()
+    at.text_input[1].set_value("/nonexistent/model")
+    at.button[0].click().run()
+    assert not at.exception
+    said = at.error[0].value.replace("\\", "")
+    assert said.startswith("Pilot #1 failed, stored as such. The baseline 'baseline' failed: "
+                           "Model folder /nonexistent/model does not exist")
+    assert not at.success  # not "Results stored"
+    assert _store(env).get_run(1).status == "failed"
 
 
 def test_results_with_unknown_run_param_falls_back_to_latest(env):
@@ -317,3 +339,64 @@ def test_results_shows_prompts_literally(results_env):
     rendered = [e.value for e in as_markdown]
     assert not any("<script>" in r or "**bold**" in r for r in rendered)
     assert not at.get("html")
+
+
+# ---- partial and failed runs, random weights (speed and memory only) -------------------
+def _random_weights_run(settings: Settings, *variants: VariantSpec) -> int:
+    """A real pilot of random:tiny-llama variants (2 layers: seconds on this CPU)."""
+    store = _store(settings)
+    workload = store.add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    spec = PilotSpec(workload_id=workload.id, variants=variants, max_requests=2,
+                     generation=GenerationSettings(max_new_tokens=4, batch_size=2))
+    return run_pilot(spec, store, settings).id
+
+
+@pytest.mark.slow
+def test_pages_label_a_partial_run_and_its_random_weights(model_env):
+    tiny = "random:tiny-llama"
+    run_id = _random_weights_run(model_env, VariantSpec(name="bf16", model=tiny),
+                                 VariantSpec(name="fp8", model=tiny),
+                                 VariantSpec(name="gpu-only", model=tiny, device="cuda"))
+    assert _store(model_env).get_run(run_id).status == "partial"
+    label = "bf16, fp8: random weights: speed and memory only; accuracy not measured"
+
+    at = page("overview")
+    assert not at.exception
+    assert "Latest finished run #1" in at.subheader[0].value  # partial counts as finished
+    assert at.warning[0].value.replace("\\", "").startswith(
+        "Partial run: 1 of 3 variants failed ('gpu-only': Refused before the pilot started")
+    assert label + "." in [c.value.replace("\\", "") for c in at.caption]
+    assert list(at.dataframe[0].value.status) == ["partial"]
+
+    at = page("results", run=str(run_id))
+    assert not at.exception
+    assert at.warning[0].value.startswith("Run #1 is partial")
+    assert any(label in i.value.replace("\\", "") for i in at.info)
+    table = _frame_with(at, "measures")
+    assert list(table.measures) == ["speed and memory only"] * 2 + ["speed, memory and accuracy"]
+    assert at.download_button[0].proto.label == "Download PDF report"  # baseline measured
+
+    at = page("business_case", run=str(run_id))
+    assert not at.exception
+    assert "every measured variant has random weights (bf16, fp8)" in \
+        at.error[0].value.replace("\\", "")
+    texts = "\n".join(_texts(at))
+    assert "bf16: random weights: speed and memory only; accuracy not measured" in texts
+    assert "'fp8' would save" in texts and "if its quality holds" in texts
+    assert "roilab pilot --workload 1 --spec pilot.json" in texts
+    table = next(d.value for d in at.dataframe if "speed_memory_only" in d.value.columns)
+    assert list(table.speed_memory_only) == [True, True, False]
+    assert at.download_button[0].proto.label == "Download business case PDF"
+
+
+@pytest.mark.slow
+def test_business_case_refuses_a_run_whose_baseline_failed(model_env):
+    run_id = _random_weights_run(model_env, VariantSpec(name="bf16", model="/nonexistent/ckpt"),
+                                 VariantSpec(name="fp8", model="random:tiny-llama"))
+    at = page("business_case", run=str(run_id))
+    assert not at.exception
+    said = at.error[0].value.replace("\\", "")
+    assert said.startswith("Run #1 has no measured baseline, so there is no business case to "
+                           "report: its baseline 'bf16'")
+    assert "Model folder /nonexistent/ckpt does not exist" in said
+    assert not at.metric and not at.download_button  # no n/a figures, no PDF

@@ -10,10 +10,19 @@ import pytest
 
 from engine.business import Assumptions, build_business_case
 from engine.cost import CATALOG
-from engine.decision import Candidate, accuracy_value, gate, pareto_front, recommend
+from engine.decision import (
+    RANDOM_WEIGHTS,
+    Candidate,
+    accuracy_value,
+    gate,
+    missing_reason,
+    pareto_front,
+    recommend,
+)
 from engine.domain import LogRequest, ParsedLog, RequestResult
 from engine.errors import SpecError
 from engine.portfolio import portfolio
+from engine.report_business import executive_summary, if_quality_holds, variant_rows
 from engine.roi import bootstrap_mean, net_after, one_time_cost, payback_months, roi, tornado
 from engine.store import Store
 
@@ -73,9 +82,36 @@ def test_accuracy_value_and_gate():
     ok, why = gate("ref_contains", 0.9, 0.6)
     assert not ok and why == "ref_contains 0.600 is below the required 0.9"
     ok, why = gate("ref_f1", 0.5, None)
-    assert not ok and "choose base_cosine" in why
+    assert not ok and why == "no ref_f1 figure for this variant"
     with pytest.raises(SpecError, match="ref_contains_retention"):  # lists the known ones
         accuracy_value("bleu", var, base)
+
+
+def test_a_missing_accuracy_figure_gives_its_cause_not_a_guess():
+    def why(metric, **kw):
+        args = dict(random_weights=False, baseline_random_weights=False, is_baseline=False,
+                    references=3, requests=3, baseline_value=0.8) | kw
+        return missing_reason(metric, **args)
+
+    # random weights: said so, whatever the metric; the log is not blamed
+    for metric in ("base_cosine", "ref_contains", "ref_f1_retention"):
+        assert why(metric, random_weights=True) == RANDOM_WEIGHTS
+    assert RANDOM_WEIGHTS == "random weights: speed and memory only; accuracy not measured"
+    assert gate("base_cosine", 0.9, None, RANDOM_WEIGHTS) == (False, RANDOM_WEIGHTS)
+    # a reference metric on requests without reference answers: how many had one
+    no_refs = why("ref_contains", references=0)
+    assert "none of the 3 requests replayed has a reference answer in the log" in no_refs
+    assert "choose base_cosine or base_rouge_l" in no_refs
+    # a random-weights baseline: nothing to compare with, and it is the baseline's doing
+    base = why("base_cosine", baseline_random_weights=True)
+    assert "the baseline has random weights" in base and "log" not in base
+    assert "the baseline has random weights" in why("ref_contains_retention",
+                                                    baseline_random_weights=True)
+    assert "the baseline scores 0 on ref_contains" in why("ref_contains_retention",
+                                                          baseline_value=0.0)
+    # references were there but no figure was stored: say exactly that
+    assert why("ref_f1", references=2) == ("no ref_f1 figure was stored for this variant (2 of "
+                                           "the 3 requests replayed have a reference answer)")
 
 
 def test_recommend_cheapest_passing_gate_and_slo():
@@ -127,21 +163,25 @@ ASSUME = Assumptions(requests_per_day=8640, peak_factor=2.0, p95_target_s=5.0, u
                      accuracy_threshold=0.9, bootstrap_resamples=200)
 
 
-def _stored_run(store: Store) -> int:
+def _stored_run(store: Store, random: tuple[str, ...] = ()) -> int:
+    """The hand-worked run; variants named in ``random`` have random weights, stored as the
+    runner stores them: same speed and memory, no accuracy figures."""
     reqs = tuple(LogRequest(line=i + 1, messages=({"role": "user", "content": f"q{i}"},),
                             reference=f"a{i}") for i in range(4))
     w = store.add_workload("support", "s.jsonl", b"x", ParsedLog("prompt_jsonl", reqs, (), 4))
     specs = [{"name": "baseline"},
              {"name": "int4", "techniques": [{"kind": "quantize_weights", "bits": 4}]},
              {"name": "lingua", "techniques": [{"kind": "compress_prompt", "rate": 0.5}]}]
+    specs = [s | {"model": "random:llama-3.1-8b"} if s["name"] in random else s for s in specs]
     run = store.create_run(w.id, "support pilot", {"workload_id": w.id, "generation":
                            {"batch_size": 4}, "cost": {"hardware": "nvidia-a100-80gb"}}, specs)
     for v in run.variants:
         results = [RequestResult(
             request_index=i, output_text="o", prompt_tokens_logged=None,
             prompt_tokens_original=1000, prompt_tokens_sent=SENT[v.name], output_tokens=200,
-            ttft_s=0.5, latency_s=LAT[v.name][i], ref_contains=CONTAINS[v.name][i],
-            base_cosine=COS[v.name][i]) for i in range(4)]
+            ttft_s=0.5, latency_s=LAT[v.name][i],
+            ref_contains=None if v.name in random else CONTAINS[v.name][i],
+            base_cosine=None if v.name in random else COS[v.name][i]) for i in range(4)]
         weight, wall = MEASURES[v.name]
         store.finish_variant(v.id, results, {"weight_bytes": weight, "wall_s": wall,
                                              "device": "cuda"}, {})
@@ -274,3 +314,52 @@ def test_business_case_resolves_user_hardware(store: Store):
         **{**ASSUME.__dict__, "target_hardware": "nvidia-a100-80gb"}), catalog=CAT)
     assert {r.target_hardware for r in forced.rows} == {"nvidia-a100-80gb"}
     assert not any(r.projected for r in forced.rows)
+
+
+def test_random_weights_are_costed_if_quality_holds_never_recommended(store: Store):
+    # int4 with random weights: the same speed and memory as above, no accuracy. Its bill
+    # and saving are as worked out above ($734.38, saving $572.32), shown as what it would
+    # save if its quality holds; the recommendation falls back to the baseline (lingua fails
+    # the gate at 0.500, as above).
+    case = build_business_case(store, _stored_run(store, random=("int4",)), ASSUME, catalog=CAT)
+    base, int4, lingua = case.rows
+    assert int4.speed_memory_only and not base.speed_memory_only
+    assert int4.reason == RANDOM_WEIGHTS and int4.accuracy is None and not int4.passes_gate
+    assert "log" not in int4.reason
+    assert int4.monthly_cost == pytest.approx(734.38)
+    assert int4.monthly_savings == pytest.approx(572.32)
+    assert case.recommendation.name == "baseline" and case.monthly_savings == 0.0
+    holds = if_quality_holds(case)
+    assert len(holds) == 1 and holds[0].startswith(
+        "'int4' would save $572.32 per month if its quality holds ($734.38 per month on ")
+    summary = " ".join(executive_summary(case))
+    assert holds[0] in summary and "Speed and memory only (random weights" in summary
+    # what to run to measure its quality, with the workload and the shape to replace
+    assert "roilab pilot --workload 1 --spec pilot.json" in case.quality_check
+    assert "instead of random:llama-3.1-8b" in case.quality_check
+    assert case.quality_check in summary
+    frame = case.frame()
+    assert list(frame.speed_memory_only) == [False, True, False]
+
+
+def test_all_random_weights_show_every_cost_if_quality_holds(store: Store):
+    # every variant random, the baseline too: nothing has an accuracy figure, so nothing is
+    # recommended, but every bill is there: baseline $1,306.70; int4 saves $572.32;
+    # lingua ($1,306.70 on the A100, as above) saves nothing
+    names = ("baseline", "int4", "lingua")
+    case = build_business_case(store, _stored_run(store, random=names), ASSUME, catalog=CAT)
+    assert [r.reason for r in case.rows] == [RANDOM_WEIGHTS] * 3
+    assert case.recommendation.name is None
+    assert case.recommendation.reason.startswith(
+        "No variant can be recommended yet: every measured variant has random weights "
+        "(baseline, int4, lingua)")
+    assert case.baseline_monthly_cost == pytest.approx(1306.70)
+    assert [r.monthly_savings for r in case.rows] == pytest.approx([0.0, 572.32, 0.0])
+    holds = if_quality_holds(case)
+    assert holds[0].startswith("'int4' would save $572.32 per month if its quality holds")
+    assert holds[1].startswith("'lingua' would save nothing even if its quality holds "
+                               "($1,306.70 per month on ")
+    header, *pdf_rows = variant_rows(case)
+    acc, saving = header.index("Accuracy"), header.index("Saving/month")
+    assert [r[acc] for r in pdf_rows] == ["not measured"] * 3
+    assert pdf_rows[1][saving] == "$572.32 if quality holds"  # int4

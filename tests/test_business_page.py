@@ -93,7 +93,9 @@ def test_no_recommendation_says_why(run_env):
     at.selectbox(key="bc.accuracy_metric").select("ref_f1").run()  # the log has no F1 figures
     assert not at.exception
     assert "No variant passes the quality gate" in _plain(at.error[0])
-    assert "no ref_f1 figure for this pilot" in _plain(at.error[0])
+    # the log has references (ref_contains is stored); only F1 was never stored
+    assert ("no ref_f1 figure was stored for this variant (4 of the 4 requests replayed have "
+            "a reference answer)") in _plain(at.error[0])
     assert _metrics(at)["Payback"] == "never"
 
 

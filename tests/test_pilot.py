@@ -114,6 +114,7 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(model_settings) 
     run = run_pilot(spec, store, model_settings)
     assert [v.status for v in run.variants] == ["ok", "failed", "ok"]
     assert "does not exist" in run.variants[1].error
+    assert run.status == "partial" and run.error.startswith("1 of 3 variants failed ('missing'")
     assert store.get_results(run.variants[1].id) == []
     assert "Paris" in store.get_results(run.variants[0].id)[0].output_text
 
@@ -148,6 +149,7 @@ def test_a_variant_that_cannot_run_here_is_refused_before_the_pilot(model_settin
     run = run_pilot(spec, store, model_settings, on_progress=seen.append)
     assert [v.status for v in run.variants] == ["ok", "failed"]
     assert run.variants[1].error.startswith("Refused before the pilot started")
+    assert run.status == "failed"  # every variant beside the baseline failed
     assert "no GPU is visible" in run.variants[1].error
     # refused up front: it never reached loading or generating
     assert not [p for p in seen if p.variant == "gpu-only" and "loading" in p.message]

@@ -69,9 +69,10 @@ def test_run_variants_results_round_trip(store: Store) -> None:
                          {"load_s": 1.0, "weight_bytes": 100, "throughput_tok_s": 2.5,
                           "wall_s": 4.0, "device": "cpu"}, {})
     store.set_variant_status(var.id, "failed", "no GPU")
-    store.set_run_status(run.id, "done")
+    store.set_run_status(run.id, "partial", "1 of 2 variants failed")  # runner.pilot_outcome
     got = store.get_run(run.id)
-    assert got.status == "done" and got.finished_at is not None
+    assert got.status == "partial" and got.finished_at is not None
+    assert got.error == "1 of 2 variants failed"
     assert got.variants[0].status == "ok" and got.variants[0].weight_bytes == 100
     assert got.variants[1].status == "failed" and got.variants[1].error == "no GPU"
     assert store.get_results(base.id) == [_result(0), _result(1)]

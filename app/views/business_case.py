@@ -8,11 +8,18 @@ from __future__ import annotations
 import streamlit as st
 
 from app import business_charts, data, nav, ui
-from engine.business import Assumptions, BusinessCase
-from engine.decision import ACCURACY_METRICS
+from engine.business import Assumptions, BusinessCase, require_measured_baseline
+from engine.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY
 from engine.domain import Run
 from engine.errors import RoilabError
-from engine.report_business import basis_detail, executive_summary, fmt_money, fmt_months, fmt_range
+from engine.report_business import (
+    basis_detail,
+    executive_summary,
+    fmt_money,
+    fmt_months,
+    fmt_range,
+    if_quality_holds,
+)
 
 AUTO = "auto (right-size over the catalog)"
 _D = Assumptions()  # the defaults shown in the inputs
@@ -26,6 +33,11 @@ def render() -> None:
         st.page_link(nav.page("run"), label="Run a pilot", icon=":material/play_arrow:")
         return
     run_id = _select_run(runs)
+    try:  # a case priced against nothing would be all n/a: say why there is none
+        require_measured_baseline(runs[run_id])
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
     a = _render_assumptions()
     if a is None:
         return
@@ -145,6 +157,11 @@ def _render_answer(case: BusinessCase) -> None:
     if reasons:
         st.caption("Shown but not recommended (quality gate and latency target):")
         st.text("\n".join(reasons))  # quotes variant names: plain text
+    holds = if_quality_holds(case)
+    if holds or case.quality_check:
+        st.caption(f"If quality holds ({SPEED_MEMORY_ONLY}: random weights, accuracy not "
+                   "measured):")
+        st.text("\n".join([*holds, case.quality_check]))
     with st.expander("In words (as in the PDF)"):
         st.text("\n\n".join(executive_summary(case)))
 
@@ -170,6 +187,7 @@ _COLUMNS = {  # variant_table column -> (label, format)
     "cost_per_1m_input": ("$ / 1M input (measured)", "$%.4f"),
     "cost_per_1m_output": ("$ / 1M output (measured)", "$%.4f"),
     "api_monthly_cost": ("hosted API $ / month", "$%.2f"), "recommended": ("recommended", None),
+    "speed_memory_only": (SPEED_MEMORY_ONLY, None),
     "reason": ("why not", None), "basis": ("where the figures come from", None)}
 
 
@@ -202,6 +220,7 @@ def _render_pdf(run_id: int, a: Assumptions) -> None:
 def _render_portfolio(runs: dict[int, Run], run_id: int, a: Assumptions) -> None:
     st.subheader("Portfolio", help="Several workflows (pilots) rolled up into one annual view, "
                                    "under the assumptions above.")
+    runs = {i: r for i, r in runs.items() if r.variants[0].status == "ok"}  # priceable
     picked = st.multiselect("Runs in the portfolio", list(runs), default=[run_id],
                             key="bc.portfolio", format_func=lambda i: f"#{i} {runs[i].name}")
     if not picked:

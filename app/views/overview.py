@@ -4,8 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import data, nav, ui
+from engine.decision import RANDOM_WEIGHTS
 from engine.domain import Run
-from engine.summary import accuracy_retention
+from engine.summary import accuracy_retention, speed_memory_only
 
 
 def render() -> None:
@@ -16,7 +17,8 @@ def render() -> None:
     if not data.workloads():
         _render_empty()
         return
-    finished = next((r for r in runs if r.status == "done"), None)
+    # partial: the baseline and some variants were measured, the rest failed (said below)
+    finished = next((r for r in runs if r.status in ("done", "partial")), None)
     if finished:
         _render_headline(finished)
     else:
@@ -38,17 +40,26 @@ def _render_headline(run: Run) -> None:
     st.subheader(f"Latest finished run #{run.id}")
     st.text(f"{run.name} - {rep.workload.name} - {rep.hardware.name} at "
             f"${rep.price_per_hour:g}/h, {rep.requests_per_month:,} requests/month")
+    if run.status == "partial":
+        st.warning(ui.escape_md(f"Partial run: {run.error}"))
+    unscored = speed_memory_only(rep)
+    if unscored:
+        st.caption(ui.escape_md(f"{', '.join(unscored)}: {RANDOM_WEIGHTS}."))
     cols = st.columns(3)
     cols[0].metric("Baseline cost / month", ui.money(rep.baseline.monthly_cost))
     if best is None or not best.monthly_savings or best.monthly_savings <= 0:
         cols[1].metric("Best saving / month", "none",
                        help="No variant was cheaper than the baseline on this hardware.")
     else:
-        cols[1].metric(f"Best saving / month ({ui.escape_md(best.name)})",
+        holds = " if quality holds" if best.name in unscored else ""
+        cols[1].metric(f"Best saving / month ({ui.escape_md(best.name)}){holds}",
                        ui.money(best.monthly_savings), delta=ui.pct(best.savings_fraction))
-        cols[2].metric("Its accuracy retention",
-                       ui.pct(accuracy_retention(rep, best.name)),
-                       help="Reference match of the variant as a share of the baseline's.")
+        if holds:
+            cols[2].metric("Its accuracy", "not measured", help=RANDOM_WEIGHTS)
+        else:
+            cols[2].metric("Its accuracy retention",
+                           ui.pct(accuracy_retention(rep, best.name)),
+                           help="Reference match of the variant as a share of the baseline's.")
     st.page_link(nav.page("results"), label=f"Open run #{run.id}",
                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")
 

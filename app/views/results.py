@@ -8,9 +8,18 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, data, nav, ui
+from engine.business import require_measured_baseline
 from engine.cost import CATALOG
+from engine.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
 from engine.domain import Run
-from engine.summary import PilotReport, accuracy_retention, speed_memory_findings, technique_figures
+from engine.errors import RoilabError
+from engine.summary import (
+    PilotReport,
+    accuracy_retention,
+    speed_memory_findings,
+    speed_memory_only,
+    technique_figures,
+)
 
 
 def render() -> None:
@@ -56,6 +65,10 @@ def _render_status(run: Run) -> None:
     elif run.status == "failed" and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
+    elif run.status == "partial":
+        st.warning(f"Run #{run.id} is partial: some variants failed; the others are measured "
+                   "against the baseline.")
+        st.code(run.error or "no reason recorded", language=None)
 
 
 def _render_assumptions(run: Run) -> PilotReport:
@@ -83,8 +96,13 @@ def _render_kpis(rep: PilotReport) -> None:
         cols[1].metric("Best saving / month", "none",
                        help="No variant was cheaper than the baseline at these assumptions.")
         return
-    cols[1].metric(f"Best saving / month: {ui.escape_md(best.name)}",
+    unscored = best.name in speed_memory_only(rep)
+    cols[1].metric(f"Best saving / month: {ui.escape_md(best.name)}"
+                   + (" (if quality holds)" if unscored else ""),
                    ui.money(best.monthly_savings), delta=ui.pct(best.savings_fraction))
+    if unscored:
+        cols[2].metric("Its accuracy", "not measured", help=RANDOM_WEIGHTS)
+        return
     cols[2].metric("Its accuracy retention", ui.pct(accuracy_retention(rep, best.name)),
                    help="Reference match (contains) of the variant as a share of the "
                         "baseline's; n/a when the log has no reference answers.")
@@ -106,6 +124,11 @@ def _render_failures(rep: PilotReport) -> None:
         if v.status == "failed":
             st.error(f"Variant {ui.escape_md(v.name)} failed; no figures for it.")
             st.code(v.error or "no reason recorded", language=None)
+    unscored = speed_memory_only(rep)
+    if unscored:
+        st.info(ui.escape_md(f"{', '.join(unscored)}: {RANDOM_WEIGHTS} (its model is built "
+                             "from an architecture config, so its answers mean nothing)."),
+                icon=":material/speed:")
 
 
 def _render_charts(rep: PilotReport) -> None:
@@ -129,6 +152,7 @@ def _render_charts(rep: PilotReport) -> None:
 
 _VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in the PDF
     "name": ("variant", None), "status": ("status", None), "techniques": ("techniques", None),
+    "measures": ("measured", None),
     "devices": ("devices", "%d"), "tokens_per_s": ("tokens/s", "%.1f"), "latency_p50_s": ("p50 latency (s)", "%.2f"),
     "latency_p95_s": ("p95 latency (s)", "%.2f"), "ttft_p50_s": ("p50 TTFT (s)", "%.3f"),
     "peak_mem_mb": ("peak memory (MB)", "%.0f"), "weight_mb": ("weights (MB)", "%.0f"),
@@ -148,8 +172,11 @@ def _render_variant_table(rep: PilotReport) -> None:
     st.caption("Each variant is priced at the $/hour above times its devices (vLLM tensor x "
                "pipeline parallel size). Peak memory, weights and the KV-cache capacity its "
                "engine reserved are as the backend measured them (blank: not measured).")
+    unscored = speed_memory_only(rep)
     frame = rep.frame().assign(peak_mem_mb=lambda f: f.peak_mem_bytes / 1e6,
-                               weight_mb=lambda f: f.weight_bytes / 1e6)
+                               weight_mb=lambda f: f.weight_bytes / 1e6,
+                               measures=lambda f: [SPEED_MEMORY_ONLY if n in unscored else
+                                                   "speed, memory and accuracy" for n in f.name])
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.TextColumn(label)
               for col, (label, fmt) in _VARIANT_COLUMNS.items()}
@@ -201,9 +228,13 @@ def _render_traceability(run: Run) -> None:
 
 
 def _render_pdf(rep: PilotReport) -> None:
-    # Built on click (deferred), so live re-pricing does not re-render the PDF each time.
-    st.download_button("Download PDF report", data=lambda: data.pdf_report(rep),
-                       file_name=f"roilab-run-{rep.run.id}.pdf", mime="application/pdf",
-                       icon=":material/picture_as_pdf:", on_click="ignore")
+    try:  # a report of n/a figures helps no one: say why there is none
+        require_measured_baseline(rep.run)
+    except RoilabError as exc:
+        ui.show_error(exc)
+    else:  # built on click (deferred), so live re-pricing does not re-render the PDF each time
+        st.download_button("Download PDF report", data=lambda: data.pdf_report(rep),
+                           file_name=f"roilab-run-{rep.run.id}.pdf", mime="application/pdf",
+                           icon=":material/picture_as_pdf:", on_click="ignore")
     st.page_link(nav.page("business"), label="Business case: right-sizing, ROI, payback and "
                  "the CFO PDF", icon=":material/savings:", query_params={"run": rep.run.id})

@@ -137,13 +137,16 @@ def _run(spec: PilotSpec) -> None:
             line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
 
         finished = data.execute_run(spec, run.id, on_progress)
-        failed = [v for v in finished.variants if v.status == "failed"]
-        status.update(label=f"Pilot #{run.id} finished",
-                      state="error" if failed else "complete", expanded=bool(failed))
+        done = finished.status == "done"
+        status.update(label=f"Pilot #{run.id} {'finished' if done else finished.status}",
+                      state="complete" if done else "error", expanded=not done)
     bar.progress(1.0, text="Done")
-    if failed:
-        st.warning(f"{len(failed)} of {len(finished.variants)} variants failed; their reasons "
-                   "are on the Results page.")
-    st.success(f"Results stored as run #{run.id}.")
+    if finished.status == "failed":  # engine.runner.pilot_outcome says which and why
+        st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {finished.error}"))
+    elif finished.status == "partial":
+        st.warning(ui.escape_md(f"Pilot #{run.id} is partial: {finished.error} Each reason is "
+                                "also on the Results page."))
+    if finished.status != "failed":
+        st.success(f"Results stored as run #{run.id}.")
     st.page_link(nav.page("results"), label=f"Open results of run #{run.id}",
                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")
