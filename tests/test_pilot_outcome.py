@@ -26,6 +26,7 @@ LOG = "".join(json.dumps({"prompt": p, "reference": r}) + "\n" for p, r in [
     ("What is the capital of France?", "Paris"), ("What is 2 + 2?", "4"),
     ("Name a primary colour.", "red")])
 TINY = "random:tiny-llama"
+pytestmark = pytest.mark.slow  # each runs a real pilot (a 2-layer model: seconds, not minutes)
 
 
 @pytest.fixture
