@@ -183,9 +183,9 @@ def _pilot(model: str, tag: str, dtype: str, args, exports: dict, workload: int,
     for name, folder, vopts in engines:
         for b in batches:
             suffix = f"@b{b}" if len(batches) > 1 else ""
-            w4 = name.startswith("w4a16")
+            half = name.startswith(("w4a16", "fp8-weights"))  # vLLM runs these in 16 bits
             variants.append({"name": f"{name}{suffix}", "model": folder, **base,
-                             "dtype": "bfloat16" if w4 else dtype, "batch_size": b,
+                             "dtype": "bfloat16" if half else dtype, "batch_size": b,
                              "vllm": vopts})
     return {"name": f"acceptance {tag} ({model})", "workload_id": workload,
             "max_requests": requests, "variants": variants,

@@ -305,3 +305,11 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
         assert mem["device"] == "cpu" and mem["devices"] == 1
     assert run.variants[0].technique_report["memory"]["kv_cache_tokens"] > \
         run.variants[1].technique_report["memory"]["kv_cache_tokens"]
+
+
+def test_fp8_weights_in_float32_are_refused_with_the_dtype_to_use() -> None:
+    """vLLM refuses FP8 weights with a float32 model only once its engine is being built."""
+    spec = VariantSpec(name="fp8", backend="vllm", dtype="float32",
+                       vllm=VllmOptions(quantization="fp8"))
+    reason = preflight(spec)  # the dtype is checked first: it is wrong on every machine
+    assert 'set "dtype": "bfloat16"' in reason and "--dtype bfloat16" in reason

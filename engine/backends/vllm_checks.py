@@ -72,6 +72,11 @@ def check_vllm_spec(spec, device: str) -> None:
         raise SpecError(f"Variant {spec.name!r} asks for CUDA, but the installed vLLM is the CPU "
                         f"build ({dist} {version}); install vLLM's CUDA build on the GPU box.")
     opts = spec.vllm or VllmOptions()
+    if opts.quantization and "fp8" in opts.quantization and spec.dtype == "float32":
+        raise SpecError(f"Variant {spec.name!r}: vLLM's FP8 weights (quantization="
+                        f"{opts.quantization!r}) compute in bfloat16 or float16, not the "
+                        "variant's dtype float32; set \"dtype\": \"bfloat16\" (roilab pilot "
+                        "--dtype bfloat16).")
     folder = spec.model if Path(spec.model).is_dir() else None  # others: checked at load
     if device == "cpu":
         _check_cpu(spec.name, opts)
