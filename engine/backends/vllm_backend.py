@@ -48,6 +48,7 @@ from engine.backends.vllm_checks import (
     check_gpu_free,
     check_vllm_spec,
     gpu_memory,
+    gpu_name,
 )
 from engine.domain import Generation
 from engine.errors import BackendError, ModelPrepError, SpecError
@@ -419,10 +420,8 @@ class VllmBackend(Backend):
 
     @staticmethod
     def _describe(device: str) -> str:
-        if device == "cuda":
-            import torch
-
-            return f"cuda:0 {torch.cuda.get_device_name(0)} (vLLM)"
+        if device == "cuda":  # NVML: no CUDA context here beside the engine's own
+            return f"cuda:0 {gpu_name(0)} (vLLM)"
         return f"cpu ({os.cpu_count()} cores, vLLM)"
 
     def _token_ids(self, messages: Messages) -> list[int]:

@@ -242,11 +242,8 @@ def gpu_memory(n: int = 1) -> list[tuple[int, int]]:
         import pynvml
 
         pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        indices = [int(i) for i in visible.split(",")[:n]] if visible and \
-            all(i.strip().isdigit() for i in visible.split(",")) else list(range(n))
         out = []
-        for i in indices:
+        for i in map(_nvml_index, range(n)):
             info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
             out.append((int(info.total), int(info.free)))
         return out
@@ -254,6 +251,28 @@ def gpu_memory(n: int = 1) -> list[tuple[int, int]]:
         import torch
 
         return [tuple(reversed(torch.cuda.mem_get_info(i))) for i in range(n)]
+
+
+def _nvml_index(cuda_index: int) -> int:
+    """NVML numbers every GPU of the machine; CUDA only those in CUDA_VISIBLE_DEVICES."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible and all(v.isdigit() for v in visible) and cuda_index < len(visible):
+        return int(visible[cuda_index])
+    return cuda_index
+
+
+def gpu_name(index: int = 0) -> str:
+    """The name of a visible GPU, through NVML where it can (no CUDA context)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index)))
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001
+        import torch
+
+        return torch.cuda.get_device_name(index)
 
 
 def estimate_weight_bytes(model_path: str, dtype: str, quantization: str | None) -> int | None:
