@@ -61,10 +61,12 @@ def main() -> int:
     shape = args.shape
     exports: dict[str, dict] = {}
     device = "cpu" if args.cpu else "auto"
-    for model, tag, reqs, group in (
-            (EMBEDDED, "embedded", args.embedded_requests, args.embedded_group_size),
-            (f"random:{shape}", "shape", args.shape_requests, args.group_size)):
-        for method in args.methods:
+    for model, tag, reqs, group, methods in (
+            (EMBEDDED, "embedded", args.embedded_requests, args.embedded_group_size,
+             args.methods),
+            (f"random:{shape}", "shape", args.shape_requests, args.group_size,
+             args.shape_methods or args.methods)):
+        for method in methods:
             folder = Path(args.data_dir).resolve() / "exports" / f"{tag}-w4a16-{method}"
             extra = ["--workload", workload, "--max-requests", str(reqs)] \
                 if method == "gptq" else []
@@ -111,6 +113,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--shape", default="llama-3.1-8b", help="random:<shape> for speed and memory")
     p.add_argument("--methods", default="rtn,gptq", type=lambda s: s.split(","),
                    help="4-bit export methods to run")
+    p.add_argument("--shape-methods", type=lambda s: s.split(","), default=None,
+                   help="export methods for the shape (default: --methods)")
     p.add_argument("--group-size", type=int, default=128, help="the shape's 4-bit groups")
     p.add_argument("--embedded-group-size", type=int, default=64,
                    help="SmolLM2's layers are 576 and 1536 wide: 64 tiles both")
