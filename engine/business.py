@@ -137,7 +137,8 @@ def measured_variants(report) -> list[MeasuredVariant]:
         kv, kv_source = _kv_figure(v.technique_report)
         weights = memory_of(v.technique_report).weight_bytes or v.weight_bytes
         out.append(MeasuredVariant(
-            name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw, batch=batch,
+            name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw,
+            batch=int(v.spec.get("batch_size") or batch),  # a variant may set its own
             n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
             tokens_per_s=s.tokens_per_s if ok else None,
             requests_per_s=s.requests_per_s if ok else None,
