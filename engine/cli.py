@@ -34,15 +34,29 @@ def cmd_prepare_model(args, settings: Settings) -> None:
 
 
 def cmd_export(args, settings: Settings) -> None:
-    from engine.export import export_quantized
+    from engine.errors import SpecError
+    from engine.export import calibration_set, export_quantized
     from engine.model_prep import resolve_model
 
+    calibration = None
+    if args.workload is not None:
+        if args.method != "gptq":
+            raise SpecError("--workload is the calibration data of --method gptq; "
+                            "round-to-nearest uses none: drop --workload or add --method gptq.")
+        calibration = calibration_set(_store(settings), args.workload, args.max_requests,
+                                      args.calibration_samples)
     r = export_quantized(resolve_model(args.model, settings), args.output, bits=args.bits,
-                         group_size=args.group_size, dtype=args.dtype, progress=print)
-    print(f"{r.quantized_layers} layers to {r.bits}-bit (groups of {r.group_size}), "
-          f"{r.source_bytes / 2**20:,.0f} MiB -> {r.target_bytes / 2**20:,.0f} MiB on disk, "
-          f"{r.seconds:.0f} s. Serve it with a vllm variant whose model is {r.target} "
-          f"(dtype {r.dtype}).")
+                         group_size=args.group_size, dtype=args.dtype, progress=print,
+                         device=args.device, method=args.method, calibration=calibration)
+    how = "round-to-nearest" if r.method == "rtn" else (
+        f"GPTQ calibrated on {r.calibration_samples} requests of workload "
+        f"{r.calibration_workload}" + (" (the evaluated ones: none are held out beyond "
+                                       "--max-requests)" if r.calibration_is_eval_set
+                                       else " (held out: never evaluated by a pilot)"))
+    print(f"{r.quantized_layers} layers to {r.bits}-bit (groups of {r.group_size}), {how}, on "
+          f"{r.device}: {r.source_bytes / 2**20:,.0f} MiB -> {r.target_bytes / 2**20:,.0f} MiB "
+          f"on disk, {r.seconds:.1f} s ({r.quantize_seconds:.1f} s quantizing). Serve it with a "
+          f"vllm variant whose model is {r.target} (dtype {r.dtype}).")
 
 
 def cmd_ingest(args, settings: Settings) -> None:
@@ -287,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=4, choices=[4, 8])
     p.add_argument("--group-size", type=int, default=64)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to quantize (auto: the GPU when one is visible)")
+    p.add_argument("--method", default="rtn", choices=["rtn", "gptq"],
+                   help="round-to-nearest, or GPTQ calibrated on --workload (llmcompressor)")
+    p.add_argument("--workload", type=int, help="gptq: the stored workload to calibrate on")
+    p.add_argument("--max-requests", type=int, default=None,
+                   help="gptq: the requests a pilot evaluates; it calibrates on those beyond")
+    p.add_argument("--calibration-samples", type=int, default=64,
+                   help="gptq: at most this many calibration requests")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("ingest", help="validate and store a request log (JSONL or CSV)")
     p.add_argument("log")
