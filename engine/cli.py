@@ -95,13 +95,32 @@ def _build_spec(args):
         data = json.loads(Path(args.spec).read_text())
         data.setdefault("workload_id", args.workload)
         return parse_pilot_spec(data)
-    variants = [VariantSpec(name="baseline", model=args.model, backend=args.backend)]
-    if "int8" in args.variants:
-        variants.append(VariantSpec(name="int8-weights", model=args.model, backend=args.backend,
+    from engine.errors import SpecError
+    from engine.specs import VllmOptions
+
+    asked = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(asked) - set(FLAG_VARIANTS))
+    if unknown:
+        raise SpecError(f"Unknown variant(s) {unknown} in --variants; the flags know "
+                        f"{', '.join(FLAG_VARIANTS)} (others: --spec FILE).")
+    vllm_only = [v for v in asked if v in ("fp8", "fp8-kv")]
+    if vllm_only and args.backend != "vllm":
+        raise SpecError(f"--variants {','.join(vllm_only)} are vLLM's FP8 weights / KV cache: add "
+                        "--backend vllm (or use int8 for the transformers backend).")
+    common = {"model": args.model, "backend": args.backend, "device": args.device,
+              "dtype": _dtype(args)}
+    variants = [VariantSpec(name="baseline", **common)]
+    if "int8" in asked:
+        variants.append(VariantSpec(name="int8-weights", **common,
                                     techniques=(QuantizeWeights(bits=8),)))
-    if "llmlingua" in args.variants:
-        variants.append(VariantSpec(name=f"llmlingua-{args.rate}", model=args.model,
-                                    backend=args.backend,
+    if "fp8" in asked:
+        variants.append(VariantSpec(name="fp8-weights", **common,
+                                    vllm=VllmOptions(quantization="fp8")))
+    if "fp8-kv" in asked:
+        variants.append(VariantSpec(name="fp8-kv-cache", **common,
+                                    vllm=VllmOptions(kv_cache_dtype="fp8")))
+    if "llmlingua" in asked:
+        variants.append(VariantSpec(name=f"llmlingua-{args.rate}", **common,
                                     techniques=(CompressPrompt(rate=args.rate),)))
     return parse_pilot_spec(PilotSpec(
         name=args.name, workload_id=args.workload, variants=tuple(variants),
@@ -110,6 +129,16 @@ def _build_spec(args):
         cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
                           requests_per_month=args.requests_per_month),
         max_requests=args.max_requests).model_dump(mode="json"))
+
+
+FLAG_VARIANTS = ("int8", "llmlingua", "fp8", "fp8-kv")
+
+
+def _dtype(args) -> str:
+    """--dtype auto: bfloat16 for vLLM on a GPU (what teams serve), else float32 (CPUs)."""
+    from engine.backends.base import default_dtype
+
+    return args.dtype if args.dtype != "auto" else default_dtype(args.backend, args.device)
 
 
 # A pilot's exit status, by the run status engine.runner.pilot_outcome gave it (a
@@ -269,9 +298,13 @@ def cmd_demo(args, settings: Settings) -> None:
 def _pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None:
     p.add_argument("--model", default="embedded:smollm2-135m-instruct",
                    help="embedded:smollm2-135m-instruct, a local HF folder, or a hub id")
-    p.add_argument("--backend", default="transformers")
+    p.add_argument("--backend", default="transformers", help="transformers, vllm or endpoint")
     p.add_argument("--variants", default="int8,llmlingua",
-                   help="comma list added to the baseline: int8, llmlingua")
+                   help="comma list added to the baseline: int8, llmlingua (transformers); "
+                        "fp8 (FP8 weights), fp8-kv (FP8 KV cache), llmlingua (vllm)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 for --backend vllm on a GPU, float32 otherwise")
     p.add_argument("--rate", type=float, default=0.5, help="LLMLingua target rate")
     p.add_argument("--max-requests", type=int, default=max_requests)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -65,3 +65,34 @@ def test_demo_runs_the_default_pilot_on_the_bundled_sample(cli_env, capsys) -> N
     assert [(v.name, v.status) for v in run.variants] == [
         ("baseline", "ok"), ("int8-weights", "ok"), ("llmlingua-0.5", "ok")]
     assert "4/4 Starting the dashboard" not in capsys.readouterr().out
+
+
+def test_flag_variants_are_checked_against_the_backend(cli_env, capsys) -> None:
+    """vLLM's FP8 variants need --backend vllm; an unknown name lists the known ones. Both
+    are refused before any run is stored."""
+    log = cli_env.samples_dir / "support_chat.jsonl"
+    assert main(["ingest", str(log)]) == 0
+    assert main(["pilot", "--workload", "1", "--variants", "fp8"]) == 2
+    assert "add --backend vllm" in capsys.readouterr().err
+    assert main(["pilot", "--workload", "1", "--variants", "int8,int3"]) == 2
+    err = capsys.readouterr().err
+    assert "['int3']" in err and "fp8-kv" in err
+    assert Store(cli_env.resolved_db_url()).list_runs() == []
+
+
+def test_flag_built_vllm_variants_and_dtype(cli_env) -> None:
+    """--backend vllm --variants fp8,fp8-kv builds FP8-weight and FP8-KV variants beside the
+    baseline; --dtype auto means float32 without a GPU (this machine) and is stored as such."""
+    from engine.cli import _build_spec, build_parser
+
+    args = build_parser().parse_args(["pilot", "--workload", "1", "--backend", "vllm",
+                                      "--variants", "fp8,fp8-kv", "--dtype", "auto"])
+    spec = _build_spec(args)
+    assert [v.name for v in spec.variants] == ["baseline", "fp8-weights", "fp8-kv-cache"]
+    assert {v.backend for v in spec.variants} == {"vllm"}
+    assert spec.variants[1].vllm.quantization == "fp8"
+    assert spec.variants[2].vllm.kv_cache_dtype == "fp8"
+    assert {v.dtype for v in spec.variants} == {"float32"}  # no GPU visible here
+    args = build_parser().parse_args(["pilot", "--workload", "1", "--backend", "vllm",
+                                      "--variants", "fp8", "--dtype", "bfloat16"])
+    assert {v.dtype for v in _build_spec(args).variants} == {"bfloat16"}
