@@ -12,7 +12,8 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on sys.path, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import nav  # noqa: E402
+from app import login, nav  # noqa: E402
 
 st.set_page_config(page_title="roilab", page_icon=":material/savings:", layout="wide")
-st.navigation(nav.sections()).run()
+if login.allowed():  # before any page, and before navigation lists them
+    st.navigation(nav.sections()).run()

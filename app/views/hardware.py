@@ -21,7 +21,7 @@ def render() -> None:
     st.caption("Editable defaults, not live quotes: each price names the public list it came "
                "from and the month it held. Add what you actually pay below; the business "
                "case uses it at once.")
-    st.dataframe(
+    ui.dataframe(
         data.catalog_frame(), hide_index=True, key="hw.table",
         column_config={"price_per_hour": st.column_config.NumberColumn("$/hour", format="%.4f"),
                        "memory_gb": st.column_config.NumberColumn("memory (GB)"),

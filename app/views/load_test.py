@@ -95,7 +95,7 @@ def _render_table(levels) -> None:
     st.subheader("Per load level")
     config = {c: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.TextColumn(label) for c, (label, fmt) in _COLUMNS.items()}
-    st.dataframe(levels[list(_COLUMNS)], hide_index=True, column_config=config,
+    ui.dataframe(levels[list(_COLUMNS)], hide_index=True, column_config=config,
                  key="table.load_levels")
 
 

@@ -70,9 +70,9 @@ def _render_runs() -> None:
     if frame.empty:
         st.caption("No runs yet.")
         return
-    st.dataframe(frame, hide_index=True)
+    ui.dataframe(frame, hide_index=True)
 
 
 def _render_workloads() -> None:
     st.subheader("Workloads")
-    st.dataframe(data.workloads_frame(), hide_index=True)
+    ui.dataframe(data.workloads_frame(), hide_index=True)

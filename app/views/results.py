@@ -116,7 +116,7 @@ def _render_summary(rep: PilotReport) -> None:
     if sentences:
         st.text("\n\n".join(sentences))  # quotes workload and variant names: plain text
     with st.expander("Assumptions and formulas behind every dollar figure"):
-        st.dataframe(data.assumptions_frame(rep), hide_index=True)
+        ui.dataframe(data.assumptions_frame(rep), hide_index=True)
 
 
 def _render_failures(rep: PilotReport) -> None:
@@ -180,7 +180,7 @@ def _render_variant_table(rep: PilotReport) -> None:
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.TextColumn(label)
               for col, (label, fmt) in _VARIANT_COLUMNS.items()}
-    st.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
+    ui.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
                  key="table.variants")
 
 
@@ -190,7 +190,7 @@ def _render_technique_figures(rep: PilotReport) -> None:
         return
     st.subheader("What each technique did")
     st.caption("Read back from the model after each technique ran, not copied from the spec.")
-    st.dataframe(figures, hide_index=True, key="table.technique_figures")
+    ui.dataframe(figures, hide_index=True, key="table.technique_figures")
 
 
 def _render_side_by_side(rep: PilotReport) -> None:
@@ -202,7 +202,7 @@ def _render_side_by_side(rep: PilotReport) -> None:
     variant = st.selectbox("Variant", names, index=min(1, len(names) - 1),
                            key="results.sbs_variant")
     table = data.comparison(rep, variant)
-    st.dataframe(table, hide_index=True, key="table.side_by_side")
+    ui.dataframe(table, hide_index=True, key="table.side_by_side")
     if table.empty:
         return
     rows = table.to_dict("records")

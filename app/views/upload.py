@@ -88,7 +88,7 @@ def _render_validation(workload: Workload) -> None:
     cols[3].metric("Rows read", workload.n_requests + workload.n_issues)
     if workload.issues:
         st.caption("Rows left out, with how to fix each (line = line or row in your file):")
-        st.dataframe(data.issues_frame(workload), hide_index=True, column_config={
+        ui.dataframe(data.issues_frame(workload), hide_index=True, column_config={
             "reason": st.column_config.TextColumn("reason (how to fix)", width="large")})
     else:
         st.caption("Every row was usable.")
@@ -99,7 +99,7 @@ def _render_statistics(workload: Workload) -> None:
     stats, lengths = data.workload_profile(workload.id)
     units = [u for u in ("prompt_tokens", "prompt_words", "prompt_chars") if u in stats]
     table = {u.removeprefix("prompt_"): stats[u] for u in units}
-    st.dataframe(table, column_config={u: st.column_config.NumberColumn(format="%.1f")
+    ui.dataframe(table, column_config={u: st.column_config.NumberColumn(format="%.1f")
                                        for u in table})
     if "prompt_tokens" not in stats:
         st.caption("Token counts need the embedded model, which is not prepared yet "
@@ -116,4 +116,4 @@ def _render_preview(workload: Workload) -> None:
     with st.expander("First requests, as parsed"):
         rows = [{"line": r.line, "prompt": r.messages[-1]["content"], "reference": r.reference,
                  "logged output": r.logged_output} for r in data.requests(workload.id, 20)]
-        st.dataframe(rows, hide_index=True)
+        ui.dataframe(rows, hide_index=True)
