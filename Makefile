@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# The dashboard's address: this machine only; any other needs ROILAB_DASHBOARD_PASSWORD.
+HOST ?= 127.0.0.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -60,7 +62,7 @@ system-deps:
 	    poppler-utils postgresql; }
 
 demo: setup
-	$(PY) -m engine.cli demo --port $(PORT)
+	$(PY) -m engine.cli demo --port $(PORT) --host $(HOST)
 
 test: setup system-deps
 	$(PY) -m pytest -q -ra

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import RoilabError
+from engine.inert import terminal_safe
 from engine.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module on every command: keep it light
@@ -101,7 +102,7 @@ def cmd_load(args, settings: Settings) -> None:
         run_id = args.show
     run = store.get_load_run(run_id)
     slo = {k: v for k, v in run.spec.get("slo", {}).items() if v is not None}
-    print(f"Load run {run.id} '{run.name}' ({run.status}): {run.spec['schedule']} levels "
+    print(f"Load run {run.id} '{terminal_safe(run.name)}' ({run.status}): {run.spec['schedule']} levels "
           f"{run.spec['levels']}, {run.spec['requests_per_level']} requests each, "
           f"SLO {slo or 'none'}")
     print(format_levels(load_levels(store, run_id)))
