@@ -9,42 +9,71 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 
 from engine.domain import LogRequest, ParsedLog, RowIssue
 from engine.errors import LogFormatError, RowError
+from engine.log_read import bad_byte_lines, clean_name, excerpt
 
 CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
 CSV_REFERENCE_COLUMNS = ("reference", "expected", "answer", "ground_truth", "label",
                          "expected_output")
 CSV_OUTPUT_COLUMNS = ("output", "response", "completion")  # engine.logs.OUTPUT_KEYS
+_MAX_CELL = 2**31 - 1  # the largest field_size_limit the csv module accepts everywhere
 
 
-def parse_csv(text: str, filename: str) -> ParsedLog:
+def parse_csv(data: bytes, start: int, filename: str) -> ParsedLog:
+    """Parse CSV bytes from offset ``start`` (after a BOM); rows holding bytes that are not
+    UTF-8 are rejected one by one, with the byte offset, and the rest are kept."""
+    try:
+        text = data[start:].decode("utf-8")
+        bad_lines: dict[int, str] = {}
+    except UnicodeDecodeError:
+        text = data[start:].decode("utf-8", "surrogateescape")
+        bad_lines = bad_byte_lines(data, start)
+    _allow_big_cells()
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(text))
     requests, issues, total = [], [], 0
     try:
         header = next((row for row in reader if any(cell.strip() for cell in row)), [])
+        header = [clean_name(name) for name in header]
         columns = _csv_columns(header, filename)
-        start = reader.line_num + 1
+        first = reader.line_num + 1
         for row in reader:
             if any(cell.strip() for cell in row):
                 total += 1
                 try:
-                    requests.append(_csv_request(row, header, columns, start))
+                    _check_encoding(bad_lines, first, reader.line_num)
+                    requests.append(_csv_request(row, header, columns, first))
                 except RowError as exc:
-                    issues.append(RowIssue(start, exc.field, exc.reason))
-            start = reader.line_num + 1
+                    issues.append(RowIssue(first, exc.field, exc.reason))
+            first = reader.line_num + 1
     except csv.Error as exc:
-        raise LogFormatError(f"{filename} line {reader.line_num}: {exc}; cells holding commas, "
-                             'quotes or line breaks must be wrapped in double quotes, with quotes '
-                             'inside doubled ("").') from None
+        raise LogFormatError(f"{filename} line {reader.line_num}: {excerpt(str(exc))}; cells "
+                             "holding commas, quotes or line breaks must be wrapped in double "
+                             'quotes, with quotes inside doubled ("").') from None
     return ParsedLog("csv", tuple(requests), tuple(issues), total)
+
+
+def _allow_big_cells() -> None:
+    """The csv module refuses cells over 128 KiB by default; a long document pasted as a
+    prompt is a real request, so allow cells as big as an upload may be."""
+    if csv.field_size_limit() < _MAX_CELL:
+        csv.field_size_limit(_MAX_CELL)
+
+
+def _check_encoding(bad_lines: dict[int, str], first: int, last: int) -> None:
+    """RowError if a line of this row (lines first..last) holds bytes that are not UTF-8."""
+    if bad_lines:
+        bad = next((bad_lines[n] for n in range(first, last + 1) if n in bad_lines), None)
+        if bad is not None:
+            raise RowError("encoding", bad)
 
 
 def _csv_delimiter(text: str) -> str:
     """Comma, unless the header line has more semicolons or tabs (Excel exports)."""
-    header = text.split("\n", 1)[0]
+    header = re.split(r"[\r\n]", text, maxsplit=1)[0]
     best = max((",", ";", "\t"), key=header.count)
     return best if header.count(best) else ","
 
@@ -58,7 +87,8 @@ def _csv_columns(header: list[str], filename: str) -> dict[str, int | None]:
     prompt = find(CSV_PROMPT_COLUMNS)
     if prompt is None:
         raise LogFormatError(
-            f"{filename} has no prompt column (header: {', '.join(header[:10]) or 'empty'}). "
+            f"{filename} has no prompt column (header: "
+            f"{', '.join(name[:40] for name in header[:10]) or 'empty'}). "
             f"Name the column holding the prompt one of: {', '.join(CSV_PROMPT_COLUMNS)} "
             f"(any case). Optional columns: system, id, reference "
             f"({', '.join(CSV_REFERENCE_COLUMNS)}), logged output "
@@ -81,7 +111,7 @@ def _csv_request(
 
     prompt, system = cell("prompt"), cell("system")
     if prompt is None:
-        raise RowError(header[columns["prompt"]].strip(),
+        raise RowError(header[columns["prompt"]].strip()[:40],
                         "is empty; fill in the prompt or delete the row")
     user = {"role": "user", "content": prompt}
     used = {index for index in columns.values() if index is not None}

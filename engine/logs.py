@@ -16,18 +16,31 @@ a logged output (``OUTPUT_KEYS``; in proxy logs ``response`` is the proxied resp
 ``usage.prompt_tokens``/``completion_tokens`` and ``metadata``; other top-level scalars
 become metadata. A chat prompt ends at the last user message; an assistant reply after it
 is the logged output unless one is given. Unusable rows become RowIssues (line, field, how
-to fix); an unusable file raises LogFormatError with one message saying what to do.
+to fix); an unusable file raises LogFormatError with one message saying what to do. Lines
+end at LF, CRLF or a lone CR; a line with bytes that are not UTF-8, nesting deeper than
+``log_read.MAX_DEPTH``, a lone surrogate escape or a number Python cannot read is one
+RowIssue (see ``engine.log_read``), never an exception. JSONL is read a line at a time.
 """
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.domain import LogRequest, ParsedLog, RowIssue
 from engine.errors import LogFormatError, RowError
 from engine.log_csv import parse_csv
+from engine.log_read import (
+    BOM,
+    MAX_STORED_INT,
+    check_value,
+    clean_name,
+    decode_line,
+    excerpt,
+    load_json_line,
+    needs_check,
+    physical_lines,
+)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 REFERENCE_KEYS = ("reference", "expected", "expected_output", "ideal", "answer", "ground_truth",
@@ -53,33 +66,35 @@ _Messages = tuple[dict[str, str], ...]
 
 
 def parse_log(data: bytes, filename: str) -> ParsedLog:
-    """Detect the format of an uploaded log and parse it; raise LogFormatError if unusable."""
-    text = _decode(data, filename)
+    """Detect the format of an uploaded log and parse it; raise LogFormatError if unusable.
+
+    Never raises anything else for any input: rows that cannot be read (invalid JSON or
+    UTF-8, too deep, a lone surrogate, a number the store cannot hold) become RowIssues.
+    """
+    filename = clean_name(filename)
+    start = _check_bytes(data, filename)
     name = filename.lower()
-    sniffed_json = not name.endswith(".csv") and text.lstrip()[:1] in ("{", "[")
+    sniffed_json = not name.endswith(".csv") and data[start:].lstrip()[:1] in (b"{", b"[")
     is_json = name.endswith(_JSON_SUFFIXES) or sniffed_json
-    parsed = _parse_json(text, filename) if is_json else parse_csv(text, filename)
+    parsed = _parse_json(data, start, filename) if is_json else parse_csv(data, start, filename)
     if not parsed.requests:
         raise LogFormatError(_no_rows_message(filename, parsed.issues, parsed.total_rows))
     return parsed
 
 
-def _decode(data: bytes, filename: str) -> str:
+def _check_bytes(data: bytes, filename: str) -> int:
+    """Where the text starts (after a UTF-8 BOM); LogFormatError for empty or binary data."""
     if not data:
         raise LogFormatError(f"{filename} is empty; upload a JSONL or CSV file with one request "
                              "per line or row.")
     if b"\x00" in data:
         raise LogFormatError(f"{filename} contains NUL bytes, so it is binary (or UTF-16 text); "
                              "export the log as UTF-8 JSONL or CSV.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LogFormatError(f"{filename} is not UTF-8 text (byte {exc.start} cannot be "
-                             "decoded); re-save it as UTF-8 JSONL or CSV.") from None
-    if not text.strip():
+    start = len(BOM) if data.startswith(BOM) else 0
+    if not data[start:].strip():
         raise LogFormatError(f"{filename} contains only whitespace; upload a JSONL or CSV file "
                              "with one request per line or row.")
-    return text
+    return start
 
 
 def _no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> str:
@@ -92,64 +107,147 @@ def _no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> s
 
 
 # --------------------------------------------------------------------------- JSON formats
+# Rows are read one at a time and turned into requests at once under the format their own
+# keys point to, so a big log never holds all its parsed JSON. Rows whose keys point to
+# another format than the majority are read again at the end, under the majority format.
 
 
-def _parse_json(text: str, filename: str) -> ParsedLog:
-    values, issues = _json_values(text)
-    objects = [(line, value) for line, value in values if isinstance(value, dict)]
-    issues += [RowIssue(line, "json", f"expected a JSON object {{...}}, got {_describe(value)}; "
-                        "put one request object on each line")
-               for line, value in values if not isinstance(value, dict)]
-    if not objects:
-        issues.sort(key=lambda issue: issue.line)
-        raise LogFormatError(_no_rows_message(filename, issues, len(issues)))
-    total = len(objects) + len(issues)
-    fmt = _json_format(objects, filename)
-    requests = []
-    for line, obj in objects:
-        try:
-            requests.append(_json_request(obj, fmt, line))
-        except RowError as exc:
-            issues.append(RowIssue(line, exc.field, exc.reason))
+class _Rows:
+    """Outcomes of the rows read so far, grouped by the format each row's keys point to."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str | None, list[tuple[int, LogRequest | RowIssue, Any]]] = {}
+        self.issues: list[RowIssue] = []  # rows that are not a JSON object at all
+        self.keys: set[str] = set()  # keys of objects of no known format, for the message
+
+    def add(self, line: int, obj: Any, source: Any) -> None:
+        if isinstance(obj, _Unusable):
+            self.issues.append(RowIssue(line, obj.error.field, obj.error.reason))
+            return
+        if not isinstance(obj, dict):
+            self.issues.append(RowIssue(line, "json", f"expected a JSON object {{...}}, got "
+                                        f"{_describe(obj)}; put one request object on each line"))
+            return
+        kind = next((kind for kind, keys in _KIND_KEYS if any(k in obj for k in keys)), None)
+        if kind is None:
+            if len(self.keys) < 200:
+                self.keys.update(k[:40] for k in list(obj)[:20])
+            outcome: LogRequest | RowIssue = RowIssue(line, "json", "")
+        else:
+            outcome = _outcome(obj, kind, line)
+        self.by_kind.setdefault(kind, []).append((line, outcome, source))
+
+
+def _outcome(obj: dict[str, Any], fmt: str, line: int) -> LogRequest | RowIssue:
+    try:
+        return _json_request(obj, fmt, line)
+    except RowError as exc:
+        return RowIssue(line, exc.field, exc.reason)
+
+
+def _parse_json(data: bytes, start: int, filename: str) -> ParsedLog:
+    rows = _Rows()
+    whole = _whole_document(data, start)
+    if whole is not None:
+        for line, value in whole:
+            rows.add(line, value, value)
+        reread = _reread_value
+    else:
+        for line, begin, end in physical_lines(data, start):
+            raw = data[begin:end]
+            if raw.strip():
+                try:
+                    rows.add(line, _load_row(raw, data, begin, end), (begin, end))
+                except RowError as exc:
+                    rows.issues.append(RowIssue(line, exc.field, exc.reason))
+        reread = _reread_line(data)
+    return _finish(rows, filename, reread)
+
+
+def _load_row(raw: bytes, data: bytes, begin: int, end: int) -> Any:
+    value = load_json_line(decode_line(data, begin, end))
+    if needs_check(raw):
+        check_value(value)
+    return value
+
+
+def _reread_value(source: Any) -> Any:
+    return source
+
+
+def _reread_line(data: bytes) -> Callable[[Any], Any]:
+    def reread(span: tuple[int, int]) -> Any:
+        return json.loads(data[span[0]:span[1]].decode("utf-8"))  # read fine the first time
+    return reread
+
+
+def _finish(rows: _Rows, filename: str, reread: Callable[[Any], Any]) -> ParsedLog:
+    kinds = [kind for kind in rows.by_kind if kind is not None]
+    total = len(rows.issues) + sum(len(group) for group in rows.by_kind.values())
+    if not kinds:
+        if not rows.by_kind:
+            rows.issues.sort(key=lambda issue: issue.line)
+            raise LogFormatError(_no_rows_message(filename, rows.issues, total))
+        n_objects = len(rows.by_kind[None])
+        keys = ", ".join(sorted(rows.keys)[:10]) or "none"
+        raise LogFormatError(f"{filename}: none of its {n_objects} JSON objects has a field "
+                             f"roilab reads (found keys: {keys}); {_HOW_TO_FORMAT}.")
+    fmt = max(kinds, key=lambda kind: len(rows.by_kind[kind]))  # ties: the first seen
+    outcomes = list(rows.by_kind.pop(fmt))
+    outcomes += [(line, _outcome(reread(source), fmt, line), None)
+                 for group in rows.by_kind.values() for line, _, source in group]
+    outcomes.sort(key=lambda item: item[0])
+    requests = tuple(o for _, o, _ in outcomes if isinstance(o, LogRequest))
+    issues = [o for _, o, _ in outcomes if isinstance(o, RowIssue)] + rows.issues
     issues.sort(key=lambda issue: issue.line)
-    return ParsedLog(fmt, tuple(requests), tuple(issues), total)
+    return ParsedLog(fmt, requests, tuple(issues), total)
 
 
-def _json_values(text: str) -> tuple[list[tuple[int, Any]], list[RowIssue]]:
-    """(line, value) for each non-blank line, or for each entry of a whole-file array."""
-    if text.lstrip()[:1] in ("{", "["):
+def _whole_document(data: bytes, start: int) -> list[tuple[int, Any]] | None:
+    """(line, value) per entry when the file is one JSON array or one (pretty-printed)
+    object rather than one object per line; None for JSONL.
+
+    A file whose first non-blank line is a JSON value by itself is JSONL (unless that line
+    is all there is and holds an array), so a big JSONL log is never decoded whole.
+    """
+    lines = physical_lines(data, start)
+    first = next(((n, b, e) for n, b, e in lines if data[b:e].strip()), None)
+    if first is None or data[first[1]:first[2]].lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        value = json.loads(data[first[1]:first[2]].decode("utf-8"))
+    except (ValueError, RecursionError):
+        value = None  # not a value by itself: maybe the first line of a pretty-printed one
+    else:
+        if not isinstance(value, list) or any(data[b:e].strip() for _, b, e in lines):
+            return None
+    if value is None:
         try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:  # not one JSON document: read it line by line
-            whole = None
-        if isinstance(whole, list):
-            return list(enumerate(whole, start=1)), []
-        if isinstance(whole, dict):  # one object, maybe pretty-printed over several lines
-            return [(text[: len(text) - len(text.lstrip())].count("\n") + 1, whole)], []
-    values, issues = [], []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            values.append((number, json.loads(raw)))
-        except json.JSONDecodeError as exc:
-            issues.append(RowIssue(number, "json", f"invalid JSON at column {exc.colno}: "
-                                   f"{exc.msg}; write each request as one JSON object per line"))
-    return values, issues
+            value = json.loads(data[start:].decode("utf-8"))
+        except (ValueError, RecursionError):  # ValueError covers JSON and UTF-8 errors
+            return None
+    if not isinstance(value, (dict, list)):
+        return None
+    check = needs_check(data[start:])
+    if isinstance(value, dict):
+        return [(first[0], _checked(value) if check else value)]
+    return [(n, _checked(item) if check else item) for n, item in enumerate(value, start=1)]
 
 
-def _json_format(objects: list[tuple[int, dict[str, Any]]], filename: str) -> str:
-    kinds = Counter(
-        next((kind for kind, keys in _KIND_KEYS if any(k in obj for k in keys)), None)
-        for _, obj in objects
-    )
-    kinds.pop(None, None)
-    if kinds:
-        return kinds.most_common(1)[0][0]
-    keys = sorted({key for _, obj in objects for key in obj})
-    raise LogFormatError(f"{filename}: none of its {len(objects)} JSON objects has a field "
-                         f"roilab reads (found keys: {', '.join(keys[:10]) or 'none'}); "
-                         f"{_HOW_TO_FORMAT}.")
+def _checked(item: Any) -> Any:
+    """An array entry, or the RowIssue-worthy reason as a marker the caller reports."""
+    try:
+        check_value(item)
+    except RowError as exc:
+        return _Unusable(exc)
+    return item
+
+
+class _Unusable:
+    """An array entry that failed check_value; _Rows reports it like a bad line."""
+
+    def __init__(self, error: RowError) -> None:
+        self.error = error
 
 
 def _json_request(obj: dict[str, Any], fmt: str, line: int) -> LogRequest:
@@ -226,7 +324,7 @@ def _message(item: Any, field: str) -> dict[str, str]:
                         f"(got {_describe(item)})")
     role = item.get("role")
     if role not in ROLES:
-        got = "it is missing" if "role" not in item else f"got {json.dumps(role)}"
+        got = "it is missing" if "role" not in item else f"got {excerpt(role)}"
         raise RowError(f"{field}.role", f"must be one of {', '.join(ROLES)} ({got})")
     return {"role": role, "content": _content_text(item.get("content"), f"{field}.content")}
 
@@ -292,10 +390,11 @@ def _usage(obj: dict[str, Any]) -> tuple[int | None, int | None]:
 
 def _token_count(usage: dict[str, Any], key: str) -> int | None:
     value = usage.get(key)
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                         and 0 <= value <= MAX_STORED_INT):
         return value
-    raise RowError(f"usage.{key}", f"must be a non-negative integer (got {json.dumps(value)}); "
-                    "fix the count or remove it")
+    raise RowError(f"usage.{key}", f"must be a non-negative integer of at most "
+                    f"{MAX_STORED_INT} (got {excerpt(value)}); fix the count or remove it")
 
 
 def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:

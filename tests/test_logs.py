@@ -380,3 +380,120 @@ def test_token_stats_without_counter_and_edge_sizes():
     empty = token_stats([], count_tokens=len)
     assert empty["n"] == 0 and empty["with_reference"] == 0
     assert empty["prompt_tokens"] == {"mean": None, "p50": None, "p95": None, "max": None}
+
+
+# --------------------------------------------------------------------------- hostile input
+# Each of these once crashed ingest with a traceback (issue 13); now each is one row issue
+# naming its line, the other rows are kept, and what is kept can be stored.
+
+GOOD = b'{"prompt": "fine"}'
+
+
+def _only_issue(data: bytes, filename: str = "h.jsonl"):
+    parsed = parse_log(data, filename)
+    assert [r.line for r in parsed.requests] == [1, 3], parsed.issues
+    (issue,) = parsed.issues
+    assert issue.line == 2
+    return issue
+
+
+@pytest.mark.parametrize(("bad", "field", "words"), [
+    (b'{"prompt": "x", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "json",
+     "nested too deeply"),
+    (b'{"prompt": "x", "metadata": {"a": ' + b"[" * 70 + b"]" * 70 + b"}}",
+     "metadata.a" + "[0]" * 10 + "...",
+     "nests more than 64 levels"),
+    (b'{"prompt": "x", "n": ' + b"9" * 5000 + b"}", "json", "more than 4,300 digits"),
+    (b'{"prompt": "x", "usage": {"prompt_tokens": 9223372036854775808}}', "usage.prompt_tokens",
+     "at most 2147483647 (got 9223372036854775808)"),
+    (b'{"prompt": "a\\ud800b"}', "prompt", "lone UTF-16 surrogate (\\ud800 at character 1)"),
+    (b'{"prompt": "x", "reference": "\\udfff"}', "reference", "lone UTF-16 surrogate"),
+    (b'{"prompt": "x", "metadata": {"k\\udc80": 1}}', "metadata.k\ufffd", "lone UTF-16"),
+    (b'{"prompt": "caf\xe9"}', "encoding", "byte 34 of the file (0xE9) is not UTF-8"),
+])
+def test_hostile_row_is_one_issue_at_its_line(bad, field, words, store):
+    data = GOOD + b"\n" + bad + b"\n" + GOOD
+    issue = _only_issue(data)
+    assert issue.field == field and words in issue.reason, issue
+    assert len(issue.reason) < 300
+    parsed = parse_log(data, "h.jsonl")
+    workload = store.add_workload("h", "h.jsonl", data, parsed)  # what is kept stores fine
+    assert [r.request.line for r in store.get_requests(workload.id)] == [1, 3]
+    assert store.get_workload(workload.id).issues == parsed.issues
+    assert store.get_raw_upload(workload.id) == data
+
+
+def test_valid_surrogate_pair_is_kept():
+    request = parse_log(b'{"prompt": "smile \\ud83d\\ude00"}', "s.jsonl").requests[0]
+    assert request.prompt_text == "smile \U0001F600"
+
+
+def test_huge_bad_value_is_quoted_as_a_short_excerpt():
+    role = "x" * 5_000_000
+    data = jsonl({"messages": [{"role": role, "content": "a"}]}, {"messages": [user("ok")]})
+    (issue,) = parse_log(data, "big.jsonl").issues
+    assert issue.field == "messages[0].role"
+    assert '"' + "x" * 80 + '"... (5,000,000 characters)' in issue.reason
+    assert len(issue.reason) < 300
+
+
+def test_huge_csv_cell_is_read_and_huge_header_quoted_short():
+    cell = "word " * 1_000_000  # 5 MB, beyond the csv module's default 128 KiB cell limit
+    parsed = parse_log(f'prompt\n"{cell}"\nsmall\n'.encode(), "big.csv")
+    assert [len(r.prompt_text) for r in parsed.requests] == [len(cell), 5]
+    with pytest.raises(LogFormatError) as caught:
+        parse_log(("h" * 5_000_000 + ",x\n1,2\n").encode(), "wide.csv")
+    assert len(str(caught.value)) < 600
+
+
+def test_invalid_utf8_rejects_only_its_lines_with_byte_offsets():
+    data = b'{"prompt": "a"}\n{"prompt": "\xff"}\n{"prompt": "b"}\n\xc3\n{"prompt": "c"}'
+    parsed = parse_log(data, "u.jsonl")
+    assert [r.prompt_text for r in parsed.requests] == ["a", "b", "c"]
+    assert [(i.line, i.field) for i in parsed.issues] == [(2, "encoding"), (4, "encoding")]
+    assert "byte 28 of the file (0xFF)" in parsed.issues[0].reason
+    assert "byte 48 of the file (0xC3)" in parsed.issues[1].reason
+    assert (data.index(b"\xff"), data.index(b"\xc3")) == (28, 48)
+
+
+def test_invalid_utf8_in_csv_rejects_only_its_rows():
+    data = b'prompt,label\nok,1\n"multi\nli\xffne",2\nfine,3\nbad \xe9,4\n'
+    parsed = parse_log(data, "u.csv")
+    assert [(r.line, r.prompt_text) for r in parsed.requests] == [(2, "ok"), (5, "fine")]
+    assert [(i.line, i.field) for i in parsed.issues] == [(3, "encoding"), (6, "encoding")]
+    assert "byte 27 of the file (0xFF)" in parsed.issues[0].reason
+    assert "byte 45 of the file (0xE9)" in parsed.issues[1].reason
+    assert (data.index(b"\xff"), data.index(b"\xe9")) == (27, 45)
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\r\n", b"\n"])
+def test_every_line_ending_is_a_line(ending):
+    rows = [b'{"prompt": "a"}', b"", b'{"prompt": "b",}', b'{"prompt": "c"}']
+    parsed = parse_log(ending.join(rows), "e.jsonl")
+    assert [r.line for r in parsed.requests] == [1, 4]
+    assert [(i.line, i.field) for i in parsed.issues] == [(3, "json")]
+    csv_parsed = parse_log(ending.join([b"prompt", b"a", b"", b'"b', b'c"', b"d"]), "e.csv")
+    assert [(r.line, r.prompt_text) for r in csv_parsed.requests] == [
+        (2, "a"), (4, "b" + ending.decode() + "c"), (6, "d")]
+
+
+def test_unicode_line_separator_inside_a_json_string_is_not_a_line_break():
+    data = '{"prompt": "a\u2028b\x85c"}\n{"prompt": "d"}'.encode()
+    parsed = parse_log(data, "ls.jsonl")
+    assert [(r.line, r.prompt_text) for r in parsed.requests] == [(1, "a\u2028b\x85c"), (2, "d")]
+
+
+def test_surrogates_in_file_and_workload_names_are_stored_as_replacement(store):
+    name, filename = "team\udcff", "log\udce9.jsonl"  # as argv/os give undecodable bytes
+    parsed = parse_log(GOOD, filename)
+    workload = store.add_workload(name, filename, GOOD, parsed)
+    assert (workload.name, workload.filename) == ("team\ufffd", "log\ufffd.jsonl")
+    with pytest.raises(LogFormatError) as caught:
+        parse_log(b"", filename)
+    assert str(caught.value).startswith("log\ufffd.jsonl is empty")
+
+
+def test_file_of_only_hostile_rows_is_one_file_error():
+    data = b"[" * 50_000 + b"\n" + b'{"prompt": "\\udc00"}' + b"\n\xff\xfe"
+    with pytest.raises(LogFormatError, match=r"none of its 3 rows is usable.*line 1 \(json\)"):
+        parse_log(data, "bad.jsonl")

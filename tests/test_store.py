@@ -226,6 +226,49 @@ def test_text_with_nul_characters_is_stored_the_same_everywhere(store: Store) ->
     assert store.get_results(run.variants[0].id)[0].output_text == "o\ufffdk"
 
 
+def test_lone_surrogates_are_stored_as_replacement_everywhere(store: Store) -> None:
+    """A file name or --name with bytes that are not UTF-8 reaches Python with lone
+    surrogates, which no UTF-8 database can hold: stored as U+FFFD, and no write fails."""
+    parsed = ParsedLog("prompt_jsonl", (LogRequest(line=1, messages=(
+        {"role": "user", "content": "q\ud800"},), reference="r\udcff", request_id="\udfff",
+        logged_output="o\ud83d"),), (RowIssue(2, "k\udc80", "bad \ud800"),), 2)
+    w = store.add_workload("n\udcff", "f\udce9.jsonl", b"\xff", parsed)
+    assert (w.name, w.filename) == ("n\ufffd", "f\ufffd.jsonl")
+    got = store.get_workload(w.id)
+    assert (got.name, got.filename) == ("n\ufffd", "f\ufffd.jsonl")
+    assert got.issues == (RowIssue(2, "k\udc80", "bad \ud800"),)  # JSON-escaped, kept as is
+    req = store.get_requests(w.id)[0].request
+    assert (req.reference, req.request_id, req.logged_output) == ("r\ufffd", "\ufffd", "o\ufffd")
+    assert store.get_raw_upload(w.id) == b"\xff"
+
+
+@pytest.mark.parametrize("count", [2**31, 2**63, -1, 10**5000],
+                         ids=["2^31", "2^63", "-1", "10^5000"])
+def test_token_count_the_column_cannot_hold_is_refused_before_writing(store: Store,
+                                                                      count: int) -> None:
+    parsed = ParsedLog("prompt_jsonl", (LogRequest(line=7, messages=(
+        {"role": "user", "content": "q"},), logged_prompt_tokens=count),), (), 1)
+    with pytest.raises(StorageError, match=r"line 7: logged token count .* outside 0\.\.2147483647"):
+        store.add_workload("w", "w.jsonl", b"x", parsed)
+    assert store.list_workloads() == []
+    ok = ParsedLog("prompt_jsonl", (LogRequest(line=7, messages=(
+        {"role": "user", "content": "q"},), logged_prompt_tokens=2**31 - 1),), (), 1)
+    w = store.add_workload("w", "w.jsonl", b"x", ok)
+    assert store.get_requests(w.id)[0].request.logged_prompt_tokens == 2**31 - 1
+
+
+def test_many_requests_are_stored_in_order(store: Store) -> None:
+    """More requests than one bulk INSERT batch: every one stored once, in order."""
+    n = 12_345
+    reqs = tuple(LogRequest(line=i + 1, messages=({"role": "user", "content": f"q{i}"},),
+                            logged_prompt_tokens=i) for i in range(n))
+    w = store.add_workload("big", "big.jsonl", b"x", ParsedLog("prompt_jsonl", reqs, (), n))
+    got = store.get_requests(w.id)
+    assert [s.index for s in got] == list(range(n))
+    assert [s.request for s in got] == list(reqs)
+    assert len({s.id for s in got}) == n
+
+
 def test_listing_filters_and_ordering(store: Store) -> None:
     w1 = store.add_workload("one", "a.jsonl", b"x", _parsed(1))
     w2 = store.add_workload("two", "b.jsonl", b"y", _parsed(2))
