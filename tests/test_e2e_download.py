@@ -1,0 +1,119 @@
+"""In real Chromium: a dashboard table's own "Download as CSV" (Streamlit's dataframe toolbar)
+writes no live formula, though the run's prompt and outputs hold ``=HYPERLINK(...)``.
+
+The toolbar saves through the File System Access API when the browser has it; headless
+Chromium would open a save dialog no one answers, so the test removes
+``window.showSaveFilePicker`` before the page loads and Streamlit falls back to its plain
+download link, which Playwright catches. The CSV is written by Streamlit's frontend from the
+cells it was sent, so what it proves is that the page sent neutralised cells.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+from hostile_run import HYPERLINK, hostile_run
+
+from engine.settings import REPO_ROOT
+from engine.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run", "--disable-dev-shm-usage", "--disable-component-update",
+                 "--disable-sync"]
+if not Path(CHROMIUM).exists():
+    pytest.skip("needs /usr/bin/chromium (make system-deps)", allow_module_level=True)
+BOOT_S, PAGE_MS = 60, 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hostile_dashboard(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The real dashboard over a store holding the hostile run; yields (url, run id)."""
+    settings = make_settings(tmp_path / "data", None)
+    run_id = hostile_run(Store(settings.resolved_db_url()))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ROILAB_DASHBOARD_PASSWORD"}
+    env |= {"ROILAB_DATA_DIR": str(settings.data_dir), "ROILAB_DB_URL": settings.resolved_db_url()}
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + BOOT_S
+        while True:
+            assert proc.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"no health:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        yield url, run_id
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def test_toolbar_download_as_csv_has_no_live_formula(hostile_dashboard, tmp_path: Path):
+    url, run_id = hostile_dashboard
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(accept_downloads=True,
+                                          viewport={"width": 1400, "height": 1000})
+            context.add_init_script("delete window.showSaveFilePicker;")
+            page = context.new_page()
+            page.goto(f"{url}/results?run={run_id}")
+            expect(page.get_by_role("heading", name="Per request, side by side")) \
+                .to_be_visible(timeout=PAGE_MS)
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_MS)
+            grid = page.get_by_test_id("stDataFrame").filter(
+                has=page.locator("table[role=grid] th", has_text="baseline_output"))
+            expect(grid).to_have_count(1)
+            grid.scroll_into_view_if_needed()
+            grid.hover()
+            button = grid.locator("xpath=..").get_by_role(
+                "button", name=re.compile(r"^Download as CSV"))
+            with page.expect_download(timeout=30_000) as info:
+                button.click()
+            saved = tmp_path / "export.csv"
+            info.value.save_as(saved)
+        finally:
+            browser.close()
+    text = saved.read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    header, cells = rows[0], [c for row in rows[1:] for c in row]
+    assert {"prompt", "baseline_output", "variant_output"} <= set(header), header
+    assert "'" + HYPERLINK in cells and "'@SUM(1+1)" in cells, rows
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))], rows
