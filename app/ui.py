@@ -1,4 +1,4 @@
-"""Small drawing helpers shared by pages: safe messages and number formats.
+"""Small drawing helpers shared by pages: safe messages, safe tables and number formats.
 
 Streamlit renders alert text as markdown, and messages can quote user content (a file
 name, a field from the log), so messages are escaped before they are shown.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
+from pydantic import SecretStr
+
 from engine.errors import RoilabError
 
 PASSWORD_ENV = "ROILAB_DASHBOARD_PASSWORD"
@@ -46,7 +48,7 @@ def password_matches(given: str, expected: str) -> bool:
                                expected.encode("utf-8", "surrogatepass"))
 
 
-def configured_password(password) -> str | None:
+def configured_password(password: SecretStr | None) -> str | None:
     """The password from Settings.dashboard_password (a SecretStr or None); empty is none."""
     value = password.get_secret_value() if password is not None else ""
     return value or None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from hostile_run import HYPERLINK, RED, hostile_run
+from hostile_run import RED, hostile_run
 
 from engine.cli import build_parser, main
 from engine.store import Store

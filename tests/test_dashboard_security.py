@@ -151,3 +151,15 @@ def test_check_exposure_and_password_comparison():
         check_exposure("0.0.0.0", None)
     assert password_matches("pw", "pw") and not password_matches("pw ", "pw")
     assert not password_matches("", "pw")
+
+
+def test_an_unexpected_error_is_redacted_for_the_visitor_and_logged(env, capfd):
+    """.streamlit/config.toml's client.showErrorDetails = "none": no message, type or
+    traceback in the browser; the details go to the server's console log."""
+    at = AppTest.from_string("raise ValueError('secret detail from the server')",
+                             default_timeout=TIMEOUT).run()
+    shown = at.exception[0]
+    assert "secret detail" not in shown.message and "redacted" in shown.message
+    assert not shown.stack_trace and "ValueError" not in shown.message
+    logged = "".join(capfd.readouterr())
+    assert "secret detail" in logged and "ValueError" in logged
