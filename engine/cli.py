@@ -172,7 +172,7 @@ def _pilot(args, settings: Settings):
 
     def on_progress(p) -> None:
         bar.n = round(p.fraction * 100)
-        bar.set_postfix_str(f"{p.variant}: {p.message}"[:60])
+        bar.set_postfix_str(terminal_safe(f"{p.variant}: {p.message}")[:60])
 
     run = run_pilot(spec, _store(settings), settings, on_progress=on_progress)
     bar.close()

@@ -95,8 +95,8 @@ def cmd_load(args, settings: Settings) -> None:
         spec = build_spec(args)
         _stop_on_sigterm()
         run = run_load(spec, store, settings,
-                       on_progress=lambda p: print(f"[{p.fraction:4.0%}] {p.target}: "
-                                                   f"{p.message}", flush=True))
+                       on_progress=lambda p: print(terminal_safe(
+                           f"[{p.fraction:4.0%}] {p.target}: {p.message}"), flush=True))
         run_id = run.id
     else:
         run_id = args.show
