@@ -71,7 +71,7 @@ def parse_log(data: bytes, filename: str) -> ParsedLog:
     Never raises anything else for any input: rows that cannot be read (invalid JSON or
     UTF-8, too deep, a lone surrogate, a number the store cannot hold) become RowIssues.
     """
-    filename = clean_name(filename)
+    filename = clean_name(filename if len(filename) <= 120 else filename[:120] + "...")
     start = _check_bytes(data, filename)
     name = filename.lower()
     sniffed_json = not name.endswith(".csv") and data[start:].lstrip()[:1] in (b"{", b"[")
