@@ -24,6 +24,7 @@ RowIssue (see ``engine.log_read``), never an exception. JSONL is read a line at 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +64,7 @@ _CONTAINER_KEYS = {"openai_batch": "body", "proxy_jsonl": "request"}  # where th
 _HOW_TO_FORMAT = ('each line needs one of: "messages" (chat list), "prompt" (text), "custom_id" '
                   '+ "body" (OpenAI Batch input) or "request" + "response" (proxy log)')
 _Messages = tuple[dict[str, str], ...]
+_ROLE_NAMES = {role: role for role in ROLES}
 
 
 def parse_log(data: bytes, filename: str) -> ParsedLog:
@@ -113,14 +115,15 @@ def _no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> s
 
 
 class _Rows:
-    """Outcomes of the rows read so far, grouped by the format each row's keys point to."""
+    """Outcomes of the rows read so far, grouped by the format each row's keys point to
+    (each outcome carries its line, so nothing else is kept per row)."""
 
     def __init__(self) -> None:
-        self.by_kind: dict[str | None, list[tuple[int, LogRequest | RowIssue, Any]]] = {}
+        self.by_kind: dict[str | None, list[LogRequest | RowIssue]] = {}
         self.issues: list[RowIssue] = []  # rows that are not a JSON object at all
         self.keys: set[str] = set()  # keys of objects of no known format, for the message
 
-    def add(self, line: int, obj: Any, source: Any) -> None:
+    def add(self, line: int, obj: Any) -> None:
         if isinstance(obj, _Unusable):
             self.issues.append(RowIssue(line, obj.error.field, obj.error.reason))
             return
@@ -128,14 +131,22 @@ class _Rows:
             self.issues.append(RowIssue(line, "json", f"expected a JSON object {{...}}, got "
                                         f"{_describe(obj)}; put one request object on each line"))
             return
-        kind = next((kind for kind, keys in _KIND_KEYS if any(k in obj for k in keys)), None)
+        kind = _kind(obj)
         if kind is None:
             if len(self.keys) < 200:
                 self.keys.update(k[:40] for k in list(obj)[:20])
             outcome: LogRequest | RowIssue = RowIssue(line, "json", "")
         else:
             outcome = _outcome(obj, kind, line)
-        self.by_kind.setdefault(kind, []).append((line, outcome, source))
+        self.by_kind.setdefault(kind, []).append(outcome)
+
+
+def _kind(obj: dict[str, Any]) -> str | None:
+    for kind, keys in _KIND_KEYS:
+        for key in keys:
+            if key in obj:
+                return kind
+    return None
 
 
 def _outcome(obj: dict[str, Any], fmt: str, line: int) -> LogRequest | RowIssue:
@@ -150,17 +161,23 @@ def _parse_json(data: bytes, start: int, filename: str) -> ParsedLog:
     whole = _whole_document(data, start)
     if whole is not None:
         for line, value in whole:
-            rows.add(line, value, value)
-        reread = _reread_value
+            rows.add(line, value)
+        values = dict(whole)
+
+        def reread(lines: set[int]) -> dict[int, Any]:
+            return {line: values[line] for line in lines}
     else:
         for line, begin, end in physical_lines(data, start):
             raw = data[begin:end]
             if raw.strip():
                 try:
-                    rows.add(line, _load_row(raw, data, begin, end), (begin, end))
+                    rows.add(line, _load_row(raw, data, begin, end))
                 except RowError as exc:
                     rows.issues.append(RowIssue(line, exc.field, exc.reason))
-        reread = _reread_line(data)
+
+        def reread(lines: set[int]) -> dict[int, Any]:  # these lines were read fine before
+            return {line: json.loads(data[begin:end].decode("utf-8"))
+                    for line, begin, end in physical_lines(data, start) if line in lines}
     return _finish(rows, filename, reread)
 
 
@@ -171,17 +188,9 @@ def _load_row(raw: bytes, data: bytes, begin: int, end: int) -> Any:
     return value
 
 
-def _reread_value(source: Any) -> Any:
-    return source
-
-
-def _reread_line(data: bytes) -> Callable[[Any], Any]:
-    def reread(span: tuple[int, int]) -> Any:
-        return json.loads(data[span[0]:span[1]].decode("utf-8"))  # read fine the first time
-    return reread
-
-
-def _finish(rows: _Rows, filename: str, reread: Callable[[Any], Any]) -> ParsedLog:
+def _finish(rows: _Rows, filename: str,
+            reread: Callable[[set[int]], dict[int, Any]]) -> ParsedLog:
+    """The majority format's outcomes, plus the other rows read again under that format."""
     kinds = [kind for kind in rows.by_kind if kind is not None]
     total = len(rows.issues) + sum(len(group) for group in rows.by_kind.values())
     if not kinds:
@@ -193,12 +202,15 @@ def _finish(rows: _Rows, filename: str, reread: Callable[[Any], Any]) -> ParsedL
         raise LogFormatError(f"{filename}: none of its {n_objects} JSON objects has a field "
                              f"roilab reads (found keys: {keys}); {_HOW_TO_FORMAT}.")
     fmt = max(kinds, key=lambda kind: len(rows.by_kind[kind]))  # ties: the first seen
-    outcomes = list(rows.by_kind.pop(fmt))
-    outcomes += [(line, _outcome(reread(source), fmt, line), None)
-                 for group in rows.by_kind.values() for line, _, source in group]
-    outcomes.sort(key=lambda item: item[0])
-    requests = tuple(o for _, o, _ in outcomes if isinstance(o, LogRequest))
-    issues = [o for _, o, _ in outcomes if isinstance(o, RowIssue)] + rows.issues
+    outcomes = rows.by_kind.pop(fmt)
+    others = {o.line for group in rows.by_kind.values() for o in group}
+    if others:
+        outcomes += [_outcome(obj, fmt, line) for line, obj in reread(others).items()]
+        outcomes.sort(key=lambda outcome: outcome.line)
+    rows.by_kind.clear()
+    requests = tuple(o for o in outcomes if isinstance(o, LogRequest))
+    issues = [o for o in outcomes if isinstance(o, RowIssue)] + rows.issues
+    del outcomes
     issues.sort(key=lambda issue: issue.line)
     return ParsedLog(fmt, requests, tuple(issues), total)
 
@@ -304,7 +316,7 @@ def _chat_messages(value: Any, field: str) -> tuple[_Messages, str | None]:
     if not isinstance(value, list) or not value:
         raise RowError(field, 'must be a non-empty list of {"role", "content"} objects '
                         f"(got {_describe(value)})")
-    messages = tuple(_message(item, f"{field}[{i}]") for i, item in enumerate(value))
+    messages = tuple(_message(item, field, i) for i, item in enumerate(value))
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise RowError(field, 'has no user message; add the request as {"role": "user", '
@@ -318,7 +330,16 @@ def _chat_messages(value: Any, field: str) -> tuple[_Messages, str | None]:
     return messages[: last + 1], reply
 
 
-def _message(item: Any, field: str) -> dict[str, str]:
+def _message(item: Any, field_prefix: str, index: int) -> dict[str, str]:
+    """One chat message as {"role", "content"}. Roles are the shared ROLES strings and system
+    prompts are interned (freed with their last user), so a big log repeating one system
+    prompt holds its text once."""
+    content = item.get("content") if isinstance(item, dict) else None
+    role = _ROLE_NAMES.get(item.get("role")) if isinstance(item, dict) and isinstance(
+        item.get("role"), str) else None
+    if role is not None and isinstance(content, str):
+        return {"role": role, "content": sys.intern(content) if role == "system" else content}
+    field = f"{field_prefix}[{index}]"
     if not isinstance(item, dict):
         raise RowError(field, f'must be an object {{"role": ..., "content": ...}} '
                         f"(got {_describe(item)})")

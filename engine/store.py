@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
@@ -49,6 +48,9 @@ from engine.errors import StorageError
 from engine.store_base import Base, CleanText, Measure, _now, clean_text  # shared by all tables
 from engine.store_hardware import HardwareStoreMixin
 from engine.store_load import LoadStoreMixin
+
+if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs it
+    import pandas as pd
 
 
 class WorkloadRow(Base):
@@ -195,24 +197,29 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
     def add_workload(self, name: str, filename: str, raw: bytes, parsed: ParsedLog) -> Workload:
         """Store the original upload unchanged plus its parsed requests, atomically.
 
-        Requests go in as bulk INSERTs of ``_INSERT_BATCH`` rows (no ORM object per
-        request), so 100,000 requests take about a second and little memory.
+        Requests go in as bulk INSERTs of ``_INSERT_BATCH`` rows straight to the driver (no
+        ORM object per request): 100,000 requests in about a second.
         """
         _check_counts(parsed.requests)
+        fields = dict(name=clean_text(name), filename=clean_text(filename), format=parsed.format,
+                      sha256=hashlib.sha256(raw).hexdigest(), n_requests=len(parsed.requests),
+                      issues_json=json.dumps([asdict(i) for i in parsed.issues]),
+                      created_at=_now())
         with self._session() as s:
-            row = WorkloadRow(name=clean_text(name), filename=clean_text(filename),
-                              format=parsed.format, raw=raw,
-                              sha256=hashlib.sha256(raw).hexdigest(),
-                              n_requests=len(parsed.requests),
-                              issues_json=json.dumps([asdict(i) for i in parsed.issues]))
-            s.add(row)
-            s.flush()
-            conn, insert_requests = s.connection(), insert(RequestRow.__table__)
+            conn = s.connection()
+            result = conn.execute(insert(WorkloadRow.__table__).values(raw=raw, **fields))
+            workload_id = result.inserted_primary_key[0]
+            sql, order = _insert_sql(conn.dialect)
             for first in range(0, len(parsed.requests), _INSERT_BATCH):
                 batch = parsed.requests[first:first + _INSERT_BATCH]
-                conn.execute(insert_requests, [_request_values(row.id, first + i, r)
-                                               for i, r in enumerate(batch)])
-            return _workload(row)
+                values = [_request_values(workload_id, first + i, r)
+                          for i, r in enumerate(batch)]
+                conn.exec_driver_sql(sql, [tuple(v[k] for k in order) for v in values]
+                                     if order else values)
+        return Workload(id=workload_id, name=fields["name"], filename=fields["filename"],
+                        format=parsed.format, n_requests=len(parsed.requests),
+                        n_issues=len(parsed.issues), created_at=fields["created_at"],
+                        issues=tuple(parsed.issues))
 
     def list_workloads(self) -> list[Workload]:
         with self._session() as s:
@@ -288,6 +295,8 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
 
     def results_frame(self, run_id: int) -> pd.DataFrame:
         """All per-request results of a run, one row per (variant, request)."""
+        import pandas as pd
+
         run = self.get_run(run_id)
         frames = []
         for v in run.variants:
@@ -343,12 +352,28 @@ def _check_counts(requests: tuple[LogRequest, ...]) -> None:
                                    f"outside 0..{_MAX_INT}; fix or remove it.")
 
 
+def _insert_sql(dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+    """The requests INSERT in the driver's own parameter style, and the column order of its
+    parameters when they are positional (None: named). Values go to the driver as they are,
+    so _request_values applies CleanText's rule itself."""
+    compiled = insert(RequestRow.__table__).compile(dialect=dialect, column_keys=_REQUEST_COLS)
+    return str(compiled), tuple(compiled.positiontup) if compiled.positional else None
+
+
+_REQUEST_COLS = ["workload_id", "idx", "line", "messages_json", "reference", "logged_output",
+                 "logged_prompt_tokens", "logged_output_tokens", "request_id", "metadata_json"]
+_metadata_json = json.JSONEncoder(default=str).encode  # one encoder, not one per request
+
+
 def _request_values(workload_id: int, idx: int, r: LogRequest) -> dict[str, Any]:
+    def text(value: str | None) -> str | None:
+        return None if value is None else clean_text(value)
+
     return dict(workload_id=workload_id, idx=idx, line=r.line,
-                messages_json=json.dumps(list(r.messages)), reference=r.reference,
-                logged_output=r.logged_output, logged_prompt_tokens=r.logged_prompt_tokens,
-                logged_output_tokens=r.logged_output_tokens, request_id=r.request_id,
-                metadata_json=json.dumps(r.metadata, default=str))
+                messages_json=clean_text(json.dumps(r.messages)), reference=text(r.reference),
+                logged_output=text(r.logged_output), logged_prompt_tokens=r.logged_prompt_tokens,
+                logged_output_tokens=r.logged_output_tokens, request_id=text(r.request_id),
+                metadata_json=clean_text(_metadata_json(r.metadata)) if r.metadata else "{}")
 
 
 def _stored_request(r: RequestRow) -> StoredRequest:

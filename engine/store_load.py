@@ -10,14 +10,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.domain import LoadRun, LoadSample
 from engine.store_base import Base, _now
+
+if TYPE_CHECKING:  # imported where used: `roilab ingest` should not pay for pandas
+    import pandas as pd
 
 
 class LoadRunRow(Base):
@@ -101,6 +103,8 @@ class LoadStoreMixin:
 
     def load_samples_frame(self, run_id: int) -> pd.DataFrame:
         """One row per request of a load run (chunk times as a tuple column)."""
+        import pandas as pd
+
         rows = [asdict(x) for x in self.get_load_samples(run_id)]
         return pd.DataFrame(rows, columns=list(LoadSample.__dataclass_fields__))
 
