@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    func,
     insert,
     make_url,
     select,
@@ -64,6 +65,18 @@ class WorkloadRow(Base):
     n_requests: Mapped[int]
     issues_json: Mapped[str] = mapped_column(CleanText, default="[]")
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class UploadRow(Base):
+    """The upload, byte for byte, for workloads stored since issue 13 (older ones keep it in
+    ``workloads.raw``). The bytes are the row's last column, so SQLite writes them into a
+    preallocated zeroblob in place; bound as a parameter (or in mid-record) SQLite would
+    hold two more copies of a 50 MB upload in memory while inserting it."""
+
+    __tablename__ = "uploads"
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), primary_key=True,
+                                             autoincrement=False)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class RequestRow(Base):
@@ -207,8 +220,9 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
                       created_at=_now())
         with self._session() as s:
             conn = s.connection()
-            result = conn.execute(insert(WorkloadRow.__table__).values(raw=raw, **fields))
+            result = conn.execute(insert(WorkloadRow.__table__).values(raw=b"", **fields))
             workload_id = result.inserted_primary_key[0]
+            self._write_upload(conn, workload_id, raw)
             sql, order = _insert_sql(conn.dialect)
             for first in range(0, len(parsed.requests), _INSERT_BATCH):
                 batch = parsed.requests[first:first + _INSERT_BATCH]
@@ -232,7 +246,23 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
 
     def get_raw_upload(self, workload_id: int) -> bytes:
         with self._session() as s:
-            return self._get(s, WorkloadRow, workload_id).raw
+            upload = s.get(UploadRow, workload_id)
+            return upload.raw if upload is not None else self._get(s, WorkloadRow,
+                                                                   workload_id).raw
+
+    @staticmethod
+    def _write_upload(conn: Any, workload_id: int, raw: bytes) -> None:
+        """The upload into its own row; on SQLite through an in-place BLOB write."""
+        table = UploadRow.__table__
+        if conn.dialect.name != "sqlite" or not raw:
+            conn.execute(insert(table).values(workload_id=workload_id, raw=raw))
+            return
+        conn.execute(insert(table).values(workload_id=workload_id,
+                                          raw=func.zeroblob(len(raw))))
+        rowid = conn.exec_driver_sql("SELECT rowid FROM uploads WHERE workload_id = ?",
+                                     (workload_id,)).scalar_one()
+        with conn.connection.driver_connection.blobopen("uploads", "raw", rowid) as blob:
+            blob.write(raw)
 
     def get_requests(self, workload_id: int, limit: int | None = None) -> list[StoredRequest]:
         with self._session() as s:

@@ -257,6 +257,24 @@ def test_token_count_the_column_cannot_hold_is_refused_before_writing(store: Sto
     assert store.get_requests(w.id)[0].request.logged_prompt_tokens == 2**31 - 1
 
 
+def test_upload_stored_in_the_workloads_row_by_an_older_version_is_read(store: Store) -> None:
+    """Uploads live in their own table since issue 13; a workload an older version stored
+    keeps its bytes in workloads.raw and is still read back."""
+    from engine.store import WorkloadRow
+
+    with store.engine.begin() as conn:
+        old_id = conn.execute(sa.insert(WorkloadRow.__table__).values(
+            name="old", filename="old.jsonl", format="prompt_jsonl", raw=b"old \xff bytes",
+            sha256="0" * 64, n_requests=0, issues_json="[]",
+            created_at=datetime(2025, 1, 1))).inserted_primary_key[0]
+    new = store.add_workload("new", "new.jsonl", b"new \x00 bytes", _parsed(1))
+    assert store.get_raw_upload(old_id) == b"old \xff bytes"
+    assert store.get_raw_upload(new.id) == b"new \x00 bytes"
+    assert store.add_workload("empty", "e.jsonl", b"", _parsed(1)).id > new.id
+    with pytest.raises(StorageError, match="No workload with id 999"):
+        store.get_raw_upload(999)
+
+
 def test_many_requests_are_stored_in_order(store: Store) -> None:
     """More requests than one bulk INSERT batch: every one stored once, in order."""
     n = 12_345
