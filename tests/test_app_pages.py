@@ -6,6 +6,7 @@ embedded model (SmolLM2-135M) for a few requests with a few new tokens.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,14 @@ def test_upload_valid_file_reports_and_stores_raw_bytes(env):
     [workload] = _store(env).list_workloads()
     assert workload.name == "my workload"
     assert _store(env).get_raw_upload(workload.id) == GOOD_LOG  # byte for byte
+
+
+def test_upload_page_states_the_upload_size_limit(env):
+    at = page("upload")
+    limit = re.search(r"^maxUploadSize = (\d+)", (REPO / ".streamlit" / "config.toml")
+                      .read_text(), re.M).group(1)
+    caption = at.caption[0].value
+    assert f"Files up to {limit} MB" in caption and "roilab ingest" in caption
 
 
 @pytest.mark.parametrize("filename,raw", [

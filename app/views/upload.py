@@ -18,7 +18,9 @@ def render() -> None:
     st.title("Upload a request log")
     st.caption("JSONL (chat messages, prompt, OpenAI Batch input or proxy logs) or CSV with "
                "a prompt column. Good rows are kept; bad rows are listed with the fix. The "
-               "file is stored byte for byte.")
+               "file is stored byte for byte. Files up to "
+               f"{st.get_option('server.maxUploadSize')} MB (server.maxUploadSize in "
+               ".streamlit/config.toml); a bigger log: `roilab ingest FILE`, which has no limit.")
     _render_upload_form()
     _render_samples()
     workload = _render_workload_picker()
