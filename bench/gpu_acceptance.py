@@ -203,9 +203,13 @@ def _pilot(model: str, tag: str, dtype: str, args, exports: dict, workload: int,
         for b in batches:
             suffix = f"@b{b}" if len(batches) > 1 else ""
             half = name.startswith(("w4a16", "fp8-weights"))  # vLLM runs these in 16 bits
+            vdtype = "bfloat16" if half else dtype
+            if name.startswith("w4a16") and not cpu and tag == "embedded":
+                # SmolLM2's 576-wide layers: vLLM's GPU W4A16 kernels (Marlin, Machete) tile
+                # by 128 in bf16; its Exllama kernel takes float16 (the backend refuses bf16)
+                vdtype = "float16"
             variants.append({"name": f"{name}{suffix}", "model": folder, **base,
-                             "dtype": "bfloat16" if half else dtype, "batch_size": b,
-                             "vllm": vopts})
+                             "dtype": vdtype, "batch_size": b, "vllm": vopts})
     return {"name": f"acceptance {tag} ({model})", "workload_id": workload,
             "max_requests": requests, "variants": variants,
             "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": batches[0]},
