@@ -497,3 +497,22 @@ def test_file_of_only_hostile_rows_is_one_file_error():
     data = b"[" * 50_000 + b"\n" + b'{"prompt": "\\udc00"}' + b"\n\xff\xfe"
     with pytest.raises(LogFormatError, match=r"none of its 3 rows is usable.*line 1 \(json\)"):
         parse_log(data, "bad.jsonl")
+
+
+def test_cli_ingest_of_names_with_bytes_that_are_not_utf8(tmp_path):
+    """`roilab ingest` with a file name and --name that are not UTF-8 (Python sees lone
+    surrogates) and a lone-surrogate prompt: stored, the bad row reported, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / os.fsdecode(b"log\xff.jsonl")
+    log.write_bytes(b'{"prompt": "ok"}\n{"prompt": "a\\ud800"}\n')
+    env = {**os.environ, "ROILAB_DATA_DIR": str(tmp_path / "data"), "ROILAB_DB_URL": ""}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(log), "--name",
+                           os.fsdecode(b"team\xfe")], cwd=SAMPLES.parent.parent, env=env,
+                          capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert "Workload 1 'team\ufffd': 1 requests" in done.stdout.decode()
+    assert "line 2" in done.stderr.decode() and "lone UTF-16 surrogate" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
