@@ -28,13 +28,11 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     """``value`` as JSON-ish text of at most ``limit`` characters (plus the length cut)."""
     text = value if isinstance(value, str) else _short_json(value, limit)
-    text = text.encode("unicode_escape", "backslashreplace").decode("ascii") \
-        if not text.isprintable() else text
-    if len(text) <= limit:
-        return json.dumps(text, ensure_ascii=False) if isinstance(value, str) else text
     cut = text[:limit]
-    return (json.dumps(cut, ensure_ascii=False) if isinstance(value, str) else cut) + \
-        f"... ({len(text):,} characters)"
+    if isinstance(value, str):  # quoted, control characters and lone surrogates escaped
+        cut = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                             json.dumps(cut, ensure_ascii=False))
+    return cut if len(text) <= limit else f"{cut}... ({len(text):,} characters)"
 
 
 def _short_json(value: Any, limit: int) -> str:

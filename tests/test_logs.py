@@ -516,3 +516,9 @@ def test_cli_ingest_of_names_with_bytes_that_are_not_utf8(tmp_path):
     assert "Workload 1 'team\ufffd': 1 requests" in done.stdout.decode()
     assert "line 2" in done.stderr.decode() and "lone UTF-16 surrogate" in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_bad_value_is_quoted_with_control_characters_escaped():
+    data = jsonl({"messages": [{"role": "a\x1b[31mb", "content": "x"}]}, {"messages": [user("ok")]})
+    (issue,) = parse_log(data, "esc.jsonl").issues
+    assert '(got "a\\u001b[31mb")' in issue.reason and "\x1b" not in issue.reason
