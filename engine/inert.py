@@ -8,9 +8,10 @@ Both helpers here are pure so the CLI and the dashboard share them and tests rea
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~85 MiB in every CLI command that only escapes text
+    import pandas as pd
 
 # C0 controls, DEL and C1 controls; Unicode bidi overrides/isolates (they reorder what a
 # reader sees, "Trojan Source"); lone surrogates (a terminal cannot encode them at all).
@@ -53,6 +54,8 @@ def spreadsheet_safe(value: Any) -> Any:
 def spreadsheet_safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` whose text cells, text column names and text index are inert in
     a spreadsheet; numeric, boolean and datetime columns keep their dtype and values."""
+    import pandas as pd
+
     out = frame.copy()
     for i in range(out.shape[1]):
         column = out.iloc[:, i]
@@ -64,6 +67,8 @@ def spreadsheet_safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _safe_index(index: pd.Index) -> pd.Index:
+    import pandas as pd
+
     if isinstance(index, pd.MultiIndex):
         return index.set_levels([_safe_index(level) for level in index.levels])
     if index.dtype == object or isinstance(index.dtype, pd.StringDtype):
