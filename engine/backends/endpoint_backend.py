@@ -25,6 +25,7 @@ from engine.backends.base import Backend, LoadInfo, Messages
 from engine.backends.vllm_checks import check_prompt_stage_only
 from engine.domain import Generation
 from engine.errors import BackendError, SpecError
+from engine.redact import auth_sent
 
 
 class EndpointBackend(Backend):
@@ -58,6 +59,9 @@ class EndpointBackend(Backend):
         if self.opts.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ[self.opts.api_key_env]}"
         return headers
+
+    def _key(self) -> str | None:
+        return sent_key(self._client)
 
     def load(self, calibration: list[Messages] | None = None,
              calibration_is_eval_set: bool = False) -> LoadInfo:
@@ -107,10 +111,8 @@ class EndpointBackend(Backend):
             return
         body = resp.text[:300] if not resp.is_stream_consumed or resp.is_closed else ""
         if resp.status_code in (401, 403):
-            where = (f"the key in ${self.opts.api_key_env}" if self.opts.api_key_env else
-                     "no key (set endpoint.api_key_env to the NAME of the variable holding it)")
-            fix = f"check the API key: the request sent {where}."
-        elif resp.status_code == 404:
+            raise BackendError(auth_refused(resp, url, self.opts.api_key_env, self._key()))
+        if resp.status_code == 404:
             fix = ("check endpoint.base_url (it usually ends in /v1) and endpoint.model "
                    f"({self.opts.model!r}).")
         elif resp.status_code < 500:
@@ -214,3 +216,26 @@ def _connect_error(url: str, exc: Exception) -> str:
     return (f"Cannot connect to {url}: {exc}. Is the server running and is endpoint.base_url "
             "right? Start one with e.g. `python -m engine.vllm_launcher serve MODEL --port 8000` "
             "and use base_url http://127.0.0.1:8000/v1.")
+
+
+def sent_key(client: httpx.Client | None) -> str | None:
+    """The bearer key ``client`` sends, as sent (for its length in a message, never shown)."""
+    auth = client.headers.get("Authorization") if client is not None else None
+    return auth.removeprefix("Bearer ") if auth else None
+
+
+def auth_refused(resp: httpx.Response, url: str, api_key_env: str | None, key: str | None) -> str:
+    """The message for an HTTP 401/403: what was sent (never the key) and the fix. The
+    server's own text is kept, with the key cut out should the server echo it."""
+    try:
+        body = resp.text[:300]
+    except httpx.ResponseNotRead:
+        body = ""
+    if key:
+        body = body.replace(key, "<key>")
+    fix = ("check that the key is valid for this server" if key else
+           "set api_key_env to the NAME of the environment variable holding the key and "
+           "export it")
+    return (f"{resp.status_code} {resp.reason_phrase} from {url}: "
+            f"{auth_sent(api_key_env, key)}; {fix}." + (f" The server said: {body}" if body
+                                                        else ""))

@@ -321,9 +321,9 @@ class TransformersBackend(Backend):
             tokens = max(b for b, _ in self._warm) * self._cache_len
         return {
             "device": "cuda" if cuda else "cpu", "peak_bytes": self.peak_memory_bytes(),
-            "peak_method": "torch's peak allocated on cuda:0 while serving (weights, "
+            "peak_method": "torch's allocated bytes on cuda:0, highest while serving (weights, "
                            "activations, KV cache)" if cuda else
-                           "peak process RSS while serving over the RSS before loading",
+                           "process RSS over the RSS before loading, highest while serving",
             "weight_bytes": model_weight_bytes(self.model) if self.model is not None else None,
             "kv_cache_tokens": tokens,
             "kv_cache_bytes": int(tokens * kv_token) if tokens and kv_token else None,

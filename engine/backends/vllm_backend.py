@@ -562,11 +562,11 @@ class VllmBackend(Backend):
         total = gpu_memory(1)[0][0] if gpu else psutil.virtual_memory().total
         return {
             "device": self._device, "peak_bytes": self.peak_memory_bytes(),
-            "peak_method": ("GPU memory NVML attributes to the engine's processes, peak "
+            "peak_method": ("GPU memory NVML attributes to the engine's processes, highest "
                             "while serving" if self._per_process else
                             "GPU memory in use on the engine's GPUs (NVML) over the use before "
-                            "it started, peak while serving") if gpu else
-                           "peak RSS summed over vLLM's engine processes while serving",
+                            "it started, highest while serving") if gpu else
+                           "RSS summed over vLLM's engine processes, highest while serving",
             "weight_bytes": self.engine.weight_bytes if self.engine else None,
             "kv_cache_tokens": kv.get("tokens"), "kv_cache_bytes": kv.get("bytes"),
             "kv_bytes_per_token": kv["bytes"] / kv["tokens"] if kv.get("tokens") else None,
