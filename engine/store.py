@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -46,6 +45,7 @@ from engine.domain import (
     Workload,
 )
 from engine.errors import StorageError
+from engine.redact import DB_URL_EXAMPLE, mask_db_url, scrub
 from engine.store_base import Base, CleanText, Measure, _now, clean_text  # shared by all tables
 from engine.store_hardware import HardwareStoreMixin
 from engine.store_load import LoadStoreMixin
@@ -167,17 +167,23 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True,
                                                                            exist_ok=True)
-        shown = _masked(url)  # never put a password into a message
+        shown = mask_db_url(url)  # never put a password into a message
         try:
             sa_url = make_url(url)
+        except (ArgumentError, ValueError) as exc:  # no scheme, a port that is not a number
+            raise StorageError(
+                f"ROILAB_DB_URL is not a database URL ({shown}): {scrub(_first_line(exc), url)}. "
+                f"Give one like {DB_URL_EXAMPLE} or sqlite:////absolute/path/roilab.db, or unset "
+                "it to use data/roilab.db.") from None
+        try:
             if sa_url.drivername in ("postgresql", "postgres"):  # our driver: psycopg 3
                 sa_url = sa_url.set(drivername="postgresql+psycopg")
             server = sa_url.get_backend_name() != "sqlite"
             # a shared server may restart or drop idle connections: check each before use
             self.engine = create_engine(sa_url, future=True, pool_pre_ping=server)
         except Exception as exc:  # bad URL or missing driver
-            raise StorageError(f"Cannot open results store {shown}: {exc}. "
-                               "Fix ROILAB_DB_URL.") from exc
+            raise StorageError(f"Cannot open results store {shown}: {scrub(str(exc), url)}. "
+                               "Fix ROILAB_DB_URL.") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -186,9 +192,10 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise StorageError(
-                f"Cannot open results store {shown}: {_first_line(exc)}. Fix ROILAB_DB_URL "
+                f"Cannot open results store {shown}: {scrub(_first_line(exc), url)}. Fix "
+                "ROILAB_DB_URL "
                 "(is the server running, does the database exist, may this user create "
-                "tables in it?).") from exc
+                "tables in it?).") from None
         self.url = url
 
     @contextmanager
@@ -353,14 +360,6 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
                    spec=json.loads(row.spec_json), status=row.status, error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
                    variants=tuple(_variant(v) for v in s.scalars(vq)))
-
-
-def _masked(url: str) -> str:
-    """The URL as it may be shown: password hidden."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _first_line(exc: Exception) -> str:
