@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.redact import refuse_url_credentials
 
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 
@@ -60,3 +62,11 @@ class EndpointOptions(_Options):
     timeout_s: float = Field(300.0, gt=0)  # per request, connect to last byte
     # Requests in flight at once; None: the pilot's batch size (each batch is sent concurrently).
     max_concurrency: int | None = Field(None, ge=1, le=1024)
+
+    # Never echo a refused URL back (pydantic's errors would show it, password and all).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        return refuse_url_credentials(url, "endpoint.base_url")

@@ -31,13 +31,15 @@ from engine.domain import LoadRun, LoadSample, LogRequest
 from engine.errors import BackendError, SpecError
 from engine.load_client import TimedClient
 from engine.load_metrics import Slo, levels_frame
+from engine.redact import refuse_url_credentials
 from engine.settings import Settings
 
 TIMESTAMP_KEYS = ("timestamp", "created_at", "created", "time", "ts", "request_time")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused base_url with a password is never echoed back
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ServeOptions(_Model):
@@ -72,6 +74,7 @@ class LoadTarget(_Model):
             if not self.base_url.startswith(("http://", "https://")):
                 raise ValueError(f"target {self.name!r}: base_url must start with http:// or "
                                  "https:// (e.g. http://127.0.0.1:8000/v1)")
+            refuse_url_credentials(self.base_url, f"target {self.name!r}: base_url (--url)")
             if not self.model:
                 raise ValueError(f"target {self.name!r}: model (the served model name) is "
                                  "required with base_url")
