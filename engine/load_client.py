@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from engine.backends.endpoint_backend import _connect_error, _sse_data
+from engine.backends.endpoint_backend import _connect_error, _sse_data, auth_refused, sent_key
 from engine.domain import LoadSample
 from engine.errors import BackendError
 
@@ -26,6 +26,7 @@ class TimedClient:
                  timeout_s: float = 300.0, max_connections: int = 256) -> None:
         self.url = base_url.rstrip("/")
         self.model = model
+        self.api_key_env = api_key_env
         headers = {"Content-Type": "application/json"}
         if api_key_env:
             if not os.environ.get(api_key_env):
@@ -47,6 +48,8 @@ class TimedClient:
             raise BackendError(_connect_error(url, exc)) from exc
         if resp.status_code == 404:
             return  # no /models route: the first request will say more
+        if resp.status_code in (401, 403):
+            raise BackendError(auth_refused(resp, url, self.api_key_env, self._key()))
         if resp.status_code >= 400:
             raise BackendError(f"{url} answered HTTP {resp.status_code}: {resp.text[:300]}")
         served = [m.get("id", "") for m in resp.json().get("data", [])]
@@ -68,6 +71,9 @@ class TimedClient:
             with self.client.stream("POST", f"{self.url}/chat/completions", json=body) as resp:
                 if resp.status_code >= 400:
                     resp.read()
+                    if resp.status_code in (401, 403):
+                        raise BackendError(auth_refused(resp, f"{self.url}/chat/completions",
+                                                        self.api_key_env, self._key()))
                     raise BackendError(f"HTTP {resp.status_code}: {resp.text[:300]}")
                 for line in resp.iter_lines():
                     chunk = _sse_data(line)
@@ -90,6 +96,9 @@ class TimedClient:
                           output_tokens=out if error is None else 0, prompt_tokens=prompt,
                           chunk_times_s=tuple(chunks),
                           error=error if error or chunks else "no content streamed")
+
+    def _key(self) -> str | None:
+        return sent_key(self.client)
 
     def close(self) -> None:
         self.client.close()
