@@ -322,3 +322,48 @@ def test_fp8_weights_in_float32_are_refused_with_the_dtype_to_use() -> None:
                        vllm=VllmOptions(quantization="fp8"))
     reason = preflight(spec)  # the dtype is checked first: it is wrong on every machine
     assert 'set "dtype": "bfloat16"' in reason and "--dtype bfloat16" in reason
+
+
+def test_the_run_pilot_page_runs_two_vllm_variants(tmp_path, embedded_model_dir,
+                                                   monkeypatch) -> None:
+    """The dashboard's front door: Serving backend "vllm" on the Run pilot page, the baseline
+    plus a variant from "More variants" with other engine options, run from the form; both
+    are measured by vLLM with their KV capacity, one engine after the other."""
+    import json
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", embedded_model_dir)
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    st.cache_data.clear()
+    store = Store(settings.resolved_db_url())
+    raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
+    store.add_workload("support", "support_chat.jsonl", raw, parse_log(raw, "support_chat.jsonl"))
+    at = AppTest.from_string("from app.views import run_pilot\nrun_pilot.render()",
+                             default_timeout=600).run()
+    boxes = {c.label.split(" (")[0]: c for c in at.checkbox}
+    for name in ("FP8 weights", "LLMLingua prompt compression"):
+        boxes[name].uncheck()
+    next(s for s in at.selectbox if s.label == "Serving backend").set_value("vllm")
+    next(s for s in at.selectbox if s.label == "Device").set_value("cpu")
+    at.number_input[0].set_value(3)  # max requests
+    at.number_input[1].set_value(8)  # max new tokens
+    at.text_area[0].set_value(json.dumps([{"name": "kv-64", "vllm": {
+        "enforce_eager": True, "max_model_len": 1024, "kv_cache_memory_bytes": 64 * 2**20}}]))
+    at.button[0].click().run(timeout=600)
+    assert not at.exception, at.exception
+    assert "int8 weights" in at.info[0].value  # ticked, but a transformers technique
+    assert "Results stored as run #1" in at.success[-1].value
+    run = store.get_run(1)
+    assert run.status == "done", run.error
+    assert [v.name for v in run.variants] == ["baseline", "kv-64"]
+    assert {v.spec["backend"] for v in run.variants} == {"vllm"}
+    assert {v.spec["dtype"] for v in run.variants} == {"float32"}  # auto on a CPU
+    kv = [v.technique_report["memory"]["kv_cache_tokens"] for v in run.variants]
+    assert kv[0] > kv[1] > 0  # 512 MiB default on CPU vs the variant's 64 MiB
+    first, second = (set(v.technique_report["serving"]["engine_pids"]) for v in run.variants)
+    assert first.isdisjoint(second)
