@@ -34,24 +34,52 @@ def resolve_model(name: str, settings: Settings, progress=None) -> str:
     ``embedded:smollm2-135m-instruct`` is prepared on first use; a local folder is
     checked for a config.json; anything else is passed through as a hub id.
     """
+    check_model_name(name)
     if name.startswith(RANDOM_PREFIX):
         return str(prepare_random_model(name[len(RANDOM_PREFIX):], settings, progress))
+    if name.startswith(EMBEDDED_PREFIX):
+        return str(prepare_embedded_model(settings, progress))
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name  # else a hub id (see check_model_name)
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a model name that is certainly wrong, without preparing or loading anything.
+
+    Refused: an unknown ``embedded:`` or ``random:`` name; an existing path that is not a
+    folder with a config.json; a path that does not exist and cannot be a hub id (it starts
+    with ``.``, ``/`` or ``~``, or is absolute). Anything else is passed on as a hub id:
+    whether the hub has it, or is reachable, only loading can tell.
+    """
+    if name.startswith(RANDOM_PREFIX):
+        _random_config(name[len(RANDOM_PREFIX):])
+        return
     if name.startswith(EMBEDDED_PREFIX):
         if name[len(EMBEDDED_PREFIX):] != EMBEDDED_NAME:
             raise ModelPrepError(
                 f"Unknown embedded model {name!r}; the embedded model is "
                 f"'{EMBEDDED_PREFIX}{EMBEDDED_NAME}'. Name any other model by its local folder.")
-        return str(prepare_embedded_model(settings, progress))
+        return
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelPrepError(
                 f"Model folder {path} has no config.json; point to a Hugging Face model folder "
                 "(the one holding config.json and the weights).")
-        return str(path.resolve())
-    if name.startswith((".", "/", "~")):
-        raise ModelPrepError(f"Model folder {name} does not exist; check the path.")
-    return name  # a hub id; loading fails with transformers' own message when offline
+    elif name.startswith((".", "/", "~")) or path.is_absolute():
+        raise ModelPrepError(f"Model folder {name} does not exist; check the path (a local "
+                             "folder holding config.json and the weights).")
+
+
+def _random_config(name: str) -> Path:
+    """data/configs/<name>.json for ``random:<name>``, or the known names."""
+    source = CONFIGS_DIR / f"{name}.json"
+    if not name or not all(c.isalnum() or c in "._-" for c in name) or not source.is_file():
+        raise ModelPrepError(
+            f"Unknown random-weights architecture {name!r}: no {source}. Known: "
+            f"{', '.join(random_model_configs()) or 'none'}; add a Hugging Face config.json "
+            "there to name another.")
+    return source
 
 
 def is_random_model(name_or_path: str) -> bool:
@@ -72,12 +100,7 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
     only. The tokenizer is the embedded SmolLM2's (vocabulary 49,152), so prompts become
     real token counts; its ids must fit the architecture's vocabulary.
     """
-    source = CONFIGS_DIR / f"{name}.json"
-    if not name or not all(c.isalnum() or c in "._-" for c in name) or not source.is_file():
-        raise ModelPrepError(
-            f"Unknown random-weights architecture {name!r}: no {source}. Known: "
-            f"{', '.join(random_model_configs()) or 'none'}; add a Hugging Face config.json "
-            "there to name another.")
+    source = _random_config(name)
     try:
         config = {k: v for k, v in json.loads(source.read_text()).items()
                   if not k.startswith("_roilab")}

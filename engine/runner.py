@@ -16,7 +16,7 @@ from engine.backends import Backend, get_backend
 from engine.backends.base import resolve_device
 from engine.domain import Generation, RequestResult, Run, StoredRequest, VariantRun
 from engine.errors import RoilabError, SpecError
-from engine.model_prep import is_random_model, resolve_model
+from engine.model_prep import check_model_name, is_random_model, resolve_model
 from engine.settings import Settings
 from engine.specs import (
     CompressPrompt,
@@ -131,7 +131,8 @@ def preflight(vspec: VariantSpec) -> str | None:
                             "device to 'auto' or 'cpu', or run the pilot on a GPU machine.")
         for tech in vspec.techniques:
             technique_module(tech.kind).check(tech, device)
-        get_backend(vspec.backend).check(vspec, device)
+        check_model_name(vspec.model)  # a missing folder (not a hub id) is refused before loading
+        get_backend(vspec.backend).check(vspec, device)  # an unknown name lists the known ones
     except RoilabError as exc:
         return f"Refused before the pilot started: {exc}"
     return None

@@ -230,8 +230,8 @@ def test_results_of_a_failed_run_show_the_reason(env):
     at = page("results", run=str(run_id))
     assert not at.exception
     assert at.error[0].value == "Run #1 failed."  # the run, then its variant
-    assert "The baseline '**base**' failed: Model folder /nonexistent/model does not exist" \
-        in at.code[0].value
+    assert ("The baseline '**base**' failed: Refused before the pilot started: Model folder "
+            "/nonexistent/model does not exist") in at.code[0].value
     assert "\\*\\*base\\*\\* failed" in at.error[1].value  # variant name escaped
     assert "/nonexistent/model does not exist" in at.code[1].value
     assert not at.get("plotly_chart") and "nothing to chart" in at.info[0].value
@@ -252,7 +252,8 @@ def test_run_pilot_form_says_a_failed_pilot_failed(env):
     assert not at.exception
     said = at.error[0].value.replace("\\", "")
     assert said.startswith("Pilot #1 failed, stored as such. The baseline 'baseline' failed: "
-                           "Model folder /nonexistent/model does not exist")
+                           "Refused before the pilot started: Model folder /nonexistent/model "
+                           "does not exist")
     assert not at.success  # not "Results stored"
     assert _store(env).get_run(1).status == "failed"
 

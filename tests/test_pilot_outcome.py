@@ -3,8 +3,8 @@ failure (exit status, run status, `roilab report` refused with the reason), a pa
 marked partial, and random weights are labelled speed-and-memory-only with their costs shown
 "if quality holds".
 
-Variants fail for real: a model folder that does not exist (fails when the runner prepares
-it) or ``"device": "cuda"`` on this GPU-less machine (refused by preflight). The measured
+Variants fail for real: a model folder that does not exist or ``"device": "cuda"`` on this
+GPU-less machine (both refused by preflight, before anything loads). The measured
 variants are ``random:tiny-llama`` (data/configs/tiny-llama.json, 2 layers) on the CPU with
 the transformers backend: a few seconds each, no accuracy scoring.
 """
@@ -68,8 +68,8 @@ def test_a_pilot_whose_baseline_fails_exits_1_and_its_report_is_refused(
     run = _store(model_settings).get_run(1)
     assert run.status == "failed" and run.finished_at is not None
     assert [v.status for v in run.variants] == ["failed", "ok"]
-    assert run.error.startswith(f"The baseline 'bf16' failed: Model folder {missing} does not "
-                                "exist")
+    assert run.error.startswith("The baseline 'bf16' failed: Refused before the pilot started: "
+                                f"Model folder {missing} does not exist")
     assert "fix the baseline and run the pilot again" in run.error
     assert f"Run 1 failed: {run.error}" in capsys.readouterr().out
 
@@ -78,7 +78,8 @@ def test_a_pilot_whose_baseline_fails_exits_1_and_its_report_is_refused(
     err = capsys.readouterr().err
     assert err.startswith("error: Run #1 has no measured baseline, so there is no business "
                           "case to report: its baseline 'bf16'")
-    assert f"failed: Model folder {missing} does not exist" in err
+    assert f"failed: Refused before the pilot started: Model folder {missing} does not exist" \
+        in err
     assert "run the pilot again (`roilab pilot --workload 1 ...`" in err
     assert not pdf.exists()  # no PDF of n/a figures
 
