@@ -97,9 +97,7 @@ def _build_spec(args):
     )
 
     if args.spec:
-        data = json.loads(Path(args.spec).read_text())
-        data.setdefault("workload_id", args.workload)
-        return parse_pilot_spec(data)
+        return parse_pilot_spec(_spec_with_flags(_read_spec(args.spec), args))
     from engine.errors import SpecError
     from engine.specs import VllmOptions
 
@@ -137,6 +135,69 @@ def _build_spec(args):
 
 
 FLAG_VARIANTS = ("int8", "llmlingua", "fp8", "fp8-kv")
+# Flags given with --spec: these apply over the spec's value (spec key path per flag) ...
+SPEC_OVERRIDES = {"name": ("name",), "max_requests": ("max_requests",),
+                  "max_new_tokens": ("generation", "max_new_tokens"),
+                  "batch_size": ("generation", "batch_size"), "hardware": ("cost", "hardware"),
+                  "price": ("cost", "price_per_hour"),
+                  "requests_per_month": ("cost", "requests_per_month")}
+# ... and these build variants, which the spec defines: refused rather than ignored.
+VARIANT_FLAGS = ("model", "backend", "variants", "rate", "device", "dtype")
+
+
+class _Given(argparse.Action):
+    """Store the value and note that the user gave the flag: with --spec, a given flag
+    applies over the spec (or is refused), while a default leaves the spec's value alone."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def _read_spec(path: str) -> dict:
+    """The JSON object in a --spec file, or a one-line SpecError naming the file and the fix."""
+    from engine.errors import SpecError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"--spec {path}: no such file; check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"--spec {path} cannot be read ({exc}); give a UTF-8 JSON file.") \
+            from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--spec {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                        f"column {exc.colno}; fix the file there.") from None
+    if not isinstance(data, dict):
+        kind = {list: "list", str: "string", bool: "boolean"}.get(type(data), "number or null")
+        raise SpecError(f"--spec {path} holds a JSON {kind}, not an object; write one PilotSpec "
+                        "object, e.g. "
+                        '{"name": "pilot", "variants": [{"name": "baseline", "model": "..."}]}.')
+    return data
+
+
+def _spec_with_flags(data: dict, args) -> dict:
+    """The spec with --workload and each given SPEC_OVERRIDES flag applied; VARIANT_FLAGS refused."""
+    from engine.errors import SpecError
+
+    given = getattr(args, "given", set())
+    refused = [f"--{f.replace('_', '-')}" for f in VARIANT_FLAGS if f in given]
+    if refused:
+        raise SpecError(f"{', '.join(refused)} cannot be used with --spec: the spec defines the "
+                        "variants; put model/backend/device/dtype/techniques in the spec's "
+                        "variants, or drop --spec to build the variants from flags.")
+    data = {**data, "workload_id": args.workload}  # --workload is required: it always applies
+    for flag, keys in SPEC_OVERRIDES.items():
+        if flag in given:
+            *parents, key = keys
+            target = data
+            for part in parents:
+                section = target.get(part)
+                target[part] = target = dict(section) if isinstance(section, dict) else {}
+            target[key] = getattr(args, flag)
+    return data
 
 
 def _dtype(args) -> str:
@@ -329,25 +390,31 @@ def cmd_demo(args, settings: Settings) -> None:
 
 
 def _pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None:
-    p.add_argument("--model", default="embedded:smollm2-135m-instruct",
+    p.add_argument("--model", action=_Given, default="embedded:smollm2-135m-instruct",
                    help="embedded:smollm2-135m-instruct, a local HF folder, or a hub id")
-    p.add_argument("--backend", default="transformers", help="transformers, vllm or endpoint")
-    p.add_argument("--variants", default="int8,llmlingua",
+    p.add_argument("--backend", action=_Given, default="transformers",
+                   help="transformers, vllm or endpoint")
+    p.add_argument("--variants", action=_Given, default="int8,llmlingua",
                    help="comma list added to the baseline: int8, llmlingua (transformers); "
                         "fp8 (FP8 weights), fp8-kv (FP8 KV cache), llmlingua (vllm)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--device", action=_Given, default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", action=_Given, default="auto",
+                   choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 for --backend vllm on a GPU, float32 otherwise")
-    p.add_argument("--rate", type=float, default=0.5, help="LLMLingua target rate")
-    p.add_argument("--max-requests", type=int, default=max_requests)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--hardware", default="cpu-c7i-large", help="catalog key, see `roilab hardware`")
-    p.add_argument("--price", type=float, default=None,
+    p.add_argument("--rate", action=_Given, type=float, default=0.5, help="LLMLingua target rate")
+    p.add_argument("--max-requests", action=_Given, type=int, default=max_requests)
+    p.add_argument("--max-new-tokens", action=_Given, type=int, default=48)
+    p.add_argument("--batch-size", action=_Given, type=int, default=8)
+    p.add_argument("--hardware", action=_Given, default="cpu-c7i-large",
+                   help="catalog key, see `roilab hardware`")
+    p.add_argument("--price", action=_Given, type=float, default=None,
                    help="$/hour per device (a tensor-parallel variant pays it per GPU); "
                         "default: catalog price")
-    p.add_argument("--requests-per-month", type=int, default=1_000_000)
-    p.add_argument("--spec", help="a PilotSpec JSON file instead of the flags above")
+    p.add_argument("--requests-per-month", action=_Given, type=int, default=1_000_000)
+    p.add_argument("--spec", help="a PilotSpec JSON file; --name, --max-requests, "
+                   "--max-new-tokens, --batch-size, --hardware, --price and "
+                   "--requests-per-month given with it apply over its values; the "
+                   "variant flags above are refused with it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=PILOT_EXIT_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", type=int, required=True)
-    p.add_argument("--name", default="pilot")
+    p.add_argument("--name", action=_Given, default="pilot")
     _pilot_args(p, max_requests=None)
     p.set_defaults(func=cmd_pilot)
     sub.add_parser("workloads", help="list stored workloads").set_defaults(func=cmd_workloads)
