@@ -210,12 +210,16 @@ def _dtype(args) -> str:
 # A pilot's exit status, by the run status engine.runner.pilot_outcome gave it (a
 # RoilabError before the pilot starts exits 2, as every command does).
 PILOT_EXIT = {"done": 0, "partial": 3, "failed": 1}
+# Stopped by a signal: 128 + its number, as a shell reports it (SIGINT/Ctrl+C 130, SIGTERM 143).
+INTERRUPTED_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 PILOT_EXIT_HELP = """exit status:
   0  done: every variant ran
   3  partial: the baseline ran, some variants failed (reasons printed and stored)
   1  failed: the baseline failed, or every variant beside it did; the run is stored as
      failed with the reason, and `roilab report` refuses it when the baseline failed
-  2  error: nothing ran (bad flags or spec, unknown workload, ...)"""
+  2  error: nothing ran (bad flags or spec, unknown workload, ...)
+  130, 143  interrupted by Ctrl+C (SIGINT) or SIGTERM: the run is stored as interrupted,
+     finished variants keep their results; one line on stderr says so"""
 
 
 def cmd_pilot(args, settings: Settings) -> int:
@@ -223,19 +227,53 @@ def cmd_pilot(args, settings: Settings) -> int:
     return PILOT_EXIT.get(_pilot(args, settings).status, 1)  # print_run said why
 
 
+class _Stopped(KeyboardInterrupt):
+    """Ctrl+C or SIGTERM, carrying the signal's name for the one line and the exit status."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(f"stopped by {signame}")
+        self.signame = signame
+
+
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM (a job scheduler, `kill`) both stop the pilot like Ctrl+C, so
+    run_pilot marks the stored run interrupted instead of leaving it 'running' for ever.
+    Returns the previous handlers, to put back."""
+    import signal
+
+    def stop(signum, _frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def _pilot(args, settings: Settings):
     from tqdm import tqdm
 
-    from engine.runner import run_pilot
+    from engine.runner import create_pilot_run, run_pilot
 
     spec = _build_spec(args)
+    store = _store(settings)
+    run = create_pilot_run(spec, store)
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed} {postfix}")
 
     def on_progress(p) -> None:
         bar.n = round(p.fraction * 100)
         bar.set_postfix_str(terminal_safe(f"{p.variant}: {p.message}")[:60])
 
-    run = run_pilot(spec, _store(settings), settings, on_progress=on_progress)
+    import signal
+
+    previous = _stop_on_signals()
+    try:
+        run = run_pilot(spec, store, settings, on_progress=on_progress, run_id=run.id)
+    except _Stopped as stop:
+        bar.close()
+        print(f"interrupted: run {run.id} stopped by {stop.signame}; it is stored as "
+              "interrupted, finished variants keep their results", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT[stop.signame]) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     bar.close()
     print_run(run.id, settings)
     return run

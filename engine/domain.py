@@ -124,7 +124,8 @@ class Run:
     name: str
     spec: dict[str, Any]  # the PilotSpec as JSON
     # "pending" | "running" | "done" | "partial" (some variants failed) | "failed" (the
-    # baseline, or every other variant, failed; or interrupted): engine.runner.pilot_outcome
+    # baseline, or every other variant, failed): engine.runner.pilot_outcome; or
+    # "interrupted" (Ctrl+C, SIGTERM, a dashboard rerun: engine.runner.run_pilot)
     status: str
     created_at: datetime
     finished_at: datetime | None = None

@@ -64,13 +64,15 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     try:
         _run_variants(spec, run, requests, calibration, store, settings, on_progress)
     except BaseException as exc:
-        # Interrupted (Ctrl+C, a dashboard rerun) or a bug outside any one variant: the run
-        # must not stay "running" forever. Finished variants keep their stored results.
+        # Stopped (Ctrl+C, SIGTERM through the CLI, a dashboard rerun): "interrupted"; a bug
+        # outside any one variant: "failed". Either way the run must not stay "running"
+        # forever, and finished variants keep their stored results.
         reason = f"Interrupted: {type(exc).__name__}: {exc}"
         for v in store.get_run(run.id).variants:
             if v.status in ("pending", "running"):
                 store.set_variant_status(v.id, "failed", reason)
-        store.set_run_status(run.id, "failed", reason)
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        store.set_run_status(run.id, "interrupted" if stopped else "failed", reason)
         raise
     status, reason = pilot_outcome(store.get_run(run.id))
     store.set_run_status(run.id, status, reason)

@@ -119,7 +119,7 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(model_settings) 
     assert "Paris" in store.get_results(run.variants[0].id)[0].output_text
 
 
-def test_an_interrupted_pilot_is_marked_failed_not_left_running(model_settings) -> None:
+def test_an_interrupted_pilot_is_marked_interrupted_not_left_running(model_settings) -> None:
     store = Store(model_settings.resolved_db_url())
     raw = b'{"prompt": "Say hi."}\n'
     workload = store.add_workload("one", "one.jsonl", raw, parse_log(raw, "one.jsonl"))
@@ -133,7 +133,7 @@ def test_an_interrupted_pilot_is_marked_failed_not_left_running(model_settings) 
     with pytest.raises(KeyboardInterrupt):
         run_pilot(spec, store, model_settings, on_progress=interrupt_in_second_variant)
     run = store.list_runs()[0]
-    assert run.status == "failed" and "Interrupted" in run.error
+    assert run.status == "interrupted" and "Interrupted" in run.error
     assert [v.status for v in run.variants] == ["ok", "failed"]
     assert len(store.get_results(run.variants[0].id)) == 1  # finished work is kept
 
