@@ -242,6 +242,27 @@ def test_results_of_a_failed_run_show_the_reason(env):
     assert "Run #1 has no measured baseline" in refusal and "run the pilot again" in refusal
 
 
+@pytest.mark.slow
+def test_results_of_an_interrupted_run_say_so_and_keep_the_finished_variant(model_env):
+    store = _store(model_env)
+    workload = store.add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    spec = PilotSpec(workload_id=workload.id, max_requests=1,
+                     generation=GenerationSettings(max_new_tokens=4),
+                     variants=(VariantSpec(name="baseline"), VariantSpec(name="second")))
+
+    def ctrl_c_in_second(p) -> None:
+        if p.variant == "second":
+            raise KeyboardInterrupt("user stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pilot(spec, store, model_env, on_progress=ctrl_c_in_second)
+    at = page("results", run="1")
+    assert not at.exception
+    assert at.warning[0].value.startswith("Run #1 was interrupted")
+    assert "Interrupted: KeyboardInterrupt: user stopped" in at.code[0].value
+    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["ok", "failed"]
+
+
 def test_run_pilot_form_says_a_failed_pilot_failed(env):
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")

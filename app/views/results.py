@@ -65,6 +65,10 @@ def _render_status(run: Run) -> None:
     elif run.status == "failed" and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
+    elif run.status == "interrupted":
+        st.warning(f"Run #{run.id} was interrupted (Ctrl+C, SIGTERM or a rerun); figures "
+                   "below cover the variants that finished before it stopped.")
+        st.code(run.error or "no reason recorded", language=None)
     elif run.status == "partial":
         st.warning(f"Run #{run.id} is partial: some variants failed; the others are measured "
                    "against the baseline.")
