@@ -248,13 +248,38 @@ def _stop_on_signals() -> dict:
 
 
 def _pilot(args, settings: Settings):
-    from tqdm import tqdm
-
     from engine.runner import create_pilot_run, run_pilot
 
     spec = _build_spec(args)
     store = _store(settings)
     run = create_pilot_run(spec, store)
+    return _watched(run.id, settings, lambda progress: run_pilot(
+        spec, store, settings, on_progress=progress, run_id=run.id))
+
+
+def cmd_resume(args, settings: Settings) -> int:
+    """Run the unfinished variants of a stopped run; exit status as `roilab pilot`'s."""
+    from engine.runner import resume_pilot
+
+    store = _store(settings)
+    run = _watched(args.run, settings, lambda progress: resume_pilot(
+        args.run, store, settings, on_progress=progress))
+    return PILOT_EXIT.get(run.status, 1)
+
+
+def cmd_cancel(args, settings: Settings) -> None:
+    from engine.runner import cancel_run
+
+    run = cancel_run(args.run, _store(settings))
+    print(f"Run {run.id} cancelled; {sum(v.status == 'ok' for v in run.variants)} finished "
+          f"variant(s) keep their results. `roilab resume {run.id}` runs the others.")
+
+
+def _watched(run_id: int, settings: Settings, go):
+    """``go(on_progress)`` under a progress bar, stopped like Ctrl+C by SIGINT or SIGTERM
+    (one line, exit 130/143); then the run's table."""
+    from tqdm import tqdm
+
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed} {postfix}")
 
     def on_progress(p) -> None:
@@ -265,10 +290,10 @@ def _pilot(args, settings: Settings):
 
     previous = _stop_on_signals()
     try:
-        run = run_pilot(spec, store, settings, on_progress=on_progress, run_id=run.id)
+        run = go(on_progress)
     except _Stopped as stop:
         bar.close()
-        print(f"interrupted: run {run.id} stopped by {stop.signame}; it is stored as "
+        print(f"interrupted: run {run_id} stopped by {stop.signame}; it is stored as "
               "interrupted, finished variants keep their results", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT[stop.signame]) from None
     finally:
@@ -496,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action=_Given, default="pilot")
     _pilot_args(p, max_requests=None)
     p.set_defaults(func=cmd_pilot)
+    p = sub.add_parser("resume", help="run the unfinished variants of an interrupted run",
+                       epilog=PILOT_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=int)
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("cancel", help="mark a pending, running or interrupted run cancelled")
+    p.add_argument("run", type=int)
+    p.set_defaults(func=cmd_cancel)
     sub.add_parser("workloads", help="list stored workloads").set_defaults(func=cmd_workloads)
     sub.add_parser("runs", help="list runs").set_defaults(func=cmd_runs)
     p = sub.add_parser("show", help="per-variant figures of a run")

@@ -48,12 +48,17 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+RESUMABLE = ("interrupted", "cancelled", "partial", "failed")
+CANCELLABLE = ("pending", "running", "interrupted")
+
+
 def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
               on_progress: ProgressFn | None = None, run_id: int | None = None) -> Run:
     """Run a pilot end to end and return the stored Run.
 
     ``run_id`` continues a run created beforehand with ``create_pilot_run`` (the dashboard
-    does this so the run is listed before inference starts).
+    does this so the run is listed before inference starts), or one being resumed: variants
+    already "ok" are kept as they are and not run again.
     """
     run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
     requests, calibrate_on, is_eval_set = split_workload(store.get_requests(spec.workload_id),
@@ -77,6 +82,38 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     status, reason = pilot_outcome(store.get_run(run.id))
     store.set_run_status(run.id, status, reason)
     return store.get_run(run.id)
+
+
+def resume_pilot(run_id: int, store: Store, settings: Settings,
+                 on_progress: ProgressFn | None = None) -> Run:
+    """Run again only the variants of a stopped run that are not "ok", with its stored spec.
+
+    A variant's results are written in one transaction with its "ok" (Store.finish_variant),
+    so an unfinished variant has none to duplicate; a finished baseline's stored results
+    score the variants run now.
+    """
+    run = store.get_run(run_id)
+    if run.status not in RESUMABLE:
+        why = {"done": " (every variant already ran).",
+               "running": f"; if its process died, `roilab cancel {run_id}` first."}
+        raise SpecError(f"Run {run_id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
+                        "be resumed" + why.get(run.status, why["running"]
+                                               if run.status == "pending" else "."))
+    return run_pilot(PilotSpec.model_validate(run.spec), store, settings, on_progress, run_id)
+
+
+def cancel_run(run_id: int, store: Store) -> Run:
+    """Mark a pending, running or interrupted run and its unfinished variants cancelled
+    (a process that was killed cannot do it itself); finished results are kept."""
+    run = store.get_run(run_id)
+    if run.status not in CANCELLABLE:
+        raise SpecError(f"Run {run_id} is {run.status}, already finished; only a "
+                        f"{', '.join(CANCELLABLE)} run can be cancelled.")
+    for v in run.variants:
+        if v.status != "ok":
+            store.set_variant_status(v.id, "cancelled", "Cancelled before it finished")
+    store.set_run_status(run_id, "cancelled", "Cancelled by the user")
+    return store.get_run(run_id)
 
 
 def pilot_outcome(run: Run) -> tuple[str, str | None]:
@@ -153,6 +190,10 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
+        if vrun.status == "ok":  # a resumed run: finished before, kept as stored
+            if i == 0 and not is_random_model(vspec.model):
+                baseline = store.get_results(vrun.id)
+            continue
         # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
         steps = len(requests) * (2 if _compression(vspec) else 1)
         notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)

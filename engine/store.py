@@ -293,7 +293,7 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
         with self._session() as s:
             run = self._get(s, RunRow, run_id)
             run.status, run.error = status, error
-            if status in ("done", "partial", "failed", "interrupted"):  # engine.runner
+            if status in ("done", "partial", "failed", "interrupted", "cancelled"):  # runner
                 run.finished_at = _now()
 
     def set_variant_status(self, variant_id: int, status: str, error: str | None = None) -> None:

@@ -42,13 +42,16 @@ def pilot_cmd(model_settings, monkeypatch, tmp_path):
     return [sys.executable, "-m", "engine.cli", "pilot", "--workload", "1", "--spec", str(spec)]
 
 
-def _wait_for_running_variant(store: Store, proc: subprocess.Popen, timeout: float = 180):
+def _wait_for_running_variant(store: Store, proc: subprocess.Popen, timeout: float = 180,
+                              first_ok: bool = False):
+    """Until a variant is running (with ``first_ok``: the second, the baseline being ok)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the pilot ended before it was stopped: {proc.communicate()}")
         runs = store.list_runs()
-        if runs and any(v.status == "running" for v in runs[0].variants):
+        status = [v.status for v in runs[0].variants] if runs else []
+        if (status[:2] == ["ok", "running"]) if first_ok else "running" in status:
             return
         time.sleep(0.05)
     raise AssertionError("no variant started running in time")
@@ -79,3 +82,70 @@ def test_a_signalled_pilot_says_one_line_and_is_stored_interrupted(
     assert "pending" not in [v.status for v in run.variants]
     stopped = [v for v in run.variants if v.status == "failed"]
     assert stopped and all("Interrupted" in v.error for v in stopped)
+
+
+def _results_once_each(store: Store, run_id: int) -> dict[str, list[int]]:
+    """Each variant's stored request indices; the run's every variant must be ok."""
+    run = store.get_run(run_id)
+    assert run.status == "done", run.error
+    return {v.name: [r.request_index for r in store.get_results(v.id)] for v in run.variants}
+
+
+def _stop_mid_pilot(cmd, store: Store, sig) -> subprocess.Popen:
+    """Start the pilot, signal it once the baseline is ok and the second variant running."""
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=os.environ.copy(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_running_variant(store, proc, first_ok=True)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc
+
+
+def test_sigkill_then_cancel_then_resume_keeps_each_result_exactly_once(
+        pilot_cmd, model_settings, capsys) -> None:
+    store = Store(model_settings.resolved_db_url())
+    proc = _stop_mid_pilot(pilot_cmd, store, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    killed = store.get_run(1)
+    assert killed.status == "running"  # nothing was left to say otherwise
+    assert [v.status for v in killed.variants][:2] == ["ok", "running"]
+    kept = {v.name: store.get_results(v.id) for v in killed.variants if v.status == "ok"}
+    assert list(kept) == ["base"] and len(kept["base"]) == 4
+    assert main(["resume", "1"]) == 2  # a run still marked running is refused...
+    assert "if its process died, `roilab cancel 1` first" in capsys.readouterr().err
+    assert main(["cancel", "1"]) == 0  # ...until cancelled (its process is gone)
+    cancelled = store.get_run(1)
+    assert cancelled.status == "cancelled"
+    assert [v.status for v in cancelled.variants if v.name not in kept] == \
+        ["cancelled"] * (3 - len(kept))
+    assert main(["resume", "1"]) == 0
+    indices = _results_once_each(store, 1)
+    assert list(indices) == ["base", "second", "third"]
+    assert all(ix == list(range(4)) for ix in indices.values()), indices
+    for v in store.get_run(1).variants:  # the finished ones are the very rows stored before
+        if v.name in kept:
+            assert store.get_results(v.id) == kept[v.name]
+
+
+def test_resume_after_sigterm_runs_only_the_unfinished_variants(
+        pilot_cmd, model_settings) -> None:
+    store = Store(model_settings.resolved_db_url())
+    assert _stop_mid_pilot(pilot_cmd, store, signal.SIGTERM).returncode == 143
+    assert store.get_run(1).status == "interrupted"
+    assert main(["resume", "1"]) == 0
+    assert all(ix == list(range(4)) for ix in _results_once_each(store, 1).values())
+
+
+def test_a_finished_run_is_neither_resumed_nor_cancelled(pilot_cmd, model_settings,
+                                                         capsys) -> None:
+    assert subprocess.run(pilot_cmd, cwd=REPO_ROOT, capture_output=True).returncode == 0
+    assert main(["resume", "1"]) == 2
+    assert "Run 1 is done; only an interrupted, cancelled, partial, failed run can be " \
+           "resumed (every variant already ran)." in capsys.readouterr().err
+    assert main(["cancel", "1"]) == 2
+    assert "Run 1 is done, already finished" in capsys.readouterr().err
+    assert Store(model_settings.resolved_db_url()).get_run(1).status == "done"
