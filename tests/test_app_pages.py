@@ -14,6 +14,7 @@ import streamlit as st
 from conftest import make_settings
 from streamlit.testing.v1 import AppTest
 
+from engine.cli import main
 from engine.logs import parse_log
 from engine.runner import run_pilot
 from engine.settings import Settings
@@ -259,8 +260,15 @@ def test_results_of_an_interrupted_run_say_so_and_keep_the_finished_variant(mode
     at = page("results", run="1")
     assert not at.exception
     assert at.warning[0].value.startswith("Run #1 was interrupted")
+    assert "`roilab resume 1` runs only the others" in at.warning[0].value
     assert "Interrupted: KeyboardInterrupt: user stopped" in at.code[0].value
     assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["ok", "failed"]
+    assert main(["cancel", "1"]) == 0
+    st.cache_data.clear()  # the page's queries are cached for a while
+    at = page("results", run="1")
+    assert not at.exception
+    assert at.warning[0].value.startswith("Run #1 was cancelled")
+    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["ok", "cancelled"]
 
 
 def test_run_pilot_form_says_a_failed_pilot_failed(env):

@@ -58,16 +58,19 @@ def _select_run(runs: dict[int, Run]) -> int:
 def _render_status(run: Run) -> None:
     if run.status in ("pending", "running"):
         st.info(f"Run #{run.id} is {run.status}; figures below cover the variants finished "
-                "so far.")
+                f"so far. If its process died (killed, machine restarted), `roilab cancel "
+                f"{run.id}` then `roilab resume {run.id}` finishes it.")
         if st.button("Refresh"):
             data.clear_queries()
             st.rerun()
     elif run.status == "failed" and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
-    elif run.status == "interrupted":
-        st.warning(f"Run #{run.id} was interrupted (Ctrl+C, SIGTERM or a rerun); figures "
-                   "below cover the variants that finished before it stopped.")
+    elif run.status in ("interrupted", "cancelled"):
+        how = "interrupted (Ctrl+C, SIGTERM or a rerun)" if run.status == "interrupted" \
+            else "cancelled"
+        st.warning(f"Run #{run.id} was {how}; figures below cover the variants that finished "
+                   f"before it stopped. `roilab resume {run.id}` runs only the others.")
         st.code(run.error or "no reason recorded", language=None)
     elif run.status == "partial":
         st.warning(f"Run #{run.id} is partial: some variants failed; the others are measured "
