@@ -125,7 +125,7 @@ class Run:
     spec: dict[str, Any]  # the PilotSpec as JSON
     # "pending" | "running" | "done" | "partial" (some variants failed) | "failed" (the
     # baseline, or every other variant, failed): engine.runner.pilot_outcome; or
-    # "interrupted" (Ctrl+C, SIGTERM, a dashboard rerun: engine.runner.run_pilot)
+    # "interrupted" (Ctrl+C, SIGTERM: engine.runner.run_pilot) or "cancelled" (cancel_run)
     status: str
     created_at: datetime
     finished_at: datetime | None = None

@@ -69,7 +69,7 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     try:
         _run_variants(spec, run, requests, calibration, store, settings, on_progress)
     except BaseException as exc:
-        # Stopped (Ctrl+C, SIGTERM through the CLI, a dashboard rerun): "interrupted"; a bug
+        # Stopped (Ctrl+C, SIGTERM through the CLI): "interrupted"; a dashboard rerun or a bug
         # outside any one variant: "failed". Either way the run must not stay "running"
         # forever, and finished variants keep their stored results.
         reason = f"Interrupted: {type(exc).__name__}: {exc}"

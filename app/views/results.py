@@ -67,7 +67,7 @@ def _render_status(run: Run) -> None:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
     elif run.status in ("interrupted", "cancelled"):
-        how = "interrupted (Ctrl+C, SIGTERM or a rerun)" if run.status == "interrupted" \
+        how = "interrupted (Ctrl+C or SIGTERM)" if run.status == "interrupted" \
             else "cancelled"
         st.warning(f"Run #{run.id} was {how}; figures below cover the variants that finished "
                    f"before it stopped. `roilab resume {run.id}` runs only the others.")
