@@ -14,21 +14,19 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from dashboard_server import streamlit_server
 
 from engine.business import Assumptions, build_business_case
 from engine.report_business import fmt_money, fmt_months
 from engine.report_pdf import headline_figures
-from engine.settings import REPO_ROOT, Settings
+from engine.settings import Settings
 from engine.store import Store
 from engine.summary import build_report
 
@@ -62,49 +60,19 @@ LOG_LINES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def dashboard(tmp_path: Path, embedded_model_dir: Path) -> Iterator[tuple[str, Settings]]:
     """The real dashboard on a free port over a fresh data dir; stopped afterwards."""
     settings = make_settings(tmp_path / "data", embedded_model_dir)
-    port = _free_port()
     env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
                ROILAB_DB_URL=settings.resolved_db_url(), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     log_path = tmp_path / "streamlit.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + BOOT_S
-        while True:
-            assert proc.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no health after {BOOT_S}s:\n{log_path.read_text()}"
-            time.sleep(0.3)
-        yield url, settings
+        with streamlit_server(env, log_path, BOOT_S) as url:
+            yield url, settings
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
         print(f"\n--- streamlit log (tail) ---\n{log_path.read_text()[-3000:]}")
 
 

@@ -13,19 +13,14 @@ import csv
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from dashboard_server import streamlit_server
 from hostile_run import HYPERLINK, hostile_run
 
-from engine.settings import REPO_ROOT
 from engine.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -40,48 +35,17 @@ if not Path(CHROMIUM).exists():
 BOOT_S, PAGE_MS = 60, 120_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def hostile_dashboard(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """The real dashboard over a store holding the hostile run; yields (url, run id)."""
     settings = make_settings(tmp_path / "data", None)
     run_id = hostile_run(Store(settings.resolved_db_url()))
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "ROILAB_DASHBOARD_PASSWORD"}
     env |= {"ROILAB_DATA_DIR": str(settings.data_dir), "ROILAB_DB_URL": settings.resolved_db_url()}
     log_path = tmp_path / "streamlit.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + BOOT_S
-        while True:
-            assert proc.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no health:\n{log_path.read_text()}"
-            time.sleep(0.3)
+    with streamlit_server(env, log_path, BOOT_S) as url:
         yield url, run_id
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 def test_toolbar_download_as_csv_has_no_live_formula(hostile_dashboard, tmp_path: Path):
