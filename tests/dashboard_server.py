@@ -13,6 +13,12 @@ from pathlib import Path
 
 from engine.settings import REPO_ROOT
 
+# Debian's Chromium, headless, with nothing reaching out to the (closed) network
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run", "--disable-dev-shm-usage", "--disable-component-update",
+                 "--disable-sync"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
-from dashboard_server import streamlit_server
+from dashboard_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 from engine.business import Assumptions, build_business_case
 from engine.report_business import fmt_money, fmt_months
@@ -33,10 +33,6 @@ from engine.summary import build_report
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-dev-shm-usage", "--disable-component-update",
-                 "--disable-sync"]
 if not Path(CHROMIUM).exists() or shutil.which("pdftotext") is None:
     pytest.skip("needs /usr/bin/chromium and pdftotext (make system-deps)",
                 allow_module_level=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
-from dashboard_server import streamlit_server
+from dashboard_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from hostile_run import HYPERLINK, hostile_run
 
 from engine.store import Store
@@ -26,10 +26,6 @@ from engine.store import Store
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-dev-shm-usage", "--disable-component-update",
-                 "--disable-sync"]
 if not Path(CHROMIUM).exists():
     pytest.skip("needs /usr/bin/chromium (make system-deps)", allow_module_level=True)
 BOOT_S, PAGE_MS = 60, 120_000
