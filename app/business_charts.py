@@ -1,4 +1,4 @@
-"""Plotly figures of a BusinessCase: the same four charts as the PDF (engine.report_business).
+"""Plotly figures of a BusinessCase: the same four charts as the PDF (engine.reports.business_pdf).
 
 Pure functions of the case: no Streamlit and no arithmetic beyond what a chart needs to
 place a bar (a tornado bar runs from the base value to the low or high one).
@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from engine.business import BusinessCase
-from engine.report_business import AFTER, BAD, BEFORE, GOOD, TORNADO_LABELS, fmt_money, fmt_months
+from engine.business.case import BusinessCase
+from engine.reports.business_pdf import (
+    AFTER,
+    BAD,
+    BEFORE,
+    GOOD,
+    TORNADO_LABELS,
+    fmt_money,
+    fmt_months,
+)
 
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), height=360, legend_title_text="")
 

@@ -15,28 +15,28 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine.business import (
+from engine.business.case import (
     Assumptions,
     BusinessCase,
     MeasuredVariant,
     assemble_case,
     measured_variants,
 )
-from engine.cost import CATALOG, get_hardware
-from engine.domain import LoadRun, LogRequest, Run, Workload
-from engine.hardware import Hardware
-from engine.load import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
-from engine.load_metrics import Capacity, capacity_at_slo
-from engine.logs import parse_log, token_stats
-from engine.model_prep import embedded_model_dir, is_prepared
-from engine.portfolio import Portfolio, portfolio
-from engine.report_business import basis, basis_detail, business_pdf_for_run
-from engine.report_pdf import assumptions, render_pdf, summary_paragraphs
-from engine.runner import Progress, create_pilot_run, run_pilot
-from engine.settings import Settings, get_settings
-from engine.specs import PilotSpec
-from engine.store import Store
-from engine.summary import PilotReport, build_report, side_by_side
+from engine.business.portfolio import Portfolio, portfolio
+from engine.core.domain import LoadRun, LogRequest, Run, Workload
+from engine.core.settings import Settings, get_settings
+from engine.economics.cost import CATALOG, get_hardware
+from engine.economics.hardware import Hardware
+from engine.ingest.logs import parse_log, token_stats
+from engine.load.metrics import Capacity, capacity_at_slo
+from engine.load.replay import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
+from engine.models.prep import embedded_model_dir, is_prepared
+from engine.pilot.report import PilotReport, build_report, side_by_side
+from engine.pilot.runner import Progress, create_pilot_run, run_pilot
+from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
+from engine.reports.pilot_pdf import assumptions, render_pdf, summary_paragraphs
+from engine.specs.pilot import PilotSpec
+from engine.store.store import Store
 
 QUERY_TTL_S = 15
 
@@ -263,7 +263,7 @@ def variant_table(case: BusinessCase) -> pd.DataFrame:
 
 
 def portfolio_of(run_ids: list[int], a: Assumptions) -> Portfolio:
-    """Several runs' business cases, rolled up by engine.portfolio."""
+    """Several runs' business cases, rolled up by engine.business.portfolio."""
     return portfolio(business_case(i, a) for i in run_ids)
 
 

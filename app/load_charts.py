@@ -1,4 +1,4 @@
-"""Plotly figures of a load run's per-level frame (``engine.load_metrics.levels_frame``).
+"""Plotly figures of a load run's per-level frame (``engine.load.metrics.levels_frame``).
 
 Pure functions of the frame, one line per variant against the load level: latency (TTFT,
 ITL, E2E at p50 and p99, one panel each, since they differ by orders of magnitude) and

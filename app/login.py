@@ -3,7 +3,7 @@
 Served on loopback with no password set, it is open (a developer's own machine). With
 ROILAB_DASHBOARD_PASSWORD set, every browser session logs in once; served beyond loopback
 without one, it refuses to show anything (``roilab dashboard`` refuses earlier, this covers
-a bare ``streamlit run``). The rules and the comparison live in engine.dashboard_access.
+a bare ``streamlit run``). The rules and the comparison live in engine.core.dashboard_access.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import time
 
 import streamlit as st
 
-from engine.dashboard_access import (
+from engine.core.dashboard_access import (
     PASSWORD_ENV,
     configured_password,
     is_local_address,
     password_matches,
 )
-from engine.settings import get_settings
+from engine.core.settings import get_settings
 
 WRONG_PASSWORD_DELAY_S = 1.0
 SESSION_KEY = "login.ok"  # a plain bool in session state: this browser session logged in

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine.inert import spreadsheet_safe_frame
+from engine.core.inert import spreadsheet_safe_frame
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
@@ -29,7 +29,7 @@ def show_error(exc: Exception) -> None:
 def dataframe(data: Any, **kwargs: Any) -> Any:
     """``st.dataframe`` for every table a page shows. Its toolbar's "Download as CSV" writes
     cells raw, so text that a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a
-    prompt, an output or a name) gets a leading ``'`` first (engine.inert)."""
+    prompt, an output or a name) gets a leading ``'`` first (engine.core.inert)."""
     frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     return st.dataframe(spreadsheet_safe_frame(frame), **kwargs)
 

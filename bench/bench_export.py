@@ -1,7 +1,7 @@
 """4-bit exports, round-to-nearest vs GPTQ: export time and size, then accuracy against the
 baseline on the embedded model with real weights, served by vLLM, through roilab's own CLI.
 
-Steps, each a ``python -m engine.cli`` command (printed as it runs):
+Steps, each a ``python -m engine.cli.main`` command (printed as it runs):
 
 1. ``ingest`` the support-chat sample log (35 requests) into a fresh store;
 2. ``export`` W4A16 (``--bits``, ``--group-size``) with ``--method rtn``, then with
@@ -61,9 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def cli(args: list[str], env: dict[str, str]) -> str:
-    """Run ``python -m engine.cli ARGS``, echoing its output; its stdout. Fails loudly."""
+    """Run ``python -m engine.cli.main ARGS``, echoing its output; its stdout. Fails loudly."""
     print(f"$ roilab {' '.join(args)}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True)
     print("".join(ln for ln in proc.stdout.splitlines(keepends=True)
                   if not VLLM_LOG.match(ln)), end="", flush=True)
@@ -100,8 +100,8 @@ def pilot_spec(a, workload: int, exports: dict[str, dict]) -> dict:
 
 
 def accuracy(db_url: str, run_id: int) -> list[dict]:
-    from engine.store import Store
-    from engine.summary import build_report
+    from engine.pilot.report import build_report
+    from engine.store.store import Store
 
     frame = build_report(Store(db_url), run_id).frame()
     return frame[["name", "status", *ACCURACY, "tokens_per_s"]].to_dict("records")

@@ -8,7 +8,7 @@ run them in separate calls; ``table`` prints everything side by side):
   1 and 8, synthetic 256-token prompts, 128 new tokens: eager vs static cache +
   torch.compile, and quantized weights under compile. Speed and memory only: random
   weights, accuracy not measured. Compile warm-up is timed apart from serving.
-- ``pilot``: the embedded SmolLM2 with real weights through ``engine.runner.run_pilot``:
+- ``pilot``: the embedded SmolLM2 with real weights through ``engine.pilot.runner.run_pilot``:
   baseline and int8 weights, each eager and compiled, for accuracy on CUDA.
 
     HF_HUB_OFFLINE=1 python bench/bench_gpu.py bandwidth random --res /tmp/res \
@@ -34,16 +34,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from engine.backends.transformers_backend import TransformersBackend  # noqa: E402
-from engine.model_prep import resolve_model  # noqa: E402
-from engine.roofline import (  # noqa: E402
+from engine.core.settings import Settings  # noqa: E402
+from engine.economics.roofline import (  # noqa: E402
     GPU_BANDWIDTH_SPEC,
     decode_bound_tok_s,
-    kv_bytes_per_token,
     mean_decode_context,
-    streamed_weight_bytes,
 )
-from engine.settings import Settings  # noqa: E402
-from engine.specs import QuantizeWeights, VariantSpec  # noqa: E402
+from engine.models.prep import resolve_model  # noqa: E402
+from engine.models.shape import kv_bytes_per_token, streamed_weight_bytes  # noqa: E402
+from engine.specs.pilot import QuantizeWeights, VariantSpec  # noqa: E402
 from engine.techniques.kv_cache import QuantizeKVCache  # noqa: E402
 from engine.techniques.pruning import Prune  # noqa: E402
 
@@ -205,11 +204,11 @@ def part_random(res: Path, args) -> None:
 def part_pilot(res: Path, args) -> None:
     import gpu_pilot  # bench/gpu_pilot.py: model conversion and the report columns
 
-    from engine.logs import parse_log
-    from engine.runner import run_pilot
-    from engine.specs import CostSettings, GenerationSettings, PilotSpec
-    from engine.store import Store
-    from engine.summary import build_report
+    from engine.ingest.logs import parse_log
+    from engine.pilot.report import build_report
+    from engine.pilot.runner import run_pilot
+    from engine.specs.pilot import CostSettings, GenerationSettings, PilotSpec
+    from engine.store.store import Store
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=args.data_dir, db_url=f"sqlite:///{args.data_dir / 'bench.db'}")

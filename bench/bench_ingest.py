@@ -47,7 +47,7 @@ def run_ingest(log: Path, data_dir: Path) -> tuple[float, float, str]:
     env = {**os.environ, "ROILAB_DATA_DIR": str(data_dir),
            "ROILAB_DB_URL": f"sqlite:///{data_dir / 'bench.db'}"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(log),
+    done = subprocess.run([sys.executable, "-m", "engine.cli.main", "ingest", str(log),
                            "--name", "bench"], cwd=REPO, env=env, capture_output=True,
                           text=True, check=False)
     seconds = time.perf_counter() - start

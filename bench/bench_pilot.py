@@ -15,10 +15,10 @@ import time
 import torch
 
 from engine.backends import get_backend
-from engine.logs import parse_log
-from engine.model_prep import resolve_model
-from engine.settings import get_settings
-from engine.specs import QuantizeWeights, VariantSpec
+from engine.core.settings import get_settings
+from engine.ingest.logs import parse_log
+from engine.models.prep import resolve_model
+from engine.specs.pilot import QuantizeWeights, VariantSpec
 
 
 def _prompts(n: int) -> list[list[dict]]:

@@ -1,6 +1,6 @@
 """Benchmark: baseline and every compression technique over one sample workload, one run.
 
-Runs a real pilot (engine.runner.run_pilot) with one variant per technique and prints, per
+Runs a real pilot (engine.pilot.runner.run_pilot) with one variant per technique and prints, per
 variant, the memory ratio, tokens/s ratio and quality retention versus the baseline, all
 measured in the same process over the same requests. Variants whose technique is not
 registered in this checkout, or that cannot run on this device, are listed with the reason.
@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from engine.logs import parse_log
-from engine.runner import run_pilot
-from engine.settings import REPO_ROOT, Settings, get_settings
-from engine.specs import parse_pilot_spec
-from engine.store import Store
-from engine.summary import build_report, technique_figures
+from engine.core.settings import REPO_ROOT, Settings, get_settings
+from engine.ingest.logs import parse_log
+from engine.pilot.report import build_report, technique_figures
+from engine.pilot.runner import run_pilot
+from engine.specs.pilot import parse_pilot_spec
+from engine.store.store import Store
 from engine.techniques import MODULES
 
 # One variant per technique (and a combination), as JSON specs: the same thing a user stores.

@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def workload(store, settings, n: int) -> int:
     """The support-chat sample log, cycled to ``n`` requests (a real log's prompts)."""
-    from engine.logs import parse_log
+    from engine.ingest.logs import parse_log
 
     lines = (settings.samples_dir / "support_chat.jsonl").read_text().splitlines()
     lines = [ln for ln in lines if ln.strip()]
@@ -121,11 +121,11 @@ def raw_pass(llm, prompts: list[list[int]], batch_size: int, max_new: int,
 
 
 def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
-    from engine.backend_specs import VllmOptions
     from engine.backends.vllm_backend import VllmBackend, engine_args, get_engine
-    from engine.model_prep import is_random_model, resolve_model
-    from engine.runner import run_pilot
-    from engine.specs import GenerationSettings, PilotSpec, VariantSpec
+    from engine.models.prep import is_random_model, resolve_model
+    from engine.pilot.runner import run_pilot
+    from engine.specs.backends import VllmOptions
+    from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
 
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     wid = workload(store, settings, max(args.requests, args.b1_requests))
@@ -191,8 +191,15 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
 
 
 def load_sweep(args, store, settings, device: str, dtype: str) -> tuple[int, list[dict], dict]:
-    from engine.load import LoadSpec, LoadTarget, ServeOptions, SloSpec, load_levels, run_load
-    from engine.load_metrics import capacity_at_slo
+    from engine.load.metrics import capacity_at_slo
+    from engine.load.replay import (
+        LoadSpec,
+        LoadTarget,
+        ServeOptions,
+        SloSpec,
+        load_levels,
+        run_load,
+    )
 
     wid = workload(store, settings, args.load_requests)
     gpu = device == "cuda"
@@ -222,8 +229,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from engine.settings import Settings
-    from engine.store import Store
+    from engine.core.settings import Settings
+    from engine.store.store import Store
 
     device = args.device if args.device != "auto" else \
         ("cuda" if torch.cuda.is_available() else "cpu")
@@ -235,7 +242,7 @@ def main(argv=None) -> None:
                      "args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device == "cuda":
         results["gpu"] = torch.cuda.get_device_name(0)
-    from engine.vllm_launcher import installed_vllm
+    from engine.backends.vllm_launcher import installed_vllm
 
     results["vllm"] = installed_vllm()
     print(f"device {device} {results.get('gpu', '')}, vLLM {results['vllm']}", flush=True)

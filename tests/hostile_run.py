@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from engine.domain import RequestResult
-from engine.logs import parse_log
-from engine.specs import PilotSpec, VariantSpec
-from engine.store import Store
+from engine.core.domain import RequestResult
+from engine.ingest.logs import parse_log
+from engine.specs.pilot import PilotSpec, VariantSpec
+from engine.store.store import Store
 
 HYPERLINK = '=HYPERLINK("http://x","y")'
 RED = "\x1b[31mred\x1b[0m"

@@ -14,12 +14,12 @@ import streamlit as st
 from conftest import make_settings
 from streamlit.testing.v1 import AppTest
 
-from engine.cli import main
-from engine.logs import parse_log
-from engine.runner import run_pilot
-from engine.settings import Settings
-from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
-from engine.store import Store
+from engine.cli.main import main
+from engine.core.settings import Settings
+from engine.ingest.logs import parse_log
+from engine.pilot.runner import run_pilot
+from engine.specs.pilot import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
+from engine.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds per script run: the first import of transformers is slow on 2 cores

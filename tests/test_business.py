@@ -8,9 +8,12 @@ import math
 
 import pytest
 
-from engine.business import Assumptions, build_business_case
-from engine.cost import CATALOG
-from engine.decision import (
+from engine.business.case import Assumptions, build_business_case
+from engine.business.portfolio import portfolio
+from engine.core.domain import LogRequest, ParsedLog, RequestResult
+from engine.core.errors import SpecError
+from engine.economics.cost import CATALOG
+from engine.economics.decision import (
     RANDOM_WEIGHTS,
     Candidate,
     accuracy_value,
@@ -19,12 +22,16 @@ from engine.decision import (
     pareto_front,
     recommend,
 )
-from engine.domain import LogRequest, ParsedLog, RequestResult
-from engine.errors import SpecError
-from engine.portfolio import portfolio
-from engine.report_business import executive_summary, if_quality_holds, variant_rows
-from engine.roi import bootstrap_mean, net_after, one_time_cost, payback_months, roi, tornado
-from engine.store import Store
+from engine.economics.roi import (
+    bootstrap_mean,
+    net_after,
+    one_time_cost,
+    payback_months,
+    roi,
+    tornado,
+)
+from engine.reports.business_pdf import executive_summary, if_quality_holds, variant_rows
+from engine.store.store import Store
 
 # --- ROI ---------------------------------------------------------------------------------
 

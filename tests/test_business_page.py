@@ -2,7 +2,7 @@
 
 The stored run is test_business's hand-worked one (baseline, int4, LLMLingua measured on an
 A100 80 GB), so no model runs here; the page's figures are checked against
-engine.business computed from the same database.
+engine.business.case computed from the same database.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from test_app_pages import _use, page
 from test_business import _stored_run
 
-from engine.business import Assumptions, build_business_case
-from engine.report_business import fmt_money, fmt_months
-from engine.settings import Settings
-from engine.store import Store
+from engine.business.case import Assumptions, build_business_case
+from engine.core.settings import Settings
+from engine.reports.business_pdf import fmt_money, fmt_months
+from engine.store.store import Store
 
 
 @pytest.fixture

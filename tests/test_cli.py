@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from engine.cli import main
-from engine.store import Store
-from engine.summary import build_report
+from engine.cli.main import main
+from engine.pilot.report import build_report
+from engine.store.store import Store
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_flag_variants_are_checked_against_the_backend(cli_env, capsys) -> None:
 def test_flag_built_vllm_variants_and_dtype(cli_env) -> None:
     """--backend vllm --variants fp8,fp8-kv builds FP8-weight and FP8-KV variants beside the
     baseline; --dtype auto means float32 without a GPU (this machine) and is stored as such."""
-    from engine.cli import _build_spec, build_parser
+    from engine.cli.main import _build_spec, build_parser
 
     args = build_parser().parse_args(["pilot", "--workload", "1", "--backend", "vllm",
                                       "--variants", "fp8,fp8-kv", "--dtype", "auto"])

@@ -8,8 +8,8 @@ import csv
 import pytest
 from hostile_run import RED, hostile_run
 
-from engine.cli import build_parser, main
-from engine.store import Store
+from engine.cli.main import build_parser, main
+from engine.store.store import Store
 
 ESCAPED_RED = "\\x1b[31mred\\x1b[0m"
 
@@ -84,8 +84,8 @@ def test_dashboard_host_setting_is_refused_too(cli_env, monkeypatch, capsys):
 
 
 def test_dashboard_defaults_to_loopback():
-    from engine.cli import _dashboard_host
-    from engine.settings import Settings
+    from engine.cli.main import _dashboard_host
+    from engine.core.settings import Settings
 
     args = build_parser().parse_args(["dashboard"])
     assert args.host is None

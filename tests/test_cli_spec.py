@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from engine.cli import PILOT_EXIT, main
-from engine.errors import ModelPrepError
-from engine.model_prep import check_model_name
-from engine.store import Store
+from engine.cli.main import PILOT_EXIT, main
+from engine.core.errors import ModelPrepError
+from engine.models.prep import check_model_name
+from engine.store.store import Store
 
 LOG = '{"prompt": "What is 2+2?", "reference": "4"}\n{"prompt": "Capital of France?"}\n'
 

@@ -1,4 +1,4 @@
-"""engine.cost: every expected number is worked out by hand in the comment beside it."""
+"""engine.economics.cost: every expected number is worked out by hand in the comment beside it."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from engine.cost import (
+from engine.core.errors import SpecError
+from engine.economics.cost import (
     CATALOG,
     Hardware,
     MeasuredThroughput,
@@ -19,7 +20,6 @@ from engine.cost import (
     savings,
     variant_costs,
 )
-from engine.errors import SpecError
 
 REQUIRED_KEYS = {
     "cpu-c7i-large",
@@ -205,9 +205,9 @@ def test_variant_costs_failed_baseline_gives_no_savings():
 
 
 def test_catalog_has_the_issue_gpus_with_specs():
-    from engine.hardware import CATALOG as HW_CATALOG
+    from engine.economics.hardware import CATALOG as HW_CATALOG
 
-    assert HW_CATALOG is CATALOG  # engine.cost re-exports the one catalog
+    assert HW_CATALOG is CATALOG  # engine.economics.cost re-exports the one catalog
     for key in ("nvidia-a10g", "nvidia-l4", "nvidia-l40s", "nvidia-a100-40gb",
                 "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200", "nvidia-rtx-4090"):
         hw = CATALOG[key]
@@ -221,7 +221,7 @@ def test_catalog_has_the_issue_gpus_with_specs():
 
 
 def test_unit_costs_split_by_phase_hand_worked():
-    from engine.cost import unit_costs
+    from engine.economics.cost import unit_costs
 
     # $3.60/h, 100 s of wall time, 50 requests, 20,000 input and 5,000 output tokens;
     # prefill 10 s of 50 s request time -> f = 0.2.
@@ -244,7 +244,7 @@ def test_unit_costs_split_by_phase_hand_worked():
 
 @pytest.mark.parametrize("price,out_tokens,wall", [(1.006, 9000, 100.0), (2.95, 123_457, 61.7)])
 def test_unit_costs_reduce_to_the_standard_formula(price, out_tokens, wall):
-    from engine.cost import unit_costs
+    from engine.economics.cost import unit_costs
 
     # no prefill time, utilisation 1: $/1M output = $/h / (tok/s * 3600) * 1e6
     u = unit_costs(price, wall, 10, 0, out_tokens, prefill_s=0.0, decode_s=5.0)
@@ -256,7 +256,7 @@ def test_unit_costs_reduce_to_the_standard_formula(price, out_tokens, wall):
 
 
 def test_unit_costs_rejects_bad_inputs():
-    from engine.cost import unit_costs
+    from engine.economics.cost import unit_costs
 
     with pytest.raises(ValueError, match="utilisation"):
         unit_costs(1.0, 10.0, 1, 1, 1, 1.0, 1.0, utilisation=0)

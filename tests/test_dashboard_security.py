@@ -12,11 +12,11 @@ from hostile_run import HOSTILE_LOG, HYPERLINK, hostile_run
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
-from engine.dashboard_access import check_exposure, is_local_address, password_matches
-from engine.errors import RoilabError
-from engine.logs import parse_log
-from engine.settings import Settings
-from engine.store import Store
+from engine.core.dashboard_access import check_exposure, is_local_address, password_matches
+from engine.core.errors import RoilabError
+from engine.core.settings import Settings
+from engine.ingest.logs import parse_log
+from engine.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 120

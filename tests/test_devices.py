@@ -14,18 +14,18 @@ import subprocess
 import pytest
 from test_app_pages import _frame_with, _use, page
 
-from engine import cost
-from engine.business import Assumptions, build_business_case
-from engine.cli import main
-from engine.devices import devices_of, memory_of
-from engine.domain import LogRequest, ParsedLog, RequestResult
-from engine.hardware import CATALOG
-from engine.report_business import business_pdf_for_run
-from engine.sizing import memory_fit
-from engine.specs import VariantSpec
-from engine.store import Store
-from engine.summary import build_report
-from engine.traffic import provision
+from engine.business.case import Assumptions, build_business_case
+from engine.cli.main import main
+from engine.core.domain import LogRequest, ParsedLog, RequestResult
+from engine.economics import cost
+from engine.economics.devices import devices_of, memory_of
+from engine.economics.hardware import CATALOG
+from engine.economics.sizing import memory_fit
+from engine.economics.traffic import provision
+from engine.pilot.report import build_report
+from engine.reports.business_pdf import business_pdf_for_run
+from engine.specs.pilot import VariantSpec
+from engine.store.store import Store
 
 H200 = CATALOG["nvidia-h200"]  # 141 GB, $3.50 per GPU-hour
 
@@ -59,7 +59,7 @@ def test_memory_of_reads_what_was_stored_and_tolerates_old_runs():
 
 
 def test_kv_bytes_per_token_is_measured_only_where_the_engine_reserved_a_cache():
-    from engine.business import _kv_figure
+    from engine.business.case import _kv_figure
 
     config = {"_model": {"kv_bytes_per_token": 262_144}}
     vllm = {"memory": {"kv_cache_tokens": 1000, "kv_cache_bytes": 131_072_000,

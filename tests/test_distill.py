@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques import distill
 from engine.techniques.base import TechniqueContext
 from engine.techniques.distill import Distill, LoRALinear, uniform_layers
@@ -93,7 +93,7 @@ def test_refusals_say_how_to_fix_them() -> None:
 @pytest.mark.slow
 def test_full_distillation_through_the_backend(embedded_model_dir) -> None:
     from engine.backends.transformers_backend import TransformersBackend
-    from engine.specs import VariantSpec
+    from engine.specs.pilot import VariantSpec
 
     spec = Distill(student_layers=24, train_steps=8, learning_rate=1e-4, max_train_examples=2,
                    batch_size=2, teacher_max_new_tokens=12)

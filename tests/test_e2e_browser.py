@@ -23,12 +23,12 @@ import pytest
 from conftest import make_settings
 from dashboard_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
-from engine.business import Assumptions, build_business_case
-from engine.report_business import fmt_money, fmt_months
-from engine.report_pdf import headline_figures
-from engine.settings import Settings
-from engine.store import Store
-from engine.summary import build_report
+from engine.business.case import Assumptions, build_business_case
+from engine.core.settings import Settings
+from engine.pilot.report import build_report
+from engine.reports.business_pdf import fmt_money, fmt_months
+from engine.reports.pilot_pdf import headline_figures
+from engine.store.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -262,7 +262,7 @@ def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, brow
     """Open the business case of a stored run, change the day rate, see the payback move.
 
     The run is test_business's hand-worked one (stored measurements, no model run), so the
-    expected figures come from engine.business over the same database."""
+    expected figures come from engine.business.case over the same database."""
     from test_business import _stored_run
 
     url, settings = dashboard

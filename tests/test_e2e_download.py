@@ -21,7 +21,7 @@ from conftest import make_settings
 from dashboard_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from hostile_run import HYPERLINK, hostile_run
 
-from engine.store import Store
+from engine.store.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

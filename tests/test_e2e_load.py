@@ -22,9 +22,9 @@ from test_e2e_browser import (  # noqa: F401 - fixtures used by name
     sync_api,
 )
 
-from engine.load import load_levels
-from engine.logs import parse_log
-from engine.store import Store
+from engine.ingest.logs import parse_log
+from engine.load.replay import load_levels
+from engine.store.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

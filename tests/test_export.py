@@ -1,4 +1,4 @@
-"""Exporting a compressed-tensors W4A16/W8A16 checkpoint (engine/export.py, export_gptq.py):
+"""Exporting a compressed-tensors W4A16/W8A16 checkpoint (engine/export/compressed.py, export_gptq.py):
 the format vLLM reads, round-to-nearest on the CPU or GPU, GPTQ calibrated on a workload's
 held-out requests, refusals that say what to change, never a half-written folder. Serving the
 export with vLLM is in tests/test_vllm_backend.py; accuracy in bench/bench_export.py."""
@@ -11,16 +11,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from engine.errors import ModelPrepError, SpecError
-from engine.export import (
+from engine.core.errors import ModelPrepError, SpecError
+from engine.core.settings import REPO_ROOT, Settings
+from engine.export.compressed import (
     EXPORT_MARKER,
     calibration_set,
     check_export,
     export_device,
     export_quantized,
 )
-from engine.model_prep import resolve_model
-from engine.settings import REPO_ROOT, Settings
+from engine.models.prep import resolve_model
 
 needs_ct = pytest.mark.skipif(find_spec("compressed_tensors") is None,
                               reason="compressed-tensors comes with vLLM: make vllm")
@@ -37,7 +37,7 @@ def _quant_config(folder) -> dict:
 
 
 def _ingest(store, path=SUPPORT_CHAT) -> int:
-    from engine.logs import parse_log
+    from engine.ingest.logs import parse_log
 
     raw = path.read_bytes()
     return store.add_workload("w", path.name, raw, parse_log(raw, path.name)).id
@@ -98,8 +98,8 @@ def test_export_writes_packed_integer_weights_and_the_config_vllm_reads(model_se
     assert not list(tmp_path.glob(".*staging"))
     # still a random-weights model (speed only), but vLLM must load these weights, not dummies
     from engine.backends.vllm_backend import engine_args
-    from engine.model_prep import is_random_model
-    from engine.specs import VariantSpec
+    from engine.models.prep import is_random_model
+    from engine.specs.pilot import VariantSpec
 
     assert is_random_model(str(out))
     spec = VariantSpec(name="w", model=str(out), backend="vllm", dtype="bfloat16")
@@ -190,7 +190,7 @@ def test_gptq_is_refused_without_a_workload_or_on_random_weights(model_settings,
 
 def test_cli_export_refuses_gptq_without_workload_and_workload_without_gptq(
         model_settings, monkeypatch, tmp_path, capsys) -> None:
-    from engine.cli import main
+    from engine.cli.main import main
 
     monkeypatch.setenv("ROILAB_DATA_DIR", str(model_settings.data_dir))
     monkeypatch.setenv("ROILAB_DB_URL", model_settings.resolved_db_url())
@@ -203,7 +203,7 @@ def test_cli_export_refuses_gptq_without_workload_and_workload_without_gptq(
 
 def test_gptq_without_llmcompressor_says_how_to_install_it(store, model_settings, tmp_path,
                                                            monkeypatch) -> None:
-    import engine.export_gptq as gptq
+    import engine.export.gptq as gptq
 
     if find_spec("llmcompressor") is not None:
         pytest.skip("llmcompressor is importable in this environment itself")

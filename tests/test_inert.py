@@ -1,4 +1,4 @@
-"""engine.inert: user text made inert for terminals (control characters) and spreadsheets
+"""engine.core.inert: user text made inert for terminals (control characters) and spreadsheets
 (OWASP CSV injection)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from engine.inert import spreadsheet_safe, spreadsheet_safe_frame, terminal_safe
+from engine.core.inert import spreadsheet_safe, spreadsheet_safe_frame, terminal_safe
 
 HYPERLINK = '=HYPERLINK("http://x","y")'
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from engine.errors import SpecError
-from engine.memory import tensor_bytes
+from engine.core.errors import SpecError
+from engine.core.memory import tensor_bytes
 from engine.techniques import kv_cache
 from engine.techniques.base import TechniqueContext
 from engine.techniques.kv_cache import (
@@ -200,10 +200,10 @@ def test_hqq_backend_survives_a_second_generate_call(real) -> None:
 
 @pytest.mark.slow
 def test_a_mini_pilot_runs_a_quantized_kv_variant_beside_the_baseline(model_settings) -> None:
-    from engine.logs import parse_log
-    from engine.runner import run_pilot
-    from engine.specs import GenerationSettings, PilotSpec, VariantSpec
-    from engine.store import Store
+    from engine.ingest.logs import parse_log
+    from engine.pilot.runner import run_pilot
+    from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+    from engine.store.store import Store
 
     store = Store(model_settings.resolved_db_url())
     raw = (model_settings.samples_dir / "support_chat.jsonl").read_bytes()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import VLLM_SERVED
 
-from engine.errors import BackendError
-from engine.load import LoadSpec, load_levels, parse_load_spec, poisson_arrivals, run_load
-from engine.load_metrics import capacity_at_slo
-from engine.logs import parse_log
-from engine.store import Store
-from engine.vllm_serve import free_port, serve_command
+from engine.backends.vllm_serve import free_port, serve_command
+from engine.core.errors import BackendError
+from engine.ingest.logs import parse_log
+from engine.load.metrics import capacity_at_slo
+from engine.load.replay import LoadSpec, load_levels, parse_load_spec, poisson_arrivals, run_load
+from engine.store.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_unreachable_or_wrong_model_fails_the_run_with_the_fix(vllm_server, sett
 
 def test_cli_sweeps_a_url_and_prints_the_per_level_table(vllm_server, settings, monkeypatch,
                                                          capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
@@ -135,12 +135,12 @@ def test_a_cli_sweep_stopped_with_sigterm_is_stored_as_failed(vllm_server, setti
     import sys
     import time
 
-    from engine.settings import REPO_ROOT
+    from engine.core.settings import REPO_ROOT
 
     wid = _workload(Store(settings.resolved_db_url()), settings)
     env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
                ROILAB_DB_URL=settings.resolved_db_url())
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "load", "--workload", str(wid),
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "load", "--workload", str(wid),
                              "--url", vllm_server, "--model", VLLM_SERVED, "--levels", "1,1,1",
                              "--requests-per-level", "50"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -158,7 +158,7 @@ def test_a_cli_sweep_stopped_with_sigterm_is_stored_as_failed(vllm_server, setti
 
 
 def test_serve_command_on_a_gpu_keeps_cuda_graphs_and_lets_vllm_size_the_cache(model_settings):
-    from engine.model_prep import resolve_model
+    from engine.models.prep import resolve_model
 
     cpu = serve_command("/m", 8000, "m")
     assert "--enforce-eager" in cpu and "--kv-cache-memory-bytes" in cpu

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from engine.domain import LoadSample, LogRequest
-from engine.errors import SpecError
-from engine.load import (
+from engine.core.domain import LoadSample, LogRequest
+from engine.core.errors import SpecError
+from engine.ingest.logs import parse_log
+from engine.load.metrics import Slo, capacity_at_slo, level_stats, levels_frame, percentiles
+from engine.load.replay import (
     _plan,
     parse_load_spec,
     poisson_arrivals,
@@ -18,9 +20,7 @@ from engine.load import (
     trace_arrivals,
     trace_order,
 )
-from engine.load_metrics import Slo, capacity_at_slo, level_stats, levels_frame, percentiles
-from engine.logs import parse_log
-from engine.store import Store
+from engine.store.store import Store
 
 
 def _s(arrival, chunks, end, out, error=None, level=1.0, variant="v"):
@@ -144,7 +144,7 @@ def test_store_round_trip_and_new_tables_on_an_old_database(store, settings):
 
 
 def _measured(name, rps, hw):
-    from engine.business import MeasuredVariant
+    from engine.business.case import MeasuredVariant
 
     return MeasuredVariant(
         name=name, techniques="", ok=True, error=None, hardware=hw, batch=1, n_requests=4,
@@ -155,9 +155,9 @@ def _measured(name, rps, hw):
 
 
 def test_business_case_sizes_with_capacity_at_slo_from_a_load_run(store, settings):
-    from engine.business import Assumptions, assemble_case
-    from engine.hardware import CATALOG
-    from engine.load import capacity_assumption
+    from engine.business.case import Assumptions, assemble_case
+    from engine.economics.hardware import CATALOG
+    from engine.load.replay import capacity_assumption
 
     raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
     w = store.add_workload("w", "s.jsonl", raw, parse_log(raw, "s.jsonl"))

@@ -9,11 +9,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from engine.domain import LoadSample
-from engine.load import load_levels
-from engine.logs import parse_log
-from engine.store import Store
-from engine.vllm_serve import free_port
+from engine.backends.vllm_serve import free_port
+from engine.core.domain import LoadSample
+from engine.ingest.logs import parse_log
+from engine.load.replay import load_levels
+from engine.store.store import Store
 
 TIMEOUT = 120
 
@@ -118,8 +118,8 @@ def test_business_case_can_size_with_a_load_runs_capacity(env):
     from test_app_pages import page
     from test_business import _stored_run
 
-    from engine.business import Assumptions, build_business_case
-    from engine.load import capacity_assumption
+    from engine.business.case import Assumptions, build_business_case
+    from engine.load.replay import capacity_assumption
 
     store = Store(env.resolved_db_url())
     run_id = _stored_run(store)

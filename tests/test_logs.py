@@ -1,4 +1,4 @@
-"""Tests for engine.logs: every format, bad rows with their line numbers, unusable files."""
+"""Tests for engine.ingest.logs: every format, bad rows with their line numbers, unusable files."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.domain import LogRequest
-from engine.errors import LogFormatError
-from engine.logs import parse_log, token_stats
+from engine.core.domain import LogRequest
+from engine.core.errors import LogFormatError
+from engine.ingest.logs import parse_log, token_stats
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -509,7 +509,7 @@ def test_cli_ingest_of_names_with_bytes_that_are_not_utf8(tmp_path):
     log = tmp_path / os.fsdecode(b"log\xff.jsonl")
     log.write_bytes(b'{"prompt": "ok"}\n{"prompt": "a\\ud800"}\n')
     env = {**os.environ, "ROILAB_DATA_DIR": str(tmp_path / "data"), "ROILAB_DB_URL": ""}
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(log), "--name",
+    done = subprocess.run([sys.executable, "-m", "engine.cli.main", "ingest", str(log), "--name",
                            os.fsdecode(b"team\xfe")], cwd=SAMPLES.parent.parent, env=env,
                           capture_output=True, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.domain import ParsedLog
-from engine.errors import LogFormatError
-from engine.logs import parse_log
-from engine.store import Store
+from engine.core.domain import ParsedLog
+from engine.core.errors import LogFormatError
+from engine.ingest.logs import parse_log
+from engine.store.store import Store
 
 FUZZ = settings(derandomize=True, database=None, deadline=timedelta(seconds=5),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

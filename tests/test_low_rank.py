@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques import low_rank
 from engine.techniques.low_rank import LowRank, LowRankLinear, factorise, rank_for
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.model_prep import _MARKER, _is_complete
+from engine.models.prep import _MARKER, _is_complete
 
 
 @pytest.mark.slow

@@ -5,11 +5,17 @@ import json
 
 import pytest
 
-from engine.logs import parse_log
-from engine.runner import run_pilot
-from engine.specs import CompressPrompt, GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
-from engine.store import Store
-from engine.summary import build_report
+from engine.ingest.logs import parse_log
+from engine.pilot.report import build_report
+from engine.pilot.runner import run_pilot
+from engine.specs.pilot import (
+    CompressPrompt,
+    GenerationSettings,
+    PilotSpec,
+    QuantizeWeights,
+    VariantSpec,
+)
+from engine.store.store import Store
 
 pytestmark = pytest.mark.slow
 N = 10

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from engine.cli import INTERRUPTED_EXIT, main
-from engine.settings import REPO_ROOT
-from engine.store import Store
+from engine.cli.main import INTERRUPTED_EXIT, main
+from engine.core.settings import REPO_ROOT
+from engine.store.store import Store
 
 TINY = "random:tiny-llama"
 pytestmark = pytest.mark.slow  # a real pilot in a subprocess (seconds)
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # a real pilot in a subprocess (seconds)
 
 @pytest.fixture
 def pilot_cmd(model_settings, monkeypatch, tmp_path):
-    """`python -m engine.cli pilot --spec ...` over a fresh SQLite file with one workload."""
+    """`python -m engine.cli.main pilot --spec ...` over a fresh SQLite file with one workload."""
     monkeypatch.setenv("ROILAB_DATA_DIR", str(model_settings.data_dir))
     monkeypatch.setenv("ROILAB_DB_URL", model_settings.resolved_db_url())
     log = tmp_path / "log.jsonl"
@@ -39,7 +39,7 @@ def pilot_cmd(model_settings, monkeypatch, tmp_path):
         "workload_id": 1, "max_requests": 4,
         "variants": [{"name": n, "model": TINY} for n in ("base", "second", "third")],
         "generation": {"max_new_tokens": 512, "batch_size": 1}}))
-    return [sys.executable, "-m", "engine.cli", "pilot", "--workload", "1", "--spec", str(spec)]
+    return [sys.executable, "-m", "engine.cli.main", "pilot", "--workload", "1", "--spec", str(spec)]
 
 
 def _wait_for_running_variant(store: Store, proc: subprocess.Popen, timeout: float = 180,

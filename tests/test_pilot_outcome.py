@@ -16,11 +16,11 @@ import subprocess
 
 import pytest
 
-from engine.business import build_business_case
-from engine.cli import PILOT_EXIT, main
-from engine.decision import RANDOM_WEIGHTS
-from engine.report_business import fmt_money, if_quality_holds
-from engine.store import Store
+from engine.business.case import build_business_case
+from engine.cli.main import PILOT_EXIT, main
+from engine.economics.decision import RANDOM_WEIGHTS
+from engine.reports.business_pdf import fmt_money, if_quality_holds
+from engine.store.store import Store
 
 LOG = "".join(json.dumps({"prompt": p, "reference": r}) + "\n" for p, r in [
     ("What is the capital of France?", "Paris"), ("What is 2 + 2?", "4"),

@@ -10,18 +10,14 @@ import torch
 
 from engine.backends.base import RANDOM_TEXT
 from engine.backends.transformers_backend import TransformersBackend
-from engine.errors import ModelPrepError, SpecError
-from engine.logs import parse_log
-from engine.model_prep import CONFIGS_DIR, is_random_model, resolve_model
-from engine.roofline import (
-    decode_bound_tok_s,
-    kv_bytes_per_token,
-    mean_decode_context,
-    streamed_weight_bytes,
-)
-from engine.runner import preflight, run_pilot
-from engine.specs import GenerationSettings, PilotSpec, VariantSpec
-from engine.store import Store
+from engine.core.errors import ModelPrepError, SpecError
+from engine.economics.roofline import decode_bound_tok_s, mean_decode_context
+from engine.ingest.logs import parse_log
+from engine.models.prep import CONFIGS_DIR, is_random_model, resolve_model
+from engine.models.shape import kv_bytes_per_token, streamed_weight_bytes
+from engine.pilot.runner import preflight, run_pilot
+from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+from engine.store.store import Store
 
 
 def test_decode_bound_by_hand() -> None:
@@ -124,7 +120,7 @@ def test_a_random_models_tokenizer_decodes_every_id_it_can_generate(model_settin
     real text still encodes exactly as before."""
     from transformers import AutoTokenizer
 
-    from engine.model_prep import embedded_model_dir, pad_tokenizer
+    from engine.models.prep import embedded_model_dir, pad_tokenizer
 
     src = embedded_model_dir(model_settings)
     for f in ("tokenizer.json", "tokenizer_config.json"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import ModelPrepError, SpecError
+from engine.core.errors import ModelPrepError, SpecError
 from engine.techniques import prompt_compression as pcm
 from engine.techniques.prompt_compression import (
     CL100K_URL,
@@ -394,10 +394,10 @@ def test_longllmlingua_compresses_a_multi_paragraph_context_around_the_question(
 
 @pytest.mark.slow
 def test_pilot_reports_the_compression_summary(model_settings):
-    from engine.logs import parse_log
-    from engine.runner import run_pilot
-    from engine.specs import GenerationSettings, PilotSpec, VariantSpec
-    from engine.store import Store
+    from engine.ingest.logs import parse_log
+    from engine.pilot.runner import run_pilot
+    from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+    from engine.store.store import Store
 
     store = Store(model_settings.resolved_db_url())
     raw = (model_settings.samples_dir / "doc_summarisation_proxy.jsonl").read_bytes()

@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques import pruning
-from engine.techniques._calibration import target_linears
 from engine.techniques.base import TechniqueContext
+from engine.techniques.calibration import target_linears
 from engine.techniques.pruning import Prune, prune_mask
 
 CALIBRATION = [[{"role": "user", "content": "What is the capital of France?"}],
@@ -153,10 +153,10 @@ def test_iterative_recovery_keeps_masks_and_reports_losses(loaded) -> None:
 
 @pytest.mark.slow
 def test_mini_pilot_with_pruning_and_low_rank_variants(model_settings) -> None:
-    from engine.logs import parse_log
-    from engine.runner import run_pilot
-    from engine.specs import GenerationSettings, PilotSpec, VariantSpec
-    from engine.store import Store
+    from engine.ingest.logs import parse_log
+    from engine.pilot.runner import run_pilot
+    from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+    from engine.store.store import Store
     from engine.techniques.low_rank import LowRank
 
     store = Store(model_settings.resolved_db_url())

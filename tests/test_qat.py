@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques import qat
 from engine.techniques.base import TechniqueContext
 from engine.techniques.qat import QuantAwareTraining
@@ -100,10 +100,10 @@ WORKLOAD = [("What is the capital of France?", "Paris"),
 
 @pytest.mark.slow
 def test_pilot_with_distill_qat_and_ptq_trains_on_held_out_requests(model_settings) -> None:
-    from engine.logs import parse_log
-    from engine.runner import run_pilot
-    from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
-    from engine.store import Store
+    from engine.ingest.logs import parse_log
+    from engine.pilot.runner import run_pilot
+    from engine.specs.pilot import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
+    from engine.store.store import Store
     from engine.techniques.distill import Distill
 
     store = Store(model_settings.resolved_db_url())

@@ -18,16 +18,16 @@ import pytest
 from PIL import Image
 from test_business import ASSUME, CAT, _stored_run
 
-from engine.business import build_business_case
-from engine.cli import main
-from engine.report_business import (
+from engine.business.case import build_business_case
+from engine.cli.main import main
+from engine.reports.business_pdf import (
     assumption_rows,
     business_figures,
     business_pdf_for_run,
     executive_summary,
     fmt_months,
 )
-from engine.store import Store
+from engine.store.store import Store
 
 PAGES = Path("/tmp/bc_pages")
 

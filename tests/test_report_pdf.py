@@ -1,8 +1,8 @@
-"""engine.report_pdf over a real pilot: SmolLM2 baseline + int8 weights (+ one variant that
+"""engine.reports.pilot_pdf over a real pilot: SmolLM2 baseline + int8 weights (+ one variant that
 fails), replayed by the real engine into a temporary SQLite store, report rebuilt from it.
 
 Expected strings are computed from the stored measurements (wall time, request and token
-counts, catalog price) with engine.cost, never hard-coded."""
+counts, catalog price) with engine.economics.cost, never hard-coded."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from engine import cost
-from engine.domain import LogRequest, ParsedLog
-from engine.report_pdf import (
+from engine.core.domain import LogRequest, ParsedLog
+from engine.core.settings import Settings
+from engine.economics import cost
+from engine.pilot.report import build_report, side_by_side, technique_figures
+from engine.pilot.runner import run_pilot
+from engine.reports.pilot_pdf import (
     assumptions,
     fmt_mb,
     fmt_money,
@@ -28,11 +31,8 @@ from engine.report_pdf import (
     to_latin1,
     write_pdf,
 )
-from engine.runner import run_pilot
-from engine.settings import Settings
-from engine.specs import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
-from engine.store import Store
-from engine.summary import build_report, side_by_side, technique_figures
+from engine.specs.pilot import GenerationSettings, PilotSpec, QuantizeWeights, VariantSpec
+from engine.store.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.backend_specs import EndpointOptions
-from engine.cli import main
-from engine.errors import BackendError
-from engine.redact import mask_db_url
-from engine.store import Store
-from engine.vllm_serve import free_port
+from engine.backends.vllm_serve import free_port
+from engine.cli.main import main
+from engine.core.errors import BackendError
+from engine.core.redact import mask_db_url
+from engine.specs.backends import EndpointOptions
+from engine.store.store import Store
 
 PW = "SECRETPW"
 KEY = "sk-abcdefghi"  # 12 characters
@@ -136,7 +136,7 @@ SENT_NONE = "sent no Authorization header (api_key_env not set)"
 def test_endpoint_backend_401_says_what_was_sent(refusing_server, key_env, sent, monkeypatch,
                                                  tmp_path) -> None:
     from engine.backends.endpoint_backend import EndpointBackend
-    from engine.specs import VariantSpec
+    from engine.specs.pilot import VariantSpec
 
     monkeypatch.setenv("ROILAB_TEST_KEY", KEY)
     spec = VariantSpec(name="prod", backend="endpoint", model="m", endpoint=EndpointOptions(
@@ -154,7 +154,7 @@ def test_endpoint_backend_401_says_what_was_sent(refusing_server, key_env, sent,
 @pytest.mark.parametrize("key_env, sent", [("ROILAB_TEST_KEY", SENT_KEY), (None, SENT_NONE)])
 def test_load_client_401_says_what_was_sent(refusing_server, key_env, sent,
                                             monkeypatch) -> None:
-    from engine.load_client import TimedClient
+    from engine.load.client import TimedClient
 
     monkeypatch.setenv("ROILAB_TEST_KEY", KEY)
     client = TimedClient(refusing_server, "m", api_key_env=key_env, timeout_s=10)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cost import CATALOG
-from engine.sizing import Measured, memory_fit, project, right_size
-from engine.traffic import (
+from engine.economics.cost import CATALOG
+from engine.economics.sizing import Measured, memory_fit, project, right_size
+from engine.economics.traffic import (
     api_monthly_cost,
     gpus_needed,
     monthly_bill,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from engine.backends import get_backend
-from engine.errors import BackendError, ModelPrepError, SpecError
-from engine.model_prep import resolve_model
-from engine.specs import (
+from engine.core.errors import BackendError, ModelPrepError, SpecError
+from engine.models.prep import resolve_model
+from engine.specs.pilot import (
     CompressPrompt,
     PilotSpec,
     QuantizeWeights,

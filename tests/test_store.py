@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from engine.domain import LogRequest, ParsedLog, RequestResult, RowIssue
-from engine.errors import StorageError
-from engine.store import Store
+from engine.core.domain import LogRequest, ParsedLog, RequestResult, RowIssue
+from engine.core.errors import StorageError
+from engine.store.store import Store
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -118,7 +118,7 @@ _MY_GPU = dict(key="onprem-a100", name="A100 80 GB (on-premise)", kind="gpu", me
 
 
 def test_user_hardware_add_update_delete_and_merge(store: Store) -> None:
-    from engine.cost import CATALOG
+    from engine.economics.cost import CATALOG
 
     hw = store.add_hardware(**_MY_GPU)
     assert hw.user_defined and hw.price_per_hour == 0.95
@@ -146,7 +146,7 @@ def test_user_hardware_add_update_delete_and_merge(store: Store) -> None:
     ("price_source", "", "'price_source'"), ("price_date", "June 2025", "YYYY-MM"),
     ("bandwidth_gbs", -1, "'bandwidth_gbs'")])
 def test_user_hardware_invalid_field_named(store: Store, field, value, match) -> None:
-    from engine.errors import SpecError
+    from engine.core.errors import SpecError
 
     with pytest.raises(SpecError, match=match):
         store.add_hardware(**{**_MY_GPU, field: value})
@@ -154,7 +154,7 @@ def test_user_hardware_invalid_field_named(store: Store, field, value, match) ->
 
 
 def test_user_hardware_refusals(store: Store) -> None:
-    from engine.errors import SpecError
+    from engine.core.errors import SpecError
 
     store.add_hardware(**_MY_GPU)
     with pytest.raises(SpecError, match="already stored"):
@@ -260,7 +260,7 @@ def test_token_count_the_column_cannot_hold_is_refused_before_writing(store: Sto
 def test_upload_stored_in_the_workloads_row_by_an_older_version_is_read(store: Store) -> None:
     """Uploads live in their own table since issue 13; a workload an older version stored
     keeps its bytes in workloads.raw and is still read back."""
-    from engine.store import WorkloadRow
+    from engine.store.store import WorkloadRow
 
     with store.engine.begin() as conn:
         old_id = conn.execute(sa.insert(WorkloadRow.__table__).values(
@@ -373,8 +373,8 @@ def test_plain_postgresql_url_uses_psycopg(postgres_server) -> None:
 
 def test_report_from_postgres_matches_sqlite(postgres_url: str, settings) -> None:
     """A pilot's results (built from domain objects; no model run) written to PostgreSQL
-    give the same report, via engine.summary.build_report, as the SQLite file does."""
-    from engine.summary import build_report
+    give the same report, via engine.pilot.report.build_report, as the SQLite file does."""
+    from engine.pilot.report import build_report
 
     reports = []
     for url in (settings.resolved_db_url(), postgres_url):

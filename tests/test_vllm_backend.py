@@ -12,10 +12,10 @@ import pytest
 
 from engine.backends import get_backend
 from engine.backends.vllm_checks import cpu_has_fp8_kernels, cpu_has_wna16_kernel
-from engine.logs import parse_log
-from engine.runner import preflight, run_pilot
-from engine.specs import GenerationSettings, PilotSpec, VariantSpec, VllmOptions
-from engine.store import Store
+from engine.ingest.logs import parse_log
+from engine.pilot.runner import preflight, run_pilot
+from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec, VllmOptions
+from engine.store.store import Store
 
 # find_spec, not importorskip: importing vLLM at collection would slow every test run
 pytestmark = [pytest.mark.slow,
@@ -124,7 +124,7 @@ def test_fp8_kv_cache_is_refused_or_runs_as_this_cpu_allows(embedded_model_dir) 
 
 
 def test_transformers_techniques_are_refused_with_what_is_supported() -> None:
-    from engine.specs import QuantizeWeights
+    from engine.specs.pilot import QuantizeWeights
 
     spec = VariantSpec(name="int8", backend="vllm", techniques=(QuantizeWeights(),))
     reason = preflight(spec)
@@ -136,7 +136,7 @@ def test_a_random_weights_model_is_loaded_by_vllm_as_dummy_weights(tmp_path) -> 
     """``random:<shape>`` folders hold a config and a tokenizer, no weights: vLLM must be told
     to build them with random ("dummy") weights, as for the GPU production-shape runs."""
     from engine.backends import vllm_backend
-    from engine.model_prep import resolve_model
+    from engine.models.prep import resolve_model
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data", None)
@@ -153,7 +153,7 @@ def test_a_random_weights_shape_decodes_every_token_asked_for(tmp_path, embedded
     like for like; the text says it is not meaningful."""
     from engine.backends.base import RANDOM_TEXT
     from engine.backends.vllm_backend import STREAM_INTERVAL
-    from engine.model_prep import resolve_model
+    from engine.models.prep import resolve_model
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data", embedded_model_dir)
@@ -180,7 +180,7 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
     """`roilab export` writes a compressed-tensors W4A16 checkpoint; a vllm variant whose model
     is that folder loads it as quantized (vLLM reads the method from its config), holds a
     fraction of the bytes, and still answers."""
-    from engine.export import export_quantized
+    from engine.export.compressed import export_quantized
 
     out = tmp_path / "w4a16"
     report = export_quantized(embedded_model_dir, out, bits=4, group_size=64)
@@ -191,7 +191,7 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
     # On a GPU, vLLM's W4A16 kernels tile layers by 128 in bf16 (SmolLM2's are 576 and 1536
     # wide: an H200 found no kernel); refused up front with the dtype that has one.
     from engine.backends.vllm_checks import check_gpu_int_weights
-    from engine.errors import SpecError
+    from engine.core.errors import SpecError
 
     with pytest.raises(SpecError, match=r"hidden_size 576.*float16"):
         check_gpu_int_weights("w4a16", str(out), "bfloat16")
@@ -222,8 +222,8 @@ def test_heads_vllms_cpu_attention_cannot_run_are_refused_before_it_starts(tmp_p
                                                                          embedded_model_dir):
     """tiny-llama's 16-wide heads: vLLM would start, then die in its worker; the backend says
     why up front instead, and the pilot records that reason for the variant."""
-    from engine.errors import SpecError
-    from engine.model_prep import resolve_model
+    from engine.core.errors import SpecError
+    from engine.models.prep import resolve_model
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data", embedded_model_dir)
@@ -256,8 +256,8 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
 
     import psutil
 
-    from engine.cli import main
-    from engine.specs import parse_pilot_spec
+    from engine.cli.main import main
+    from engine.specs.pilot import parse_pilot_spec
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data", embedded_model_dir)

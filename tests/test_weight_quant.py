@@ -12,8 +12,8 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from engine.errors import SpecError
-from engine.memory import model_weight_bytes
+from engine.core.errors import SpecError
+from engine.core.memory import model_weight_bytes
 from engine.techniques import TechniqueSpec
 from engine.techniques import weight_quant as wq
 from engine.techniques.weight_quant import QuantizeWeights

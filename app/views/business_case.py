@@ -1,6 +1,6 @@
 """Business case: one run's answer for a CFO, recomputed live as the assumptions change.
 
-Every figure comes from engine.business (through app/data.py); this page only lays out
+Every figure comes from engine.business.case (through app/data.py); this page only lays out
 inputs, the answer, charts and tables. Projected figures are labelled with their method.
 """
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from app import business_charts, data, nav, ui
-from engine.business import Assumptions, BusinessCase, require_measured_baseline
-from engine.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY
-from engine.domain import Run
-from engine.errors import RoilabError
-from engine.report_business import (
+from engine.business.case import Assumptions, BusinessCase, require_measured_baseline
+from engine.core.domain import Run
+from engine.core.errors import RoilabError
+from engine.economics.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY
+from engine.reports.business_pdf import (
     basis_detail,
     executive_summary,
     fmt_money,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import data, ui
-from engine.errors import RoilabError
-from engine.hardware import CATALOG, KINDS
+from engine.core.errors import RoilabError
+from engine.economics.hardware import CATALOG, KINDS
 
 
 def render() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import streamlit as st
 
 from app import data, load_charts, ui
-from engine.domain import LoadRun
-from engine.errors import RoilabError
-from engine.load import LoadProgress, parse_levels, parse_load_spec
+from engine.core.domain import LoadRun
+from engine.core.errors import RoilabError
+from engine.load.replay import LoadProgress, parse_levels, parse_load_spec
 
 
 def render() -> None:

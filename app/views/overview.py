@@ -4,9 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import data, nav, ui
-from engine.decision import RANDOM_WEIGHTS
-from engine.domain import Run
-from engine.summary import accuracy_retention, speed_memory_only
+from engine.core.domain import Run
+from engine.economics.decision import RANDOM_WEIGHTS
+from engine.pilot.report import accuracy_retention, speed_memory_only
 
 
 def render() -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, data, nav, ui
-from engine.business import require_measured_baseline
-from engine.cost import CATALOG
-from engine.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
-from engine.domain import Run
-from engine.errors import RoilabError
-from engine.summary import (
+from engine.business.case import require_measured_baseline
+from engine.core.domain import Run
+from engine.core.errors import RoilabError
+from engine.economics.cost import CATALOG
+from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
+from engine.pilot.report import (
     PilotReport,
     accuracy_retention,
     speed_memory_findings,

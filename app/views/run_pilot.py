@@ -12,10 +12,10 @@ import streamlit as st
 
 from app import data, nav, ui
 from engine.backends.base import default_dtype
-from engine.cost import CATALOG
-from engine.errors import RoilabError, SpecError
-from engine.runner import Progress
-from engine.specs import PilotSpec, parse_pilot_spec
+from engine.core.errors import RoilabError, SpecError
+from engine.economics.cost import CATALOG
+from engine.pilot.runner import Progress
+from engine.specs.pilot import PilotSpec, parse_pilot_spec
 from engine.techniques import MODULES as TECHNIQUE_KINDS
 
 
@@ -172,7 +172,7 @@ def _run(spec: PilotSpec) -> None:
         status.update(label=f"Pilot #{run.id} {'finished' if done else finished.status}",
                       state="complete" if done else "error", expanded=not done)
     bar.progress(1.0, text="Done")
-    if finished.status == "failed":  # engine.runner.pilot_outcome says which and why
+    if finished.status == "failed":  # engine.pilot.runner.pilot_outcome says which and why
         st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {finished.error}"))
     elif finished.status == "partial":
         st.warning(ui.escape_md(f"Pilot #{run.id} is partial: {finished.error} Each reason is "

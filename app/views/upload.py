@@ -8,8 +8,8 @@ import plotly.express as px
 import streamlit as st
 
 from app import data, nav, ui
-from engine.domain import Workload
-from engine.errors import RoilabError
+from engine.core.domain import Workload
+from engine.core.errors import RoilabError
 
 SELECTED = "upload.workload_id"  # session state: id of the workload being inspected
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from engine.backends.base import Backend, LoadInfo
-from engine.errors import BackendError
+from engine.core.errors import BackendError
 
 _REGISTRY: dict[str, str] = {
     # name -> "module:Class", imported lazily so optional dependencies stay optional

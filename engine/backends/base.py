@@ -5,8 +5,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.domain import Generation
-from engine.specs import VariantSpec
+from engine.core.domain import Generation
+from engine.specs.pilot import VariantSpec
 
 Messages = list[dict[str, str]]
 # What a random-weights model "said": its tokens are measured, their text means nothing.

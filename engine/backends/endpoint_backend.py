@@ -23,9 +23,9 @@ import httpx
 
 from engine.backends.base import Backend, LoadInfo, Messages
 from engine.backends.vllm_checks import check_prompt_stage_only
-from engine.domain import Generation
-from engine.errors import BackendError, SpecError
-from engine.redact import auth_sent
+from engine.core.domain import Generation
+from engine.core.errors import BackendError, SpecError
+from engine.core.redact import auth_sent
 
 
 class EndpointBackend(Backend):
@@ -100,7 +100,7 @@ class EndpointBackend(Backend):
         try:
             return self._client.request(method, url, **kwargs)
         except httpx.ConnectError as exc:
-            raise BackendError(_connect_error(url, exc)) from exc
+            raise BackendError(connect_error(url, exc)) from exc
         except httpx.TimeoutException as exc:
             raise BackendError(f"{url} did not answer within {self.opts.timeout_s:g} s; check the "
                                "server is up and not overloaded, or raise endpoint.timeout_s."
@@ -147,7 +147,7 @@ class EndpointBackend(Backend):
                     resp.read()
                     self._raise_for_status(resp, url)
                 for line in resp.iter_lines():
-                    chunk = _sse_data(line)
+                    chunk = sse_data(line)
                     if chunk is None:
                         continue
                     usage = chunk.get("usage") or usage
@@ -157,7 +157,7 @@ class EndpointBackend(Backend):
                             ttft = ttft if ttft is not None else time.perf_counter() - t0
                             parts.append(content)
         except httpx.ConnectError as exc:
-            raise BackendError(_connect_error(url, exc)) from exc
+            raise BackendError(connect_error(url, exc)) from exc
         except httpx.TimeoutException as exc:
             raise BackendError(f"{url} did not finish a request within {self.opts.timeout_s:g} "
                                "s; raise endpoint.timeout_s or check the server.") from exc
@@ -198,7 +198,7 @@ class EndpointBackend(Backend):
             self._client = None
 
 
-def _sse_data(line: str) -> dict | None:
+def sse_data(line: str) -> dict | None:
     """The JSON of one server-sent-events ``data:`` line; None for keep-alives and [DONE]."""
     if not line.startswith("data:"):
         return None
@@ -212,9 +212,9 @@ def _sse_data(line: str) -> dict | None:
                            "is base_url an OpenAI-compatible API?") from exc
 
 
-def _connect_error(url: str, exc: Exception) -> str:
+def connect_error(url: str, exc: Exception) -> str:
     return (f"Cannot connect to {url}: {exc}. Is the server running and is endpoint.base_url "
-            "right? Start one with e.g. `python -m engine.vllm_launcher serve MODEL --port 8000` "
+            "right? Start one with e.g. `python -m engine.backends.vllm_launcher serve MODEL --port 8000` "
             "and use base_url http://127.0.0.1:8000/v1.")
 
 

@@ -11,7 +11,7 @@ Two serving modes, chosen by ``VariantSpec.compile``:
   each new (batch, cache length) pair compiles once, untimed, and its seconds are reported
   apart from the serving figures (``serving_report``).
 
-A model folder made by ``engine.model_prep`` for ``random:<name>`` is built from its config
+A model folder made by ``engine.models.prep`` for ``random:<name>`` is built from its config
 with random weights on the target device: speed and memory only (outputs are noise, EOS is
 ignored so every request decodes ``max_new_tokens``).
 """
@@ -22,17 +22,17 @@ import time
 import torch
 
 from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
-from engine.domain import Generation
-from engine.errors import ModelPrepError, SpecError
-from engine.memory import (
+from engine.core.domain import Generation
+from engine.core.errors import ModelPrepError, SpecError
+from engine.core.memory import (
     RssPeakSampler,
     detach_from_checkpoint,
     model_weight_bytes,
     parameter_counts,
     release_freed_memory,
 )
-from engine.model_prep import is_random_model
-from engine.roofline import kv_bytes_per_token
+from engine.models.prep import is_random_model
+from engine.models.shape import kv_bytes_per_token
 from engine.techniques import technique_module
 from engine.techniques.base import TechniqueContext
 

@@ -1,6 +1,6 @@
 """vLLM backend: a variant served by vLLM's offline engine, as most teams serve in production.
 
-The variant's ``vllm`` options (``engine.backend_specs.VllmOptions``) become vLLM engine
+The variant's ``vllm`` options (``engine.specs.backends.VllmOptions``) become vLLM engine
 arguments; each batch is submitted at once and vLLM batches it continuously. Prompts are
 rendered and tokenized here with the model's own chat template, exactly as the
 transformers backend does, so both engines see identical token ids and greedy outputs can
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backend_specs import VllmOptions
 from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
 from engine.backends.vllm_checks import (
     check_cpu_int_weights,
@@ -51,9 +50,10 @@ from engine.backends.vllm_checks import (
     gpu_memory,
     gpu_name,
 )
-from engine.domain import Generation
-from engine.errors import BackendError, ModelPrepError, SpecError
-from engine.model_prep import is_random_model
+from engine.core.domain import Generation
+from engine.core.errors import BackendError, ModelPrepError, SpecError
+from engine.models.prep import is_random_model
+from engine.specs.backends import VllmOptions
 
 CPU_KV_CACHE_BYTES = 512 * 2**20  # default KV cache on CPU (vLLM needs an explicit size there)
 SHUTDOWN_WAIT_S = 60  # how long a stopped engine's processes get to exit before being killed
@@ -159,7 +159,7 @@ def _fits_beside(args: dict[str, Any]) -> bool:
 def _start_engine(args: dict[str, Any], device: str = "cpu") -> SharedEngine:
     import psutil
 
-    from engine.vllm_launcher import prepare_vllm
+    from engine.backends.vllm_launcher import prepare_vllm
 
     if prepare_vllm() is None:
         raise BackendError("vLLM is not installed: run `make vllm` (or pip install "
@@ -443,7 +443,7 @@ class VllmBackend(Backend):
 
     @staticmethod
     def _versions() -> dict[str, str]:
-        from engine.vllm_launcher import installed_vllm
+        from engine.backends.vllm_launcher import installed_vllm
 
         found = installed_vllm()
         return {"vllm_distribution": found[0], "vllm_version": found[1]} if found else {}

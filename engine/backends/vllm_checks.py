@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques import technique_module
 
 FP8_KV_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")
@@ -58,8 +58,8 @@ def check_prompt_stage_only(spec, backend: str) -> None:
 
 def check_vllm_spec(spec, device: str) -> None:
     """Raise ``SpecError`` when ``spec`` cannot run on vLLM on ``device`` ("cpu"/"cuda")."""
-    from engine.backend_specs import VllmOptions
-    from engine.vllm_launcher import installed_vllm
+    from engine.backends.vllm_launcher import installed_vllm
+    from engine.specs.backends import VllmOptions
 
     check_prompt_stage_only(spec, "vllm")
     found = installed_vllm()
@@ -121,7 +121,7 @@ def model_head_size(model_path: str) -> int | None:
     """Attention head width from a model folder's config, or None if it can't be read."""
     from transformers import AutoConfig
 
-    from engine.roofline import head_dim
+    from engine.models.shape import head_dim
 
     try:
         return head_dim(AutoConfig.from_pretrained(model_path).get_text_config())
@@ -180,7 +180,7 @@ def _quantization_config(model_path: str) -> dict | None:
 
 
 _WNA16_PROBE = """
-from engine.vllm_launcher import prepare_vllm
+from engine.backends.vllm_launcher import prepare_vllm
 prepare_vllm()
 import torch
 from vllm.platforms.cpu import CpuPlatform
@@ -201,7 +201,7 @@ def cpu_has_wna16_kernel() -> bool | None:
         import subprocess
         import sys
 
-        from engine.settings import REPO_ROOT
+        from engine.core.settings import REPO_ROOT
 
         try:
             out = subprocess.run([sys.executable, "-c", _WNA16_PROBE], capture_output=True,

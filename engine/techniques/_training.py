@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from engine.errors import SpecError
-from engine.techniques._calibration import pad
+from engine.core.errors import SpecError
 from engine.techniques.base import TechniqueContext
+from engine.techniques.calibration import pad
 
 MAX_PROMPT_TOKENS = 512  # longer prompts keep their last 512 tokens (the question end)
 EVAL_SET_WARNING = (
@@ -190,7 +190,7 @@ class _TrainMemory:
             self.device = device
             self.how = "CUDA max_memory_allocated during training minus allocated before"
         else:
-            from engine.memory import RssPeakSampler
+            from engine.core.memory import RssPeakSampler
             self.sampler = RssPeakSampler(interval_s=0.02)
             self.how = "process RSS sampled every 20 ms: peak during training minus before"
 

@@ -26,8 +26,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from engine.errors import SpecError
-from engine.techniques._calibration import forward_each
+from engine.core.errors import SpecError
 from engine.techniques._training import (
     data_report,
     fine_tune,
@@ -37,6 +36,7 @@ from engine.techniques._training import (
     trainable_decoder_params,
 )
 from engine.techniques.base import TechniqueBase, TechniqueContext
+from engine.techniques.calibration import forward_each
 
 stage = "model"
 IMPORTANCE_EXAMPLES = 8  # training sequences scored for layer importance
@@ -191,7 +191,7 @@ def merge_lora(model: torch.nn.Module) -> int:
 
 def apply(model, spec: Distill, ctx: TechniqueContext | None = None) -> dict[str, Any]:
     """Teacher answers -> drop layers -> train the student; report read back from the model."""
-    from engine.memory import parameter_counts
+    from engine.core.memory import parameter_counts
 
     ctx = require_training_data(ctx, "Distillation")
     n = len(decoder_layers(model))

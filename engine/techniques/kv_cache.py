@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques.base import TechniqueBase, TechniqueContext
 
 stage = "generate"
@@ -209,7 +209,7 @@ def _context_tokens(spec: QuantizeKVCache, ctx: TechniqueContext | None) -> dict
 
 def report(spec: QuantizeKVCache, model, ctx: TechniqueContext | None = None) -> dict[str, Any]:
     """KV bytes per token (fp vs quantized), compression, and concurrent requests that fit."""
-    from engine.memory import model_weight_bytes
+    from engine.core.memory import model_weight_bytes
 
     shape = kv_shape(model)
     fp = shape.fp_bytes_per_token()

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from engine.errors import SpecError
-from engine.techniques._calibration import target_linears
+from engine.core.errors import SpecError
 from engine.techniques.base import TechniqueBase, TechniqueContext
+from engine.techniques.calibration import target_linears
 
 stage = "model"
 
@@ -111,7 +111,7 @@ def _one_cpu_thread(device: torch.device):
 
 def apply(model, spec: LowRank, ctx: TechniqueContext | None = None) -> dict[str, Any]:
     """Factorise in place; return parameters and ranks read back from the model."""
-    from engine.memory import parameter_counts
+    from engine.core.memory import parameter_counts
 
     t0 = time.perf_counter()
     before = parameter_counts(model)["parameters"]

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques._lingua import (  # noqa: F401  (the public names of this technique)
     CL100K_URL,
     LONGLLMLINGUA_SETTINGS,

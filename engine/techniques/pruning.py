@@ -24,14 +24,14 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from engine.errors import SpecError
-from engine.techniques._calibration import (
+from engine.core.errors import SpecError
+from engine.techniques.base import TechniqueBase, TechniqueContext
+from engine.techniques.calibration import (
     Recovery,
     activation_norms,
     encode_prompts,
     target_linears,
 )
-from engine.techniques.base import TechniqueBase, TechniqueContext
 
 stage = "model"
 
@@ -149,7 +149,7 @@ def _zeros(layers: dict[str, torch.nn.Linear]) -> tuple[int, int]:
 
 def apply(model, spec: Prune, ctx: TechniqueContext | None = None) -> dict[str, Any]:
     """Prune in place (with optional recovery rounds); return what the weights now hold."""
-    from engine.memory import parameter_counts
+    from engine.core.memory import parameter_counts
 
     t0 = time.perf_counter()
     layers = target_linears(model, spec.targets)

@@ -8,7 +8,7 @@ straight-through gradients), and ``QATConfig(base, step="convert")`` swaps them 
 applies ``base``, the PTQ config:
 
 - 4 bits: ``IntxWeightOnlyConfig(torch.int4, PerGroup(group_size))``, the torchao int4
-  path that runs on CPU (int4 values stored in int8; see ``_quant_backends``), whose
+  path that runs on CPU (int4 values stored in int8; see ``quant_backends``), whose
   fake-quantizer QATConfig infers itself.
 - 8 bits: ``Int8WeightOnlyConfig()`` (per-row symmetric ``Int8Tensor``). QATConfig cannot
   infer a fake-quantizer from it, so prepare is given the matching one explicitly:
@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques._training import (
     data_report,
     fine_tune,
@@ -102,8 +102,8 @@ def apply(model, spec: QuantAwareTraining, ctx: TechniqueContext | None = None
     from torchao.quantization import quantize_
     from torchao.quantization.qat import FakeQuantizedLinear
 
-    from engine.memory import model_weight_bytes
-    from engine.techniques._quant_backends import (
+    from engine.core.memory import model_weight_bytes
+    from engine.techniques.quant_backends import (
         check_group_size,
         decoder_linear_count,
         is_decoder_linear,

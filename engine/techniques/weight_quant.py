@@ -5,7 +5,7 @@ The tied embedding / lm_head is left in full precision: quantizing the shared te
 also change the input embeddings, and it is one matrix out of ~210. 8-bit weights are
 scaled per output row; 4-bit weights per group of ``group_size`` input weights.
 
-The report is read back from the quantized model (``_quant_backends``): how many layers hold
+The report is read back from the quantized model (``quant_backends``): how many layers hold
 the library's storage, its bytes and bits per weight, and which kernels one forward of a
 quantized layer called under the profiler.
 """
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from engine.errors import SpecError
+from engine.core.errors import SpecError
 from engine.techniques.base import TechniqueBase, TechniqueContext, group_size_only_for_4_bit
 
 stage = "model"
@@ -89,8 +89,8 @@ def apply_weight_quantization(model, spec: QuantizeWeights) -> dict[str, Any]:
     """Quantize in place; return what was done, read back from the model itself."""
     import torch
 
-    from engine.memory import model_weight_bytes
-    from engine.techniques._quant_backends import (
+    from engine.core.memory import model_weight_bytes
+    from engine.techniques.quant_backends import (
         QUANTIZERS,
         check_group_size,
         decoder_linear_count,

@@ -1,0 +1,445 @@
+"""The business case of one pilot: what we pay today, with the recommended variant, what it
+costs to get there, when it pays back, and how sure we are.
+
+``build_business_case(store, run_id, assumptions)`` reads a stored run (measured figures
+through ``engine.pilot.report.build_report``); ``assemble_case(measured, assumptions, catalog)``
+does everything else as a pure function, so a page can recompute it live and the tornado
+can re-run it with one input changed. The dashboard page and the PDF both consume the
+returned ``BusinessCase`` (engine.business.types); every number they show is on it.
+
+Per variant (``VariantCase``):
+
+1. measured unit costs on the hardware it ran on (``engine.economics.cost.unit_costs`` at the
+   stated utilisation): labelled measured;
+2. right-sizing over the catalog (``engine.economics.sizing.right_size``), then provisioning on each
+   fitting device (``engine.economics.traffic.provision``); the target is the device with the
+   lowest monthly bill that meets the p95 target (if none meets it, the cheapest one, and
+   the row says so). ``Assumptions.target_hardware`` forces one device instead. Figures
+   on another device than the measured one are projected (``row.projected``, ``row.method``);
+3. the quality gate (``engine.economics.decision``) and the hosted-API bill for its tokens.
+
+Then: the recommendation (cheapest that passes gate and SLO; the baseline competes too),
+ROI (``engine.economics.roi``) of moving from the baseline to it, bootstrap ranges over the pilot's
+requests, a tornado of the 36-month net, and the cost-versus-accuracy Pareto front.
+``Assumptions.price_factor`` scales every $/hour, measured and catalog alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from engine.business.types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
+from engine.core.domain import Run
+from engine.core.errors import RunError
+from engine.economics import cost, roi, sizing, traffic
+from engine.economics.decision import RAW_METRICS as _METRICS
+from engine.economics.decision import (
+    Candidate,
+    Recommendation,
+    accuracy_value,
+    gate,
+    missing_reason,
+    pareto_front,
+    recommend,
+)
+from engine.economics.devices import devices_of, memory_of
+from engine.economics.hardware import Hardware, get_hardware
+from engine.models.prep import is_random_model
+
+__all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
+           "build_business_case", "case_from_report", "measured_variants",
+           "require_measured_baseline", "TORNADO_METHOD"]
+
+TORNADO_METHOD = ("36-month net with one input at a time at its low and high value: every "
+                  "$/hour -20%/+20%, requests per day -20%/+20%, utilisation -0.2/+0.2 "
+                  "(kept in (0, 1]), accuracy threshold -0.05/+0.05")
+BOOTSTRAP_METHOD = ("requests resampled with replacement (seeded); throughput scales with "
+                    "1 / mean latency of the resample; p5-p95 of the resampled figure")
+
+
+def require_measured_baseline(run: Run) -> None:
+    """Raise RunError, saying why and what to do, unless the run's baseline was measured.
+
+    Every figure of a business case is priced against the baseline (the run's first
+    variant): without it a case could only print n/a. The CLI's ``roilab report`` and the
+    dashboard's PDF buttons and Business case page all ask this first.
+    """
+    base = run.variants[0] if run.variants else None
+    if base is not None and base.status == "ok":
+        return
+    if base is None:
+        raise RunError(f"Run #{run.id} has no variants, so it has no baseline to price; run a "
+                       "pilot with at least a baseline (`roilab pilot --workload ID`).")
+    if base.status in ("pending", "running"):
+        raise RunError(f"Run #{run.id}'s baseline '{base.name}' has not been measured yet (it is "
+                       f"{base.status}); wait for the pilot to finish (`roilab runs` shows its "
+                       "status), then ask again.")
+    raise RunError(
+        f"Run #{run.id} has no measured baseline, so there is no business case to report: its "
+        f"baseline '{base.name}' (the first variant, which every other is priced against) "
+        f"failed: {(base.error or 'no reason recorded').rstrip('. ')}. Fix that and run the "
+        f"pilot again (`roilab pilot --workload {run.workload_id} ...`, the same variants); "
+        "`roilab runs` lists the runs whose baseline is ok.")
+
+
+def build_business_case(store, run_id: int, assumptions: Assumptions | None = None,
+                        catalog: Mapping[str, Hardware] | None = None) -> BusinessCase:
+    """The business case of a stored run. ``catalog`` defaults to the store's merged one."""
+    from engine.pilot.report import build_report
+
+    cat = dict(catalog) if catalog is not None else store.hardware_catalog()
+    return case_from_report(build_report(store, run_id, catalog=cat), assumptions, cat)
+
+
+def case_from_report(report, assumptions: Assumptions | None,
+                     catalog: Mapping[str, Hardware]) -> BusinessCase:
+    """The business case of an already built ``PilotReport`` (no store reads); RunError
+    when the run's baseline was not measured (``require_measured_baseline``)."""
+    require_measured_baseline(report.run)
+    return assemble_case(measured_variants(report), assumptions or Assumptions(), catalog,
+                         name=report.run.name, run_id=report.run.id,
+                         workload=report.workload.name, workload_id=report.run.workload_id)
+
+
+def _kv_figure(technique_report: dict) -> tuple[float | None, str]:
+    """(KV bytes/token, where it comes from) of a stored variant, most trusted first: the
+    KV-cache technique's own figure (it describes the quantized cache), the cache the
+    engine reserved (technique_report["memory"]: its bytes over its tokens), then the model
+    config's estimate (also what a dynamic cache, which reserves nothing, reports)."""
+    quantized = technique_report.get("quantize_kv_cache", {}).get("kv_bytes_per_token_quantized")
+    if quantized:
+        return float(quantized), "from the KV-cache technique's report"
+    mem = memory_of(technique_report)
+    if mem.kv_bytes_per_token and mem.kv_cache_tokens:
+        return mem.kv_bytes_per_token, f"measured: {mem.kv_method or 'reserved by the engine'}"
+    config = technique_report.get("_model", {}).get("kv_bytes_per_token") or mem.kv_bytes_per_token
+    return (float(config), "estimated from the model config") if config else (None, "")
+
+
+def measured_variants(report) -> list[MeasuredVariant]:
+    """Per-variant measurements of a ``PilotReport``, priced at the report's $/hour per
+    device times the devices each variant occupied (``engine.economics.devices.devices_of``); weights
+    and KV bytes/token as measured by the backend where it stored them."""
+    hw = replace(report.hardware, price_per_hour=report.price_per_hour)
+    batch = int(report.run.spec.get("generation", {}).get("batch_size", 1))
+    res = report.results
+    out = []
+    for v, s in zip(report.run.variants, report.variants, strict=True):
+        sub = res[res.variant_id == v.id].sort_values("request_index") if len(res) else res
+        ok = v.status == "ok" and len(sub) > 0 and (v.wall_s or 0) > 0 and bool(s.tokens_per_s)
+        ttft = sub.ttft_s.astype(float) if ok else pd.Series(dtype=float)
+        lat = sub.latency_s.astype(float) if ok else pd.Series(dtype=float)
+        ctx = (sub.prompt_tokens_sent + sub.output_tokens).astype(float) if ok else None
+        kv, kv_source = _kv_figure(v.technique_report)
+        weights = memory_of(v.technique_report).weight_bytes or v.weight_bytes
+        out.append(MeasuredVariant(
+            name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw,
+            batch=int(v.spec.get("batch_size") or batch),  # a variant may set its own
+            n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
+            tokens_per_s=s.tokens_per_s if ok else None,
+            requests_per_s=s.requests_per_s if ok else None,
+            latency_p95_s=s.latency.p95 if ok and s.latency else None,
+            weight_bytes=float(weights) if weights else None, kv_bytes_per_token=kv,
+            input_tokens_total=float(sub.prompt_tokens_sent.sum()) if ok else 0.0,
+            output_tokens_total=float(sub.output_tokens.sum()) if ok else 0.0,
+            prefill_s=float(ttft.sum()), decode_s=float((lat - ttft).clip(lower=0).sum()),
+            prompt_tokens_original=s.prompt_tokens_original, prompt_tokens_sent=s.prompt_tokens_sent,
+            output_tokens=s.output_tokens,
+            context_p95_tokens=float(np.percentile(ctx, 95)) if ctx is not None else 0.0,
+            metrics={m: getattr(s, m) for m in _METRICS},
+            request_index=tuple(int(i) for i in sub.request_index) if ok else (),
+            latency_s=tuple(float(x) for x in lat),
+            model=str(v.spec.get("model") or ""), random_weights=random_weights(v.spec),
+            n_references=_references(sub) if ok and not random_weights(v.spec) else None,
+            per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
+            if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
+    return out
+
+
+def random_weights(variant_spec: Mapping) -> bool:
+    """Whether a stored variant spec's model has random weights (``random:<shape>``): its
+    speed and memory are measured, its accuracy is not (engine.pilot.runner skips scoring)."""
+    return is_random_model(str(variant_spec.get("model") or ""))
+
+
+def _references(sub: pd.DataFrame) -> int:
+    """Requests of a scored variant whose log entry has a reference answer: the runner
+    stores reference metrics exactly for those."""
+    refs = [m for m in _METRICS if m.startswith("ref_") and m in sub]
+    return int(sub[refs].notna().any(axis=1).sum()) if refs and len(sub) else 0
+
+
+def _scaled(hw: Hardware, factor: float) -> Hardware:
+    return hw if factor == 1 else replace(hw, price_per_hour=hw.price_per_hour * factor)
+
+
+def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
+           base: MeasuredVariant | None = None):
+    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan, note).
+
+    ``base`` (the pilot's baseline, for a variant) makes a CPU-to-GPU projection carry the
+    variant's measured speed relative to the baseline instead of crediting its own bytes.
+    """
+    measured = sizing.Measured(mv.hardware, mv.tokens_per_s or 0.0, mv.requests_per_s or 0.0,
+                               mv.latency_p95_s or 0.0, mv.batch, mv.devices)
+    if a.target_hardware:
+        cands = [get_hardware(a.target_hardware, catalog)]
+    else:
+        cands = [hw for hw in catalog.values()
+                 if hw.kind in a.candidate_kinds or hw.key == mv.hardware.key]
+    kv = mv.kv_bytes_per_token if mv.kv_bytes_per_token is not None else (a.kv_bytes_per_token or 0.0)
+    ref = None
+    if base is not None and base is not mv and base.ok and base.tokens_per_s and base.weight_bytes:
+        base_kv = (base.kv_bytes_per_token if base.kv_bytes_per_token is not None
+                   else (a.kv_bytes_per_token or 0.0))
+        ref = (base.weight_bytes, base_kv, base.tokens_per_s, base.devices)
+    rs = sizing.right_size(measured, mv.weight_bytes or 0.0, kv, mv.context_p95_tokens,
+                           a.concurrency, cands, a.overhead_fraction, a.engine_efficiency, ref)
+    plans = [(o, traffic.provision(o.hardware, o.projection.requests_per_s,
+                                   o.projection.latency_p95_s, a.requests_per_day, a.peak_factor,
+                                   a.p95_target_s, a.utilisation,
+                                   devices_per_replica=mv.devices))
+             for o in rs.options if o.fit.fits and o.projection and o.projection.requests_per_s > 0]
+    if not plans:
+        notes = "; ".join(f"{o.hardware.key}: {o.note}" for o in rs.options if o.note)
+        return rs, None, None, f"no device can serve it ({notes or rs.reason})"
+    option, plan = min(plans, key=lambda op: (not op[1].meets_slo, op[1].monthly_bill,
+                                              op[0].price_per_hour))
+    return rs, option, plan, plan.reason
+
+
+def memory_method(mv: MeasuredVariant, a: Assumptions) -> str:
+    """Where right-sizing's weight and KV-cache figures come from, for the row's method."""
+    weights = (f"weights {mv.weight_bytes / 1e9:,.2f} GB measured" if mv.weight_bytes
+               else "weights not measured (not counted)")
+    if mv.kv_bytes_per_token is not None:
+        kv = f"KV cache {mv.kv_bytes_per_token:,.0f} B/token {mv.kv_source or 'as stored'}"
+    elif a.kv_bytes_per_token:
+        kv = f"KV cache {a.kv_bytes_per_token:,.0f} B/token assumed"
+    else:
+        kv = "KV cache not counted (no figure stored or assumed)"
+    return f"memory: {weights}, {kv}"
+
+
+def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
+         catalog: Mapping[str, Hardware]) -> VariantCase:
+    is_base = mv is base
+    scored = mv.ok and not mv.random_weights  # random weights: speed and memory only
+    acc = accuracy_value(a.accuracy_metric, mv.metrics, base.metrics, is_base) if scored else None
+    passes, gate_reason = gate(a.accuracy_metric, a.accuracy_threshold, acc,
+                               _missing_accuracy(mv, base, a.accuracy_metric))
+    api = None
+    if mv.ok and mv.prompt_tokens_sent is not None and mv.output_tokens is not None:
+        api = traffic.api_monthly_cost(mv.prompt_tokens_sent, mv.output_tokens, a.requests_per_day,
+                                       a.api_price_in_per_1m, a.api_price_out_per_1m)
+    common = dict(name=mv.name, techniques=mv.techniques, is_baseline=is_base, ok=mv.ok,
+                  measured_hardware=mv.hardware.key, measured_tokens_per_s=mv.tokens_per_s,
+                  measured_requests_per_s=mv.requests_per_s,
+                  measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
+                  speed_memory_only=mv.ok and mv.random_weights,
+                  api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None,
+                  devices=mv.devices)
+    if not mv.ok:
+        return VariantCase(**common, unit_costs=None, sizing=None, target=None,
+                           provisioning=None, monthly_cost=None,
+                           reason=f"the variant failed in the pilot: {mv.error or 'no output'}")
+    uc = cost.unit_costs(mv.price_per_hour, mv.wall_s, mv.n_requests,
+                         mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
+                         mv.decode_s, a.utilisation)
+    rs, option, plan, note = _place(mv, a, catalog, base)
+    reason = "; ".join(filter(None, [gate_reason, note]))
+    return VariantCase(**common, unit_costs=uc, sizing=rs, target=option, provisioning=plan,
+                       monthly_cost=plan.monthly_bill if plan else None, reason=reason,
+                       memory_method=memory_method(mv, a))
+
+
+def _missing_accuracy(mv: MeasuredVariant, base: MeasuredVariant, metric: str) -> str:
+    """Why ``mv`` has no figure for the gate metric (engine.economics.decision.missing_reason)."""
+    return missing_reason(metric, random_weights=mv.random_weights,
+                          baseline_random_weights=base.random_weights, is_baseline=mv is base,
+                          references=mv.n_references, requests=mv.n_requests,
+                          baseline_value=base.metrics.get(metric.removesuffix("_retention")))
+
+
+def quality_check(measured: Sequence[MeasuredVariant], workload_id: int | None) -> str:
+    """What to run to measure the quality of the random-weights variants; "" when none."""
+    shapes = sorted({m.model for m in measured if m.random_weights})
+    if not shapes:
+        return ""
+    wid = workload_id if workload_id is not None else "ID"
+    return ("To measure their quality, run the same variants with real weights: in the pilot "
+            "spec (the file you ran, or 'Pilot spec' on the Results page) set each variant's "
+            f"\"model\" to a local checkpoint folder of that architecture instead of "
+            f"{' / '.join(shapes)} (the folder holding config.json and the weights, e.g. "
+            f"\"model\": \"/models/llama-3.1-8b-instruct\"), then run `roilab pilot --workload "
+            f"{wid} --spec pilot.json`. The quality gate then scores each variant against the "
+            "baseline's answers (and the log's reference answers where it has them).")
+
+
+def _recommendation(rec: Recommendation, rows: Sequence[VariantCase]) -> Recommendation:
+    """Say so when random weights, not quality, are why nothing is recommended."""
+    unscored = [r.name for r in rows if r.ok and r.speed_memory_only]
+    if rec.name is not None or not unscored:
+        return rec
+    if len(unscored) == sum(r.ok for r in rows):
+        return Recommendation(None, (
+            "No variant can be recommended yet: every measured variant has random weights "
+            f"({', '.join(unscored)}), so none has an accuracy figure for the quality gate; "
+            "their speed, memory and costs are measured. What each would save if its quality "
+            "holds is shown beside it; measure quality before choosing."))
+    return Recommendation(None, f"{rec.reason} {', '.join(unscored)}: random weights, so "
+                                "measure their quality before choosing.")
+
+
+def _with_savings(row: VariantCase, base: VariantCase) -> VariantCase:
+    def diff(b, v):
+        return b - v if b is not None and v is not None else None
+    return replace(row, monthly_savings=diff(base.monthly_cost, row.monthly_cost),
+                   api_monthly_savings=diff(base.api_monthly_cost, row.api_monthly_cost))
+
+
+def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
+                  catalog: Mapping[str, Hardware], name: str = "", run_id: int | None = None,
+                  workload: str = "", extras: bool = True,
+                  workload_id: int | None = None) -> BusinessCase:
+    """The whole case from measurements (baseline first) and assumptions; pure.
+
+    ``extras=False`` skips the bootstrap ranges and the tornado (used inside the tornado).
+    """
+    if not measured:
+        raise ValueError("assemble_case needs at least the baseline's measurements.")
+    a = assumptions
+    cat = {k: _scaled(hw, a.price_factor) for k, hw in catalog.items()}
+    mvs = [_with_load_capacity(replace(m, hardware=_scaled(m.hardware, a.price_factor)), a)
+           for m in measured]
+    rows = [_row(m, mvs[0], a, cat) for m in mvs]
+    rows = [_with_savings(r, rows[0]) for r in rows]
+    rec = _recommendation(recommend(Candidate(r.name, r.monthly_cost, r.accuracy, r.passes_gate,
+                                              r.meets_slo, r.reason) for r in rows), rows)
+    rows = [replace(r, recommended=r.name == rec.name) for r in rows]
+    chosen = next((r for r in rows if r.recommended), None)
+    base_row = rows[0]
+    savings = (chosen.monthly_savings or 0.0) if chosen else 0.0
+    one_time = 0.0
+    if chosen is not None and not chosen.is_baseline:
+        price = chosen.target.hardware.price_per_hour if chosen.target else mvs[0].hardware.price_per_hour
+        one_time = roi.one_time_cost(a.engineering_days, a.day_rate, a.gpu_hours, price)
+    savings_iv, tornado_rows = None, ()
+    if extras:
+        rows = [_with_intervals(r, m, a) for r, m in zip(rows, mvs, strict=True)]
+        k = next((i for i, r in enumerate(rows) if r.recommended), None)
+        if k is not None:
+            savings_iv = _savings_interval(mvs[0], rows[0], mvs[k], rows[k], a)
+        tornado_rows = tuple(_tornado(measured, a, catalog))
+    return BusinessCase(
+        name=name, run_id=run_id, workload=workload, assumptions=a,
+        measured_hardware=mvs[0].hardware, rows=tuple(rows), recommendation=rec,
+        baseline_monthly_cost=base_row.monthly_cost,
+        recommended_monthly_cost=chosen.monthly_cost if chosen else base_row.monthly_cost,
+        monthly_savings=savings, savings_interval=savings_iv, roi=roi.roi(one_time, savings),
+        api_baseline_monthly_cost=base_row.api_monthly_cost, tornado=tornado_rows,
+        pareto=tuple(pareto_front((r.name, r.monthly_cost, r.accuracy) for r in rows)),
+        methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC),
+        quality_check=quality_check(mvs, workload_id))
+
+
+def _with_load_capacity(mv: MeasuredVariant, a: Assumptions) -> MeasuredVariant:
+    """Size with the load run's requests/s at the SLO (and latency there) where one is given."""
+    for name, rps, latency in a.load_capacity:
+        if name == mv.name and mv.ok:
+            return replace(mv, requests_per_s=rps,
+                           latency_p95_s=mv.latency_p95_s if latency is None else latency)
+    return mv
+
+
+def _methods(a: Assumptions, hw: Hardware) -> dict[str, str]:
+    capacity = {"capacity": "requests/s per device = capacity at the SLO from a load sweep "
+                f"({a.load_capacity_source or 'load run'}) for "
+                f"{', '.join(n for n, _, _ in a.load_capacity)}; single-stream pilot "
+                "throughput for the others"} if a.load_capacity else {}
+    return capacity | {
+        "measured": f"measured on {hw.name} at ${hw.price_per_hour:g}/h per device "
+                    f"({hw.price_source}, {hw.price_date}) over the pilot's own requests; "
+                    "a variant is priced at that x the devices its engine occupies "
+                    "(tensor x pipeline parallel size)",
+        "unit_costs": cost.UNIT_COST_METHOD,
+        "sizing": "weights + KV cache (p95 context x concurrency) + "
+                  f"{a.overhead_fraction:.0%} of memory held back must fit one replica (one "
+                  "device, or tensor x pipeline parallel size devices); weights and KV "
+                  "bytes/token as measured by the serving engine where stored, else the "
+                  "model config's estimate (each row's method says which); "
+                  "projection per engine.economics.sizing (bandwidth ratio capped by compute ratio, "
+                  "or roofline bound x engine efficiency across CPU/GPU)",
+        "traffic": "replicas = ceil(peak req/s / (req/s per replica x utilisation)); "
+                   "devices = replicas x devices per replica; "
+                   "bill = devices x $/h per device x 730 h, always on at peak provisioning",
+        "roi": "one-time = engineering days x day rate + GPU hours x target $/h; "
+               "payback = one-time / monthly savings; net = savings x months - one-time",
+        "bootstrap": BOOTSTRAP_METHOD, "tornado": TORNADO_METHOD, "api": a.api_price_source}
+
+
+def _lat_scale(lat: np.ndarray, idx: np.ndarray) -> float:
+    """Throughput factor of a resample: mean latency of all / mean latency of the resample."""
+    return float(lat.mean() / lat[idx].mean()) if lat[idx].mean() > 0 else 1.0
+
+
+def _bill(plan: traffic.Provisioning, price: float, scale: float) -> float:
+    replicas = traffic.gpus_needed(plan.peak_rps, plan.capacity_rps_per_gpu * scale)
+    return traffic.monthly_bill(replicas * plan.devices_per_replica, price)
+
+
+def _with_intervals(row: VariantCase, mv: MeasuredVariant, a: Assumptions) -> VariantCase:
+    if not mv.ok or not mv.latency_s:
+        return row
+    kw = {"n_resamples": a.bootstrap_resamples, "seed": a.seed}
+    lat = np.asarray(mv.latency_s)
+    raw = a.accuracy_metric.removesuffix("_retention")
+    acc_iv = None
+    values = [v for v in mv.per_request.get(raw, ()) if not np.isnan(v)]
+    if values and not (row.is_baseline and raw.startswith("base_")) and \
+            not a.accuracy_metric.endswith("_retention"):
+        acc_iv = roi.bootstrap_mean(values, **kw)
+    cost_iv = None
+    if row.provisioning and row.target:
+        price, plan = row.target.hardware.price_per_hour, row.provisioning
+        cost_iv = roi.bootstrap(len(lat), lambda idx: _bill(plan, price, _lat_scale(lat, idx)), **kw)
+    return replace(row, accuracy_interval=acc_iv, latency_interval=roi.bootstrap_mean(lat, **kw),
+                   monthly_cost_interval=cost_iv)
+
+
+def _savings_interval(mb: MeasuredVariant, rb: VariantCase, mv: MeasuredVariant, rv: VariantCase,
+                      a: Assumptions) -> roi.Interval | None:
+    """Baseline bill - variant bill over the same resampled requests (paired)."""
+    if not (rb.provisioning and rv.provisioning and rb.target and rv.target):
+        return None
+    common = sorted(set(mb.request_index) & set(mv.request_index))
+    if not common:
+        return None
+    pos_b = {r: i for i, r in enumerate(mb.request_index)}
+    pos_v = {r: i for i, r in enumerate(mv.request_index)}
+    lat_b = np.asarray([mb.latency_s[pos_b[r]] for r in common])
+    lat_v = np.asarray([mv.latency_s[pos_v[r]] for r in common])
+
+    def stat(idx: np.ndarray) -> float:
+        return (_bill(rb.provisioning, rb.target.hardware.price_per_hour, _lat_scale(lat_b, idx))
+                - _bill(rv.provisioning, rv.target.hardware.price_per_hour, _lat_scale(lat_v, idx)))
+    return roi.bootstrap(len(common), stat, n_resamples=a.bootstrap_resamples, seed=a.seed)
+
+
+def _tornado(measured: Sequence[MeasuredVariant], a: Assumptions,
+             catalog: Mapping[str, Hardware]) -> list[roi.TornadoRow]:
+    def net36(inputs: dict) -> float:
+        return assemble_case(measured, replace(a, **inputs), catalog, extras=False).roi.net_36
+
+    u, t = a.utilisation, a.accuracy_threshold
+    ranges = {"price_factor": (a.price_factor * 0.8, a.price_factor * 1.2),
+              "requests_per_day": (a.requests_per_day * 0.8, a.requests_per_day * 1.2),
+              "utilisation": (max(0.05, u - 0.2), min(1.0, u + 0.2)),
+              "accuracy_threshold": (max(0.0, t - 0.05), t + 0.05)}
+    base = {k: getattr(a, k) for k in ranges}
+    return roi.tornado(net36, base, ranges)
+

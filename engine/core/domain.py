@@ -1,0 +1,185 @@
+"""Frozen domain objects that cross layer boundaries (storage never returns ORM rows)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)  # slots: a 100k-request log holds 100k of these
+class LogRequest:
+    """One usable request parsed from an uploaded log."""
+
+    line: int  # 1-based line in the original file where this request (JSONL line, CSV row) starts
+    messages: tuple[dict[str, str], ...]  # OpenAI chat messages: {"role": ..., "content": ...}
+    reference: str | None = None  # expected answer, when the log has one
+    logged_output: str | None = None  # what the production model answered, when logged
+    logged_prompt_tokens: int | None = None  # usage.prompt_tokens as logged
+    logged_output_tokens: int | None = None  # usage.completion_tokens as logged
+    request_id: str | None = None  # custom_id / id, when present
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        """All message contents joined, for display and word statistics."""
+        return "\n".join(m["content"] for m in self.messages)
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """Why one line of a log was rejected; the rest of the file is kept."""
+
+    line: int
+    field: str
+    reason: str  # says what is wrong and how to fix it
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    format: str  # "chat_jsonl" | "prompt_jsonl" | "openai_batch" | "proxy_jsonl" | "csv"
+    requests: tuple[LogRequest, ...]
+    issues: tuple[RowIssue, ...]
+    total_rows: int  # rows seen, valid + invalid (blank lines not counted)
+
+
+@dataclass(frozen=True)
+class Workload:
+    id: int
+    name: str
+    filename: str
+    format: str
+    n_requests: int
+    n_issues: int
+    created_at: datetime
+    issues: tuple[RowIssue, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: int
+    workload_id: int
+    index: int  # 0-based position within the workload
+    request: LogRequest
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a backend produced for one request."""
+
+    text: str
+    prompt_tokens: int  # tokens actually sent to the model
+    output_tokens: int
+    ttft_s: float  # time to first token, from the start of the batch's generate call
+    latency_s: float  # end-to-end for this request (its batch), excluding prompt compression
+    # The serving engine's own timings for this request where it reports them (vLLM's
+    # RequestOutput.metrics), next to ours; the runner stores them with the variant.
+    engine_metrics: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """One request through one variant, with its accuracy metrics."""
+
+    request_index: int
+    output_text: str
+    prompt_tokens_logged: int | None
+    prompt_tokens_original: int  # original prompt, counted with the model's tokenizer
+    prompt_tokens_sent: int  # after prompt compression (== original when none)
+    output_tokens: int
+    ttft_s: float
+    latency_s: float  # end-to-end, including prompt compression time
+    compress_s: float = 0.0
+    error: str | None = None
+    # accuracy: None where not applicable (no reference / this is the baseline)
+    ref_exact: float | None = None
+    ref_contains: float | None = None
+    ref_f1: float | None = None
+    base_rouge_l: float | None = None
+    base_cosine: float | None = None
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """One variant of a run: its spec (JSON), status and variant-level measurements."""
+
+    id: int
+    run_id: int
+    name: str
+    spec: dict[str, Any]  # the VariantSpec as JSON: exactly what produced these numbers
+    status: str  # "pending" | "running" | "ok" | "failed"
+    error: str | None = None
+    load_s: float | None = None
+    weight_bytes: int | None = None
+    peak_mem_bytes: int | None = None
+    throughput_tok_s: float | None = None  # output tokens / wall time of generation
+    wall_s: float | None = None
+    device: str | None = None
+    technique_report: dict[str, Any] = field(default_factory=dict)  # what techniques did
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    workload_id: int
+    name: str
+    spec: dict[str, Any]  # the PilotSpec as JSON
+    # "pending" | "running" | "done" | "partial" (some variants failed) | "failed" (the
+    # baseline, or every other variant, failed): engine.pilot.runner.pilot_outcome; or
+    # "interrupted" (Ctrl+C, SIGTERM: engine.pilot.runner.run_pilot) or "cancelled" (cancel_run)
+    status: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    variants: tuple[VariantRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """One request of a load test: when it arrived, was sent, streamed and ended.
+
+    Times are seconds from the start of its load level (``time.perf_counter`` based), so a
+    level's samples share one clock. ``chunk_times_s`` holds the arrival time of every
+    streamed chunk that carried content (the first one is the first token).
+    """
+
+    variant: str
+    level: float  # the load level: concurrency, requests/s, or trace speed-up factor
+    request_index: int  # position in the workload
+    arrival_s: float  # when the schedule released it (== sent_s unless the client lagged)
+    sent_s: float
+    first_token_s: float | None  # None: no content came back
+    end_s: float
+    output_tokens: int
+    prompt_tokens: int | None = None
+    chunk_times_s: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.first_token_s is not None
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """A stored load test: its LoadSpec (JSON) and status; samples are read separately."""
+
+    id: int
+    workload_id: int
+    name: str
+    spec: dict[str, Any]
+    status: str  # "pending" | "running" | "done" | "failed"
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    n_samples: int = 0
+
+
+def split_workload(everything: list[StoredRequest], max_requests: int | None
+                   ) -> tuple[list[StoredRequest], list[StoredRequest], bool]:
+    """``(evaluated, calibration, is_eval_set)``: a pilot evaluates the first ``max_requests``
+    (all when None); techniques calibrate or train on the held-out ones beyond them, never
+    evaluated, or on the evaluated ones when there are none (``is_eval_set`` True, which
+    reports must say). ``roilab export --method gptq`` calibrates on the same split."""
+    evaluated = everything[:max_requests] if max_requests else everything
+    held_out = everything[len(evaluated):]
+    return evaluated, held_out or evaluated, not held_out

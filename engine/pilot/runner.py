@@ -1,0 +1,382 @@
+"""The one engine entry point: ``run_pilot(spec, store, settings, on_progress)``.
+
+Replays a stored workload through each variant, in order (the first is the baseline),
+records every measurement in the store, and keeps going when a variant fails: the failed
+variant is stored with its reason. Presentation is injected through ``on_progress``.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from engine.backends import Backend, get_backend
+from engine.backends.base import resolve_device
+from engine.core.domain import (
+    Generation,
+    RequestResult,
+    Run,
+    StoredRequest,
+    VariantRun,
+    split_workload,
+)
+from engine.core.errors import RoilabError, SpecError
+from engine.core.settings import Settings
+from engine.models.prep import check_model_name, is_random_model, resolve_model
+from engine.pilot import accuracy
+from engine.specs.pilot import (
+    CompressPrompt,
+    GenerationSettings,
+    PilotSpec,
+    VariantSpec,
+    variant_generation,
+)
+from engine.store.store import Store
+from engine.techniques import technique_module
+
+
+@dataclass(frozen=True)
+class Progress:
+    variant: str
+    variant_index: int  # 0-based
+    n_variants: int
+    done: int  # requests finished in this variant
+    total: int
+    message: str
+
+    @property
+    def fraction(self) -> float:
+        """Overall fraction of the pilot done, for a single progress bar."""
+        within = self.done / self.total if self.total else 0.0
+        return min(1.0, (self.variant_index + within) / self.n_variants)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+RESUMABLE = ("interrupted", "cancelled", "partial", "failed")
+CANCELLABLE = ("pending", "running", "interrupted")
+
+
+def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
+              on_progress: ProgressFn | None = None, run_id: int | None = None) -> Run:
+    """Run a pilot end to end and return the stored Run.
+
+    ``run_id`` continues a run created beforehand with ``create_pilot_run`` (the dashboard
+    does this so the run is listed before inference starts), or one being resumed: variants
+    already "ok" are kept as they are and not run again.
+    """
+    run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
+    requests, calibrate_on, is_eval_set = split_workload(store.get_requests(spec.workload_id),
+                                                         spec.max_requests)
+    calibration = Calibration([list(r.request.messages) for r in calibrate_on],
+                              is_eval_set=is_eval_set)
+    store.set_run_status(run.id, "running")
+    try:
+        _run_variants(spec, run, requests, calibration, store, settings, on_progress)
+    except BaseException as exc:
+        # Stopped (Ctrl+C, SIGTERM through the CLI): "interrupted"; a dashboard rerun or a bug
+        # outside any one variant: "failed". Either way the run must not stay "running"
+        # forever, and finished variants keep their stored results.
+        reason = f"Interrupted: {type(exc).__name__}: {exc}"
+        for v in store.get_run(run.id).variants:
+            if v.status in ("pending", "running"):
+                store.set_variant_status(v.id, "failed", reason)
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        store.set_run_status(run.id, "interrupted" if stopped else "failed", reason)
+        raise
+    status, reason = pilot_outcome(store.get_run(run.id))
+    store.set_run_status(run.id, status, reason)
+    return store.get_run(run.id)
+
+
+def resume_pilot(run_id: int, store: Store, settings: Settings,
+                 on_progress: ProgressFn | None = None) -> Run:
+    """Run again only the variants of a stopped run that are not "ok", with its stored spec.
+
+    A variant's results are written in one transaction with its "ok" (Store.finish_variant),
+    so an unfinished variant has none to duplicate; a finished baseline's stored results
+    score the variants run now.
+    """
+    run = store.get_run(run_id)
+    if run.status not in RESUMABLE:
+        why = {"done": " (every variant already ran).",
+               "running": f"; if its process died, `roilab cancel {run_id}` first."}
+        raise SpecError(f"Run {run_id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
+                        "be resumed" + why.get(run.status, why["running"]
+                                               if run.status == "pending" else "."))
+    return run_pilot(PilotSpec.model_validate(run.spec), store, settings, on_progress, run_id)
+
+
+def cancel_run(run_id: int, store: Store) -> Run:
+    """Mark a pending, running or interrupted run and its unfinished variants cancelled
+    (a process that was killed cannot do it itself); finished results are kept."""
+    run = store.get_run(run_id)
+    if run.status not in CANCELLABLE:
+        raise SpecError(f"Run {run_id} is {run.status}, already finished; only a "
+                        f"{', '.join(CANCELLABLE)} run can be cancelled.")
+    for v in run.variants:
+        if v.status != "ok":
+            store.set_variant_status(v.id, "cancelled", "Cancelled before it finished")
+    store.set_run_status(run_id, "cancelled", "Cancelled by the user")
+    return store.get_run(run_id)
+
+
+def pilot_outcome(run: Run) -> tuple[str, str | None]:
+    """``(status, reason)`` of a run whose variants have all finished or failed.
+
+    "failed" when the baseline (the first variant, which every other is compared with)
+    failed, or when every variant beside it did; "partial" when some of the others failed;
+    else "done". The reason names each failed variant with its own reason.
+    """
+    base, others = run.variants[0], run.variants[1:]
+    failed = [v for v in others if v.status != "ok"]
+    each = "; ".join(f"'{v.name}': {_why(v)}" for v in failed)
+    if base.status != "ok":
+        also = f" The other failures: {each}." if failed else ""
+        return "failed", (f"The baseline '{base.name}' failed: {_why(base)}. "
+                          "No variant can be compared with it; fix the baseline and run the "
+                          f"pilot again.{also}")
+    if failed and len(failed) == len(others):
+        return "failed", (f"Every variant beside the baseline failed ({each}); only the "
+                          "baseline was measured.")
+    if failed:
+        return "partial", (f"{len(failed)} of {len(run.variants)} variants failed ({each}); "
+                           "the others are measured against the baseline.")
+    return "done", None
+
+
+def _why(v: VariantRun) -> str:
+    return (v.error or f"no reason recorded (status {v.status})").rstrip(". ")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    prompts: list[list[dict]]
+    is_eval_set: bool  # True when the workload had no requests beyond those evaluated
+
+
+def preflight(vspec: VariantSpec) -> str | None:
+    """Why this variant cannot run here, or None. Checked for every variant before any runs."""
+    try:
+        device = resolve_device(vspec.device)
+        if device == "cuda" and not _cuda_available():
+            raise SpecError(f"variant {vspec.name!r} asks for CUDA but no GPU is visible; set "
+                            "device to 'auto' or 'cpu', or run the pilot on a GPU machine.")
+        for tech in vspec.techniques:
+            technique_module(tech.kind).check(tech, device)
+        check_model_name(vspec.model)  # a missing folder (not a hub id) is refused before loading
+        get_backend(vspec.backend).check(vspec, device)  # an unknown name lists the known ones
+    except RoilabError as exc:
+        return f"Refused before the pilot started: {exc}"
+    return None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
+                  calibration: Calibration, store: Store, settings: Settings,
+                  on_progress: ProgressFn | None) -> None:
+    refused = {v.name: preflight(v) for v in spec.variants}
+    baseline: list[RequestResult] | None = None
+    embedder: accuracy.Embedder | None = None
+    for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
+        if vrun.status == "ok":  # a resumed run: finished before, kept as stored
+            if i == 0 and not is_random_model(vspec.model):
+                baseline = store.get_results(vrun.id)
+            continue
+        # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
+        steps = len(requests) * (2 if _compression(vspec) else 1)
+        notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
+        if refused[vspec.name]:
+            store.set_variant_status(vrun.id, "failed", refused[vspec.name])
+            notify(steps, "refused")
+            continue
+        store.set_variant_status(vrun.id, "running")
+        try:
+            results, measures, report = _run_variant(
+                vspec, requests, calibration, variant_generation(spec.generation, vspec),
+                settings, notify)
+            if not is_random_model(vspec.model):  # random weights: accuracy not measured
+                embedder = embedder or accuracy.Embedder(settings.embedding_model)
+                results = score(results, requests, baseline if i else None, embedder)
+            store.finish_variant(vrun.id, results, measures, report)
+            if i == 0 and not is_random_model(vspec.model):
+                baseline = results
+            notify(steps, "done")
+        except Exception as exc:  # a failing variant is recorded; the others still run
+            store.set_variant_status(vrun.id, "failed", _reason(exc))
+            notify(steps, f"failed: {_reason(exc)}")
+
+
+def create_pilot_run(spec: PilotSpec, store: Store) -> Run:
+    if not store.get_requests(spec.workload_id, limit=1):
+        raise SpecError(f"Workload {spec.workload_id} has no requests; ingest a log first.")
+    return store.create_run(spec.workload_id, spec.name, spec.model_dump(mode="json"),
+                            [v.model_dump(mode="json") for v in spec.variants])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RoilabError):
+        return str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {last.filename.split('/')[-1]}:{last.lineno})"
+
+
+def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total: int):
+    def notify(done: int, message: str) -> None:
+        if on_progress:
+            on_progress(Progress(name, idx, n, done, total, message))
+    return notify
+
+
+def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
+                 gen: GenerationSettings, settings: Settings, notify
+                 ) -> tuple[list[RequestResult], dict, dict]:
+    notify(0, "preparing model")
+    backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
+    try:
+        notify(0, "loading model")
+        info = backend.load(calibration.prompts, calibration.is_eval_set)
+        report = dict(info.technique_report)
+        originals = [list(r.request.messages) for r in requests]
+        # One short untimed generation first, so the first timed batch does not pay one-off
+        # start-up costs (kernel selection, allocator growth) that every variant would
+        # otherwise pay differently depending on its position in the pilot.
+        notify(0, "warming up")
+        backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
+        warm_s0 = backend.warm_up_s
+        t0 = time.perf_counter()
+        sent, compress_s, creport = _compress_prompts(vspec, originals, settings, backend, notify)
+        if creport:
+            report["compress_prompt"] = creport
+        offset = len(sent) if creport else 0
+        t_order = time.perf_counter()
+        order = batch_order(backend, sent)
+        order_s = time.perf_counter() - t_order  # our scheduling bookkeeping, not serving
+        gens = _generate_batched(backend, sent, order, gen, lambda d, m: notify(offset + d, m))
+        # Compiling for a shape first seen mid-pass is start-up, not serving time.
+        wall_s = time.perf_counter() - t0 - order_s - (backend.warm_up_s - warm_s0)
+        if backend.serving_report():
+            report["serving"] = backend.serving_report()
+        if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
+            report["engine_metrics"] = [{"request_index": r.index, **(g.engine_metrics or {})}
+                                        for r, g in zip(requests, gens, strict=True)]
+        results = [RequestResult(
+            request_index=r.index, output_text=g.text,
+            prompt_tokens_logged=r.request.logged_prompt_tokens,
+            prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
+            output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
+            compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s, strict=True)]
+        measures = {"load_s": info.load_s, "weight_bytes": info.weight_bytes,
+                    "peak_mem_bytes": backend.peak_memory_bytes(), "wall_s": wall_s,
+                    "throughput_tok_s": sum(g.output_tokens for g in gens) / wall_s,
+                    "device": info.device}
+        report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
+        return results, measures, report
+    finally:
+        backend.close()
+
+
+def _compression(vspec: VariantSpec) -> CompressPrompt | None:
+    return next((t for t in vspec.techniques if isinstance(t, CompressPrompt)), None)
+
+
+def _compress_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
+                      backend: Backend, notify):
+    """Compress every request; returns (messages to send, seconds per request, report).
+
+    The seconds are added to each request's latency by the caller and fall inside the pilot's
+    wall time. The scorer is loaded here, after the backend reset its peak-memory counter and
+    while the served model is still loaded, so the variant's peak memory includes it; the
+    report adds the scorer's own weight bytes and each request's host RSS growth.
+    """
+    tech = _compression(vspec)
+    if tech is None:
+        return originals, [0.0] * len(originals), None
+    import os
+    from collections import Counter
+
+    from engine.techniques.prompt_compression import PromptCompressorAdapter
+
+    scorer = resolve_model(tech.scorer_model or vspec.model, settings)
+    if tech.method == "llmlingua2" and tech.scorer_model:
+        # llmlingua picks LLMLingua-2's word rules from the folder's name: keep the name as
+        # given (resolving a symlink could lose it); check() has validated the folder.
+        scorer = os.path.abspath(os.path.expanduser(tech.scorer_model))
+    device = getattr(backend, "device", "cpu")
+    compressor = PromptCompressorAdapter(scorer, device=device, cache_dir=settings.cache_dir,
+                                         method=tech.method)
+    sent, seconds, rows = [], [], []
+    for i, messages in enumerate(originals):
+        notify(i, f"compressing prompt {i + 1}/{len(originals)}")
+        res = compressor.compress(messages, rate=tech.rate, min_tokens=tech.min_tokens)
+        sent.append(list(res.messages))
+        seconds.append(res.seconds)
+        rows.append({"tokens_before": res.tokens_before, "tokens_after": res.tokens_after,
+                     "ratio": res.ratio, "compress_s": res.seconds, "skipped": res.skipped,
+                     "method": res.method, "peak_rss_growth_bytes": res.peak_rss_growth_bytes})
+    compressor.close()
+    ratios = [r["ratio"] for r in rows]
+    before = sum(r["tokens_before"] for r in rows)
+    after = sum(r["tokens_after"] for r in rows)
+    report = {"method": tech.method, "scorer": scorer, "rate": tech.rate,
+              "tokens": "scorer tokenizer, message contents only (no chat template)",
+              "tokens_before_total": before, "tokens_after_total": after,
+              "ratio_total": before / max(after, 1), "mean_ratio": sum(ratios) / len(ratios),
+              "min_ratio": min(ratios), "max_ratio": max(ratios),
+              "compress_s_total": sum(seconds), "compress_s_mean": sum(seconds) / len(seconds),
+              "skipped": sum(1 for r in rows if r["skipped"]),
+              "methods_used": dict(Counter(r["method"] for r in rows if not r["skipped"])),
+              "scorer_weight_bytes": compressor.weight_bytes,
+              "scorer_load_s": compressor.load_seconds,
+              "peak_rss_growth_bytes_max": max(r["peak_rss_growth_bytes"] for r in rows),
+              "requests": rows}
+    return sent, seconds, report
+
+
+def batch_order(backend: Backend, prompts: list[list[dict]]) -> list[int]:
+    """Request indices shortest prompt first, so each batch pads little. Counting tokens
+    for this is roilab's bookkeeping: the runner keeps it out of the timed serving wall
+    (at batch 64 on an H200 it was ~5% of the pass)."""
+    return sorted(range(len(prompts)), key=lambda i: backend.count_tokens(prompts[i]))
+
+
+def _generate_batched(backend: Backend, prompts: list[list[dict]], order: list[int],
+                      gen: GenerationSettings, notify) -> list[Generation]:
+    """Generate in batches of ``gen.batch_size`` in ``order``; results in the prompts' order."""
+    out: list[Generation | None] = [None] * len(prompts)
+    done = 0
+    for start in range(0, len(order), gen.batch_size):
+        idx = order[start:start + gen.batch_size]
+        notify(done, f"generating {done + 1}-{done + len(idx)} of {len(prompts)}")
+        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], gen.max_new_tokens), strict=True):
+            out[i] = g
+        done += len(idx)
+        notify(done, f"generated {done} of {len(prompts)}")
+    return out  # type: ignore[return-value]
+
+
+def score(results: list[RequestResult], requests: list[StoredRequest],
+          baseline: list[RequestResult] | None, embedder: accuracy.Embedder) -> list[RequestResult]:
+    """Add reference metrics (where the log has references) and baseline agreement."""
+    cos = (embedder.cosine_pairs([r.output_text for r in results],
+                                 [b.output_text for b in baseline]) if baseline else None)
+    scored = []
+    for j, (res, req) in enumerate(zip(results, requests, strict=True)):
+        ref = req.request.reference
+        extra = {}
+        if ref is not None:
+            extra.update(ref_exact=accuracy.exact_match(res.output_text, ref),
+                         ref_contains=accuracy.contains_match(res.output_text, ref),
+                         ref_f1=accuracy.token_f1(res.output_text, ref))
+        if baseline is not None:
+            extra.update(base_rouge_l=accuracy.rouge_l(res.output_text, baseline[j].output_text),
+                         base_cosine=cos[j])
+        scored.append(replace(res, **extra))
+    return scored

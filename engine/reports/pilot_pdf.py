@@ -1,0 +1,423 @@
+"""The pilot's business case as a PDF (fpdf2 + matplotlib), rebuilt from a PilotReport.
+
+Every number printed goes through the ``fmt_*`` helpers and the summary's figures come from
+``headline_figures(report)``, so tests can compute the exact strings from stored numbers.
+fpdf2's core fonts are latin-1 only: all text passes through ``to_latin1``, so emoji or CJK
+in a model output become '?' instead of crashing the export. Charts use a bare matplotlib
+``Figure`` (Agg, no pyplot global state), which is safe inside a Streamlit server.
+"""
+from __future__ import annotations
+
+import io
+import math
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+from matplotlib.figure import Figure
+
+from engine.economics.decision import SPEED_MEMORY_ONLY
+from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
+
+NA = "n/a"
+_PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"',
+                        "\u201e": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2022": "*",
+                        "\u2026": "...", "\u00a0": " ", "\t": "    "})
+_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
+
+
+# ---- text and number formatting ----------------------------------------------------------
+def to_latin1(text: object) -> str:
+    """Text the core PDF fonts can draw: latin-1 kept, the rest normalised or '?'."""
+    out = []
+    for ch in str(text).translate(_PUNCT):
+        if ord(ch) < 256:
+            out.append(ch if ch == "\n" or ch.isprintable() else " ")
+            continue
+        if unicodedata.category(ch) in ("Mn", "Cf"):  # zero-width joiners, variation selectors
+            continue
+        # NFKC maps full-width letters and ligatures; NFKD then drops accents latin-1 lacks.
+        folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", ch))
+        kept = "".join(c for c in folded if ord(c) < 256 and not unicodedata.combining(c))
+        out.append(kept or "?")
+    return "".join(out)
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt_money(x: float | None) -> str:
+    """``$0.01340`` (4 significant digits below $1), ``$136.66``, ``-$1,234.57``."""
+    if x is None or math.isnan(x):
+        return NA
+    sign, a = ("-" if x < 0 else ""), abs(x)
+    if a == 0 or a >= 1:
+        return f"{sign}${a:,.2f}"
+    decimals = 3 - math.floor(math.log10(a))
+    return f"{sign}${a:.{decimals}f}"
+
+
+def _formatter(template: str, scale: float = 1.0):
+    def fmt(x: float | None) -> str:
+        return NA if x is None or math.isnan(x) else template.format(x * scale)
+    return fmt
+
+
+fmt_pct = _formatter("{:.1f}%", 100.0)  # a fraction: 0.333 -> "33.3%"
+fmt_ratio = _formatter("{:.2f}x")
+fmt_score = _formatter("{:.3f}")
+fmt_mb = _formatter("{:,.1f} MB", 1e-6)  # MB = 10^6 bytes
+fmt_s = _formatter("{:.2f} s")
+fmt_tok_s = _formatter("{:,.2f} tok/s")
+_count = _formatter("{:,.0f}")  # tokens, bytes per token
+_num2, _mb_num = _formatter("{:,.2f}"), _formatter("{:,.1f}", 1e-6)  # table cells, unit in header
+
+
+def _ratio(a, b) -> float | None:
+    return None if _missing(a) or _missing(b) or not b else a / b
+
+
+# ---- the words -------------------------------------------------------------------------
+def headline_figures(report: PilotReport) -> dict[str, str]:
+    """The exact strings the summary prints. Keys beyond the baseline's exist only when a
+    variant has a cost to compare (``*_ref_contains`` only when the log has references);
+    ``monthly_saving`` and ``saving_pct`` are signed: negative means it costs more."""
+    b = report.baseline
+    f = {"baseline_cost_per_1k": fmt_money(b.cost_per_1k_requests),
+         "baseline_cost_per_1m_tokens": fmt_money(b.cost_per_1m_output_tokens),
+         "baseline_monthly": fmt_money(b.monthly_cost),
+         "price_per_hour": fmt_money(report.price_per_hour),
+         "requests_per_month": f"{report.requests_per_month:,}"}
+    v = report.best_saving()
+    if v is None:
+        return f
+    f.update(best_variant=v.name, best_cost_per_1k=fmt_money(v.cost_per_1k_requests),
+             best_monthly=fmt_money(v.monthly_cost), monthly_saving=fmt_money(v.monthly_savings),
+             saving_pct=fmt_pct(v.savings_fraction), best_rouge_l=fmt_score(v.base_rouge_l),
+             best_cosine=fmt_score(v.base_cosine), best_tokens_per_s=fmt_tok_s(v.tokens_per_s),
+             baseline_tokens_per_s=fmt_tok_s(b.tokens_per_s),
+             speed_ratio=fmt_ratio(_ratio(v.tokens_per_s, b.tokens_per_s)),
+             best_peak_mem=fmt_mb(v.peak_mem_bytes), baseline_peak_mem=fmt_mb(b.peak_mem_bytes),
+             peak_mem_ratio=fmt_ratio(_ratio(v.peak_mem_bytes, b.peak_mem_bytes)),
+             best_weights=fmt_mb(v.weight_bytes), baseline_weights=fmt_mb(b.weight_bytes),
+             weight_ratio=fmt_ratio(_ratio(v.weight_bytes, b.weight_bytes)))
+    if v.ref_contains is not None or b.ref_contains is not None:
+        f.update(best_ref_contains=fmt_pct(v.ref_contains),
+                 baseline_ref_contains=fmt_pct(b.ref_contains))
+    return f
+
+
+def summary_paragraphs(report: PilotReport) -> list[str]:
+    """The headline in plain sentences, written from the numbers (also usable in the UI)."""
+    b, f, v = report.baseline, headline_figures(report), report.best_saving()
+    out = [f"Replaying {b.n_requests} requests of workload '{report.workload.name}' on "
+           f"{report.hardware.name} at {f['price_per_hour']}/hour, the baseline '{b.name}' costs "
+           f"{f['baseline_cost_per_1k']} per 1k requests ({f['baseline_cost_per_1m_tokens']} per "
+           f"1M output tokens), or {f['baseline_monthly']} per month at "
+           f"{f['requests_per_month']} requests/month." if b.monthly_cost is not None else
+           f"The baseline '{b.name}' produced no throughput to cost, so no saving can be computed."]
+    if v is None and b.monthly_cost is not None:
+        out.append("No variant saves money: none produced a cost to compare with the baseline.")
+    elif v is not None and (v.monthly_savings or 0.0) > 0:
+        out.append(f"The largest saving comes from '{v.name}' ({v.techniques}): "
+                   f"{f['best_cost_per_1k']} per 1k requests and {f['best_monthly']} per month, "
+                   f"saving {f['monthly_saving']} per month ({f['saving_pct']}).")
+    elif v is not None:
+        out.append(f"No variant saves money on this hardware. The least costly alternative, "
+                   f"'{v.name}' ({v.techniques}), costs {f['best_cost_per_1k']} per 1k requests "
+                   f"and {f['best_monthly']} per month: a monthly saving of "
+                   f"{f['monthly_saving']} ({f['saving_pct']}), i.e. it costs more.")
+    unscored = speed_memory_only(report)
+    if v is not None:
+        out += _detail_sentences(v, b, f, v.name in unscored, b.name in unscored)
+    if unscored:
+        out.append(f"{SPEED_MEMORY_ONLY.capitalize()} (random weights, accuracy not measured): "
+                   + ", ".join(f"'{n}'" for n in unscored) + ".")
+    reasons = [f"'{x.name}' ({x.status}): {(x.error or 'no reason').rstrip('.')}"
+               for x in report.variants if x.status != "ok"]
+    if reasons:
+        out.append("Failed: " + "; ".join(reasons) + ".")
+    return out
+
+
+def _detail_sentences(v: VariantSummary, b: VariantSummary, f: dict[str, str],
+                      random_v: bool = False, random_b: bool = False) -> list[str]:
+    """Accuracy retention, then speed and memory, of the headline variant vs the baseline;
+    ``random_v`` / ``random_b``: that model has random weights (accuracy not measured)."""
+    acc = (f"Against the baseline's outputs, '{v.name}' scores ROUGE-L {f['best_rouge_l']} and "
+           f"embedding cosine {f['best_cosine']} (1.000 = identical).")
+    if random_v:
+        acc = f"'{v.name}' has random weights: {SPEED_MEMORY_ONLY}, its accuracy was not measured."
+    elif random_b:
+        acc = f"The baseline '{b.name}' has random weights, so no output is compared with it."
+    if "best_ref_contains" in f and not random_v:
+        acc += (f" Its answers contain the reference in {f['best_ref_contains']} of requests "
+                f"with one, versus {f['baseline_ref_contains']} for the baseline.")
+    speed = (f"It generates {f['best_tokens_per_s']} versus {f['baseline_tokens_per_s']} for the "
+             f"baseline ({f['speed_ratio']}); peak memory is {f['best_peak_mem']} versus "
+             f"{f['baseline_peak_mem']} ({f['peak_mem_ratio']}) and weights {f['best_weights']} "
+             f"versus {f['baseline_weights']} ({f['weight_ratio']}).")
+    words = [(_ratio(v.tokens_per_s, b.tokens_per_s), "faster", "slower"),
+             (_ratio(v.peak_mem_bytes, b.peak_mem_bytes), "less peak memory", "more peak memory"),
+             (_ratio(v.weight_bytes, b.weight_bytes), "smaller weights", "larger weights")]
+    said = [good if (r >= 1 if i == 0 else r < 1) else bad
+            for i, (r, good, bad) in enumerate(words) if r is not None and r != 1]
+    return [acc, speed + (f" In short: {', '.join(said)} than the baseline." if said else "")]
+
+
+def assumptions(report: PilotReport) -> list[tuple[str, str]]:
+    """(label, value) rows: every input the cost figures depend on."""
+    spec, hw, b = report.run.spec, report.hardware, report.baseline
+    gen = spec.get("generation", {})
+    price = f"{fmt_money(report.price_per_hour)}/hour per device"
+    if not math.isclose(report.price_per_hour, hw.price_per_hour):
+        price += f" (set by the user; catalog {fmt_money(hw.price_per_hour)}/hour)"
+    spans = [f"{v.name} {v.devices}" for v in report.variants if v.devices > 1]
+    models = sorted({f"{v.get('model')} ({v.get('dtype', '?')})" for v in spec.get("variants", ())})
+    devices = sorted({v.device for v in report.variants if v.device})
+    return [("Hardware", f"{hw.name} [{hw.key}]"), ("Price", price),
+            ("Price source", f"{hw.price_source}, {hw.price_date}"),
+            ("Requests per month", f"{report.requests_per_month:,}"),
+            ("Max new tokens", str(gen.get("max_new_tokens", NA))),
+            ("Batch size", str(gen.get("batch_size", NA))),
+            ("Requests replayed", f"{b.n_requests} of the workload's {report.workload.n_requests}"),
+            ("Model", "; ".join(models) or NA), ("Device", "; ".join(devices) or NA),
+            ("Decoding", "greedy; throughput = output tokens (or requests) / replay wall time"),
+            ("Devices per variant", "1 each" if not spans else
+             "1 each, except " + ", ".join(spans) + " (tensor x pipeline parallel); $/h below "
+             "is the per-device price x the variant's devices"),
+            ("$/1k requests", "$/h / (req/s * 3600) * 1000"),
+            ("$/1M tokens", "$/h / (tok/s * 3600) * 1e6"),
+            ("$/month", "volume / (req/s * 3600) * $/h  (busy hours only, no idle capacity)"),
+            ("Memory", "MB = 10^6 bytes; peak memory while serving (weights, activations, cache); "
+                       "KV cache: the capacity the serving engine reserved, where it reports one")]
+
+
+# ---- charts ------------------------------------------------------------------------------
+def charts_png(report: PilotReport, dpi: int = 150) -> bytes:
+    """Five panels: $/1k requests, latency p50/p95, accuracy, tokens/s, memory."""
+    vs = report.variants
+    names = [to_latin1(v.name) for v in vs]
+    fig = Figure(figsize=(7.4, 9.2), dpi=dpi, layout="constrained")
+    grid = fig.add_gridspec(3, 2)
+    _bars(fig.add_subplot(grid[0, 0]), names,
+          {"$/1k requests": [v.cost_per_1k_requests for v in vs]}, "Cost per 1k requests (USD)")
+    _bars(fig.add_subplot(grid[0, 1]), names,
+          {"p50": [v.latency.p50 if v.latency else None for v in vs],
+           "p95": [v.latency.p95 if v.latency else None for v in vs]}, "Latency per request (s)")
+    _bars(fig.add_subplot(grid[1, 0]), names,
+          {"ROUGE-L vs base": [v.base_rouge_l for v in vs],
+           "cosine vs base": [v.base_cosine for v in vs],
+           "ref contains": [v.ref_contains for v in vs]}, "Accuracy (0-1)")
+    _bars(fig.add_subplot(grid[1, 1]), names, {"tok/s": [v.tokens_per_s for v in vs]},
+          "Throughput (output tokens/s)")
+    _bars(fig.add_subplot(grid[2, :]), names,
+          {"peak memory": [v.peak_mem_bytes for v in vs],
+           "weights": [v.weight_bytes for v in vs]}, "Memory (MB)", scale=1e-6)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _bars(ax, names: list[str], series: dict[str, list], title: str, scale: float = 1.0) -> None:
+    """Grouped bars; a missing value (failed variant, baseline vs itself) is labelled n/a."""
+    width = 0.8 / len(series)
+    for k, (label, vals) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(names))]
+        ys = [0.0 if _missing(y) else y * scale for y in vals]
+        bars = ax.bar(xs, ys, width, label=label, color=_COLORS[k % len(_COLORS)])
+        ax.bar_label(bars, fontsize=6, labels=[NA if _missing(y) else (
+            f"{y * scale:,.0f}" if abs(y * scale) >= 100 else f"{y * scale:.3g}") for y in vals])
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(len(names)), names, fontsize=7, rotation=15 if len(names) > 3 else 0)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.margins(y=0.15)
+    if len(series) > 1:
+        ax.legend(fontsize=6, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+
+
+# ---- the document ------------------------------------------------------------------------
+class _Doc(FPDF):
+    def normalize_text(self, text: str) -> str:
+        return super().normalize_text(to_latin1(text))
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font("Helvetica", "I", 7)
+        self.cell(0, 6, f"{self.title} - page {self.page_no()}/{{nb}}", align="C")
+
+    def heading(self, text: str) -> None:
+        self.ln(3)
+        self.set_font("Helvetica", "B", 12)
+        self.multi_cell(0, 7, text, new_x="LMARGIN", new_y="NEXT", align="L")
+
+    def para(self, text: str, size: float = 9, style: str = "") -> None:
+        self.set_font("Helvetica", style, size)
+        self.multi_cell(0, 4.6, text, new_x="LMARGIN", new_y="NEXT", align="L")
+        self.ln(1.2)
+
+
+def new_doc(title: str) -> _Doc:
+    """An A4 document with the report's fonts, footer and page-break margin; no page yet."""
+    pdf = _Doc(orientation="P", unit="mm", format="A4")
+    pdf.set_title(to_latin1(title))
+    pdf.set_auto_page_break(True, margin=16)
+    return pdf
+
+
+def title_block(pdf: _Doc, title: str, report: PilotReport) -> None:
+    """Title and the workload / dates / hardware lines on the current page."""
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.multi_cell(0, 8, title, new_x="LMARGIN", new_y="NEXT", align="L")
+    w, hw = report.workload, report.hardware
+    pdf.para(f"Workload: {w.name} (file {w.filename}, {w.n_requests} requests, format {w.format})\n"
+             f"Run created {report.run.created_at:%Y-%m-%d %H:%M} UTC; report generated "
+             f"{report.generated_at:%Y-%m-%d %H:%M} UTC\nHardware: {hw.name} at "
+             f"{fmt_money(report.price_per_hour)}/hour")
+
+
+def report_title(report: PilotReport) -> str:
+    return f"roilab business case - {report.run.name} (run #{report.run.id})"
+
+
+def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> bytes:
+    """The pilot's measured report as PDF bytes (engine.reports.business_pdf adds the ROI case).
+
+    ``samples`` is a frame from ``engine.pilot.report.side_by_side`` (it supplies prompts and
+    references); without it the appendix shows outputs from ``report.results`` only.
+    """
+    title = report_title(report)
+    pdf = new_doc(title)
+    pdf.add_page()
+    title_block(pdf, title, report)
+    pilot_sections(pdf, report)
+    appendix(pdf, report, samples)
+    return bytes(pdf.output())
+
+
+def pilot_sections(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+    """Summary, assumptions, charts, per-variant table and technique figures of the pilot,
+    starting on the current page; ``prefix`` goes before each section heading."""
+    pdf.heading(f"{prefix}Summary")
+    for text in summary_paragraphs(report):
+        pdf.para(text, 10)
+    pdf.heading(f"{prefix}Assumptions")
+    table(pdf, [("Assumption", "Value"), *assumptions(report)], (42, 138))
+    pdf.add_page()
+    pdf.heading(f"{prefix}Charts")
+    pdf.image(io.BytesIO(charts_png(report)), w=pdf.epw)
+    pdf.add_page(orientation="L")
+    pdf.heading(f"{prefix}Per-variant results")
+    table(pdf, _variant_rows(report),
+          (28, 31, 14, 13, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16), size=7.5, numeric_from=3)
+    for v in [x for x in report.variants if x.status != "ok"]:
+        pdf.para(f"{v.name}: {v.status} - {v.error or 'no reason'}", 8)
+    pdf.para("Ref contains: share of requests whose output contains the log's reference answer. "
+             "ROUGE-L and cosine compare each output with the baseline's output for the same "
+             "request. Saving % is against the baseline's monthly cost. Devices: what the "
+             "variant's engine occupies (tensor x pipeline parallel size); its $ figures pay "
+             "for all of them.", 8, "I")
+    _memory_table(pdf, report, prefix)
+    _technique_figures(pdf, report)
+
+
+def memory_rows(report: PilotReport) -> list[tuple[str, ...]]:
+    """Per variant: devices, peak device memory, weights and the KV cache its engine
+    reserved, each as measured (n/a where the backend did not measure it), and how."""
+    rows = [("Variant", "Devices", "Device", "Peak mem (MB)", "Weights (MB)", "KV cache (tokens)",
+             "KV cache (MB)", "KV bytes/token", "Device mem (MB)", "How measured")]
+    for v in report.variants:
+        how = "; ".join(filter(None, [v.peak_method and f"peak: {v.peak_method}",
+                                      v.kv_method and f"KV: {v.kv_method}"])) or NA
+        rows.append((v.name, str(v.devices), v.device or NA, _mb_num(v.peak_mem_bytes),
+                     _mb_num(v.weight_bytes), _count(v.kv_cache_tokens),
+                     _mb_num(v.kv_cache_bytes), _count(v.kv_bytes_per_token),
+                     _mb_num(v.device_memory_bytes), how))
+    return rows
+
+
+def _memory_table(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+    pdf.heading(f"{prefix}Memory per variant")
+    table(pdf, memory_rows(report), (30, 14, 14, 20, 20, 22, 20, 20, 22, 95), size=7.5)
+
+
+def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
+    figures = technique_figures(report)
+    if figures.empty:
+        return
+    pdf.heading("What each technique did (read back from the model)")
+    rows = [tuple(r) for r in figures.itertuples(index=False)]
+    table(pdf, [("Variant", "Technique", "Figure", "Value"), *rows], (40, 45, 70, 100), size=7)
+
+
+def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None) -> Path:
+    """Render and write the PDF; returns the path written."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(render_pdf(report, samples))
+    return out
+
+
+def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
+    rows = [("Variant", "Techniques", "Status", "Devices", "tok/s", "p50 (s)", "p95 (s)",
+             "Peak mem (MB)",
+             "Weights (MB)", "Ref contains", "ROUGE-L vs base", "Cosine vs base",
+             "$/1k requests", "$/month", "Saving %")]
+    unscored = speed_memory_only(report)
+    for v in report.variants:
+        lat = v.latency
+        status = f"{v.status} ({SPEED_MEMORY_ONLY})" if v.name in unscored else v.status
+        rows.append((v.name, v.techniques, status, str(v.devices), _num2(v.tokens_per_s),
+                     _num2(lat.p50 if lat else None), _num2(lat.p95 if lat else None),
+                     _mb_num(v.peak_mem_bytes), _mb_num(v.weight_bytes),
+                     fmt_pct(v.ref_contains), fmt_score(v.base_rouge_l), fmt_score(v.base_cosine),
+                     fmt_money(v.cost_per_1k_requests), fmt_money(v.monthly_cost),
+                     fmt_pct(v.savings_fraction)))
+    return rows
+
+
+def table(pdf: _Doc, rows, widths, size: float = 8.5, numeric_from: int | None = None) -> None:
+    pdf.set_font("Helvetica", "", size)
+    cut = len(widths) if numeric_from is None else numeric_from
+    with pdf.table(col_widths=widths, width=sum(widths), align="LEFT", line_height=size * 0.5,
+                   text_align=["LEFT"] * cut + ["RIGHT"] * (len(widths) - cut),
+                   first_row_as_headings=True,
+                   headings_style=FontFace(emphasis="BOLD", fill_color=(225, 230, 240))) as table:
+        for r in rows:
+            row = table.row()
+            for cell in r:
+                row.cell(str(cell))
+    pdf.ln(2)
+
+
+def appendix(pdf: _Doc, report: PilotReport, samples: pd.DataFrame | None, n: int = 5) -> None:
+    res = report.results
+    if res is None or res.empty:
+        return
+    outputs = {(r.request_index, r.variant): r.output_text for r in res.itertuples()}
+    given = samples is not None and not samples.empty and "request" in samples
+    rows = samples.head(n).to_dict("records") if given else \
+        [{"request": i} for i in sorted(res.request_index.unique())[:n]]
+    pdf.add_page(orientation="P")
+    pdf.heading("Appendix: sample requests")
+    if not given:
+        pdf.para("Prompts are not part of the stored results; pass samples from side_by_side "
+                 "to include them.", 8, "I")
+    for row in rows:
+        pdf.para(f"Request {row['request']}", 9.5, "B")
+        for label, key, limit in (("Prompt", "prompt", 400), ("Reference", "reference", 200)):
+            if not _missing(row.get(key)):
+                pdf.para(f"{label}: {_excerpt(row[key], limit)}", 8.5)
+        for v in report.variants:
+            text = outputs.get((row["request"], v.name))
+            shown = f"({v.status}, no output)" if _missing(text) else _excerpt(text, 500)
+            pdf.para(f"{v.name}: {shown or '(empty)'}", 8.5)
+        pdf.ln(1)
+
+
+def _excerpt(text: object, limit: int) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."

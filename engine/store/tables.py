@@ -1,0 +1,102 @@
+"""The results store's tables (SQLAlchemy ORM rows). They never leave engine.store: the
+store turns them into frozen domain objects. A change here needs a migration
+(engine/store/migrations)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.store.base import Base, CleanText, Measure, _now
+
+
+class WorkloadRow(Base):
+    __tablename__ = "workloads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(CleanText)
+    filename: Mapped[str] = mapped_column(CleanText)
+    format: Mapped[str] = mapped_column(String(40))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the upload, byte for byte
+    sha256: Mapped[str] = mapped_column(String(64))
+    n_requests: Mapped[int]
+    issues_json: Mapped[str] = mapped_column(CleanText, default="[]")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class UploadRow(Base):
+    """The upload, byte for byte, for workloads stored since issue 13 (older ones keep it in
+    ``workloads.raw``). The bytes are the row's last column, so SQLite writes them into a
+    preallocated zeroblob in place; bound as a parameter (or in mid-record) SQLite would
+    hold two more copies of a 50 MB upload in memory while inserting it."""
+
+    __tablename__ = "uploads"
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), primary_key=True,
+                                             autoincrement=False)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
+    idx: Mapped[int]
+    line: Mapped[int]
+    messages_json: Mapped[str] = mapped_column(CleanText)
+    reference: Mapped[str | None] = mapped_column(CleanText)
+    logged_output: Mapped[str | None] = mapped_column(CleanText)
+    logged_prompt_tokens: Mapped[int | None]
+    logged_output_tokens: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(CleanText)
+    metadata_json: Mapped[str] = mapped_column(CleanText, default="{}")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
+    name: Mapped[str] = mapped_column(CleanText)
+    spec_json: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(CleanText)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    finished_at: Mapped[datetime | None]
+
+
+class VariantRow(Base):
+    __tablename__ = "variants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(CleanText)
+    spec_json: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(CleanText)
+    load_s: Mapped[float | None] = mapped_column(Measure)
+    weight_bytes: Mapped[int | None] = mapped_column(BigInteger)  # an 8B model: 16e9 > 2**31
+    peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    throughput_tok_s: Mapped[float | None] = mapped_column(Measure)
+    wall_s: Mapped[float | None] = mapped_column(Measure)
+    device: Mapped[str | None] = mapped_column(CleanText)  # e.g. "endpoint <its URL>"
+    technique_report_json: Mapped[str] = mapped_column(CleanText, default="{}")
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id"), index=True)
+    request_index: Mapped[int]
+    output_text: Mapped[str] = mapped_column(CleanText)
+    prompt_tokens_logged: Mapped[int | None]
+    prompt_tokens_original: Mapped[int]
+    prompt_tokens_sent: Mapped[int]
+    output_tokens: Mapped[int]
+    ttft_s: Mapped[float] = mapped_column(Measure)
+    latency_s: Mapped[float] = mapped_column(Measure)
+    compress_s: Mapped[float] = mapped_column(Measure, default=0.0)
+    error: Mapped[str | None] = mapped_column(CleanText)
+    ref_exact: Mapped[float | None] = mapped_column(Measure)
+    ref_contains: Mapped[float | None] = mapped_column(Measure)
+    ref_f1: Mapped[float | None] = mapped_column(Measure)
+    base_rouge_l: Mapped[float | None] = mapped_column(Measure)
+    base_cosine: Mapped[float | None] = mapped_column(Measure)
