@@ -25,8 +25,7 @@ from engine.business.case import (
 from engine.business.portfolio import Portfolio, portfolio
 from engine.core.domain import LoadRun, LogRequest, Run, Workload
 from engine.core.settings import Settings, get_settings
-from engine.economics.cost import CATALOG, get_hardware
-from engine.economics.hardware import Hardware
+from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log, token_stats
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
@@ -128,8 +127,9 @@ def requests(workload_id: int, limit: int | None = None) -> list[LogRequest]:
 def stored_assumptions(run: Run) -> tuple[str, float, int]:
     """(hardware key, $/hour, requests/month) the run was stored with, catalog price filled in."""
     cost = run.spec.get("cost", {})
-    hw = get_hardware(cost.get("hardware") or "cpu-c7i-large").key
-    price = cost.get("price_per_hour") or CATALOG[hw].price_per_hour
+    hw = store().get_hardware(cost.get("hardware") or "cpu-c7i-large")  # user entries too
+    price = cost.get("price_per_hour") or hw.price_per_hour
+    hw = hw.key
     return hw, float(price), int(cost.get("requests_per_month", 1_000_000))
 
 
@@ -240,7 +240,7 @@ def _measured(url: str, run_id: int) -> tuple[list[MeasuredVariant], str, str, i
     """A run's measurements, read once per run: the page re-assembles the case from them
     (pure arithmetic) on every assumption change instead of re-reading every result row."""
     store = _store(url)
-    rep = build_report(store, run_id, catalog=store.hardware_catalog())
+    rep = build_report(store, run_id)
     return measured_variants(rep), rep.run.name, rep.workload.name, rep.run.workload_id
 
 
@@ -273,7 +273,7 @@ def portfolio_frame(p: Portfolio) -> pd.DataFrame:
 
 def business_pdf(run_id: int, a: Assumptions) -> bytes:
     """The business-case PDF of a run under these assumptions."""
-    return business_pdf_for_run(store(), run_id, a, hardware_catalog())[0]
+    return business_pdf_for_run(store(), run_id, a)[0]
 
 
 # ---- report exports -------------------------------------------------------------------

@@ -8,18 +8,16 @@ import pytest
 
 from engine.core.errors import SpecError
 from engine.economics.cost import (
-    CATALOG,
-    Hardware,
     MeasuredThroughput,
     VariantCost,
     cost_per_1k_requests,
     cost_per_million_tokens,
-    get_hardware,
     monthly_cost,
     requests_per_s,
     savings,
     variant_costs,
 )
+from engine.economics.hardware import CATALOG, Hardware, get_hardware
 
 REQUIRED_KEYS = {
     "cpu-c7i-large",
@@ -52,9 +50,9 @@ def test_hardware_is_frozen():
 
 
 def test_get_hardware_known_and_unknown():
-    assert isinstance(get_hardware("nvidia-l4"), Hardware)
+    assert isinstance(get_hardware("nvidia-l4", CATALOG), Hardware)
     with pytest.raises(SpecError) as err:
-        get_hardware("tpu-v5")
+        get_hardware("tpu-v5", CATALOG)
     msg = str(err.value)
     assert "tpu-v5" in msg
     for key in REQUIRED_KEYS:

@@ -82,7 +82,7 @@ def test_the_run_is_real(pilot):
 def test_headline_figures_follow_from_stored_measurements(pilot):
     store, run, report = pilot["store"], pilot["run"], pilot["report"]
     results = store.results_frame(run.id)
-    price = cost.get_hardware("cpu-c7i-large").price_per_hour
+    price = store.get_hardware("cpu-c7i-large").price_per_hour
     volume = 1_000_000
     monthly, per_1k, tok_s = {}, {}, {}
     for v in run.variants:

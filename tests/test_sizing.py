@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.economics.cost import CATALOG
+from engine.economics.hardware import CATALOG
 from engine.economics.sizing import Measured, memory_fit, project, right_size
 from engine.economics.traffic import (
     api_monthly_cost,

@@ -11,7 +11,6 @@ from app import charts, data, nav, ui
 from engine.business.case import require_measured_baseline
 from engine.core.domain import Run
 from engine.core.errors import RoilabError
-from engine.economics.cost import CATALOG
 from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
 from engine.pilot.report import (
     PilotReport,
@@ -82,10 +81,11 @@ def _render_assumptions(run: Run) -> PilotReport:
     hw0, price0, volume0 = data.stored_assumptions(run)
     st.subheader("Assumptions", help="Change them to re-price the same measurements.")
     a, b, c = st.columns(3)
-    keys = list(CATALOG)
+    catalog = data.hardware_catalog()  # the built-ins and the user's own entries
+    keys = list(catalog)
     hw = a.selectbox("Hardware", keys, index=keys.index(hw0), key=f"results.hw.{run.id}",
-                     format_func=lambda k: CATALOG[k].name)
-    default_price = price0 if hw == hw0 else CATALOG[hw].price_per_hour
+                     format_func=lambda k: catalog[k].name)
+    default_price = price0 if hw == hw0 else catalog[hw].price_per_hour
     price = b.number_input("$/hour", min_value=0.0, value=default_price, step=0.01,
                            format="%.5f", key=f"results.price.{run.id}.{hw}",
                            help="Per device: a variant that spans several devices (tensor or "

@@ -13,7 +13,6 @@ import streamlit as st
 from app import data, nav, ui
 from engine.backends.base import default_dtype
 from engine.core.errors import RoilabError, SpecError
-from engine.economics.cost import CATALOG
 from engine.pilot.runner import Progress
 from engine.specs.pilot import PilotSpec, parse_pilot_spec
 from engine.techniques import MODULES as TECHNIQUE_KINDS
@@ -42,7 +41,8 @@ def render() -> None:
 
 def _render_form(workloads: dict) -> dict[str, Any] | None:
     """The form; returns its values when submitted, else None."""
-    hw_keys = list(CATALOG)
+    catalog = data.hardware_catalog()  # the built-ins and the user's own entries
+    hw_keys = list(catalog)
     with st.form("pilot"):
         v: dict[str, Any] = {}
         v["workload_id"] = st.selectbox(
@@ -87,7 +87,7 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         a, b, c = st.columns(3)
         v["hardware"] = a.selectbox(
             "Priced as hardware", hw_keys,
-            format_func=lambda k: f"{CATALOG[k].name} - ${CATALOG[k].price_per_hour:g}/h")
+            format_func=lambda k: f"{catalog[k].name} - ${catalog[k].price_per_hour:g}/h")
         v["price"] = b.number_input("$/hour", min_value=0.0, value=None, step=0.01,
                                     format="%.5f", placeholder="catalog price",
                                     help="Per GPU (per device); leave empty for the catalog "

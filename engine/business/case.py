@@ -88,11 +88,13 @@ def require_measured_baseline(run: Run) -> None:
 
 def build_business_case(store, run_id: int, assumptions: Assumptions | None = None,
                         catalog: Mapping[str, Hardware] | None = None) -> BusinessCase:
-    """The business case of a stored run. ``catalog`` defaults to the store's merged one."""
+    """The business case of a stored run. The run's own hardware resolves through the store
+    (built-ins and the user's entries); ``catalog`` narrows the devices right-sizing may pick
+    (default: the store's whole merged catalog)."""
     from engine.pilot.report import build_report
 
     cat = dict(catalog) if catalog is not None else store.hardware_catalog()
-    return case_from_report(build_report(store, run_id, catalog=cat), assumptions, cat)
+    return case_from_report(build_report(store, run_id), assumptions, cat)
 
 
 def case_from_report(report, assumptions: Assumptions | None,

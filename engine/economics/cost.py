@@ -4,19 +4,14 @@ Everything here is a pure function of its arguments (no I/O, no clocks, no model
 every dollar figure the app shows can be recomputed by hand from the measured throughput
 and the hourly price.
 
-The catalog (``CATALOG``, ``Hardware``, ``get_hardware``) lives in engine.economics.hardware and is
-re-exported here. Its prices are editable defaults, not live quotes: each one names the
-public price list it came from and the month it is believed to have held. Cloud prices
-change; a user should overwrite ``price_per_hour`` with what they actually pay.
+Prices come in as numbers: the hardware catalog is engine.economics.hardware, and a key
+resolves in one place, the store's merged catalog (``Store.get_hardware``), which includes
+the user's own entries.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-
-# The catalog moved to engine.economics.hardware (specs for right-sizing, user entries); these names
-# stay importable from here for existing callers.
-from engine.economics.hardware import CATALOG, Hardware, get_hardware, merge_catalog  # noqa: F401
 
 SECONDS_PER_HOUR = 3600.0
 

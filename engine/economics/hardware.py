@@ -95,10 +95,13 @@ _HARDWARE = (
 CATALOG: dict[str, Hardware] = {hw.key: hw for hw in _HARDWARE}
 
 
-def get_hardware(key: str, catalog: Mapping[str, Hardware] | None = None) -> Hardware:
-    """Look up a key in ``catalog`` (default: the built-ins); unknown keys raise SpecError
-    naming the known ones. Pass ``store.hardware_catalog()`` to resolve user entries too."""
-    cat = CATALOG if catalog is None else catalog
+def get_hardware(key: str, catalog: Mapping[str, Hardware]) -> Hardware:
+    """Look up a key in ``catalog``; unknown keys raise SpecError naming the known ones.
+
+    There is no default catalog on purpose: a key resolves against the store's merged one
+    (``Store.hardware_catalog()``, the built-ins plus the user's entries), or, for pure
+    arithmetic over built-ins only, against ``CATALOG`` passed explicitly."""
+    cat = catalog
     try:
         return cat[key]
     except KeyError:

@@ -14,6 +14,7 @@ import pandas as pd
 from engine.core.domain import Run, Workload
 from engine.economics import cost
 from engine.economics.devices import devices_of, memory_of
+from engine.economics.hardware import Hardware
 from engine.store.store import Store
 
 
@@ -77,7 +78,7 @@ class VariantSummary:
 class PilotReport:
     run: Run
     workload: Workload
-    hardware: cost.Hardware
+    hardware: Hardware
     price_per_hour: float
     requests_per_month: int
     variants: tuple[VariantSummary, ...]
@@ -119,16 +120,16 @@ def describe_techniques(spec: dict) -> str:
 
 
 def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
-                 requests_per_month: int | None = None, hardware: str | None = None,
-                 catalog: dict[str, cost.Hardware] | None = None) -> PilotReport:
+                 requests_per_month: int | None = None, hardware: str | None = None
+                 ) -> PilotReport:
     """Summarise a stored run; cost assumptions default to those stored with the run.
 
     ``price_per_hour`` is per device: each variant is priced at it times the devices its
-    engine occupied (``engine.economics.devices.devices_of``). ``catalog``: where hardware keys
-    resolve (default built-ins; pass ``store.hardware_catalog()`` for user entries)."""
+    engine occupied (``engine.economics.devices.devices_of``). Hardware keys resolve through the
+    store (``Store.get_hardware``), so a run priced on the user's own entry reads back."""
     run = store.get_run(run_id)
     stored_cost = run.spec.get("cost", {})
-    hw = cost.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"), catalog)
+    hw = store.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"))
     price = price_per_hour if price_per_hour is not None else (
         stored_cost.get("price_per_hour") or hw.price_per_hour)
     volume = requests_per_month if requests_per_month is not None else \

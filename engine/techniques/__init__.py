@@ -14,7 +14,6 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-
 # Shared helpers, not techniques: the interface, and the calibration and quantizer code that
 # `engine.export` uses too (public for that reason). Skipped so the scan never imports torch.
 SUPPORT_MODULES = ("base", "calibration", "quant_backends")
