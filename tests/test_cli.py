@@ -17,6 +17,7 @@ def cli_env(model_settings, monkeypatch):
     return model_settings
 
 
+@pytest.mark.slow  # cli_env prepares the embedded model (model_settings)
 def test_ingest_reports_bad_rows_and_refuses_unusable_files(cli_env, tmp_path, capsys) -> None:
     log = tmp_path / "log.jsonl"
     log.write_text('{"prompt": "What is 2+2?", "reference": "4"}\n{"prompt": ""}\n')
@@ -44,7 +45,7 @@ def test_pilot_runs_show_and_report(cli_env, tmp_path, capsys) -> None:
     assert "baseline" in out and "int8-weights" in out
     store = Store(cli_env.resolved_db_url())
     run = store.list_runs()[0]
-    assert [v.status for v in run.variants] == ["ok", "ok"]
+    assert [v.status for v in run.variants] == ["done", "done"]
     report = build_report(store, run.id)
     assert report.price_per_hour == 2.0 and report.requests_per_month == 5000
     assert main(["runs"]) == 0 and f"#{run.id}" in capsys.readouterr().out
@@ -63,10 +64,11 @@ def test_demo_runs_the_default_pilot_on_the_bundled_sample(cli_env, capsys) -> N
     run = Store(cli_env.resolved_db_url()).list_runs()[0]
     assert run.status == "done"
     assert [(v.name, v.status) for v in run.variants] == [
-        ("baseline", "ok"), ("int8-weights", "ok"), ("llmlingua-0.5", "ok")]
+        ("baseline", "done"), ("int8-weights", "done"), ("llmlingua-0.5", "done")]
     assert "4/4 Starting the dashboard" not in capsys.readouterr().out
 
 
+@pytest.mark.slow  # cli_env prepares the embedded model (model_settings)
 def test_flag_variants_are_checked_against_the_backend(cli_env, capsys) -> None:
     """vLLM's FP8 variants need --backend vllm; an unknown name lists the known ones. Both
     are refused before any run is stored."""
@@ -80,14 +82,16 @@ def test_flag_variants_are_checked_against_the_backend(cli_env, capsys) -> None:
     assert Store(cli_env.resolved_db_url()).list_runs() == []
 
 
+@pytest.mark.slow  # cli_env prepares the embedded model (model_settings)
 def test_flag_built_vllm_variants_and_dtype(cli_env) -> None:
     """--backend vllm --variants fp8,fp8-kv builds FP8-weight and FP8-KV variants beside the
     baseline; --dtype auto means float32 without a GPU (this machine) and is stored as such."""
-    from engine.cli.main import _build_spec, build_parser
+    from engine.cli.main import build_parser
+    from engine.cli.pilot_spec import build_spec
 
     args = build_parser().parse_args(["pilot", "--workload", "1", "--backend", "vllm",
                                       "--variants", "fp8,fp8-kv", "--dtype", "auto"])
-    spec = _build_spec(args)
+    spec = build_spec(args)
     assert [v.name for v in spec.variants] == ["baseline", "fp8-weights", "fp8-kv-cache"]
     assert {v.backend for v in spec.variants} == {"vllm"}
     assert spec.variants[1].vllm.quantization == "fp8"
@@ -95,4 +99,4 @@ def test_flag_built_vllm_variants_and_dtype(cli_env) -> None:
     assert {v.dtype for v in spec.variants} == {"float32"}  # no GPU visible here
     args = build_parser().parse_args(["pilot", "--workload", "1", "--backend", "vllm",
                                       "--variants", "fp8", "--dtype", "bfloat16"])
-    assert {v.dtype for v in _build_spec(args).variants} == {"bfloat16"}
+    assert {v.dtype for v in build_spec(args).variants} == {"bfloat16"}

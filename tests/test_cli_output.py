@@ -84,7 +84,7 @@ def test_dashboard_host_setting_is_refused_too(cli_env, monkeypatch, capsys):
 
 
 def test_dashboard_defaults_to_loopback():
-    from engine.cli.main import _dashboard_host
+    from engine.cli.demo import _dashboard_host
     from engine.core.settings import Settings
 
     args = build_parser().parse_args(["dashboard"])

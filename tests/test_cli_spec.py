@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from engine.cli.main import PILOT_EXIT, main
+from engine.cli.main import main
+from engine.cli.pilot import PILOT_EXIT
 from engine.core.errors import ModelPrepError
 from engine.models.prep import check_model_name
 from engine.store.store import Store

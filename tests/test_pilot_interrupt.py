@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from engine.cli.main import INTERRUPTED_EXIT, main
+from engine.cli.main import main
+from engine.cli.pilot import INTERRUPTED_EXIT
 from engine.core.settings import REPO_ROOT
 from engine.store.store import Store
 
@@ -51,7 +52,7 @@ def _wait_for_running_variant(store: Store, proc: subprocess.Popen, timeout: flo
             raise AssertionError(f"the pilot ended before it was stopped: {proc.communicate()}")
         runs = store.list_runs()
         status = [v.status for v in runs[0].variants] if runs else []
-        if (status[:2] == ["ok", "running"]) if first_ok else "running" in status:
+        if (status[:2] == ["done", "running"]) if first_ok else "running" in status:
             return
         time.sleep(0.05)
     raise AssertionError("no variant started running in time")
@@ -112,8 +113,8 @@ def test_sigkill_then_cancel_then_resume_keeps_each_result_exactly_once(
     assert proc.returncode == -signal.SIGKILL
     killed = store.get_run(1)
     assert killed.status == "running"  # nothing was left to say otherwise
-    assert [v.status for v in killed.variants][:2] == ["ok", "running"]
-    kept = {v.name: store.get_results(v.id) for v in killed.variants if v.status == "ok"}
+    assert [v.status for v in killed.variants][:2] == ["done", "running"]
+    kept = {v.name: store.get_results(v.id) for v in killed.variants if v.status == "done"}
     assert list(kept) == ["base"] and len(kept["base"]) == 4
     assert main(["resume", "1"]) == 2  # a run still marked running is refused...
     assert "if its process died, `roilab cancel 1` first" in capsys.readouterr().err

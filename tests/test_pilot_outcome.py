@@ -17,7 +17,8 @@ import subprocess
 import pytest
 
 from engine.business.case import build_business_case
-from engine.cli.main import PILOT_EXIT, main
+from engine.cli.main import main
+from engine.cli.pilot import PILOT_EXIT
 from engine.economics.decision import RANDOM_WEIGHTS
 from engine.reports.business_pdf import fmt_money, if_quality_holds
 from engine.store.store import Store
@@ -67,7 +68,7 @@ def test_a_pilot_whose_baseline_fails_exits_1_and_its_report_is_refused(
     assert code == PILOT_EXIT["failed"] == 1
     run = _store(model_settings).get_run(1)
     assert run.status == "failed" and run.finished_at is not None
-    assert [v.status for v in run.variants] == ["failed", "ok"]
+    assert [v.status for v in run.variants] == ["failed", "done"]
     assert run.error.startswith("The baseline 'bf16' failed: Refused before the pilot started: "
                                 f"Model folder {missing} does not exist")
     assert "fix the baseline and run the pilot again" in run.error
@@ -89,7 +90,7 @@ def test_every_variant_failing_beside_the_baseline_is_a_failure(cli, model_setti
         {"name": "base", "model": TINY}, {"name": "gpu-only", "model": TINY, "device": "cuda"})])
     assert code == 1
     run = _store(model_settings).get_run(1)
-    assert run.status == "failed" and [v.status for v in run.variants] == ["ok", "failed"]
+    assert run.status == "failed" and [v.status for v in run.variants] == ["done", "failed"]
     assert run.error.startswith("Every variant beside the baseline failed ('gpu-only': Refused "
                                 "before the pilot started")
     assert "no GPU is visible" in run.error and "only the baseline was measured" in run.error
@@ -103,7 +104,7 @@ def test_a_partial_pilot_is_marked_partial_and_exits_3(cli, model_settings, tmp_
     store = _store(model_settings)
     run = store.get_run(1)
     assert run.status == "partial" and run.finished_at is not None
-    assert [v.status for v in run.variants] == ["ok", "ok", "failed"]
+    assert [v.status for v in run.variants] == ["done", "done", "failed"]
     assert run.error.startswith("1 of 3 variants failed ('gpu-only': Refused before the pilot "
                                 "started")
     out = capsys.readouterr().out

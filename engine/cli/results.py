@@ -1,0 +1,138 @@
+"""``roilab runs``, ``roilab show`` and ``roilab report``: stored runs, one run's
+per-variant table (and CSV), and its business case as a PDF."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.cli.common import open_store
+from engine.core.errors import RoilabError
+from engine.core.inert import terminal_safe
+from engine.core.settings import Settings
+
+
+def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> None:
+    """The run's per-variant table; with ``csv_path`` also its full figures as a CSV that a
+    spreadsheet opens without live formulas (engine.core.inert)."""
+    from engine.economics.decision import RANDOM_WEIGHTS
+    from engine.pilot.report import build_report, speed_memory_only
+
+    report = build_report(open_store(settings), run_id)
+    if csv_path:
+        from engine.core.inert import write_safe_csv
+
+        write_safe_csv(report.frame(), csv_path)
+
+    def say(text: str) -> None:  # every line below can hold names or errors
+        print(terminal_safe(text, multiline=True))
+
+    cols = ["name", "status", "devices", "tokens_per_s", "latency_p50_s", "latency_p95_s",
+            "peak_mem_bytes", "weight_bytes", "kv_cache_tokens", "ref_contains", "base_rouge_l",
+            "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens", "monthly_savings"]
+    frame = report.frame()[cols].copy()
+    frame["name"] = frame["name"].map(terminal_safe)  # one row per variant, even with a \n
+    for col in ("peak_mem_bytes", "weight_bytes"):  # MiB with thousands separators: GPU-sized
+        frame[col] = [_count(None if x is None else x / 2**20) for x in frame[col]]
+    frame["kv_cache_tokens"] = [_count(x) for x in frame["kv_cache_tokens"]]
+    frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
+                                  "kv_cache_tokens": "kv_tokens",
+                                  "cost_per_1m_output_tokens": "cost_per_1m_out"})
+    say(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h per device "
+        f"(a variant pays that x its devices), {report.requests_per_month:,} requests/month:")
+    say(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for v in report.variants:
+        how = "; ".join(filter(None, [v.peak_method and f"peak {v.peak_method}",
+                                      v.kv_method and f"KV cache {v.kv_method}"]))
+        if how:
+            say(f"  {terminal_safe(v.name)} memory: {how}")
+    for v in report.variants:
+        if v.status == "failed":
+            say(f"  {terminal_safe(v.name)} failed: {v.error}")
+    for name in speed_memory_only(report):  # no accuracy columns for these, and why
+        say(f"  {terminal_safe(name)}: {RANDOM_WEIGHTS}")
+    if report.run.status in ("partial", "failed"):
+        say(f"Run {run_id} {report.run.status}: {report.run.error}")
+    if csv_path:
+        say(f"Wrote {csv_path}")
+
+
+def _count(x) -> str:
+    """``1,234`` for a measured figure, ``n/a`` for a missing one (None or NaN)."""
+    return "n/a" if x is None or x != x else f"{x:,.0f}"
+
+
+def cmd_runs(args, settings: Settings) -> None:
+    for run in open_store(settings).list_runs():
+        names = ", ".join(f"{terminal_safe(v.name)} ({v.status})" for v in run.variants)
+        print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {run.status:8} workload "
+              f"{run.workload_id} '{terminal_safe(run.name)}': {names}")
+
+
+# flag -> Assumptions field, for `roilab report`
+_ASSUMPTION_FLAGS = {"requests_per_day": float, "peak_factor": float, "p95_target_s": float,
+                     "utilisation": float, "concurrency": int, "engineering_days": float,
+                     "day_rate": float, "gpu_hours": float, "accuracy_metric": str,
+                     "accuracy_threshold": float, "api_price_in_per_1m": float,
+                     "api_price_out_per_1m": float, "target_hardware": str,
+                     "kv_bytes_per_token": float}
+
+
+def _assumptions(args):
+    """Assumptions from ``--assumptions FILE`` (JSON object), then the flags over it."""
+    from dataclasses import fields
+
+    from engine.business.case import Assumptions
+
+    values: dict = {}
+    if args.assumptions:
+        path = Path(args.assumptions)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RoilabError(f"Cannot read assumptions from {path}: {exc}. Give a JSON object "
+                              'such as {"requests_per_day": 50000, "day_rate": 900}.') from None
+        known = {f.name for f in fields(Assumptions)}
+        if not isinstance(values, dict) or set(values) - known:
+            bad = sorted(set(values) - known) if isinstance(values, dict) else values
+            raise RoilabError(f"Unknown assumption(s) {bad} in {path}; the fields are: "
+                              f"{', '.join(sorted(known))}.")
+        if "candidate_kinds" in values:
+            values["candidate_kinds"] = tuple(values["candidate_kinds"])
+    values |= {k: getattr(args, k) for k in _ASSUMPTION_FLAGS if getattr(args, k) is not None}
+    return Assumptions(**values)
+
+
+def cmd_report(args, settings: Settings) -> None:
+    from engine.reports.business_pdf import business_figures, write_business_pdf
+
+    out = Path(args.output or f"roilab-run-{args.run}.pdf")
+    path, case = write_business_pdf(open_store(settings), args.run, out, _assumptions(args),
+                                    price_per_hour=args.price,
+                                    requests_per_month=args.requests_per_month)
+    f = business_figures(case)
+    print(f"Wrote {path}\nRecommended: {f['recommended']}; monthly cost {f['baseline_monthly']} "
+          f"-> {f['recommended_monthly']}; saving {f['monthly_savings']}/month "
+          f"(range {f['savings_range']}); payback {f['payback']}; net 36 months {f['net_36']}")
+
+
+def add_parsers(sub) -> None:
+    sub.add_parser("runs", help="list runs").set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", help="per-variant figures of a run")
+    p.add_argument("run", type=int)
+    p.add_argument("--csv", metavar="FILE", help="also write every per-variant figure to FILE "
+                   "(text cells quoted so a spreadsheet runs no formula)")
+    p.set_defaults(func=lambda a, s: print_run(a.run, s, a.csv))
+    p = sub.add_parser("report", help="export a run's business case as PDF")
+    p.add_argument("run", type=int)
+    p.add_argument("-o", "--output")
+    p.add_argument("--assumptions", help="JSON object of business-case assumptions "
+                                         "(engine.business.case.Assumptions fields); flags win")
+    for name, kind in _ASSUMPTION_FLAGS.items():
+        flag = "--" + name.removesuffix("_s").removesuffix("_per_1m").replace("_", "-")
+        p.add_argument(flag, dest=name, type=kind, default=None,
+                       help=f"engine.business.case.Assumptions.{name}; default as on the dashboard")
+    p.add_argument("--price", type=float, default=None,
+                   help="$/hour for the pilot's measured section only")
+    p.add_argument("--requests-per-month", type=int, default=None,
+                   help="volume for the pilot's measured section only")
+    p.set_defaults(func=cmd_report)
