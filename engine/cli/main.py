@@ -5,6 +5,7 @@
     roilab pilot --workload ID        # run baseline + variants over it
     roilab runs | show RUN [--csv FILE] | report RUN -o case.pdf | dashboard [--host H]
     roilab load --workload ID --url URL --model NAME --levels 1,2,4,8   # load sweep
+    roilab db current | upgrade       # the results store's schema revision
 
 Names, file names, log fields and error messages are user text: they are printed through
 engine.core.inert.terminal_safe, so escape codes in a log show as ``\x1b`` instead of acting.
@@ -12,14 +13,14 @@ engine.core.inert.terminal_safe, so escape codes in a log show as ``\x1b`` inste
 This module only builds the parser and runs the chosen handler; each group of subcommands
 lives in its own module with its handlers and ``add_parsers(sub)``: demo (demo, dashboard),
 models (prepare-model, export), workloads (ingest, workloads, hardware), pilot (pilot,
-resume, cancel; the spec its flags build is pilot_spec), results (runs, show, report), load.
+resume, cancel; the spec its flags build is pilot_spec), results (runs, show, report), load, db.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from engine.cli import demo, models, pilot, results, workloads
+from engine.cli import db, demo, models, pilot, results, workloads
 from engine.cli import load as load_cli
 from engine.core.errors import RoilabError
 from engine.core.inert import terminal_safe
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (demo, models, workloads, pilot, results):
         group.add_parsers(sub)
     load_cli.add_parser(sub)
+    db.add_parser(sub)
     return parser
 
 
