@@ -28,9 +28,15 @@ def exact_match(output: str, reference: str) -> float:
 
 
 def contains_match(output: str, reference: str) -> float:
-    """1.0 when the normalized reference appears as whole words in the normalized output."""
+    """1.0 when the normalized reference appears as whole words in the normalized output.
+
+    A reference that normalizes to nothing (empty, only punctuation or articles) is contained
+    only in an output that does too, as in ``exact_match``: an exact match always contains.
+    """
     ref, out = normalize(reference), normalize(output)
-    return float(bool(ref) and re.search(rf"(^| ){re.escape(ref)}( |$)", out) is not None)
+    if not ref:
+        return float(not out)
+    return float(re.search(rf"(^| ){re.escape(ref)}( |$)", out) is not None)
 
 
 def token_f1(output: str, reference: str) -> float:
@@ -43,17 +49,50 @@ def token_f1(output: str, reference: str) -> float:
 
 
 def rouge_l(output: str, baseline: str) -> float:
-    """ROUGE-L F-measure of a variant's output against the baseline's output."""
-    if not output.strip() and not baseline.strip():
+    """ROUGE-L F-measure of a variant's output against the baseline's output.
+
+    F = 2PR/(P+R) with P = LCS/len(output tokens), R = LCS/len(baseline tokens). Tokens are
+    runs of letters and digits in any script, lower-cased, Porter-stemmed when ASCII and
+    longer than 3 characters: for ASCII text exactly rouge_score's tokens, but its default
+    tokenizer drops every non-ASCII letter, so two identical Cyrillic or Chinese answers
+    scored 0. Two outputs with no tokens at all (empty, punctuation only) agree: 1.0.
+    """
+    out, base = _rouge_tokens(output), _rouge_tokens(baseline)
+    if not out and not base:
         return 1.0
-    return _rouge().score(baseline, output)["rougeL"].fmeasure
+    if not out or not base:
+        return 0.0
+    return float(_rouge().score(" ".join(base), " ".join(out))["rougeL"].fmeasure)
+
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits, any script
+
+
+def _rouge_tokens(text: str) -> list[str]:
+    stem = _stemmer().stem
+    return [stem(t) if len(t) > 3 and t.isascii() else t for t in _WORD.findall(text.lower())]
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    from nltk.stem import porter
+
+    return porter.PorterStemmer()
+
+
+class _Pretokenized:
+    """rouge_score tokenizer for text ``_rouge_tokens`` already tokenized: split on spaces."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return text.split()
 
 
 @lru_cache(maxsize=1)
 def _rouge():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Pretokenized())
 
 
 class Embedder:
