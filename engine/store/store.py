@@ -15,18 +15,10 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    create_engine,
-    event,
-    func,
-    insert,
-    make_url,
-    select,
-)
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.core.domain import (
@@ -40,10 +32,11 @@ from engine.core.domain import (
     Workload,
 )
 from engine.core.errors import StorageError
-from engine.core.redact import DB_URL_EXAMPLE, mask_db_url, scrub
-from engine.store.base import Base, _now, clean_text  # shared by all tables
+from engine.store.base import _now, clean_text  # shared by all tables
+from engine.store.connect import open_engine
 from engine.store.hardware import HardwareStoreMixin
 from engine.store.load import LoadStoreMixin
+from engine.store.migrate import upgrade
 from engine.store.tables import RequestRow, ResultRow, RunRow, UploadRow, VariantRow, WorkloadRow
 
 if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs it
@@ -55,52 +48,21 @@ _VARIANT_MEASURES = ("load_s", "weight_bytes", "peak_mem_bytes", "throughput_tok
                      "device")
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
 class Store(LoadStoreMixin, HardwareStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:
         """Open the store at a SQLAlchemy URL (``sqlite:///data/roilab.db``,
-        ``postgresql+psycopg://user:pass@host/db``), creating missing tables on first use."""
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True,
-                                                                           exist_ok=True)
-        shown = mask_db_url(url)  # never put a password into a message
-        try:
-            sa_url = make_url(url)
-        except (ArgumentError, ValueError) as exc:  # no scheme, a port that is not a number
-            raise StorageError(
-                f"ROILAB_DB_URL is not a database URL ({shown}): {scrub(_first_line(exc), url)}. "
-                f"Give one like {DB_URL_EXAMPLE} or sqlite:////absolute/path/roilab.db, or unset "
-                "it to use data/roilab.db.") from None
-        try:
-            if sa_url.drivername in ("postgresql", "postgres"):  # our driver: psycopg 3
-                sa_url = sa_url.set(drivername="postgresql+psycopg")
-            server = sa_url.get_backend_name() != "sqlite"
-            # a shared server may restart or drop idle connections: check each before use
-            self.engine = create_engine(sa_url, future=True, pool_pre_ping=server)
-        except Exception as exc:  # bad URL or missing driver
-            raise StorageError(f"Cannot open results store {shown}: {scrub(str(exc), url)}. "
-                               "Fix ROILAB_DB_URL.") from None
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        ``postgresql+psycopg://user:pass@host/db``): an empty database gets the tables, an
+        older store is upgraded to this code's schema (engine.store.migrate; one read when
+        it is current), a store newer than this code is refused with the fix."""
+        self.engine = open_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            Base.metadata.create_all(self.engine)  # only the tables that are missing
-        except SQLAlchemyError as exc:
+            upgrade(self.engine)
+        except StorageError:
             self.engine.dispose()
-            raise StorageError(
-                f"Cannot open results store {shown}: {scrub(_first_line(exc), url)}. Fix "
-                "ROILAB_DB_URL "
-                "(is the server running, does the database exist, may this user create "
-                "tables in it?).") from None
+            raise
         self.url = url
 
     @contextmanager
@@ -265,10 +227,6 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
                    spec=json.loads(row.spec_json), status=row.status, error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
                    variants=tuple(_variant(v) for v in s.scalars(vq)))
-
-
-def _first_line(exc: Exception) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 _INSERT_BATCH = 5_000  # requests per bulk INSERT: fast, and a bounded list of parameters
