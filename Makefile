@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup vllm gptq system-deps demo test test-fast bench gpu-check clean
+.PHONY: setup vllm gptq system-deps demo lint test test-fast bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -64,7 +64,12 @@ system-deps:
 demo: setup
 	$(PY) -m engine.cli.main demo --port $(PORT) --host $(HOST)
 
-test: setup system-deps
+# ruff over the whole repo, then the import contracts in pyproject.toml ([tool.importlinter]).
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint setup system-deps
 	$(PY) -m pytest -q -ra
 
 test-fast: setup

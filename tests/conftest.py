@@ -1,8 +1,17 @@
 """Shared fixtures: the real embedded model (prepared once), a fresh store per test, and a
-real throwaway PostgreSQL server for the store's contract tests."""
+real throwaway PostgreSQL server for the store's contract tests.
+
+The fast subset (``pytest -m "not slow and not browser"``) is hermetic, and this file enforces
+it: a test marked neither ``slow`` nor ``browser`` may not connect anywhere but loopback or a
+unix socket, may not request the model fixtures (``embedded_model_dir``, ``model_settings``,
+``vllm_server``), and finds no model: ROILAB_DATA_DIR points at an empty folder and preparing
+the embedded model fails at once. Each refusal says "mark it slow".
+"""
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +23,99 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pg_server import PostgresServer  # noqa: E402  (tests/pg_server.py)
 
 from engine.core.settings import REPO_ROOT, Settings  # noqa: E402
+from engine.models import prep  # noqa: E402
 from engine.models.prep import EMBEDDED_NAME, prepare_embedded_model  # noqa: E402
 from engine.store.store import Store  # noqa: E402
+
+# --- the fast subset is hermetic: enforced for every test marked neither slow nor browser ---
+
+MODEL_FIXTURES = ("embedded_model_dir", "model_settings", "vllm_server")
+MARK_IT_SLOW = "mark it slow (@pytest.mark.slow) or keep the fast subset hermetic"
+
+
+def _is_fast(item: pytest.Item) -> bool:
+    return item.get_closest_marker("slow") is None and item.get_closest_marker("browser") is None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse the model fixtures to a fast test before any of them is set up."""
+    if _is_fast(item):
+        wanted = [f for f in MODEL_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if wanted:
+            pytest.fail(f"{item.nodeid} uses the embedded model ({', '.join(wanted)}) but is "
+                        f"not marked slow: {MARK_IT_SLOW}.", pytrace=False)
+
+
+def _loopback(address) -> bool:
+    """True for an AF_INET/AF_INET6 address on this machine's loopback."""
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it would need DNS
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_fast_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """For a test marked neither slow nor browser: no network beyond loopback, no model."""
+    if not _is_fast(request.node):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(what: str):
+        raise pytest.fail.Exception(f"{nodeid} tried to {what}: the fast subset has no "
+                                    f"network and no model; {MARK_IT_SLOW}.", pytrace=False)
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def allowed(sock: socket.socket, address) -> bool:
+        return sock.family not in (socket.AF_INET, socket.AF_INET6) or _loopback(address)
+
+    def connect(sock, address):
+        if not allowed(sock, address):
+            refuse(f"connect to {address!r}")
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if not allowed(sock, address):
+            refuse(f"connect to {address!r}")
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not _loopback(host):
+            refuse(f"resolve {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # Child processes (the CLI, pip) get no package index, no hub and no model either.
+    empty = tmp_path_factory.mktemp("no-model-data")
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(empty))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_HOME", str(empty / "hf-home"))
+    # Settings(data_dir=REPO_ROOT / "data") named outright finds no model folder either.
+    repo_data = (REPO_ROOT / "data").resolve()
+
+    def models_dir(self: Settings) -> Path:
+        if Path(self.data_dir).resolve() == repo_data:
+            return empty / "models"
+        return self.data_dir / "models"
+
+    monkeypatch.setattr(Settings, "models_dir", property(models_dir))
+
+    def no_model(tmp):
+        refuse("prepare the embedded model (a package download and a conversion)")
+
+    monkeypatch.setattr(prep, "_extract_gguf", no_model)
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,7 @@ def test_auto_takes_the_gpu_when_one_is_visible_and_cuda_without_one_is_refused(
 
 @needs_ct
 @pytest.mark.skipif(torch.cuda.is_available(), reason="refusal of CUDA on a machine without one")
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_export_on_cuda_without_a_gpu_is_refused_before_anything_is_written(model_settings,
                                                                           tmp_path) -> None:
     src = resolve_model("random:tiny-llama", model_settings)
@@ -75,6 +76,7 @@ def test_export_on_cuda_without_a_gpu_is_refused_before_anything_is_written(mode
 
 @needs_ct
 @pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_export_writes_packed_integer_weights_and_the_config_vllm_reads(model_settings, tmp_path,
                                                                          bits) -> None:
     src = resolve_model("random:tiny-llama", model_settings)
@@ -133,6 +135,7 @@ def test_rtn_integers_are_round_to_nearest_of_the_group_scale(embedded_model_dir
 
 @needs_ct
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_export_on_the_gpu_writes_the_same_bytes_as_on_the_cpu(tmp_path) -> None:
     """A saved (not random) model: weights come from disk, each layer quantized on the GPU."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -150,6 +153,7 @@ def test_export_on_the_gpu_writes_the_same_bytes_as_on_the_cpu(tmp_path) -> None
 
 
 @needs_ct
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_export_never_overwrites_or_leaves_a_partial_folder(model_settings, tmp_path) -> None:
     src = resolve_model("random:tiny-llama", model_settings)
     taken = tmp_path / "taken"
@@ -177,6 +181,7 @@ def test_calibration_is_the_held_out_requests_or_says_it_is_the_evaluated_ones(s
         calibration_set(store, wid, None, 0)
 
 
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_gptq_is_refused_without_a_workload_or_on_random_weights(model_settings,
                                                                  tmp_path) -> None:
     real = resolve_model("embedded:smollm2-135m-instruct", model_settings)
@@ -188,6 +193,7 @@ def test_gptq_is_refused_without_a_workload_or_on_random_weights(model_settings,
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_cli_export_refuses_gptq_without_workload_and_workload_without_gptq(
         model_settings, monkeypatch, tmp_path, capsys) -> None:
     from engine.cli.main import main
@@ -201,6 +207,7 @@ def test_cli_export_refuses_gptq_without_workload_and_workload_without_gptq(
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow  # needs the embedded model (a random: shape takes its tokenizer)
 def test_gptq_without_llmcompressor_says_how_to_install_it(store, model_settings, tmp_path,
                                                            monkeypatch) -> None:
     import engine.export.gptq as gptq

@@ -98,6 +98,7 @@ def shell(embedded_model_dir):
             AutoTokenizer.from_pretrained(embedded_model_dir))
 
 
+@pytest.mark.slow  # shell loads the embedded model's config and tokenizer
 def test_model_dependent_refusals_at_load(shell) -> None:
     model, _ = shell
     assert kv_shape(model) == SMOLLM2
@@ -109,6 +110,7 @@ def test_model_dependent_refusals_at_load(shell) -> None:
         kv_cache.generate_kwargs(QuantizeKVCache(), sliding)
 
 
+@pytest.mark.slow  # shell loads the embedded model's config and tokenizer
 def test_report_sizes_capacity_from_the_workload_prompts(shell) -> None:
     model, tokenizer = shell
     prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Hello " * 50}]]

@@ -114,6 +114,7 @@ def test_random_model_pilot_measures_speed_not_accuracy(model_settings) -> None:
     assert compiled.status == "failed" and "compile" in compiled.error
 
 
+@pytest.mark.slow  # a random: shape takes the embedded model's tokenizer
 def test_a_random_models_tokenizer_decodes_every_id_it_can_generate(model_settings, tmp_path) -> None:
     """A random Llama-3 shape generates ids up to 128,255; the embedded tokenizer has 49,152.
     Padded, each id decodes (a server streaming text would otherwise stream nothing) and
@@ -135,6 +136,7 @@ def test_a_random_models_tokenizer_decodes_every_id_it_can_generate(model_settin
     assert pad_tokenizer(tmp_path / "tokenizer.json", 49_160) == 49_160  # idempotent
 
 
+@pytest.mark.slow  # a random: shape takes the embedded model's tokenizer
 def test_the_8b_shape_folder_has_a_tokenizer_as_large_as_its_vocabulary(model_settings) -> None:
     from transformers import AutoTokenizer
 

@@ -43,6 +43,7 @@ def test_check_refuses_without_torchao_and_apply_refuses_a_bad_group(monkeypatch
         QuantAwareTraining(bits=8, group_size=64)
 
 
+@pytest.mark.slow  # loads the embedded model
 def test_8_bit_qat_converts_to_int8_weights(embedded_model_dir) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
