@@ -32,8 +32,8 @@ OLD = {"dce1028": (False, False), "5860b82": (True, False), "966cc42": (True, Fa
 RAW = b'{"messages": [{"role": "user", "content": "question 0"}]}\n' * 3  # make_store.py's
 
 
-def _copy(tmp_path: Path, commit: str) -> str:
-    target = tmp_path / f"{commit}.db"
+def _copy(tmp_path: Path, commit: str, name: str | None = None) -> str:
+    target = tmp_path / f"{name or commit}.db"
     shutil.copyfile(STORES / f"{commit}.db", target)
     return f"sqlite:///{target}"
 
@@ -42,7 +42,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _assert_rows(store: Store, had_extras: bool) -> None:
+def _assert_rows(store: Store, had_extras: bool, device: str | None = "cpu") -> None:
     """Everything make_store.py stored, read back through the store's public methods."""
     [w] = store.list_workloads()
     assert (w.name, w.filename, w.format, w.n_requests) == ("support log ü", "support.jsonl",
@@ -61,7 +61,7 @@ def _assert_rows(store: Store, had_extras: bool) -> None:
     for v in run.variants:
         assert v.status in ("ok", "done") and v.technique_report == {"technique": v.name}
         assert (v.weight_bytes, v.peak_mem_bytes, v.device) == (2_000_000_000,
-                                                                2_000_000_001, "cpu")
+                                                                2_000_000_001, device)
         results = store.get_results(v.id)
         assert [r.output_text for r in results] == [f"out {i} ✓" for i in range(3)]
         assert results[1].ref_exact == (1.0 if v.name == "int8" else None)
@@ -136,6 +136,30 @@ def test_upgraded_sqlite_store_has_the_tables_a_new_store_has(commit, tmp_path) 
     for _, _, table, column, _, old, new in diffs:
         assert _affinity(old) == _affinity(new), (table, column, old, new)
     store.engine.dispose()
+
+
+def test_revision_0001_completes_a_table_that_lacks_a_column_or_index(tmp_path) -> None:
+    """No roilab version ever added a column to an existing table, but revision 0001 adds
+    one that may be NULL (and a missing index) rather than fail later with "no such column";
+    one that may not be NULL is refused by name, and nothing is changed."""
+    url = _copy(tmp_path, "dce1028")
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE variants DROP COLUMN device")
+        conn.exec_driver_sql("DROP INDEX ix_results_variant_id")
+    store = Store(url)
+    _assert_rows(store, had_extras=False, device=None)  # the column is back, empty
+    assert "ix_results_variant_id" in {i["name"] for i in sa.inspect(store.engine)
+                                       .get_indexes("results")}
+    store.engine.dispose()
+
+    url = _copy(tmp_path, "dce1028", name="no-spec")
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN spec_json")
+    with pytest.raises(StorageError, match="no column 'spec_json'"):
+        Store(url)
+    assert migrate.current_revision(url) is None  # rolled back: still the old store, without
+    assert "hardware" not in sa.inspect(sa.create_engine(url)).get_table_names()  # the table
+    # 0001 made before it reached runs: the DDL was in the transaction (BEGIN IMMEDIATE)
 
 
 def test_upgrade_is_idempotent(tmp_path) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import op
 
+from engine.core.errors import StorageError
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -137,10 +139,10 @@ def _complete(name: str, table: sa.Table, inspector) -> None:
         if column.name in have:
             continue
         if not column.nullable:
-            raise RuntimeError(
+            raise StorageError(
                 f"Table {name!r} has no column {column.name!r} and it cannot be added to "
                 "existing rows (NOT NULL, no default): this table was not made by roilab. "
-                "Point ROILAB_DB_URL at a database of roilab's own.")
+                "Nothing was changed. Point ROILAB_DB_URL at a database of roilab's own.")
         op.add_column(name, sa.Column(column.name, column.type, nullable=True))
     indexes = {ix["name"] for ix in inspector.get_indexes(name)}
     for index in table.indexes:
