@@ -18,7 +18,7 @@ from engine.ingest.log_read import bad_byte_lines, clean_name, excerpt
 CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
 CSV_REFERENCE_COLUMNS = ("reference", "expected", "answer", "ground_truth", "label",
                          "expected_output")
-CSV_OUTPUT_COLUMNS = ("output", "response", "completion")  # engine.ingest.logs.OUTPUT_KEYS
+CSV_OUTPUT_COLUMNS = ("output", "response", "completion")  # engine.ingest.log_request.OUTPUT_KEYS
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
 _MAX_CELL = 2**31 - 1  # the largest field_size_limit the csv module accepts everywhere
 

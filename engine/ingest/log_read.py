@@ -1,18 +1,20 @@
 """Reading an uploaded log's bytes safely: physical lines, UTF-8 per line, hostile values.
 
-Shared by :mod:`engine.ingest.logs` (JSON formats) and :mod:`engine.ingest.log_csv`. A line is ended by
+Shared by :mod:`engine.ingest.log_json` and :mod:`engine.ingest.log_csv`. A line is ended by
 ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac exports), never by the other characters
 ``str.splitlines`` knows (U+2028 may sit unescaped inside a JSON string). Bytes that are not
 UTF-8 make only the lines they are on unusable, with the byte offset in the file. Every
-value quoted in a message goes through :func:`excerpt`, so a 5 MB field gives a short message.
+value quoted in a message goes through :func:`excerpt`, so a 5 MB field gives a short message;
+a file with no usable row gets one message quoting its first issues (:func:`no_rows_message`).
 """
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from engine.core.domain import RowIssue
 from engine.core.errors import RowError
 
 BOM = b"\xef\xbb\xbf"
@@ -20,6 +22,7 @@ EXCERPT_CHARS = 80  # longest quotation of a user value in any message
 MAX_DEPTH = 64  # deepest JSON nesting a row may have (real logs: < 10)
 MAX_STORED_INT = 2**31 - 1  # the store's token-count columns: INTEGER, 32-bit on PostgreSQL
 
+_SHOWN_ISSUES = 3  # row issues quoted in the "no usable rows" message
 _BREAK = re.compile(rb"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -41,6 +44,16 @@ def _short_json(value: Any, limit: int) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
         return f"an integer of {len(str(value)):,} digits"[:limit * 2]
     return json.dumps(value)
+
+
+def no_rows_message(filename: str, issues: Sequence[RowIssue], total: int) -> str:
+    """The one message for a file without a usable row, quoting its first issues."""
+    if total == 0:
+        return f"{filename} has a header but no data rows; add one request per row."
+    shown = " | ".join(f"line {i.line} ({i.field}): {i.reason}" for i in issues[:_SHOWN_ISSUES])
+    more = f" | and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
+    return (f"{filename}: none of its {total} rows is usable. Fix these and upload again: "
+            f"{shown}{more}")
 
 
 def clean_name(text: str) -> str:
