@@ -16,7 +16,7 @@ from sqlalchemy import ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.core.domain import LoadRun, LoadSample
-from engine.store.base import Base, _now
+from engine.store.base import Base, CleanText, _now
 from engine.store.tables import WorkloadRow
 
 if TYPE_CHECKING:  # imported where used: `roilab ingest` should not pay for pandas
@@ -27,7 +27,7 @@ class LoadRunRow(Base):
     __tablename__ = "load_runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(CleanText)
     spec_json: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
@@ -39,7 +39,7 @@ class LoadSampleRow(Base):
     __tablename__ = "load_samples"
     id: Mapped[int] = mapped_column(primary_key=True)
     load_run_id: Mapped[int] = mapped_column(ForeignKey("load_runs.id"), index=True)
-    variant: Mapped[str] = mapped_column(String(80))
+    variant: Mapped[str] = mapped_column(CleanText)
     level: Mapped[float]
     request_index: Mapped[int]
     arrival_s: Mapped[float]

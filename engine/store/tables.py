@@ -61,6 +61,11 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(CleanText)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     finished_at: Mapped[datetime | None]
+    # The process running it (revision 0003): a run whose process died is found by these and
+    # marked interrupted (engine.pilot.liveness), instead of staying "running" forever.
+    owner_pid: Mapped[int | None]
+    owner_host: Mapped[str | None] = mapped_column(CleanText)
+    heartbeat_at: Mapped[datetime | None]
 
 
 class VariantRow(Base):
