@@ -94,7 +94,7 @@ def gpu_memory_used_mib() -> int | None:
 
 def release_engines(device: str) -> None:
     """Shut the shared engines down; on a GPU wait until their memory is back."""
-    from engine.backends.vllm_backend import shutdown_engines
+    from engine.backends.vllm_engines import shutdown_engines
 
     shutdown_engines()
     if device != "cuda":
@@ -121,7 +121,8 @@ def raw_pass(llm, prompts: list[list[int]], batch_size: int, max_new: int,
 
 
 def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
-    from engine.backends.vllm_backend import VllmBackend, engine_args, get_engine
+    from engine.backends.vllm_backend import VllmBackend
+    from engine.backends.vllm_engines import engine_args, get_engine
     from engine.models.prep import is_random_model, resolve_model
     from engine.pilot.runner import run_pilot
     from engine.specs.backends import VllmOptions

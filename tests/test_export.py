@@ -99,7 +99,7 @@ def test_export_writes_packed_integer_weights_and_the_config_vllm_reads(model_se
     assert (out / "tokenizer.json").is_file()
     assert not list(tmp_path.glob(".*staging"))
     # still a random-weights model (speed only), but vLLM must load these weights, not dummies
-    from engine.backends.vllm_backend import engine_args
+    from engine.backends.vllm_engines import engine_args
     from engine.models.prep import is_random_model
     from engine.specs.pilot import VariantSpec
 

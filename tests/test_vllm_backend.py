@@ -32,12 +32,12 @@ VLLM_FP32 = VariantSpec(name="vllm-fp32", backend="vllm", dtype="float32",
 def vllm_engine(embedded_model_dir):
     """The one fp32 eager engine every test here shares. Module scope: it is shut down as soon
     as these tests end, so its idle worker does not sit beside later test files' timings."""
-    from engine.backends import vllm_backend
+    from engine.backends import vllm_engines
 
-    args = vllm_backend.engine_args(VLLM_FP32, str(embedded_model_dir), "cpu")
-    engine = vllm_backend.get_engine(args)
+    args = vllm_engines.engine_args(VLLM_FP32, str(embedded_model_dir), "cpu")
+    engine = vllm_engines.get_engine(args)
     yield engine
-    vllm_backend.shutdown_engines()
+    vllm_engines.shutdown_engines()
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +135,15 @@ def test_transformers_techniques_are_refused_with_what_is_supported() -> None:
 def test_a_random_weights_model_is_loaded_by_vllm_as_dummy_weights(tmp_path) -> None:
     """``random:<shape>`` folders hold a config and a tokenizer, no weights: vLLM must be told
     to build them with random ("dummy") weights, as for the GPU production-shape runs."""
-    from engine.backends import vllm_backend
+    from engine.backends import vllm_engines
     from engine.models.prep import resolve_model
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data", None)
     folder = resolve_model("random:tiny-llama", settings)
     spec = VariantSpec(name="shape", model="random:tiny-llama", backend="vllm", dtype="bfloat16")
-    assert vllm_backend.engine_args(spec, folder, "cuda")["load_format"] == "dummy"
-    real = vllm_backend.engine_args(VLLM_FP32, str(settings.models_dir), "cpu")
+    assert vllm_engines.engine_args(spec, folder, "cuda")["load_format"] == "dummy"
+    real = vllm_engines.engine_args(VLLM_FP32, str(settings.models_dir), "cpu")
     assert "load_format" not in real
 
 
@@ -152,7 +152,7 @@ def test_a_random_weights_shape_decodes_every_token_asked_for(tmp_path, embedded
     (EOS ignored, as the transformers backend does), so both engines and raw vLLM compare
     like for like; the text says it is not meaningful."""
     from engine.backends.base import RANDOM_TEXT
-    from engine.backends.vllm_backend import STREAM_INTERVAL
+    from engine.backends.vllm_engines import STREAM_INTERVAL
     from engine.models.prep import resolve_model
     from tests.conftest import make_settings
 

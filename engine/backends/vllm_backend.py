@@ -13,30 +13,16 @@ per-request metrics (``RequestOutput.metrics``: arrival, queued, scheduled, firs
 token; filled only with ``disable_log_stats=False``) are recorded next to them in
 ``Generation.engine_metrics``, and the runner stores them with the variant.
 
-Engines are expensive to start (about a minute on a 2-core CPU), so they are shared per
-process, keyed by the engine arguments: a later variant with the same arguments reuses the
-engine. A variant with other arguments first shuts the running engine down, waits for its
-processes to exit and its GPU memory to come back, then starts its own, unless (on a GPU)
-the new one fits in the memory still free beside it. Every engine is shut down at exit
-(``shutdown_engines()`` does it earlier). Engines start their processes with the spawn
-method, which works in a process that has already touched CUDA (fork does not): a script
-that runs a pilot on this backend needs an ``if __name__ == "__main__":`` guard.
-
-Memory per variant (``memory_report``): weight bytes read back from the loaded model, the
-KV-cache capacity vLLM reserved (blocks x block size, and its bytes), and the peak while
-serving: on a GPU the device memory the engine holds (NVML, over what was in use before it
-started), on the CPU the summed RSS of the engine's processes.
+The engines themselves (arguments, start, reuse across variants, shutdown) are in
+``engine.backends.vllm_engines``; what they hold in memory (``memory_report``: weights, the
+KV cache vLLM reserved, the peak while serving) is read and sampled by
+``engine.backends.vllm_memory``.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine.backends.base import RANDOM_TEXT, Backend, LoadInfo, Messages, resolve_device
@@ -44,338 +30,17 @@ from engine.backends.vllm_checks import (
     check_cpu_int_weights,
     check_cpu_model,
     check_gpu_fit,
-    check_gpu_free,
     check_gpu_int_weights,
     check_vllm_spec,
     gpu_memory,
     gpu_name,
 )
+from engine.backends.vllm_engines import SharedEngine, engine_args, get_engine, running
+from engine.backends.vllm_memory import GpuUsedSampler, TreeRssSampler
 from engine.core.domain import Generation
-from engine.core.errors import BackendError, ModelPrepError, SpecError
+from engine.core.errors import BackendError, ModelPrepError
 from engine.models.prep import is_random_model
 from engine.specs.backends import VllmOptions
-
-CPU_KV_CACHE_BYTES = 512 * 2**20  # default KV cache on CPU (vLLM needs an explicit size there)
-SHUTDOWN_WAIT_S = 60  # how long a stopped engine's processes get to exit before being killed
-# The front end hands us a request's first token and then only its finish (vLLM's
-# ``stream_interval``): that is all the timing needs, and building a delta output for every
-# request at every step cost ~8% of throughput at batch 64 on an H200.
-STREAM_INTERVAL = 1 << 20
-
-
-@dataclass
-class SharedEngine:
-    """One started vLLM engine and what starting it cost."""
-
-    llm: Any  # vllm.LLM
-    args: dict[str, Any]
-    start_s: float
-    pids: list[int]  # the engine's own processes (EngineCore, workers), for memory
-    weight_bytes: int | None
-    device: str = "cpu"
-    used_before: list[int] = field(default_factory=list)  # GPU bytes in use before it started
-    kv: dict[str, Any] = field(default_factory=dict)  # KV-cache capacity vLLM reserved
-    uses: int = 0
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-_ENGINES: OrderedDict[str, SharedEngine] = OrderedDict()
-_LOCK = threading.Lock()
-
-
-def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
-    """vLLM ``LLM(...)`` keyword arguments for a variant on ``device`` ("cpu" or "cuda")."""
-    opts = spec.vllm or VllmOptions()
-    if os.path.exists(model_path):  # one engine per folder, however it was reached (symlinks)
-        model_path = os.path.realpath(model_path)
-    args: dict[str, Any] = {
-        "model": model_path, "dtype": spec.dtype,
-        "enforce_eager": opts.enforce_eager if opts.enforce_eager is not None else device == "cpu",
-        "tensor_parallel_size": opts.tensor_parallel_size, "seed": opts.seed,
-        "kv_cache_dtype": opts.kv_cache_dtype,
-        "disable_log_stats": False,  # RequestOutput.metrics is empty otherwise
-        "stream_interval": STREAM_INTERVAL,
-    }
-    optional = {"quantization": opts.quantization, "max_model_len": opts.max_model_len,
-                "pipeline_parallel_size": opts.pipeline_parallel_size
-                if opts.pipeline_parallel_size > 1 else None,
-                "max_num_seqs": opts.max_num_seqs,
-                "enable_prefix_caching": opts.enable_prefix_caching,
-                "gpu_memory_utilization": opts.gpu_memory_utilization,
-                "kv_cache_memory_bytes": opts.kv_cache_memory_bytes}
-    if device == "cpu" and opts.kv_cache_memory_bytes is None:
-        optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    args.update({k: v for k, v in optional.items() if v is not None})
-    if is_random_model(model_path) and not any(Path(model_path).glob("*.safetensors")):
-        # A production shape from its config alone: random weights, speed and memory only.
-        # (An exported quantized random shape carries its weights: vLLM loads those.)
-        args["load_format"] = "dummy"
-    return args
-
-
-def get_engine(args: dict[str, Any], device: str = "cpu", name: str = "") -> SharedEngine:
-    """The engine for these arguments, started on first use and shared afterwards.
-
-    Another running engine is shut down first (its processes gone, its memory given back),
-    except on a GPU when the new engine fits in the memory still free beside it. On a GPU an
-    engine that would find too little free memory is refused with the numbers and the fix.
-    """
-    key = json.dumps(args, sort_keys=True)
-    with _LOCK:
-        if key in _ENGINES:
-            _ENGINES.move_to_end(key)
-            return _ENGINES[key]
-        if device == "cuda" and _ENGINES and not _fits_beside(args):
-            _shutdown_all()
-        elif device != "cuda":
-            _shutdown_all()  # one engine at a time on a CPU: cores and memory are few
-        used_before: list[int] = []
-        if device == "cuda":
-            opts = _options(args)
-            memory = gpu_memory(opts.devices)
-            check_gpu_free(name or args["model"], opts, memory)
-            used_before = [total - free for total, free in memory]
-        engine = _start_engine(args, device)
-        engine.used_before = used_before
-        _ENGINES[key] = engine
-        return engine
-
-
-def _options(args: dict[str, Any]):
-    """The memory-relevant vLLM options of resolved engine arguments."""
-    return VllmOptions(tensor_parallel_size=args.get("tensor_parallel_size", 1),
-                       pipeline_parallel_size=args.get("pipeline_parallel_size", 1),
-                       gpu_memory_utilization=args.get("gpu_memory_utilization"))
-
-
-def _fits_beside(args: dict[str, Any]) -> bool:
-    try:
-        check_gpu_free("", _options(args))
-    except SpecError:
-        return False
-    return True
-
-
-def _start_engine(args: dict[str, Any], device: str = "cpu") -> SharedEngine:
-    import psutil
-
-    from engine.backends.vllm_launcher import prepare_vllm
-
-    if prepare_vllm() is None:
-        raise BackendError("vLLM is not installed: run `make vllm` (or pip install "
-                           "'roilab[vllm]'; on a GPU box install vLLM's CUDA build).")
-    # apply_model() below sends a function to the engine's worker to read back the loaded
-    # weights; vLLM pickles such calls only when allowed (local IPC between our own processes).
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-    # vLLM forks its engine processes by default, and a forked child cannot use CUDA once this
-    # process has touched it (a transformers variant, or asking for the device's name, does):
-    # "Cannot re-initialize CUDA in forked subprocess". Spawned children start clean.
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-    from vllm import LLM
-
-    me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
-    t0 = time.perf_counter()
-    try:
-        llm = LLM(**args)
-    except Exception as exc:  # vLLM raises plain exceptions; say what was asked
-        raise BackendError(f"vLLM could not start with {args}: {type(exc).__name__}: "
-                           f"{str(exc)[:500]}") from exc
-    start_s = time.perf_counter() - t0
-    pids = [p.pid for p in me.children(recursive=True)
-            if p.pid not in before and not _is_resource_tracker(p)]
-    try:
-        weight_bytes = int(sum(llm.apply_model(_weight_bytes)))
-    except Exception:  # noqa: BLE001 - an engine that refuses the call still serves
-        weight_bytes = None
-    try:
-        kv = _kv_summary(llm.collective_rpc(_kv_cache_info))
-    except Exception as exc:  # noqa: BLE001 - an engine that refuses the call still serves
-        kv = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-    return SharedEngine(llm=llm, args=args, start_s=start_s, pids=pids, weight_bytes=weight_bytes,
-                        device=device, kv=kv)
-
-
-def _is_resource_tracker(proc) -> bool:
-    """multiprocessing's resource tracker, started with the first spawned child and shared by
-    every later one: not part of any one engine."""
-    try:
-        return "resource_tracker" in " ".join(proc.cmdline())
-    except Exception:  # noqa: BLE001 - gone already
-        return True
-
-
-def _kv_cache_info(worker) -> dict[str, Any]:
-    """Runs inside each vLLM worker: the KV cache it allocated (blocks, tokens, bytes) and the
-    torch allocator's peak on its GPU."""
-    out: dict[str, Any] = {}
-    runner = getattr(worker, "model_runner", None) or getattr(worker, "worker", None)
-    runner = getattr(runner, "model_runner", runner)
-    config = getattr(runner, "kv_cache_config", None)
-    if config is not None:
-        groups = config.kv_cache_groups
-        out["num_blocks"] = int(config.num_blocks)
-        out["block_size"] = int(groups[0].kv_cache_spec.block_size) if groups else None
-        out["groups"] = len(groups)
-        out["bytes"] = int(sum(t.size for t in config.kv_cache_tensors))
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["torch_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
-    return out
-
-
-def _kv_summary(per_worker: list[dict[str, Any]]) -> dict[str, Any]:
-    """KV capacity in tokens (one worker's blocks x block size: tensor-parallel ranks each hold
-    a slice of every token) and bytes summed over the workers."""
-    first = per_worker[0] if per_worker else {}
-    if not first.get("num_blocks") or not first.get("block_size"):
-        return {}
-    return {"tokens": first["num_blocks"] * first["block_size"] // max(first["groups"], 1),
-            "bytes": sum(w.get("bytes", 0) for w in per_worker),
-            "num_blocks": first["num_blocks"], "block_size": first["block_size"]}
-
-
-def _weight_bytes(model) -> int:
-    """Runs inside vLLM's worker: bytes of the loaded weights as stored (fp8 counted as 1 byte)."""
-    seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.data_ptr() in seen:  # tied embeddings count once
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total
-
-
-def _shutdown(engine: SharedEngine) -> None:
-    """Stop the engine and wait until its processes have exited and (on a GPU) the memory it
-    held is free again, so the next engine finds what it needs."""
-    import gc
-
-    import psutil
-
-    try:
-        engine.llm.llm_engine.engine_core.shutdown()
-    except Exception:  # noqa: BLE001, S110 - best effort: the processes are reaped below
-        pass
-    procs = [psutil.Process(p) for p in engine.pids if psutil.pid_exists(p)]
-    _, alive = psutil.wait_procs(procs, timeout=SHUTDOWN_WAIT_S)
-    for p in alive:  # an engine that ignored its shutdown must not keep the GPU
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    engine.llm = None
-    gc.collect()
-    if engine.device == "cuda" and engine.used_before:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            used = [t - f for t, f in gpu_memory(len(engine.used_before))]
-            if all(u <= b + 2**30 for u, b in zip(used, engine.used_before, strict=True)):
-                break
-            time.sleep(0.5)
-
-
-def _shutdown_all() -> None:
-    while _ENGINES:
-        _shutdown(_ENGINES.popitem()[1])
-
-
-def shutdown_engines() -> None:
-    """Shut down every shared engine (also done at interpreter exit)."""
-    with _LOCK:
-        _shutdown_all()
-
-
-atexit.register(shutdown_engines)
-
-
-class _TreeRssSampler:
-    """Peak summed RSS of the engine's processes, sampled in a thread while serving."""
-
-    def __init__(self, pids: list[int], interval_s: float = 0.05) -> None:
-        import psutil
-
-        self._procs = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
-        self.peak = self._sample()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> int:
-        total = 0
-        for p in self._procs:
-            try:
-                total += p.memory_info().rss
-            except Exception:  # noqa: BLE001 - a process that exited holds no memory
-                pass
-        return total
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self._sample())
-
-    def reset(self) -> None:
-        self.peak = self._sample()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=1)
-        return max(self.peak, self._sample())
-
-
-class _GpuUsedSampler:
-    """Peak device memory the engine holds: NVML's used bytes on its GPUs over what was in
-    use before it started, sampled in a thread while serving. vLLM reserves its KV cache up
-    front, so this is mostly gpu_memory_utilization x the device, and repeats run to run."""
-
-    def __init__(self, used_before: list[int], pids: list[int] | None = None,
-                 interval_s: float = 0.05) -> None:
-        self._before = used_before
-        self._pids = set(pids or [])
-        self.per_process = False  # True once NVML attributed memory to the engine's processes
-        self._interval = interval_s
-        self.peak = self._sample()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> int:
-        mine = self._engine_processes()
-        if mine is not None:
-            self.per_process = True
-            return mine
-        used = [t - f for t, f in gpu_memory(len(self._before))]
-        return int(sum(max(0, u - b) for u, b in zip(used, self._before, strict=True)))
-
-    def _engine_processes(self) -> int | None:
-        """GPU memory NVML attributes to the engine's own processes (so another program on
-        the same GPU does not count), or None where NVML lists none of them."""
-        try:
-            import pynvml
-
-            from engine.backends.vllm_checks import _nvml_index
-
-            total, found = 0, False
-            for i in range(len(self._before)):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(i))
-                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if proc.pid in self._pids and proc.usedGpuMemory is not None:
-                        total += int(proc.usedGpuMemory)
-                        found = True
-            return total if found else None
-        except Exception:  # noqa: BLE001 - no NVML process list here: the device figure
-            return None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._sample())
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=1)
-        return max(self.peak, self._sample())
 
 
 class VllmBackend(Backend):
@@ -386,7 +51,7 @@ class VllmBackend(Backend):
         self.engine: SharedEngine | None = None
         self.tokenizer = None
         self._eos: set[int] = set()
-        self._sampler: _TreeRssSampler | _GpuUsedSampler | None = None
+        self._sampler: TreeRssSampler | GpuUsedSampler | None = None
         self._peak: int | None = None
         self._reused = False
         self._batches = 0
@@ -414,12 +79,12 @@ class VllmBackend(Backend):
             check_gpu_fit(self.spec.name, self.model_path, self.spec.dtype, opts)
         self._load_tokenizer()
         args = engine_args(self.spec, self.model_path, device)
-        self._reused = json.dumps(args, sort_keys=True) in _ENGINES
+        self._reused = running(args)
         self.engine = get_engine(args, device, self.spec.name)
         self.engine.uses += 1
         self._device = device
-        self._sampler = (_TreeRssSampler(self.engine.pids) if device == "cpu"
-                         else _GpuUsedSampler(self.engine.used_before, self.engine.pids))
+        self._sampler = (TreeRssSampler(self.engine.pids) if device == "cpu"
+                         else GpuUsedSampler(self.engine.used_before, self.engine.pids))
         return LoadInfo(load_s=self.engine.start_s, weight_bytes=self.engine.weight_bytes,
                         device=self._describe(device),
                         technique_report={"_model": {"engine": "vllm", **self._versions()}})
