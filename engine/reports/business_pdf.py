@@ -21,19 +21,18 @@ from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.economics.hardware import Hardware
 from engine.economics.roi import Interval
 from engine.pilot.report import PilotReport, build_report, side_by_side
-from engine.reports.pilot_pdf import (
+from engine.reports.pdf import (
     NA,
-    appendix,
     fmt_money,
     fmt_pct,
     fmt_score,
     new_doc,
-    pilot_sections,
-    report_title,
+    png,
     table,
-    title_block,
     to_latin1,
+    write_file,
 )
+from engine.reports.pilot_pdf import appendix, pilot_sections, report_title, title_block
 
 TORNADO_LABELS = {"price_factor": "hardware $/hour -/+20%",
                   "requests_per_day": "requests per day -/+20%",
@@ -267,9 +266,7 @@ def charts_png(case: BusinessCase, dpi: int = 150) -> bytes:
     _before_after(fig.add_subplot(grid[0, 1]), case)
     _payback(fig.add_subplot(grid[1, 0]), case)
     _tornado(fig.add_subplot(grid[1, 1]), case)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return png(fig, dpi)
 
 
 def _scatter(ax, case: BusinessCase) -> None:
@@ -415,7 +412,4 @@ def write_business_pdf(store, run_id: int, path: str | Path,
                        **pilot_pricing) -> tuple[Path, BusinessCase]:
     """Render and write the business-case PDF of a stored run; (path, case)."""
     pdf, case = business_pdf_for_run(store, run_id, assumptions, **pilot_pricing)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(pdf)
-    return out, case
+    return write_file(path, pdf), case

@@ -1,83 +1,46 @@
-"""The pilot's business case as a PDF (fpdf2 + matplotlib), rebuilt from a PilotReport.
+"""The pilot's measured report as a PDF (fpdf2 + matplotlib), rebuilt from a PilotReport.
 
-Every number printed goes through the ``fmt_*`` helpers and the summary's figures come from
-``headline_figures(report)``, so tests can compute the exact strings from stored numbers.
-fpdf2's core fonts are latin-1 only: all text passes through ``to_latin1``, so emoji or CJK
-in a model output become '?' instead of crashing the export. Charts use a bare matplotlib
-``Figure`` (Agg, no pyplot global state), which is safe inside a Streamlit server.
+The summary's figures come from ``headline_figures(report)``, so tests can compute the exact
+strings from stored numbers; the words, charts, tables and appendix are built here from the
+shared blocks in engine.reports.pdf (formatters, latin-1 text, the document, tables).
+engine.reports.business_pdf puts the business case in front of these pages.
 """
 from __future__ import annotations
 
 import io
 import math
-import unicodedata
 from pathlib import Path
 
 import pandas as pd
-from fpdf import FPDF
-from fpdf.fonts import FontFace
 from matplotlib.figure import Figure
 
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
+from engine.reports.pdf import (
+    NA,
+    Doc,
+    fmt_cell,
+    fmt_cell_mb,
+    fmt_count,
+    fmt_mb,
+    fmt_money,
+    fmt_pct,
+    fmt_ratio,
+    fmt_score,
+    fmt_tok_s,
+    missing,
+    new_doc,
+    png,
+    table,
+    to_latin1,
+    write_file,
+)
 
-NA = "n/a"
-_PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"',
-                        "\u201e": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2022": "*",
-                        "\u2026": "...", "\u00a0": " ", "\t": "    "})
 _COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
 
 
-# ---- text and number formatting ----------------------------------------------------------
-def to_latin1(text: object) -> str:
-    """Text the core PDF fonts can draw: latin-1 kept, the rest normalised or '?'."""
-    out = []
-    for ch in str(text).translate(_PUNCT):
-        if ord(ch) < 256:
-            out.append(ch if ch == "\n" or ch.isprintable() else " ")
-            continue
-        if unicodedata.category(ch) in ("Mn", "Cf"):  # zero-width joiners, variation selectors
-            continue
-        # NFKC maps full-width letters and ligatures; NFKD then drops accents latin-1 lacks.
-        folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", ch))
-        kept = "".join(c for c in folded if ord(c) < 256 and not unicodedata.combining(c))
-        out.append(kept or "?")
-    return "".join(out)
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def fmt_money(x: float | None) -> str:
-    """``$0.01340`` (4 significant digits below $1), ``$136.66``, ``-$1,234.57``."""
-    if x is None or math.isnan(x):
-        return NA
-    sign, a = ("-" if x < 0 else ""), abs(x)
-    if a == 0 or a >= 1:
-        return f"{sign}${a:,.2f}"
-    decimals = 3 - math.floor(math.log10(a))
-    return f"{sign}${a:.{decimals}f}"
-
-
-def _formatter(template: str, scale: float = 1.0):
-    def fmt(x: float | None) -> str:
-        return NA if x is None or math.isnan(x) else template.format(x * scale)
-    return fmt
-
-
-fmt_pct = _formatter("{:.1f}%", 100.0)  # a fraction: 0.333 -> "33.3%"
-fmt_ratio = _formatter("{:.2f}x")
-fmt_score = _formatter("{:.3f}")
-fmt_mb = _formatter("{:,.1f} MB", 1e-6)  # MB = 10^6 bytes
-fmt_s = _formatter("{:.2f} s")
-fmt_tok_s = _formatter("{:,.2f} tok/s")
-_count = _formatter("{:,.0f}")  # tokens, bytes per token
-_num2, _mb_num = _formatter("{:,.2f}"), _formatter("{:,.1f}", 1e-6)  # table cells, unit in header
-
-
 def _ratio(a, b) -> float | None:
-    return None if _missing(a) or _missing(b) or not b else a / b
+    return None if missing(a) or missing(b) or not b else a / b
 
 
 # ---- the words -------------------------------------------------------------------------
@@ -217,9 +180,7 @@ def charts_png(report: PilotReport, dpi: int = 150) -> bytes:
     _bars(fig.add_subplot(grid[2, :]), names,
           {"peak memory": [v.peak_mem_bytes for v in vs],
            "weights": [v.weight_bytes for v in vs]}, "Memory (MB)", scale=1e-6)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return png(fig, dpi)
 
 
 def _bars(ax, names: list[str], series: dict[str, list], title: str, scale: float = 1.0) -> None:
@@ -227,9 +188,9 @@ def _bars(ax, names: list[str], series: dict[str, list], title: str, scale: floa
     width = 0.8 / len(series)
     for k, (label, vals) in enumerate(series.items()):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(names))]
-        ys = [0.0 if _missing(y) else y * scale for y in vals]
+        ys = [0.0 if missing(y) else y * scale for y in vals]
         bars = ax.bar(xs, ys, width, label=label, color=_COLORS[k % len(_COLORS)])
-        ax.bar_label(bars, fontsize=6, labels=[NA if _missing(y) else (
+        ax.bar_label(bars, fontsize=6, labels=[NA if missing(y) else (
             f"{y * scale:,.0f}" if abs(y * scale) >= 100 else f"{y * scale:.3g}") for y in vals])
     ax.set_title(title, fontsize=9)
     ax.set_xticks(range(len(names)), names, fontsize=7, rotation=15 if len(names) > 3 else 0)
@@ -240,35 +201,7 @@ def _bars(ax, names: list[str], series: dict[str, list], title: str, scale: floa
 
 
 # ---- the document ------------------------------------------------------------------------
-class _Doc(FPDF):
-    def normalize_text(self, text: str) -> str:
-        return super().normalize_text(to_latin1(text))
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font("Helvetica", "I", 7)
-        self.cell(0, 6, f"{self.title} - page {self.page_no()}/{{nb}}", align="C")
-
-    def heading(self, text: str) -> None:
-        self.ln(3)
-        self.set_font("Helvetica", "B", 12)
-        self.multi_cell(0, 7, text, new_x="LMARGIN", new_y="NEXT", align="L")
-
-    def para(self, text: str, size: float = 9, style: str = "") -> None:
-        self.set_font("Helvetica", style, size)
-        self.multi_cell(0, 4.6, text, new_x="LMARGIN", new_y="NEXT", align="L")
-        self.ln(1.2)
-
-
-def new_doc(title: str) -> _Doc:
-    """An A4 document with the report's fonts, footer and page-break margin; no page yet."""
-    pdf = _Doc(orientation="P", unit="mm", format="A4")
-    pdf.set_title(to_latin1(title))
-    pdf.set_auto_page_break(True, margin=16)
-    return pdf
-
-
-def title_block(pdf: _Doc, title: str, report: PilotReport) -> None:
+def title_block(pdf: Doc, title: str, report: PilotReport) -> None:
     """Title and the workload / dates / hardware lines on the current page."""
     pdf.set_font("Helvetica", "B", 16)
     pdf.multi_cell(0, 8, title, new_x="LMARGIN", new_y="NEXT", align="L")
@@ -298,7 +231,7 @@ def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> byte
     return bytes(pdf.output())
 
 
-def pilot_sections(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     """Summary, assumptions, charts, per-variant table and technique figures of the pilot,
     starting on the current page; ``prefix`` goes before each section heading."""
     pdf.heading(f"{prefix}Summary")
@@ -332,19 +265,19 @@ def memory_rows(report: PilotReport) -> list[tuple[str, ...]]:
     for v in report.variants:
         how = "; ".join(filter(None, [v.peak_method and f"peak: {v.peak_method}",
                                       v.kv_method and f"KV: {v.kv_method}"])) or NA
-        rows.append((v.name, str(v.devices), v.device or NA, _mb_num(v.peak_mem_bytes),
-                     _mb_num(v.weight_bytes), _count(v.kv_cache_tokens),
-                     _mb_num(v.kv_cache_bytes), _count(v.kv_bytes_per_token),
-                     _mb_num(v.device_memory_bytes), how))
+        rows.append((v.name, str(v.devices), v.device or NA, fmt_cell_mb(v.peak_mem_bytes),
+                     fmt_cell_mb(v.weight_bytes), fmt_count(v.kv_cache_tokens),
+                     fmt_cell_mb(v.kv_cache_bytes), fmt_count(v.kv_bytes_per_token),
+                     fmt_cell_mb(v.device_memory_bytes), how))
     return rows
 
 
-def _memory_table(pdf: _Doc, report: PilotReport, prefix: str = "") -> None:
+def _memory_table(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.heading(f"{prefix}Memory per variant")
     table(pdf, memory_rows(report), (30, 14, 14, 20, 20, 22, 20, 20, 22, 95), size=7.5)
 
 
-def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
+def _technique_figures(pdf: Doc, report: PilotReport) -> None:
     figures = technique_figures(report)
     if figures.empty:
         return
@@ -355,10 +288,7 @@ def _technique_figures(pdf: _Doc, report: PilotReport) -> None:
 
 def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None) -> Path:
     """Render and write the PDF; returns the path written."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(render_pdf(report, samples))
-    return out
+    return write_file(path, render_pdf(report, samples))
 
 
 def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
@@ -370,30 +300,16 @@ def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
     for v in report.variants:
         lat = v.latency
         status = f"{v.status} ({SPEED_MEMORY_ONLY})" if v.name in unscored else v.status
-        rows.append((v.name, v.techniques, status, str(v.devices), _num2(v.tokens_per_s),
-                     _num2(lat.p50 if lat else None), _num2(lat.p95 if lat else None),
-                     _mb_num(v.peak_mem_bytes), _mb_num(v.weight_bytes),
+        rows.append((v.name, v.techniques, status, str(v.devices), fmt_cell(v.tokens_per_s),
+                     fmt_cell(lat.p50 if lat else None), fmt_cell(lat.p95 if lat else None),
+                     fmt_cell_mb(v.peak_mem_bytes), fmt_cell_mb(v.weight_bytes),
                      fmt_pct(v.ref_contains), fmt_score(v.base_rouge_l), fmt_score(v.base_cosine),
                      fmt_money(v.cost_per_1k_requests), fmt_money(v.monthly_cost),
                      fmt_pct(v.savings_fraction)))
     return rows
 
 
-def table(pdf: _Doc, rows, widths, size: float = 8.5, numeric_from: int | None = None) -> None:
-    pdf.set_font("Helvetica", "", size)
-    cut = len(widths) if numeric_from is None else numeric_from
-    with pdf.table(col_widths=widths, width=sum(widths), align="LEFT", line_height=size * 0.5,
-                   text_align=["LEFT"] * cut + ["RIGHT"] * (len(widths) - cut),
-                   first_row_as_headings=True,
-                   headings_style=FontFace(emphasis="BOLD", fill_color=(225, 230, 240))) as table:
-        for r in rows:
-            row = table.row()
-            for cell in r:
-                row.cell(str(cell))
-    pdf.ln(2)
-
-
-def appendix(pdf: _Doc, report: PilotReport, samples: pd.DataFrame | None, n: int = 5) -> None:
+def appendix(pdf: Doc, report: PilotReport, samples: pd.DataFrame | None, n: int = 5) -> None:
     res = report.results
     if res is None or res.empty:
         return
@@ -409,11 +325,11 @@ def appendix(pdf: _Doc, report: PilotReport, samples: pd.DataFrame | None, n: in
     for row in rows:
         pdf.para(f"Request {row['request']}", 9.5, "B")
         for label, key, limit in (("Prompt", "prompt", 400), ("Reference", "reference", 200)):
-            if not _missing(row.get(key)):
+            if not missing(row.get(key)):
                 pdf.para(f"{label}: {_excerpt(row[key], limit)}", 8.5)
         for v in report.variants:
             text = outputs.get((row["request"], v.name))
-            shown = f"({v.status}, no output)" if _missing(text) else _excerpt(text, 500)
+            shown = f"({v.status}, no output)" if missing(text) else _excerpt(text, 500)
             pdf.para(f"{v.name}: {shown or '(empty)'}", 8.5)
         pdf.ln(1)
 
