@@ -27,6 +27,7 @@ from engine.core.domain import LoadRun, LogRequest, Run, Workload
 from engine.core.settings import Settings, get_settings
 from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log, token_stats
+from engine.ingest.review import field_notes
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
 from engine.models.prep import embedded_model_dir, is_prepared
@@ -192,12 +193,13 @@ def workload_profile(workload_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
 
 
 # ---- writes --------------------------------------------------------------------------
-def ingest_log(name: str, filename: str, raw: bytes) -> Workload:
-    """Parse an upload and store it (raw bytes unchanged). LogFormatError: nothing stored."""
+def ingest_log(name: str, filename: str, raw: bytes) -> tuple[Workload, list[str]]:
+    """Parse an upload and store it (raw bytes unchanged); the workload and what parsing
+    noticed (reference and ignored columns, as text). LogFormatError: nothing stored."""
     parsed = parse_log(raw, filename)
     workload = store().add_workload(name.strip() or filename, filename, raw, parsed)
     clear_queries()
-    return workload
+    return workload, field_notes(parsed)
 
 
 def create_run(spec: PilotSpec) -> Run:

@@ -107,7 +107,8 @@ def test_upload_valid_file_reports_and_stores_raw_bytes(env):
     at.text_input[0].input("my workload")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and not at.error
-    assert "2 usable requests, 1 rejected row" in at.success[0].value
+    # 1 of 3 rows rejected is over engine.ingest.review.REJECTED_WARN_FRACTION: a warning
+    assert "Stored workload \\#1, but 1 of 3 rows was rejected" in at.warning[0].value
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Format"] in ("chat_jsonl", "prompt_jsonl")
     assert metrics["Valid requests"] == "2" and metrics["Invalid rows"] == "1"

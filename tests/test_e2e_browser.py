@@ -170,7 +170,8 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     expect(page.get_by_text(log_file.name)).to_be_visible()
     page.get_by_label("Workload name").fill(WORKLOAD)
     page.get_by_role("button", name="Validate and store").click()
-    expect(page.get_by_text("Stored workload #1: 3 usable requests, 1 rejected row.")) \
+    # 1 of 4 rows rejected is over engine.ingest.review.REJECTED_WARN_FRACTION: a warning
+    expect(page.get_by_text("Stored workload #1, but 1 of 4 rows was rejected (25%")) \
         .to_be_visible(timeout=PAGE_MS)
     expect(page.get_by_role("heading", name="Validation report")).to_be_visible()
     _settled(page)
@@ -192,7 +193,9 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     # -- 2. run a tiny pilot: baseline + int8 weights, 3 requests, 8 new tokens -------------
     _go(page, "Run pilot", "Run a pilot")
     form = page.get_by_test_id("stForm")
-    expect(form.get_by_role("combobox", name="Workload")).to_have_value(f"#1 {WORKLOAD} (3 requests)")
+    select = page.get_by_role("combobox", name="Workload", exact=True)  # outside the form
+    expect(select).to_have_value(f"#1 {WORKLOAD} (3 requests)")
+    expect(page.get_by_text("This workload has 3 requests: a pilot on 3 requests")).to_be_visible()
     lingua = form.get_by_role("checkbox", name="LLMLingua prompt compression")
     form.get_by_text("LLMLingua prompt compression").click()
     expect(lingua).not_to_be_checked()

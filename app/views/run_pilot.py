@@ -13,6 +13,7 @@ import streamlit as st
 from app import data, nav, ui
 from engine.backends.base import default_dtype
 from engine.core.errors import RoilabError, SpecError
+from engine.ingest.review import default_workload, small_workload_warning
 from engine.pilot.runner import Progress
 from engine.specs.pilot import PilotSpec, parse_pilot_spec
 from engine.techniques import MODULES as TECHNIQUE_KINDS
@@ -43,11 +44,8 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
     """The form; returns its values when submitted, else None."""
     catalog = data.hardware_catalog()  # the built-ins and the user's own entries
     hw_keys = list(catalog)
+    v: dict[str, Any] = {"workload_id": _render_workload_select(workloads)}
     with st.form("pilot"):
-        v: dict[str, Any] = {}
-        v["workload_id"] = st.selectbox(
-            "Workload", list(workloads),
-            format_func=lambda i: f"#{i} {workloads[i].name} ({workloads[i].n_requests} requests)")
         v["name"] = st.text_input("Run name", value="pilot")
         st.markdown("**Variants** (the baseline always runs first; the others are compared "
                     "with it)")
@@ -98,6 +96,19 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
                                      step=100_000)
         submitted = st.form_submit_button("Run pilot", type="primary")
     return v if submitted else None
+
+
+def _render_workload_select(workloads: dict) -> int:
+    """Outside the form, so the warning follows the choice at once. Defaults to the newest
+    workload with enough requests to measure anything, else the largest."""
+    ids = list(workloads)
+    chosen = st.selectbox(
+        "Workload", ids, index=ids.index(default_workload(list(workloads.values())).id),
+        format_func=lambda i: f"#{i} {workloads[i].name} ({workloads[i].n_requests} requests)")
+    warning = small_workload_warning(workloads[chosen].n_requests)
+    if warning:
+        st.warning(ui.escape_md(warning), icon=":material/warning:")
+    return chosen
 
 
 def _other_backend(v: dict[str, Any]) -> list[str]:

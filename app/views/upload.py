@@ -1,6 +1,9 @@
 """Upload log: validate a request log, store it unchanged, and profile its prompts.
 
-The profile shown is always read back from the store, so it survives a refresh.
+The profile shown is always read back from the store, so it survives a refresh. What an
+upload's parsing noticed (the reference column, ignored columns) is not stored: it is kept in
+session state as text for this session's uploads. A refused upload shows its error and no
+workload's report until one is picked, so an old report never reads as the new file's.
 """
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ import streamlit as st
 from app import data, nav, ui
 from engine.core.domain import Workload
 from engine.core.errors import RoilabError
+from engine.ingest.log_request import REFERENCE_KEYS
+from engine.ingest.review import rejected_warning
 
-SELECTED = "upload.workload_id"  # session state: id of the workload being inspected
+SELECTED = "upload.workload_id"  # session state: workload inspected; None after a refused upload
+NOTES = "upload.notes"  # session state: workload id -> what parsing it noticed (plain text)
 
 
 def render() -> None:
@@ -56,11 +62,18 @@ def _render_samples() -> None:
 
 def _ingest(name: str, filename: str, raw: bytes) -> None:
     try:
-        workload = data.ingest_log(name, filename, raw)
+        workload, notes = data.ingest_log(name, filename, raw)
     except RoilabError as exc:  # LogFormatError: unusable file, nothing stored
         ui.show_error(exc)
+        st.session_state[SELECTED] = None  # no earlier workload's report under the error
         return
     st.session_state[SELECTED] = workload.id
+    st.session_state.setdefault(NOTES, {})[workload.id] = notes
+    warning = rejected_warning(workload.n_requests, workload.issues)
+    if warning:  # many broken rows: not a green tick, though the usable rows are stored
+        st.warning(ui.escape_md(f"Stored workload #{workload.id}, but {warning}"),
+                   icon=":material/warning:")
+        return
     rejected = "1 rejected row" if workload.n_issues == 1 else f"{workload.n_issues} rejected rows"
     st.success(f"Stored workload #{workload.id}: {workload.n_requests} usable requests, "
                f"{rejected}.", icon=":material/check_circle:")
@@ -71,14 +84,16 @@ def _render_workload_picker() -> Workload | None:
     if not workloads:
         return None
     ids = list(workloads)
-    wanted = st.session_state.get(SELECTED)
+    wanted = st.session_state.get(SELECTED, ids[0])  # None: an upload was just refused
     st.divider()
     chosen = st.selectbox("Inspect stored workload", ids,
-                          index=ids.index(wanted) if wanted in workloads else 0,
+                          index=ids.index(wanted) if wanted in workloads else
+                          None if wanted is None else 0,
+                          placeholder="Choose a stored workload to see its report",
                           format_func=lambda i: f"#{i} {workloads[i].name} "
                                                 f"({workloads[i].filename})")
     st.session_state[SELECTED] = chosen
-    return workloads[chosen]
+    return workloads.get(chosen)
 
 
 def _render_validation(workload: Workload) -> None:
@@ -88,6 +103,8 @@ def _render_validation(workload: Workload) -> None:
     cols[1].metric("Valid requests", workload.n_requests)
     cols[2].metric("Invalid rows", workload.n_issues)
     cols[3].metric("Rows read", workload.n_requests + workload.n_issues)
+    for note in st.session_state.get(NOTES, {}).get(workload.id, ()):
+        st.caption(ui.escape_md(note))  # reference column, ignored columns
     if workload.issues:
         st.caption("Rows left out, with how to fix each (line = line or row in your file):")
         ui.dataframe(data.issues_frame(workload), hide_index=True, column_config={
@@ -108,6 +125,9 @@ def _render_statistics(workload: Workload) -> None:
                    "(it is on the first pilot run); showing words and characters.")
     st.text(f"{stats['with_reference']} of {stats['n']} requests have a reference answer; "
             f"{stats['with_logged_output']} have a logged output.")
+    if not stats["with_reference"]:
+        st.caption(ui.escape_md("A reference answer is read from a column (or JSON field) named "
+                                f"one of {', '.join(REFERENCE_KEYS)} (any case)."))
     unit = "tokens" if "tokens" in lengths else "words"
     fig = px.histogram(lengths, x=unit, nbins=30, title=f"Prompt length ({unit})")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10), yaxis_title="requests")

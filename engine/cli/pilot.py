@@ -53,11 +53,15 @@ def _stop_on_signals() -> dict:
 
 def pilot_from_args(args, settings: Settings):
     """Build the spec from the flags (or --spec), run it watched; the finished run."""
+    from engine.ingest.review import small_workload_warning
     from engine.pilot.runner import create_pilot_run, run_pilot
 
     spec = build_spec(args)
     store = open_store(settings)
-    run = create_pilot_run(spec, store)
+    run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
+    warning = small_workload_warning(store.get_workload(spec.workload_id).n_requests)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return _watched(run.id, settings, lambda progress: run_pilot(
         spec, store, settings, on_progress=progress, run_id=run.id))
 

@@ -16,8 +16,10 @@ def cmd_ingest(args, settings: Settings) -> None:
 
 
 def ingest_log(args, settings: Settings) -> int:
-    """Validate and store the log; the new workload's id."""
+    """Validate and store the log; the new workload's id. Prints the reference column and the
+    ignored ones, and a warning line (stderr) when many rows were rejected."""
     from engine.ingest.logs import parse_log
+    from engine.ingest.review import field_notes, rejected_warning
 
     path = Path(args.log)
     if not path.is_file():
@@ -30,6 +32,11 @@ def ingest_log(args, settings: Settings) -> int:
     workload = open_store(settings).add_workload(args.name or path.stem, path.name, raw, parsed)
     print(f"Workload {workload.id} '{terminal_safe(workload.name)}': {workload.n_requests} "
           f"requests ({parsed.format}), {workload.n_issues} rows rejected.")
+    for note in field_notes(parsed):
+        print(f"  {terminal_safe(note)}")
+    warning = rejected_warning(len(parsed.requests), parsed.issues)
+    if warning:
+        print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     return workload.id
 
 

@@ -40,6 +40,8 @@ class ParsedLog:
     requests: tuple[LogRequest, ...]
     issues: tuple[RowIssue, ...]
     total_rows: int  # rows seen, valid + invalid (blank lines not counted)
+    reference_fields: tuple[str, ...] = ()  # column/keys the references came from, most used first
+    ignored_fields: tuple[str, ...] = ()  # columns/top-level keys not read (kept as metadata)
 
 
 @dataclass(frozen=True)

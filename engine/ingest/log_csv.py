@@ -3,7 +3,8 @@
 Called by :func:`engine.ingest.logs.parse_log` once the file is known to be CSV. The delimiter is a
 comma unless the header holds more semicolons or tabs (Excel exports); cells holding commas,
 quotes or line breaks must be quoted. Optional columns: system, id, a reference and a logged
-output (names below, any case); other columns are kept as metadata.
+output (names below, any case; of several reference columns the first in ``REFERENCE_KEYS``
+order is read); other columns are kept as metadata and listed in ``ParsedLog.ignored_fields``.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from engine.core.domain import LogRequest, ParsedLog, RowIssue
 from engine.core.errors import LogFormatError, RowError
 from engine.ingest.log_read import bad_byte_lines, clean_name, excerpt
+from engine.ingest.log_request import OUTPUT_KEYS, REFERENCE_KEYS
 
 CSV_PROMPT_COLUMNS = ("prompt", "input", "question", "query", "text", "message")
-CSV_REFERENCE_COLUMNS = ("reference", "expected", "answer", "ground_truth", "label",
-                         "expected_output")
-CSV_OUTPUT_COLUMNS = ("output", "response", "completion")  # engine.ingest.log_request.OUTPUT_KEYS
+CSV_REFERENCE_COLUMNS = REFERENCE_KEYS  # one list, the JSON formats' too
+CSV_OUTPUT_COLUMNS = OUTPUT_KEYS
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
 _MAX_CELL = 2**31 - 1  # the largest field_size_limit the csv module accepts everywhere
 
@@ -53,7 +54,16 @@ def parse_csv(data: bytes, start: int, filename: str) -> ParsedLog:
         raise LogFormatError(f"{filename} line {reader.line_num}: {excerpt(str(exc))}; cells "
                              "holding commas, quotes or line breaks must be wrapped in double "
                              'quotes, with quotes inside doubled ("").') from None
-    return ParsedLog("csv", tuple(requests), tuple(issues), total)
+    return ParsedLog("csv", tuple(requests), tuple(issues), total, **_fields_read(header, columns))
+
+
+def _fields_read(header: list[str], columns: dict[str, int | None]) -> dict[str, tuple[str, ...]]:
+    """The reference column's name (if any) and the columns kept only as metadata."""
+    used = {index for index in columns.values() if index is not None}
+    reference = columns["reference"]
+    return {"reference_fields": () if reference is None else (header[reference].strip(),),
+            "ignored_fields": tuple(header[i].strip() or f"(column {i + 1}, no name)"
+                                    for i in range(len(header)) if i not in used)}
 
 
 def _lines(text: str) -> Iterator[str]:

@@ -4,7 +4,8 @@ Rows are read one at a time and turned into requests at once under the format th
 keys point to, so a big log never holds all its parsed JSON. The log's format is the one
 most rows point to; rows whose keys point to another are read again at the end, under the
 majority format. A row that cannot be read (not UTF-8, too deep, a lone surrogate, a number
-the store cannot hold, not a JSON object) is one RowIssue with its line.
+the store cannot hold, not a JSON object) is one RowIssue with its line. The result names the
+keys references came from and the top-level keys nothing read (``ParsedLog.ignored_fields``).
 """
 from __future__ import annotations
 
@@ -22,13 +23,21 @@ from engine.ingest.log_read import (
     no_rows_message,
     physical_lines,
 )
-from engine.ingest.log_request import describe, json_request
+from engine.ingest.log_request import (
+    READ_KEYS,
+    describe,
+    json_request,
+    reference_candidates,
+    reference_key,
+)
 
 # Which format a JSON object belongs to, by its keys; checked in this order.
 _KIND_KEYS = (
     ("proxy_jsonl", ("request",)), ("openai_batch", ("body", "custom_id")),
     ("chat_jsonl", ("messages",)), ("prompt_jsonl", ("prompt",)),
 )
+_MAX_FIELDS = 200  # top-level key names remembered for the ignored-fields list
+_MAX_KEY_SETS = 64  # distinct rows' key sets whose reference candidates are remembered
 _HOW_TO_FORMAT = ('each line needs one of: "messages" (chat list), "prompt" (text), "custom_id" '
                   '+ "body" (OpenAI Batch input) or "request" + "response" (proxy log)')
 
@@ -41,6 +50,22 @@ class _Rows:
         self.by_kind: dict[str | None, list[LogRequest | RowIssue]] = {}
         self.issues: list[RowIssue] = []  # rows that are not a JSON object at all
         self.keys: set[str] = set()  # keys of objects of no known format, for the message
+        self.fields: dict[str, None] = {}  # top-level keys of every object, first seen first
+        self.references: dict[str, int] = {}  # key a reference came from -> rows
+        self.candidates: dict[tuple[str, ...], tuple[str, ...]] = {}  # by a row's keys
+
+    def _candidates(self, obj: dict[str, Any]) -> tuple[str, ...]:
+        """reference_candidates of a row; rows of a log mostly share one key set, so it is
+        worked out (and its keys added to ``fields``) once per key set."""
+        keys = tuple(obj)
+        found = self.candidates.get(keys)
+        if found is None:
+            found = reference_candidates(keys)
+            if len(self.candidates) < _MAX_KEY_SETS:
+                self.candidates[keys] = found
+            if len(self.fields) < _MAX_FIELDS:
+                self.fields.update(dict.fromkeys(keys))
+        return found
 
     def add(self, line: int, obj: Any) -> None:
         if isinstance(obj, _Unusable):
@@ -50,13 +75,17 @@ class _Rows:
             self.issues.append(RowIssue(line, "json", f"expected a JSON object {{...}}, got "
                                         f"{describe(obj)}; put one request object on each line"))
             return
+        candidates = self._candidates(obj)
+        ref = reference_key(obj, candidates)
+        if ref is not None:
+            self.references[ref] = self.references.get(ref, 0) + 1
         kind = _kind(obj)
         if kind is None:
             if len(self.keys) < 200:
                 self.keys.update(k[:40] for k in list(obj)[:20])
             outcome: LogRequest | RowIssue = RowIssue(line, "json", "")
         else:
-            outcome = _outcome(obj, kind, line)
+            outcome = _outcome(obj, kind, line, candidates)
         self.by_kind.setdefault(kind, []).append(outcome)
 
 
@@ -68,9 +97,10 @@ def _kind(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _outcome(obj: dict[str, Any], fmt: str, line: int) -> LogRequest | RowIssue:
+def _outcome(obj: dict[str, Any], fmt: str, line: int,
+             candidates: tuple[str, ...] | None = None) -> LogRequest | RowIssue:
     try:
-        return json_request(obj, fmt, line)
+        return json_request(obj, fmt, line, candidates)
     except RowError as exc:
         return RowIssue(line, exc.field, exc.reason)
 
@@ -133,7 +163,15 @@ def _finish(rows: _Rows, filename: str,
     issues = [o for o in outcomes if isinstance(o, RowIssue)] + rows.issues
     del outcomes
     issues.sort(key=lambda issue: issue.line)
-    return ParsedLog(fmt, requests, tuple(issues), total)
+    return ParsedLog(fmt, requests, tuple(issues), total, **_fields_read(rows))
+
+
+def _fields_read(rows: _Rows) -> dict[str, tuple[str, ...]]:
+    """The keys references came from (most rows first) and the top-level keys nothing read."""
+    references = tuple(sorted(rows.references, key=lambda key: -rows.references[key]))
+    ignored = tuple(key for key in rows.fields if key not in READ_KEYS
+                    and key not in rows.references)
+    return {"reference_fields": references, "ignored_fields": ignored}
 
 
 def _whole_document(data: bytes, start: int) -> list[tuple[int, Any]] | None:

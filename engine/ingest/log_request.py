@@ -4,16 +4,16 @@ and how to fix it.
 The formats (``engine.ingest.logs`` lists them) differ in where the prompt is: ``messages`` or
 ``prompt`` at the top (chat_jsonl, prompt_jsonl), under ``body`` (openai_batch) or under
 ``request`` (proxy_jsonl, whose ``response`` is the logged output). Every format also reads
-``id`` (``custom_id`` first), a reference (``REFERENCE_KEYS``), a logged output
-(``OUTPUT_KEYS``), ``usage`` token counts and ``metadata``; other top-level scalars become
-metadata. A chat prompt ends at the last user message; an assistant reply after it is the
-logged output unless one is given.
+``id`` (``custom_id`` first), a reference (the first of ``REFERENCE_KEYS`` present, any case),
+a logged output (``OUTPUT_KEYS``), ``usage`` token counts and ``metadata``; other top-level
+scalars (a second reference-named key too) become metadata. A chat prompt ends at the last
+user message; an assistant reply after it is the logged output unless one is given.
 """
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.core.domain import LogRequest
@@ -21,22 +21,29 @@ from engine.core.errors import RowError
 from engine.ingest.log_read import MAX_STORED_INT, excerpt
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
-REFERENCE_KEYS = ("reference", "expected", "expected_output", "ideal", "answer", "ground_truth",
-                  "label")
+# Names of the reference answer in every format (JSON keys and CSV columns, any case), in
+# order of precedence when a row has several: names that can only mean the reference first,
+# the generic "answer" and "label" (often a category or a model's answer) last.
+REFERENCE_KEYS = ("reference", "expected_answer", "expected_output", "expected", "ground_truth",
+                  "gold_answer", "gold", "ideal", "target", "answer", "label")
 OUTPUT_KEYS = ("output", "response", "completion")
 
-# Top-level JSON keys that are read as fields, so never copied into metadata.
-_READ_KEYS = frozenset({
+# Top-level JSON keys that are read as fields, so never copied into metadata; so is the key a
+# row's reference came from (reference_key), while another reference-named key stays metadata.
+READ_KEYS = frozenset({
     "id", "custom_id", "metadata", "usage", "messages", "prompt", "system",
-    "method", "url", "body", "request", "response", *REFERENCE_KEYS, *OUTPUT_KEYS,
+    "method", "url", "body", "request", "response", *OUTPUT_KEYS,
 })
+_REFERENCE_NAMES = frozenset(REFERENCE_KEYS)
 _CONTAINER_KEYS = {"openai_batch": "body", "proxy_jsonl": "request"}  # where the prompt is
 _Messages = tuple[dict[str, str], ...]
 _ROLE_NAMES = {role: role for role in ROLES}
 
 
-def json_request(obj: dict[str, Any], fmt: str, line: int) -> LogRequest:
-    """The request in JSON row ``obj`` (on ``line``) read as format ``fmt``; RowError if unusable."""
+def json_request(obj: dict[str, Any], fmt: str, line: int,
+                 candidates: tuple[str, ...] | None = None) -> LogRequest:
+    """The request in JSON row ``obj`` (on ``line``) read as format ``fmt``; RowError if unusable.
+    ``candidates``: ``reference_candidates(obj)`` when the caller has it (rows share key sets)."""
     key = _CONTAINER_KEYS.get(fmt)
     source = _container(obj, key) if key else obj
     messages, chat_output = _prompt_messages(source, f"{key}." if key else "")
@@ -45,16 +52,38 @@ def json_request(obj: dict[str, Any], fmt: str, line: int) -> LogRequest:
     else:
         output = _text_field(obj, OUTPUT_KEYS) or chat_output
     prompt_tokens, output_tokens = _usage(obj)
+    ref_key = reference_key(obj, candidates)
     return LogRequest(
         line=line,
         messages=messages,
-        reference=_text_field(obj, REFERENCE_KEYS),
+        reference=_text_field(obj, (ref_key,)) if ref_key is not None else None,
         logged_output=output,
         logged_prompt_tokens=prompt_tokens,
         logged_output_tokens=output_tokens,
         request_id=_text_field(obj, ("custom_id", "id")),
-        metadata=_metadata(obj, source),
+        metadata=_metadata(obj, source, ref_key),
     )
+
+
+def reference_candidates(keys: Iterable[str]) -> tuple[str, ...]:
+    """The keys that name a reference, in the order they are tried: REFERENCE_KEYS order
+    (any case), the exact spelling before other cases."""
+    by_name: dict[str, list[str]] = {}
+    for key in keys:
+        name = key.lower()
+        if name in _REFERENCE_NAMES:
+            by_name.setdefault(name, []).append(key)
+    return tuple(key for name in REFERENCE_KEYS
+                 for key in sorted(by_name.get(name, ()), key=lambda key: key != name))
+
+
+def reference_key(obj: dict[str, Any], candidates: tuple[str, ...] | None = None) -> str | None:
+    """The key of ``obj`` its reference is read from: the first candidate whose value is not
+    null (``candidates``: ``reference_candidates(obj)``, computed when not given)."""
+    for key in reference_candidates(obj) if candidates is None else candidates:
+        if obj[key] is not None:
+            return key
+    return None
 
 
 def _container(obj: dict[str, Any], key: str) -> dict[str, Any]:
@@ -192,13 +221,15 @@ def _token_count(usage: dict[str, Any], key: str) -> int | None:
                     f"{MAX_STORED_INT} (got {excerpt(value)}); fix the count or remove it")
 
 
-def _metadata(obj: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+def _metadata(obj: dict[str, Any], source: dict[str, Any], ref_key: str | None
+              ) -> dict[str, Any]:
     given = obj.get("metadata")
     if given is not None and not isinstance(given, dict):
         raise RowError("metadata", f"must be an object of extra fields (got {describe(given)})")
     scalars = {
         key: value for key, value in obj.items()
-        if key not in _READ_KEYS and (value is None or isinstance(value, (str, int, float)))
+        if key not in READ_KEYS and key != ref_key
+        and (value is None or isinstance(value, (str, int, float)))
     }
     if isinstance(source.get("model"), str):
         scalars.setdefault("model", source["model"])

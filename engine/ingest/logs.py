@@ -11,12 +11,15 @@ the content's first character. Formats:
 
 The JSON format is the one most lines' keys point to; blank lines are skipped, uncounted.
 A JSON file may also be one array of objects (entry N is reported as line N) or one object.
-Every JSON format also reads ``id`` (``custom_id`` first), a reference (``REFERENCE_KEYS``),
+Every JSON format also reads ``id`` (``custom_id`` first), a reference (the first of
+``log_request.REFERENCE_KEYS`` present, any case: the CSV reference columns are the same list),
 a logged output (``OUTPUT_KEYS``; in proxy logs ``response`` is the proxied response),
 ``usage.prompt_tokens``/``completion_tokens`` and ``metadata``; other top-level scalars
 become metadata. A chat prompt ends at the last user message; an assistant reply after it
 is the logged output unless one is given. Unusable rows become RowIssues (line, field, how
-to fix); an unusable file raises LogFormatError with one message saying what to do. Lines
+to fix); an unusable file raises LogFormatError with one message saying what to do. The
+result names the columns/keys the references came from and those nothing read
+(``ParsedLog.reference_fields``, ``ignored_fields``; ``engine.ingest.review`` words them). Lines
 end at LF, CRLF or a lone CR; a line with bytes that are not UTF-8, nesting deeper than
 ``log_read.MAX_DEPTH``, a lone surrogate escape or a number Python cannot read is one
 RowIssue (see ``engine.ingest.log_read``), never an exception. JSONL is read a line at a time.
