@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from engine.business.capacity import capacity_assumption
 from engine.business.case import (
     Assumptions,
     BusinessCase,
@@ -29,7 +30,8 @@ from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log, token_stats
 from engine.ingest.review import field_notes
 from engine.load.metrics import Capacity, capacity_at_slo
-from engine.load.replay import LoadProgress, LoadSpec, capacity_assumption, load_levels, run_load
+from engine.load.replay import LoadProgress, load_levels, run_load
+from engine.load.spec import LoadSpec
 from engine.models.prep import embedded_model_dir, is_prepared
 from engine.pilot.report import PilotReport, build_report, side_by_side
 from engine.pilot.runner import Progress, create_pilot_run, run_pilot

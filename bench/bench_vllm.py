@@ -193,14 +193,8 @@ def side_by_side(args, store, settings, device: str, dtype: str) -> list[dict]:
 
 def load_sweep(args, store, settings, device: str, dtype: str) -> tuple[int, list[dict], dict]:
     from engine.load.metrics import capacity_at_slo
-    from engine.load.replay import (
-        LoadSpec,
-        LoadTarget,
-        ServeOptions,
-        SloSpec,
-        load_levels,
-        run_load,
-    )
+    from engine.load.replay import load_levels, run_load
+    from engine.load.spec import LoadSpec, LoadTarget, ServeOptions, SloSpec
 
     wid = workload(store, settings, args.load_requests)
     gpu = device == "cuda"

@@ -9,7 +9,9 @@ from engine.backends.vllm_serve import free_port, serve_command
 from engine.core.errors import BackendError
 from engine.ingest.logs import parse_log
 from engine.load.metrics import capacity_at_slo
-from engine.load.replay import LoadSpec, load_levels, parse_load_spec, poisson_arrivals, run_load
+from engine.load.replay import load_levels, run_load
+from engine.load.schedules import poisson_arrivals
+from engine.load.spec import LoadSpec, parse_load_spec
 from engine.store.store import Store
 
 pytestmark = pytest.mark.slow

@@ -12,14 +12,14 @@ from engine.core.domain import LoadSample, LogRequest
 from engine.core.errors import SpecError
 from engine.ingest.logs import parse_log
 from engine.load.metrics import Slo, capacity_at_slo, level_stats, levels_frame, percentiles
-from engine.load.replay import (
-    _plan,
-    parse_load_spec,
+from engine.load.schedules import (
+    plan_levels,
     poisson_arrivals,
     request_timestamp,
     trace_arrivals,
     trace_order,
 )
+from engine.load.spec import parse_load_spec
 from engine.store.store import Store
 
 
@@ -108,7 +108,7 @@ def test_bundled_proxy_log_replays_at_its_own_timing(settings):
     spec = parse_load_spec({"workload_id": 1, "schedule": "trace", "levels": [10],
                             "requests_per_level": 5,
                             "targets": [{"name": "t", "base_url": "http://h:1/v1", "model": "m"}]})
-    offsets = [a for _, a in _plan(spec, reqs)[10]]
+    offsets = [a for _, a in plan_levels(spec, reqs)[10]]
     assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] > 0
 
 
@@ -155,9 +155,9 @@ def _measured(name, rps, hw):
 
 
 def test_business_case_sizes_with_capacity_at_slo_from_a_load_run(store, settings):
+    from engine.business.capacity import capacity_assumption
     from engine.business.case import Assumptions, assemble_case
     from engine.economics.hardware import CATALOG
-    from engine.load.replay import capacity_assumption
 
     raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
     w = store.add_workload("w", "s.jsonl", raw, parse_log(raw, "s.jsonl"))

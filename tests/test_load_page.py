@@ -118,8 +118,8 @@ def test_business_case_can_size_with_a_load_runs_capacity(env):
     from test_app_pages import page
     from test_business import _stored_run
 
+    from engine.business.capacity import capacity_assumption
     from engine.business.case import Assumptions, build_business_case
-    from engine.load.replay import capacity_assumption
 
     store = Store(env.resolved_db_url())
     run_id = _stored_run(store)

@@ -13,7 +13,8 @@ import streamlit as st
 from app import data, load_charts, ui
 from engine.core.domain import LoadRun
 from engine.core.errors import RoilabError
-from engine.load.replay import LoadProgress, parse_levels, parse_load_spec
+from engine.load.replay import LoadProgress
+from engine.load.spec import parse_levels, parse_load_spec
 
 
 def render() -> None:

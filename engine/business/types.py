@@ -43,7 +43,7 @@ class Assumptions:
     price_factor: float = 1.0  # multiplies every $/h (the tornado's price lever)
     bootstrap_resamples: int = 1000
     seed: int = 0
-    # Capacity at the SLO from a load run (engine.load_capacity.capacity_assumption):
+    # Capacity at the SLO from a load run (engine.business.capacity.capacity_assumption):
     # (variant, requests/s, latency s at that level) sizes those variants instead of their
     # single-stream pilot throughput; empty = single-stream for every variant.
     load_capacity: tuple[tuple[str, float, float | None], ...] = ()

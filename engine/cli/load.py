@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
 
 
 def build_spec(args):
-    from engine.load.replay import parse_levels, parse_load_spec
+    from engine.load.spec import parse_levels, parse_load_spec
 
     if args.spec:
         data = json.loads(Path(args.spec).read_text())
