@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from engine.core.domain import Status
+
 MB = 1e6  # as in the PDF report: MB = 10^6 bytes
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), legend_title_text="", height=340)
 
@@ -26,7 +28,7 @@ def _bars(frame: pd.DataFrame, columns: dict[str, str], title: str, y_title: str
                       **_LAYOUT)
     if y_range:
         fig.update_yaxes(range=list(y_range))
-    for name in frame.loc[frame["status"] == "failed", "name"]:  # say why a group is empty
+    for name in frame.loc[frame["status"] == Status.FAILED, "name"]:  # say why a group is empty
         fig.add_annotation(x=name, y=0, yref="paper", yanchor="bottom", showarrow=False,
                            text="failed", font=dict(color="#b91c1c"))
     return fig

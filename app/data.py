@@ -24,7 +24,7 @@ from engine.business.case import (
     measured_variants,
 )
 from engine.business.portfolio import Portfolio, portfolio
-from engine.core.domain import LoadRun, LogRequest, Run, Workload
+from engine.core.domain import LoadRun, LogRequest, Run, Status, Workload
 from engine.core.settings import Settings, get_settings
 from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log, token_stats
@@ -89,7 +89,7 @@ def runs_frame() -> pd.DataFrame:
     names = {w.id: w.name for w in workloads()}
     rows = [{"run": r.id, "name": r.name, "workload": names.get(r.workload_id, r.workload_id),
              "status": r.status,
-             "variants ok": f"{sum(v.status == 'ok' for v in r.variants)}/{len(r.variants)}",
+             "variants ok": f"{sum(v.status == Status.DONE for v in r.variants)}/{len(r.variants)}",
              "created": r.created_at, "finished": r.finished_at} for r in runs()]
     return pd.DataFrame(rows)
 
@@ -129,11 +129,10 @@ def requests(workload_id: int, limit: int | None = None) -> list[LogRequest]:
 
 def stored_assumptions(run: Run) -> tuple[str, float, int]:
     """(hardware key, $/hour, requests/month) the run was stored with, catalog price filled in."""
-    cost = run.spec.get("cost", {})
-    hw = store().get_hardware(cost.get("hardware") or "cpu-c7i-large")  # user entries too
-    price = cost.get("price_per_hour") or hw.price_per_hour
-    hw = hw.key
-    return hw, float(price), int(cost.get("requests_per_month", 1_000_000))
+    cost = PilotSpec.from_run(run).cost  # the spec classes' defaults where it lacks one
+    hw = store().get_hardware(cost.hardware)  # user entries too
+    price = cost.price_per_hour or hw.price_per_hour
+    return hw.key, float(price), int(cost.requests_per_month)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.core.domain import RequestResult
+from engine.core.domain import RequestResult, VariantMeasurements
 from engine.ingest.logs import parse_log
 from engine.specs.pilot import PilotSpec, VariantSpec
 from engine.store.store import Store
@@ -31,7 +31,7 @@ def hostile_run(store: Store) -> int:
                                  prompt_tokens_original=5, prompt_tokens_sent=5,
                                  output_tokens=3, ttft_s=0.1, latency_s=0.2)
                    for i, out in enumerate([HYPERLINK, "4"])]
-        store.finish_variant(v.id, results, {"wall_s": 0.4, "throughput_tok_s": 15.0,
-                                             "load_s": 0.1, "device": "cpu"}, {})
+        store.finish_variant(v.id, results, VariantMeasurements(
+            wall_s=0.4, throughput_tok_s=15.0, load_s=0.1, device="cpu"))
     store.set_run_status(run.id, "done")
     return run.id

@@ -263,13 +263,13 @@ def test_results_of_an_interrupted_run_say_so_and_keep_the_finished_variant(mode
     assert at.warning[0].value.startswith("Run #1 was interrupted")
     assert "`roilab resume 1` runs only the others" in at.warning[0].value
     assert "Interrupted: KeyboardInterrupt: user stopped" in at.code[0].value
-    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["ok", "failed"]
+    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["done", "failed"]
     assert main(["cancel", "1"]) == 0
     st.cache_data.clear()  # the page's queries are cached for a while
     at = page("results", run="1")
     assert not at.exception
     assert at.warning[0].value.startswith("Run #1 was cancelled")
-    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["ok", "cancelled"]
+    assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["done", "cancelled"]
 
 
 def test_run_pilot_form_says_a_failed_pilot_failed(env):
@@ -315,7 +315,7 @@ def pilot_settings(tmp_path_factory, embedded_model_dir) -> Settings:
                                            techniques=(QuantizeWeights(bits=8),))),
                      generation=GenerationSettings(max_new_tokens=8, batch_size=8))
     run = run_pilot(spec, store, settings)
-    assert run.status == "done" and all(v.status == "ok" for v in run.variants)
+    assert run.status == "done" and all(v.status == "done" for v in run.variants)
     return settings
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.business.case import Assumptions, build_business_case
 from engine.business.portfolio import portfolio
-from engine.core.domain import LogRequest, ParsedLog, RequestResult
+from engine.core.domain import LogRequest, ParsedLog, RequestResult, VariantMeasurements
 from engine.core.errors import SpecError
 from engine.economics.cost import CATALOG
 from engine.economics.decision import (
@@ -190,8 +190,8 @@ def _stored_run(store: Store, random: tuple[str, ...] = ()) -> int:
             ref_contains=None if v.name in random else CONTAINS[v.name][i],
             base_cosine=None if v.name in random else COS[v.name][i]) for i in range(4)]
         weight, wall = MEASURES[v.name]
-        store.finish_variant(v.id, results, {"weight_bytes": weight, "wall_s": wall,
-                                             "device": "cuda"}, {})
+        store.finish_variant(v.id, results, VariantMeasurements(weight_bytes=weight, wall_s=wall,
+                                                                device="cuda"))
     store.set_run_status(run.id, "done")
     return run.id
 

@@ -16,7 +16,7 @@ from test_app_pages import _frame_with, _use, page
 
 from engine.business.case import Assumptions, build_business_case
 from engine.cli.main import main
-from engine.core.domain import LogRequest, ParsedLog, RequestResult
+from engine.core.domain import LogRequest, ParsedLog, RequestResult, VariantMeasurements
 from engine.economics import cost
 from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import CATALOG
@@ -149,9 +149,9 @@ def _stored_tp_run(store: Store) -> int:
             for i in range(4)]
         mem = MEMORY.get(v.name)
         report = {"_model": {"kv_bytes_per_token": 262_144}} | ({"memory": mem} if mem else {})
-        store.finish_variant(v.id, results, {
-            "weight_bytes": 16_060_000_000, "wall_s": WALL[v.name], "device": "cuda",
-            "peak_mem_bytes": mem["peak_bytes"] if mem else None}, report)
+        store.finish_variant(v.id, results, VariantMeasurements(
+            weight_bytes=16_060_000_000, wall_s=WALL[v.name], device="cuda",
+            peak_mem_bytes=mem["peak_bytes"] if mem else None, technique_report=report))
     store.set_run_status(run.id, "done")
     return run.id
 

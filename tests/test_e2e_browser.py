@@ -214,7 +214,7 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     _settled(page)
     run = store.get_run(1)
     assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
-    assert [v.status for v in run.variants] == ["ok", "ok"]
+    assert [v.status for v in run.variants] == ["done", "done"]
     assert run.spec["max_requests"] == 3
     assert run.spec["generation"]["max_new_tokens"] == 8
 
@@ -235,7 +235,7 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     assert len(titles) == 5 and all(titles), titles
     per_variant = _grid_with(page, "techniques", 2)  # off-screen columns are not in the DOM
     assert per_variant["variant"] == ["baseline", "int8-weights"], per_variant
-    assert per_variant["status"] == ["ok", "ok"], per_variant
+    assert per_variant["status"] == ["done", "done"], per_variant
     assert per_variant["techniques"][0] == "none (baseline)", per_variant
     _screenshot(page, RESULTS_PNG)
 

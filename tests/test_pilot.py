@@ -43,7 +43,7 @@ def pilot(tmp_path_factory, embedded_model_dir):
 def test_every_variant_ran_and_every_measurement_is_stored(pilot) -> None:
     store, spec, run, _ = pilot
     assert run.status == "done"
-    assert [v.status for v in run.variants] == ["ok", "ok", "ok"], [v.error for v in run.variants]
+    assert [v.status for v in run.variants] == ["done", "done", "done"], [v.error for v in run.variants]
     for v in run.variants:
         assert v.load_s > 0 and v.wall_s > 0 and v.throughput_tok_s > 0
         assert v.weight_bytes > 0 and v.peak_mem_bytes is not None and v.device.startswith("cpu")
@@ -118,7 +118,7 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(model_settings) 
                                VariantSpec(name="missing", model=str(model_settings.data_dir / "nope")),
                                VariantSpec(name="int8", techniques=(QuantizeWeights(),))))
     run = run_pilot(spec, store, model_settings)
-    assert [v.status for v in run.variants] == ["ok", "failed", "ok"]
+    assert [v.status for v in run.variants] == ["done", "failed", "done"]
     assert "does not exist" in run.variants[1].error
     assert run.status == "partial" and run.error.startswith("1 of 3 variants failed ('missing'")
     assert store.get_results(run.variants[1].id) == []
@@ -140,7 +140,7 @@ def test_an_interrupted_pilot_is_marked_interrupted_not_left_running(model_setti
         run_pilot(spec, store, model_settings, on_progress=interrupt_in_second_variant)
     run = store.list_runs()[0]
     assert run.status == "interrupted" and "Interrupted" in run.error
-    assert [v.status for v in run.variants] == ["ok", "failed"]
+    assert [v.status for v in run.variants] == ["done", "failed"]
     assert len(store.get_results(run.variants[0].id)) == 1  # finished work is kept
 
 
@@ -153,7 +153,7 @@ def test_a_variant_that_cannot_run_here_is_refused_before_the_pilot(model_settin
                      variants=(VariantSpec(name="baseline"),
                                VariantSpec(name="gpu-only", device="cuda")))
     run = run_pilot(spec, store, model_settings, on_progress=seen.append)
-    assert [v.status for v in run.variants] == ["ok", "failed"]
+    assert [v.status for v in run.variants] == ["done", "failed"]
     assert run.variants[1].error.startswith("Refused before the pilot started")
     assert run.status == "failed"  # every variant beside the baseline failed
     assert "no GPU is visible" in run.variants[1].error

@@ -136,5 +136,5 @@ def test_a_partial_pilot_is_marked_partial_and_exits_3(cli, model_settings, tmp_
     text = _pdf_text(pdf)
     assert "Speed and memory only (random weights, accuracy not measured)" in text
     assert "if its quality holds" in text and "instead of random:tiny-llama" in text
-    assert "ok (speed and memory only)" in _pdf_text(pdf, layout=False)  # pilot's table
+    assert "done (speed and memory only)" in _pdf_text(pdf, layout=False)  # pilot's table
     assert "log may lack" not in text

@@ -10,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from engine.core.domain import LogRequest, ParsedLog, RequestResult, RowIssue
+from engine.core.domain import (
+    LogRequest,
+    ParsedLog,
+    RequestResult,
+    RowIssue,
+    Status,
+    VariantMeasurements,
+)
 from engine.core.errors import StorageError
 from engine.store.store import Store
 
@@ -66,14 +73,14 @@ def test_run_variants_results_round_trip(store: Store) -> None:
     assert all(v.status == "pending" for v in run.variants)
     base, var = run.variants
     store.finish_variant(base.id, [_result(0), _result(1)],
-                         {"load_s": 1.0, "weight_bytes": 100, "throughput_tok_s": 2.5,
-                          "wall_s": 4.0, "device": "cpu"}, {})
+                         VariantMeasurements(load_s=1.0, weight_bytes=100, throughput_tok_s=2.5,
+                                             wall_s=4.0, device="cpu"))
     store.set_variant_status(var.id, "failed", "no GPU")
     store.set_run_status(run.id, "partial", "1 of 2 variants failed")  # runner.pilot_outcome
     got = store.get_run(run.id)
     assert got.status == "partial" and got.finished_at is not None
     assert got.error == "1 of 2 variants failed"
-    assert got.variants[0].status == "ok" and got.variants[0].weight_bytes == 100
+    assert got.variants[0].status == "done" and got.variants[0].weight_bytes == 100
     assert got.variants[1].status == "failed" and got.variants[1].error == "no GPU"
     assert store.get_results(base.id) == [_result(0), _result(1)]
     frame = store.results_frame(run.id)
@@ -81,12 +88,46 @@ def test_run_variants_results_round_trip(store: Store) -> None:
     assert [r.id for r in store.list_runs()] == [run.id]
 
 
+def test_a_misspelt_measurement_fails_where_it_is_built(store: Store) -> None:
+    """Measurements are typed: a wrong name is a TypeError, never a NULL in the store."""
+    with pytest.raises(TypeError, match="wal_s"):
+        VariantMeasurements(wal_s=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        VariantMeasurements(1.0)  # type: ignore[misc]  # keyword-only: no silent reordering
+    w = store.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    with pytest.raises(TypeError, match="VariantMeasurements"):  # the old dict form
+        store.finish_variant(run.variants[0].id, [_result(0)], {"wall_s": 1.0})  # type: ignore[arg-type]
+    assert store.get_run(run.id).variants[0].status == "pending"
+
+
+def test_one_status_vocabulary_and_old_ok_reads_back_as_done(store: Store) -> None:
+    """Runs and variants share Status; a variant stored as "ok" (before there was one
+    vocabulary) reads back as done, and writing "ok" stores done."""
+    w = store.add_workload("w", "w.jsonl", b"x", _parsed(1))
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}, {"name": "int8"}])
+    base, int8 = run.variants
+    with store.engine.begin() as conn:  # as an older roilab wrote it
+        conn.execute(sa.text("UPDATE variants SET status = 'ok' WHERE id = :id"), {"id": base.id})
+    store.set_variant_status(int8.id, "ok")
+    store.set_run_status(run.id, Status.DONE)
+    got = store.get_run(run.id)
+    assert [v.status for v in got.variants] == [Status.DONE, Status.DONE] == ["done", "done"]
+    assert all(type(v.status) is Status for v in got.variants) and got.status is Status.DONE
+    assert got.finished_at is not None
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM variants WHERE id = :id"),
+                            {"id": int8.id}).scalar_one() == "done"
+    with pytest.raises(ValueError, match="'finished' is not a valid Status"):
+        store.set_run_status(run.id, "finished")
+
+
 def test_failed_write_is_rolled_back_whole(store: Store) -> None:
     w = store.add_workload("w", "w.jsonl", b"x", _parsed(2))
     run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
     bad = _result(1, output_text=None)  # NOT NULL column: the second row fails
     with pytest.raises(StorageError, match="nothing was written"):
-        store.finish_variant(run.variants[0].id, [_result(0), bad], {"wall_s": 1.0}, {})
+        store.finish_variant(run.variants[0].id, [_result(0), bad], VariantMeasurements(wall_s=1.0))
     assert store.get_results(run.variants[0].id) == []
     assert store.get_run(run.id).variants[0].status == "pending"
 
@@ -174,6 +215,7 @@ def test_hardware_table_added_to_an_existing_database(store_url: str) -> None:
     first.add_workload("w", "w.jsonl", b"x", _parsed(1))
     with first.engine.begin() as conn:  # what a database from before the table looks like
         conn.execute(sa.text("DROP TABLE hardware"))
+        conn.execute(sa.text("DROP TABLE roilab_schema_version"))  # a store from before migrations
     first.engine.dispose()
     store = Store(store_url)  # create_all adds the missing table only
     assert [w.name for w in store.list_workloads()] == ["w"]
@@ -200,9 +242,10 @@ def test_values_sqlite_never_checks_round_trip_everywhere(store: Store) -> None:
                            [{"name": "baseline"}])
     device = "endpoint https://" + "llm-gateway.example.com/" * 4 + "v1"
     store.finish_variant(run.variants[0].id, [_result(0, ttft_s=1e-9, latency_s=123456.789)],
-                         {"weight_bytes": 16_060_522_496, "peak_mem_bytes": 2**40 + 1,
-                          "wall_s": 1.25, "device": device, "load_s": 0.1},
-                         {"layers": 2**33, "nested": {"ratio": 0.5, "names": ["a", "ü"]}})
+                         VariantMeasurements(
+                             weight_bytes=16_060_522_496, peak_mem_bytes=2**40 + 1, wall_s=1.25,
+                             device=device, load_s=0.1, technique_report={
+                                 "layers": 2**33, "nested": {"ratio": 0.5, "names": ["a", "ü"]}}))
     got = store.get_run(run.id)
     v = got.variants[0]
     assert (v.weight_bytes, v.peak_mem_bytes, v.device) == (16_060_522_496, 2**40 + 1, device)
@@ -222,7 +265,8 @@ def test_text_with_nul_characters_is_stored_the_same_everywhere(store: Store) ->
     assert req.messages[0]["content"] == "a\x00b"  # inside JSON it is escaped, so kept
     assert req.reference == "r\ufffd" and store.get_workload(w.id).name == "w\ufffd"
     run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
-    store.finish_variant(run.variants[0].id, [_result(0, output_text="o\x00k")], {}, {})
+    store.finish_variant(run.variants[0].id, [_result(0, output_text="o\x00k")],
+                         VariantMeasurements())
     assert store.get_results(run.variants[0].id)[0].output_text == "o\ufffdk"
 
 
@@ -329,7 +373,7 @@ def test_nan_inf_and_missing_measures(store: Store) -> None:
     run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
     store.finish_variant(run.variants[0].id,
                          [_result(0, ref_f1=None, base_cosine=float("nan"), compress_s=0.25)],
-                         {"throughput_tok_s": float("inf")}, {})
+                         VariantMeasurements(throughput_tok_s=float("inf")))
     v = store.get_run(run.id).variants[0]
     assert v.throughput_tok_s == math.inf and v.load_s is None and v.device is None
     r = store.get_results(v.id)[0]  # NaN reads back as "no value" (SQLite's way) everywhere
@@ -341,7 +385,7 @@ def test_two_stores_on_one_url_share_results(store_url: str) -> None:
     a, b = Store(store_url), Store(store_url)  # the second create_all finds the tables
     w = a.add_workload("w", "w.jsonl", b"x", _parsed(1))
     run = a.create_run(w.id, "p", {}, [{"name": "baseline"}])
-    a.finish_variant(run.variants[0].id, [_result(0)], {"wall_s": 1.0}, {})
+    a.finish_variant(run.variants[0].id, [_result(0)], VariantMeasurements(wall_s=1.0))
     assert b.get_results(run.variants[0].id) == [_result(0)]
     b.add_hardware(**_MY_GPU)
     assert a.get_hardware("onprem-a100").price_per_hour == 0.95
@@ -387,11 +431,13 @@ def test_report_from_postgres_matches_sqlite(postgres_url: str, settings) -> Non
         base, int8 = run.variants
         s.finish_variant(base.id, [_result(i, output_tokens=20, latency_s=0.5 + i / 10,
                                            ref_f1=1.0) for i in range(3)],
-                         {"wall_s": 3.0, "weight_bytes": 16_060_522_496, "device": "cuda"}, {})
+                         VariantMeasurements(wall_s=3.0, weight_bytes=16_060_522_496,
+                                             device="cuda"))
         s.finish_variant(int8.id, [_result(i, output_tokens=18, latency_s=0.4 + i / 10,
                                            ref_f1=0.9, base_cosine=0.97) for i in range(3)],
-                         {"wall_s": 2.0, "weight_bytes": 8_030_261_248, "device": "cuda"},
-                         {"layers_quantized": 224})
+                         VariantMeasurements(wall_s=2.0, weight_bytes=8_030_261_248,
+                                             device="cuda",
+                                             technique_report={"layers_quantized": 224}))
         s.set_run_status(run.id, "done")
         reports.append(build_report(s, run.id))
         s.engine.dispose()

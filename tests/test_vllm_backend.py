@@ -58,7 +58,7 @@ def pilot(tmp_path_factory, embedded_model_dir, vllm_engine):
 
 def test_vllm_runs_beside_transformers_and_matches_its_greedy_outputs(pilot, vllm_engine) -> None:
     store, run = pilot
-    assert [v.status for v in run.variants] == ["ok", "ok"], [v.error for v in run.variants]
+    assert [v.status for v in run.variants] == ["done", "done"], [v.error for v in run.variants]
     hf, vl = (store.get_results(v.id) for v in run.variants)
     same = sum(a.output_text == b.output_text for a, b in zip(hf, vl, strict=True))
     # fp32 on both engines: greedy decoding agrees except where two logits nearly tie.
@@ -297,7 +297,7 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
         watcher.join()
     assert code == 0, capsys.readouterr()
     run = Store(settings.resolved_db_url()).get_run(1)
-    assert [v.status for v in run.variants] == ["ok", "ok"], [v.error for v in run.variants]
+    assert [v.status for v in run.variants] == ["done", "done"], [v.error for v in run.variants]
     first, second = (set(v.technique_report["serving"]["engine_pids"]) for v in run.variants)
     assert first and second and not first & second  # two engines, each with its processes
     assert any(first & s for s in seen) and any(second & s for s in seen)  # both were watched

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import business_charts, data, nav, ui
 from engine.business.case import Assumptions, BusinessCase, require_measured_baseline
-from engine.core.domain import Run
+from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY
 from engine.reports.business_pdf import (
@@ -27,7 +27,7 @@ _D = Assumptions()  # the defaults shown in the inputs
 
 def render() -> None:
     st.title("Business case")
-    runs = {r.id: r for r in data.runs() if any(v.status == "ok" for v in r.variants)}
+    runs = {r.id: r for r in data.runs() if any(v.status == Status.DONE for v in r.variants)}
     if not runs:
         st.info("No run with results yet: a business case needs a measured pilot.")
         st.page_link(nav.page("run"), label="Run a pilot", icon=":material/play_arrow:")
@@ -114,7 +114,7 @@ def _render_assumptions() -> Assumptions | None:
 
 def _render_capacity_source() -> dict:
     """Size devices with single-stream throughput, or with a load run's capacity at SLO."""
-    runs = {r.id: r for r in data.load_runs() if r.status == "done" and r.n_samples}
+    runs = {r.id: r for r in data.load_runs() if r.status == Status.DONE and r.n_samples}
     if not runs:
         return {}
     choice = st.selectbox(
@@ -220,7 +220,7 @@ def _render_pdf(run_id: int, a: Assumptions) -> None:
 def _render_portfolio(runs: dict[int, Run], run_id: int, a: Assumptions) -> None:
     st.subheader("Portfolio", help="Several workflows (pilots) rolled up into one annual view, "
                                    "under the assumptions above.")
-    runs = {i: r for i, r in runs.items() if r.variants[0].status == "ok"}  # priceable
+    runs = {i: r for i, r in runs.items() if r.variants[0].status == Status.DONE}  # priceable
     picked = st.multiselect("Runs in the portfolio", list(runs), default=[run_id],
                             key="bc.portfolio", format_func=lambda i: f"#{i} {runs[i].name}")
     if not picked:

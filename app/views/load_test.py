@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app import data, load_charts, ui
-from engine.core.domain import LoadRun
+from engine.core.domain import LoadRun, Status
 from engine.core.errors import RoilabError
 from engine.load.replay import LoadProgress
 from engine.load.spec import parse_levels, parse_load_spec
@@ -61,12 +61,12 @@ def _render_status(run: LoadRun) -> None:
             f"{spec.get('requests_per_level')} requests per level, "
             f"max {spec.get('max_new_tokens')} new tokens; SLO: "
             + (", ".join(f"{k} <= {v:g}" for k, v in slo.items()) or "none"))
-    if run.status in ("pending", "running"):
+    if run.status in (Status.PENDING, Status.RUNNING):
         st.info(f"Load run #{run.id} is {run.status}; the levels finished so far are shown.")
         if st.button("Refresh"):
             data.clear_queries()
             st.rerun()
-    elif run.status == "failed":
+    elif run.status == Status.FAILED:
         st.error(f"Load run #{run.id} failed.")
         st.code(run.error or "no reason recorded", language=None)
 

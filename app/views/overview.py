@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import data, nav, ui
-from engine.core.domain import Run
+from engine.core.domain import Run, Status
 from engine.economics.decision import RANDOM_WEIGHTS
 from engine.pilot.report import accuracy_retention, speed_memory_only
 
@@ -18,7 +18,7 @@ def render() -> None:
         _render_empty()
         return
     # partial: the baseline and some variants were measured, the rest failed (said below)
-    finished = next((r for r in runs if r.status in ("done", "partial")), None)
+    finished = next((r for r in runs if r.status in (Status.DONE, Status.PARTIAL)), None)
     if finished:
         _render_headline(finished)
     else:
@@ -40,7 +40,7 @@ def _render_headline(run: Run) -> None:
     st.subheader(f"Latest finished run #{run.id}")
     st.text(f"{run.name} - {rep.workload.name} - {rep.hardware.name} at "
             f"${rep.price_per_hour:g}/h, {rep.requests_per_month:,} requests/month")
-    if run.status == "partial":
+    if run.status == Status.PARTIAL:
         st.warning(ui.escape_md(f"Partial run: {run.error}"))
     unscored = speed_memory_only(rep)
     if unscored:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import charts, data, nav, ui
 from engine.business.case import require_measured_baseline
-from engine.core.domain import Run
+from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
 from engine.pilot.report import (
@@ -55,23 +55,23 @@ def _select_run(runs: dict[int, Run]) -> int:
 
 
 def _render_status(run: Run) -> None:
-    if run.status in ("pending", "running"):
+    if not run.status.finished:
         st.info(f"Run #{run.id} is {run.status}; figures below cover the variants finished "
                 f"so far. If its process died (killed, machine restarted), `roilab cancel "
                 f"{run.id}` then `roilab resume {run.id}` finishes it.")
         if st.button("Refresh"):
             data.clear_queries()
             st.rerun()
-    elif run.status == "failed" and run.error:
+    elif run.status == Status.FAILED and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
-    elif run.status in ("interrupted", "cancelled"):
-        how = "interrupted (Ctrl+C or SIGTERM)" if run.status == "interrupted" \
+    elif run.status in (Status.INTERRUPTED, Status.CANCELLED):
+        how = "interrupted (Ctrl+C or SIGTERM)" if run.status == Status.INTERRUPTED \
             else "cancelled"
         st.warning(f"Run #{run.id} was {how}; figures below cover the variants that finished "
                    f"before it stopped. `roilab resume {run.id}` runs only the others.")
         st.code(run.error or "no reason recorded", language=None)
-    elif run.status == "partial":
+    elif run.status == Status.PARTIAL:
         st.warning(f"Run #{run.id} is partial: some variants failed; the others are measured "
                    "against the baseline.")
         st.code(run.error or "no reason recorded", language=None)
@@ -128,7 +128,7 @@ def _render_summary(rep: PilotReport) -> None:
 
 def _render_failures(rep: PilotReport) -> None:
     for v in rep.variants:
-        if v.status == "failed":
+        if v.status == Status.FAILED:
             st.error(f"Variant {ui.escape_md(v.name)} failed; no figures for it.")
             st.code(v.error or "no reason recorded", language=None)
     unscored = speed_memory_only(rep)
@@ -139,7 +139,7 @@ def _render_failures(rep: PilotReport) -> None:
 
 
 def _render_charts(rep: PilotReport) -> None:
-    if not any(v.status == "ok" for v in rep.variants):
+    if not any(v.status == Status.DONE for v in rep.variants):
         st.info("No variant finished, so there is nothing to chart yet.")
         return
     frame = rep.frame()
@@ -202,7 +202,7 @@ def _render_technique_figures(rep: PilotReport) -> None:
 
 def _render_side_by_side(rep: PilotReport) -> None:
     st.subheader("Per request, side by side")
-    names = [v.name for v in rep.variants if v.status == "ok"]
+    names = [v.name for v in rep.variants if v.status == Status.DONE]
     if not names:
         st.caption("No variant produced outputs.")
         return

@@ -12,10 +12,11 @@ import streamlit as st
 
 from app import data, nav, ui
 from engine.backends.base import default_dtype
+from engine.core.domain import Status
 from engine.core.errors import RoilabError, SpecError
 from engine.ingest.review import default_workload, small_workload_warning
 from engine.pilot.runner import Progress
-from engine.specs.pilot import PilotSpec, parse_pilot_spec
+from engine.specs.pilot import PilotSpec, parse_pilot_spec, pilot_variants
 from engine.techniques import MODULES as TECHNIQUE_KINDS
 
 
@@ -126,17 +127,11 @@ def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
         dtype = default_dtype(backend, v["device"])
     base = {"model": v["model"].strip(), "device": v["device"], "backend": backend,
             "dtype": dtype}
-    variants = [{"name": "baseline", **base}]
-    if v["int8"] and backend == "transformers":
-        variants.append({"name": "int8-weights", **base,
-                         "techniques": [{"kind": "quantize_weights", "bits": 8}]})
-    if v.get("fp8") and backend == "vllm":
-        variants.append({"name": "fp8-weights", **base, "vllm": {"quantization": "fp8"}})
-    if v.get("fp8kv") and backend == "vllm":
-        variants.append({"name": "fp8-kv-cache", **base, "vllm": {"kv_cache_dtype": "fp8"}})
-    if v["lingua"]:
-        variants.append({"name": f"llmlingua-{v['rate']:g}", **base,
-                         "techniques": [{"kind": "compress_prompt", "rate": v["rate"]}]})
+    ticked = {"int8": v["int8"] and backend == "transformers",
+              "fp8": v.get("fp8") and backend == "vllm",
+              "fp8-kv": v.get("fp8kv") and backend == "vllm", "llmlingua": v["lingua"]}
+    variants = [x.model_dump(mode="json") for x in pilot_variants(
+        [k for k, on in ticked.items() if on], rate=v.get("rate", 0.5), **base)]
     variants.extend({**base, **extra} for extra in _extra_variants(v.get("extra", "")))
     return {"name": v["name"].strip() or "pilot", "workload_id": v["workload_id"],
             "variants": variants, "max_requests": int(v["max_requests"]),
@@ -179,16 +174,16 @@ def _run(spec: PilotSpec) -> None:
             line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
 
         finished = data.execute_run(spec, run.id, on_progress)
-        done = finished.status == "done"
+        done = finished.status == Status.DONE
         status.update(label=f"Pilot #{run.id} {'finished' if done else finished.status}",
                       state="complete" if done else "error", expanded=not done)
     bar.progress(1.0, text="Done")
-    if finished.status == "failed":  # engine.pilot.runner.pilot_outcome says which and why
+    if finished.status == Status.FAILED:  # engine.pilot.runner.pilot_outcome says which and why
         st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {finished.error}"))
-    elif finished.status == "partial":
+    elif finished.status == Status.PARTIAL:
         st.warning(ui.escape_md(f"Pilot #{run.id} is partial: {finished.error} Each reason is "
                                 "also on the Results page."))
-    if finished.status != "failed":
+    if finished.status != Status.FAILED:
         st.success(f"Results stored as run #{run.id}.")
     st.page_link(nav.page("results"), label=f"Open results of run #{run.id}",
                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")

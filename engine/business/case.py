@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from engine.business.types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
-from engine.core.domain import Run
+from engine.core.domain import Run, Status
 from engine.core.errors import RunError
 from engine.economics import cost, roi, sizing, traffic
 from engine.economics.decision import RAW_METRICS as _METRICS
@@ -49,6 +49,7 @@ from engine.economics.decision import (
 from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import Hardware, get_hardware
 from engine.models.prep import is_random_model
+from engine.specs.pilot import PilotSpec, VariantSpec, variant_generation
 
 __all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
            "build_business_case", "case_from_report", "measured_variants",
@@ -69,12 +70,12 @@ def require_measured_baseline(run: Run) -> None:
     dashboard's PDF buttons and Business case page all ask this first.
     """
     base = run.variants[0] if run.variants else None
-    if base is not None and base.status == "ok":
+    if base is not None and base.status == Status.DONE:
         return
     if base is None:
         raise RunError(f"Run #{run.id} has no variants, so it has no baseline to price; run a "
                        "pilot with at least a baseline (`roilab pilot --workload ID`).")
-    if base.status in ("pending", "running"):
+    if not base.status.finished:
         raise RunError(f"Run #{run.id}'s baseline '{base.name}' has not been measured yet (it is "
                        f"{base.status}); wait for the pilot to finish (`roilab runs` shows its "
                        "status), then ask again.")
@@ -127,12 +128,12 @@ def measured_variants(report) -> list[MeasuredVariant]:
     device times the devices each variant occupied (``engine.economics.devices.devices_of``); weights
     and KV bytes/token as measured by the backend where it stored them."""
     hw = replace(report.hardware, price_per_hour=report.price_per_hour)
-    batch = int(report.run.spec.get("generation", {}).get("batch_size", 1))
+    spec: PilotSpec = report.spec
     res = report.results
     out = []
-    for v, s in zip(report.run.variants, report.variants, strict=True):
+    for v, vs, s in zip(report.run.variants, spec.variants, report.variants, strict=True):
         sub = res[res.variant_id == v.id].sort_values("request_index") if len(res) else res
-        ok = v.status == "ok" and len(sub) > 0 and (v.wall_s or 0) > 0 and bool(s.tokens_per_s)
+        ok = v.status == Status.DONE and len(sub) > 0 and (v.wall_s or 0) > 0 and bool(s.tokens_per_s)
         ttft = sub.ttft_s.astype(float) if ok else pd.Series(dtype=float)
         lat = sub.latency_s.astype(float) if ok else pd.Series(dtype=float)
         ctx = (sub.prompt_tokens_sent + sub.output_tokens).astype(float) if ok else None
@@ -140,7 +141,7 @@ def measured_variants(report) -> list[MeasuredVariant]:
         weights = memory_of(v.technique_report).weight_bytes or v.weight_bytes
         out.append(MeasuredVariant(
             name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw,
-            batch=int(v.spec.get("batch_size") or batch),  # a variant may set its own
+            batch=variant_generation(spec.generation, vs).batch_size,  # a variant may set its own
             n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
             tokens_per_s=s.tokens_per_s if ok else None,
             requests_per_s=s.requests_per_s if ok else None,
@@ -155,17 +156,17 @@ def measured_variants(report) -> list[MeasuredVariant]:
             metrics={m: getattr(s, m) for m in _METRICS},
             request_index=tuple(int(i) for i in sub.request_index) if ok else (),
             latency_s=tuple(float(x) for x in lat),
-            model=str(v.spec.get("model") or ""), random_weights=random_weights(v.spec),
-            n_references=_references(sub) if ok and not random_weights(v.spec) else None,
+            model=vs.model, random_weights=random_weights(vs),
+            n_references=_references(sub) if ok and not random_weights(vs) else None,
             per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
             if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
     return out
 
 
-def random_weights(variant_spec: Mapping) -> bool:
-    """Whether a stored variant spec's model has random weights (``random:<shape>``): its
-    speed and memory are measured, its accuracy is not (engine.pilot.runner skips scoring)."""
-    return is_random_model(str(variant_spec.get("model") or ""))
+def random_weights(variant_spec: VariantSpec) -> bool:
+    """Whether a variant's model has random weights (``random:<shape>``): its speed and
+    memory are measured, its accuracy is not (engine.pilot.runner skips scoring)."""
+    return is_random_model(variant_spec.model)
 
 
 def _references(sub: pd.DataFrame) -> int:

@@ -11,19 +11,16 @@ def build_spec(args):
     """The validated PilotSpec: ``--spec FILE`` with the given flags over it, else the
     baseline plus the ``--variants`` the flags name."""
     from engine.specs.pilot import (
-        CompressPrompt,
         CostSettings,
         GenerationSettings,
         PilotSpec,
-        QuantizeWeights,
-        VariantSpec,
         parse_pilot_spec,
+        pilot_variants,
     )
 
     if args.spec:
         return parse_pilot_spec(_spec_with_flags(_read_spec(args.spec), args))
     from engine.core.errors import SpecError
-    from engine.specs.pilot import VllmOptions
 
     asked = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(asked) - set(FLAG_VARIANTS))
@@ -36,21 +33,9 @@ def build_spec(args):
                         "--backend vllm (or use int8 for the transformers backend).")
     common = {"model": args.model, "backend": args.backend, "device": args.device,
               "dtype": _dtype(args)}
-    variants = [VariantSpec(name="baseline", **common)]
-    if "int8" in asked:
-        variants.append(VariantSpec(name="int8-weights", **common,
-                                    techniques=(QuantizeWeights(bits=8),)))
-    if "fp8" in asked:
-        variants.append(VariantSpec(name="fp8-weights", **common,
-                                    vllm=VllmOptions(quantization="fp8")))
-    if "fp8-kv" in asked:
-        variants.append(VariantSpec(name="fp8-kv-cache", **common,
-                                    vllm=VllmOptions(kv_cache_dtype="fp8")))
-    if "llmlingua" in asked:
-        variants.append(VariantSpec(name=f"llmlingua-{args.rate}", **common,
-                                    techniques=(CompressPrompt(rate=args.rate),)))
+    variants = pilot_variants(asked, rate=args.rate, **common)  # baseline + the asked ones
     return parse_pilot_spec(PilotSpec(
-        name=args.name, workload_id=args.workload, variants=tuple(variants),
+        name=args.name, workload_id=args.workload, variants=variants,
         generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
                                       batch_size=args.batch_size),
         cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,

@@ -3,7 +3,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+
+class Status(StrEnum):
+    """The status of a run, of one of its variants, or of a load test: one vocabulary for all.
+
+    A ``StrEnum``: members are strings, so they are stored as their value, compare equal to
+    it and print as it. Variants stored before there was one vocabulary say "ok" where they
+    now say "done": ``Status("ok")`` reads back as ``Status.DONE``.
+    """
+
+    PENDING = "pending"  # created, not started
+    RUNNING = "running"
+    DONE = "done"  # a variant: measured and stored; a run: every variant done
+    PARTIAL = "partial"  # a run: the baseline done, some other variants failed
+    FAILED = "failed"  # a variant failed or was refused; a run: its baseline or all others did
+    INTERRUPTED = "interrupted"  # a run stopped by Ctrl+C or SIGTERM (resumable)
+    CANCELLED = "cancelled"  # a run or variant cancelled by the user (resumable)
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        return cls.DONE if value == "ok" else None  # a variant stored before the one vocabulary
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will happen without a resume: done, partial, failed,
+        interrupted or cancelled."""
+        return self not in (Status.PENDING, Status.RUNNING)
+
 
 
 @dataclass(frozen=True, slots=True)  # slots: a 100k-request log holds 100k of these
@@ -100,6 +129,23 @@ class RequestResult:
     base_cosine: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class VariantMeasurements:
+    """What the runner measured for one variant, as ``Store.finish_variant`` stores it.
+
+    Keyword-only and typed, so a misspelt measurement is a TypeError where it is built, not
+    a NULL in the store. A field the backend could not measure stays None.
+    """
+
+    load_s: float | None = None
+    weight_bytes: int | None = None
+    peak_mem_bytes: int | None = None
+    throughput_tok_s: float | None = None  # output tokens / wall time of generation
+    wall_s: float | None = None
+    device: str | None = None  # e.g. "cuda:0", "endpoint <its URL>"
+    technique_report: dict[str, Any] = field(default_factory=dict)  # what techniques did
+
+
 @dataclass(frozen=True)
 class VariantRun:
     """One variant of a run: its spec (JSON), status and variant-level measurements."""
@@ -108,7 +154,7 @@ class VariantRun:
     run_id: int
     name: str
     spec: dict[str, Any]  # the VariantSpec as JSON: exactly what produced these numbers
-    status: str  # "pending" | "running" | "ok" | "failed"
+    status: Status  # pending | running | done | failed | cancelled
     error: str | None = None
     load_s: float | None = None
     weight_bytes: int | None = None
@@ -125,10 +171,10 @@ class Run:
     workload_id: int
     name: str
     spec: dict[str, Any]  # the PilotSpec as JSON
-    # "pending" | "running" | "done" | "partial" (some variants failed) | "failed" (the
-    # baseline, or every other variant, failed): engine.pilot.runner.pilot_outcome; or
-    # "interrupted" (Ctrl+C, SIGTERM: engine.pilot.runner.run_pilot) or "cancelled" (cancel_run)
-    status: str
+    # pending | running | done | partial (some variants failed) | failed (the baseline, or
+    # every other variant, failed): engine.pilot.runner.pilot_outcome; or interrupted
+    # (Ctrl+C, SIGTERM: engine.pilot.runner.run_pilot) or cancelled (cancel_run)
+    status: Status
     created_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
@@ -169,7 +215,7 @@ class LoadRun:
     workload_id: int
     name: str
     spec: dict[str, Any]
-    status: str  # "pending" | "running" | "done" | "failed"
+    status: Status  # pending | running | done | failed
     created_at: datetime
     finished_at: datetime | None = None
     error: str | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from engine.core.domain import LoadRun, LoadSample, LogRequest
+from engine.core.domain import LoadRun, LoadSample, LogRequest, Status
 from engine.core.errors import BackendError, SpecError
 from engine.core.settings import Settings
 from engine.load.client import TimedClient
@@ -62,14 +62,14 @@ def run_load(spec: LoadSpec, store, settings: Settings,
     plan = plan_levels(spec, requests)  # refuses a trace without timestamps before anything runs
     run = store.get_load_run(run_id) if run_id else \
         store.create_load_run(spec.workload_id, spec.name, spec.model_dump(mode="json"))
-    store.set_load_run_status(run.id, "running")
+    store.set_load_run_status(run.id, Status.RUNNING)
     try:
         for i, target in enumerate(spec.targets):
             _run_target(spec, target, i, requests, plan, store, run.id, settings, on_progress)
     except BaseException as exc:
-        store.set_load_run_status(run.id, "failed", f"{type(exc).__name__}: {exc}")
+        store.set_load_run_status(run.id, Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
-    store.set_load_run_status(run.id, "done")
+    store.set_load_run_status(run.id, Status.DONE)
     return store.get_load_run(run.id)
 
 

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from engine.core.domain import Run, Workload
+from engine.core.domain import Run, Status, Workload
 from engine.economics import cost
 from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import Hardware
+from engine.specs.pilot import PilotSpec, VariantSpec
 from engine.store.store import Store
 
 
@@ -38,7 +39,7 @@ class LatencySummary:
 @dataclass(frozen=True)
 class VariantSummary:
     name: str
-    status: str
+    status: Status
     error: str | None
     techniques: str  # human-readable, e.g. "8-bit weights (torchao)"
     device: str | None
@@ -77,6 +78,7 @@ class VariantSummary:
 @dataclass(frozen=True)
 class PilotReport:
     run: Run
+    spec: PilotSpec  # the run's stored spec, read back through the spec classes
     workload: Workload
     hardware: Hardware
     price_per_hour: float
@@ -105,17 +107,18 @@ class PilotReport:
         return max(ok, key=lambda v: v.monthly_savings) if ok else None
 
 
-def describe_techniques(spec: dict) -> str:
-    """Human-readable technique list of a stored variant spec, e.g. "8-bit weights (torchao)"."""
-    from engine.techniques import MODULES, SPEC_CLASSES  # noqa: F401
+def describe_techniques(spec: VariantSpec) -> str:
+    """Human-readable technique list of a variant spec, e.g. "8-bit weights (torchao)"."""
+    from engine.techniques import technique_module
 
     parts = []
-    for t in spec.get("techniques", []):
-        module = MODULES.get(t["kind"])
-        if module is not None and hasattr(module, "describe"):
-            parts.append(module.describe(module.SPEC.model_validate(t)))
+    for t in spec.techniques:
+        module = technique_module(t.kind)
+        if hasattr(module, "describe"):
+            parts.append(module.describe(t))
         else:
-            parts.append(", ".join([t["kind"], *(f"{k}={v}" for k, v in t.items() if k != "kind")]))
+            parts.append(", ".join([t.kind, *(f"{k}={v}" for k, v in t.model_dump().items()
+                                              if k != "kind")]))
     return " + ".join(parts) or "none (baseline)"
 
 
@@ -128,24 +131,24 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
     engine occupied (``engine.economics.devices.devices_of``). Hardware keys resolve through the
     store (``Store.get_hardware``), so a run priced on the user's own entry reads back."""
     run = store.get_run(run_id)
-    stored_cost = run.spec.get("cost", {})
-    hw = store.get_hardware(hardware or stored_cost.get("hardware", "cpu-c7i-large"))
+    spec = PilotSpec.from_run(run)
+    hw = store.get_hardware(hardware or spec.cost.hardware)
     price = price_per_hour if price_per_hour is not None else (
-        stored_cost.get("price_per_hour") or hw.price_per_hour)
+        spec.cost.price_per_hour or hw.price_per_hour)
     volume = requests_per_month if requests_per_month is not None else \
-        stored_cost.get("requests_per_month", 1_000_000)
+        spec.cost.requests_per_month
     results = store.results_frame(run_id)
     measured = []
     for v in run.variants:
         sub = results[results.variant_id == v.id]
-        ok = v.status == "ok" and len(sub) and v.wall_s
+        ok = v.status == Status.DONE and len(sub) and v.wall_s
         measured.append(cost.MeasuredThroughput(v.name, int(sub.output_tokens.sum()) if ok else 0,
                                                 len(sub) if ok else 0, v.wall_s or 0.0,
                                                 devices_of(v.spec)))
     costs = cost.variant_costs(measured, price, volume, run.variants[0].name)
-    summaries = tuple(_summarise(v, results[results.variant_id == v.id], c, price)
-                      for v, c in zip(run.variants, costs, strict=True))
-    return PilotReport(run=run, workload=store.get_workload(run.workload_id), hardware=hw,
+    summaries = tuple(_summarise(v, vs, results[results.variant_id == v.id], c, price)
+                      for v, vs, c in zip(run.variants, spec.variants, costs, strict=True))
+    return PilotReport(run=run, spec=spec, workload=store.get_workload(run.workload_id), hardware=hw,
                        price_per_hour=price, requests_per_month=volume, variants=summaries,
                        results=results, generated_at=datetime.now(UTC))
 
@@ -155,10 +158,11 @@ def _mean(series: pd.Series) -> float | None:
     return float(s.mean()) if len(s) else None
 
 
-def _summarise(v, sub: pd.DataFrame, c: cost.VariantCost, price: float) -> VariantSummary:
+def _summarise(v, vs: VariantSpec, sub: pd.DataFrame, c: cost.VariantCost, price: float
+               ) -> VariantSummary:
     has, mem, devices = len(sub) > 0, memory_of(v.technique_report), devices_of(v.spec)
     return VariantSummary(
-        name=v.name, status=v.status, error=v.error, techniques=describe_techniques(v.spec),
+        name=v.name, status=v.status, error=v.error, techniques=describe_techniques(vs),
         device=v.device, n_requests=len(sub), load_s=v.load_s,
         weight_bytes=v.weight_bytes if v.weight_bytes is not None else mem.weight_bytes,
         peak_mem_bytes=v.peak_mem_bytes if v.peak_mem_bytes is not None else mem.peak_bytes,
@@ -218,8 +222,8 @@ def speed_memory_only(rep: PilotReport) -> list[str]:
     (engine.economics.decision.RANDOM_WEIGHTS says so)."""
     from engine.models.prep import is_random_model
 
-    return [v.name for v in rep.run.variants
-            if v.status != "failed" and is_random_model(str(v.spec.get("model") or ""))]
+    return [v.name for v, vs in zip(rep.run.variants, rep.spec.variants, strict=True)
+            if v.status != Status.FAILED and is_random_model(vs.model)]
 
 
 def speed_memory_findings(rep: PilotReport) -> list[str]:

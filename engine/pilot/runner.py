@@ -17,7 +17,9 @@ from engine.core.domain import (
     Generation,
     RequestResult,
     Run,
+    Status,
     StoredRequest,
+    VariantMeasurements,
     VariantRun,
     split_workload,
 )
@@ -55,8 +57,8 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-RESUMABLE = ("interrupted", "cancelled", "partial", "failed")
-CANCELLABLE = ("pending", "running", "interrupted")
+RESUMABLE = (Status.INTERRUPTED, Status.CANCELLED, Status.PARTIAL, Status.FAILED)
+CANCELLABLE = (Status.PENDING, Status.RUNNING, Status.INTERRUPTED)
 
 
 def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
@@ -65,14 +67,14 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
 
     ``run_id`` continues a run created beforehand with ``create_pilot_run`` (the dashboard
     does this so the run is listed before inference starts), or one being resumed: variants
-    already "ok" are kept as they are and not run again.
+    already done are kept as they are and not run again.
     """
     run = store.get_run(run_id) if run_id else create_pilot_run(spec, store)
     requests, calibrate_on, is_eval_set = split_workload(store.get_requests(spec.workload_id),
                                                          spec.max_requests)
     calibration = Calibration([list(r.request.messages) for r in calibrate_on],
                               is_eval_set=is_eval_set)
-    store.set_run_status(run.id, "running")
+    store.set_run_status(run.id, Status.RUNNING)
     try:
         _run_variants(spec, run, requests, calibration, store, settings, on_progress)
     except BaseException as exc:
@@ -81,10 +83,10 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
         # forever, and finished variants keep their stored results.
         reason = f"Interrupted: {type(exc).__name__}: {exc}"
         for v in store.get_run(run.id).variants:
-            if v.status in ("pending", "running"):
-                store.set_variant_status(v.id, "failed", reason)
+            if not v.status.finished:
+                store.set_variant_status(v.id, Status.FAILED, reason)
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        store.set_run_status(run.id, "interrupted" if stopped else "failed", reason)
+        store.set_run_status(run.id, Status.INTERRUPTED if stopped else Status.FAILED, reason)
         raise
     status, reason = pilot_outcome(store.get_run(run.id))
     store.set_run_status(run.id, status, reason)
@@ -93,20 +95,20 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
 
 def resume_pilot(run_id: int, store: Store, settings: Settings,
                  on_progress: ProgressFn | None = None) -> Run:
-    """Run again only the variants of a stopped run that are not "ok", with its stored spec.
+    """Run again only the variants of a stopped run that are not done, with its stored spec.
 
-    A variant's results are written in one transaction with its "ok" (Store.finish_variant),
+    A variant's results are written in one transaction with its done (Store.finish_variant),
     so an unfinished variant has none to duplicate; a finished baseline's stored results
     score the variants run now.
     """
     run = store.get_run(run_id)
     if run.status not in RESUMABLE:
-        why = {"done": " (every variant already ran).",
-               "running": f"; if its process died, `roilab cancel {run_id}` first."}
+        why = {Status.DONE: " (every variant already ran).",
+               Status.RUNNING: f"; if its process died, `roilab cancel {run_id}` first."}
         raise SpecError(f"Run {run_id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
-                        "be resumed" + why.get(run.status, why["running"]
-                                               if run.status == "pending" else "."))
-    return run_pilot(PilotSpec.model_validate(run.spec), store, settings, on_progress, run_id)
+                        "be resumed" + why.get(run.status, why[Status.RUNNING]
+                                               if run.status == Status.PENDING else "."))
+    return run_pilot(PilotSpec.from_run(run), store, settings, on_progress, run_id)
 
 
 def cancel_run(run_id: int, store: Store) -> Run:
@@ -117,13 +119,13 @@ def cancel_run(run_id: int, store: Store) -> Run:
         raise SpecError(f"Run {run_id} is {run.status}, already finished; only a "
                         f"{', '.join(CANCELLABLE)} run can be cancelled.")
     for v in run.variants:
-        if v.status != "ok":
-            store.set_variant_status(v.id, "cancelled", "Cancelled before it finished")
-    store.set_run_status(run_id, "cancelled", "Cancelled by the user")
+        if v.status != Status.DONE:
+            store.set_variant_status(v.id, Status.CANCELLED, "Cancelled before it finished")
+    store.set_run_status(run_id, Status.CANCELLED, "Cancelled by the user")
     return store.get_run(run_id)
 
 
-def pilot_outcome(run: Run) -> tuple[str, str | None]:
+def pilot_outcome(run: Run) -> tuple[Status, str | None]:
     """``(status, reason)`` of a run whose variants have all finished or failed.
 
     "failed" when the baseline (the first variant, which every other is compared with)
@@ -131,20 +133,20 @@ def pilot_outcome(run: Run) -> tuple[str, str | None]:
     else "done". The reason names each failed variant with its own reason.
     """
     base, others = run.variants[0], run.variants[1:]
-    failed = [v for v in others if v.status != "ok"]
+    failed = [v for v in others if v.status != Status.DONE]
     each = "; ".join(f"'{v.name}': {_why(v)}" for v in failed)
-    if base.status != "ok":
+    if base.status != Status.DONE:
         also = f" The other failures: {each}." if failed else ""
-        return "failed", (f"The baseline '{base.name}' failed: {_why(base)}. "
+        return Status.FAILED, (f"The baseline '{base.name}' failed: {_why(base)}. "
                           "No variant can be compared with it; fix the baseline and run the "
                           f"pilot again.{also}")
     if failed and len(failed) == len(others):
-        return "failed", (f"Every variant beside the baseline failed ({each}); only the "
+        return Status.FAILED, (f"Every variant beside the baseline failed ({each}); only the "
                           "baseline was measured.")
     if failed:
-        return "partial", (f"{len(failed)} of {len(run.variants)} variants failed ({each}); "
+        return Status.PARTIAL, (f"{len(failed)} of {len(run.variants)} variants failed ({each}); "
                            "the others are measured against the baseline.")
-    return "done", None
+    return Status.DONE, None
 
 
 def _why(v: VariantRun) -> str:
@@ -186,7 +188,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
     baseline: list[RequestResult] | None = None
     embedder: accuracy.Embedder | None = None
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
-        if vrun.status == "ok":  # a resumed run: finished before, kept as stored
+        if vrun.status == Status.DONE:  # a resumed run: finished before, kept as stored
             if i == 0 and not is_random_model(vspec.model):
                 baseline = store.get_results(vrun.id)
             continue
@@ -194,23 +196,23 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         steps = len(requests) * (2 if _compression(vspec) else 1)
         notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
         if refused[vspec.name]:
-            store.set_variant_status(vrun.id, "failed", refused[vspec.name])
+            store.set_variant_status(vrun.id, Status.FAILED, refused[vspec.name])
             notify(steps, "refused")
             continue
-        store.set_variant_status(vrun.id, "running")
+        store.set_variant_status(vrun.id, Status.RUNNING)
         try:
-            results, measures, report = _run_variant(
+            results, measured = _run_variant(
                 vspec, requests, calibration, variant_generation(spec.generation, vspec),
                 settings, notify)
             if not is_random_model(vspec.model):  # random weights: accuracy not measured
                 embedder = embedder or accuracy.Embedder(settings.embedding_model)
                 results = score(results, requests, baseline if i else None, embedder)
-            store.finish_variant(vrun.id, results, measures, report)
+            store.finish_variant(vrun.id, results, measured)
             if i == 0 and not is_random_model(vspec.model):
                 baseline = results
             notify(steps, "done")
         except Exception as exc:  # a failing variant is recorded; the others still run
-            store.set_variant_status(vrun.id, "failed", _reason(exc))
+            store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
             notify(steps, f"failed: {_reason(exc)}")
 
 
@@ -237,7 +239,7 @@ def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total
 
 def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
                  gen: GenerationSettings, settings: Settings, notify
-                 ) -> tuple[list[RequestResult], dict, dict]:
+                 ) -> tuple[list[RequestResult], VariantMeasurements]:
     notify(0, "preparing model")
     backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
     try:
@@ -273,12 +275,12 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
             prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
             output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
             compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s, strict=True)]
-        measures = {"load_s": info.load_s, "weight_bytes": info.weight_bytes,
-                    "peak_mem_bytes": backend.peak_memory_bytes(), "wall_s": wall_s,
-                    "throughput_tok_s": sum(g.output_tokens for g in gens) / wall_s,
-                    "device": info.device}
         report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
-        return results, measures, report
+        return results, VariantMeasurements(
+            load_s=info.load_s, weight_bytes=info.weight_bytes,
+            peak_mem_bytes=backend.peak_memory_bytes(), wall_s=wall_s,
+            throughput_tok_s=sum(g.output_tokens for g in gens) / wall_s, device=info.device,
+            technique_report=report)
     finally:
         backend.close()
 

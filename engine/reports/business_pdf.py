@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from engine.business.case import Assumptions, BusinessCase, VariantCase, case_from_report
+from engine.core.domain import Status
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.economics.hardware import Hardware
 from engine.economics.roi import Interval
@@ -401,7 +402,7 @@ def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = N
     case = case_from_report(measured, assumptions, store.hardware_catalog())
     report = build_report(store, run_id, **pilot_pricing) if pilot_pricing \
         else measured
-    ok = [v.name for v in report.variants if v.status == "ok"]
+    ok = [v.name for v in report.variants if v.status == Status.DONE]
     pick = case.recommendation.name if case.recommendation.name in ok else (ok[0] if ok else None)
     samples = side_by_side(report, store, pick) if pick else None
     return render_business_pdf(case, report, samples), case

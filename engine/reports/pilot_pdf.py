@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from engine.core.domain import Status
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
 from engine.reports.pdf import (
@@ -100,7 +101,7 @@ def summary_paragraphs(report: PilotReport) -> list[str]:
         out.append(f"{SPEED_MEMORY_ONLY.capitalize()} (random weights, accuracy not measured): "
                    + ", ".join(f"'{n}'" for n in unscored) + ".")
     reasons = [f"'{x.name}' ({x.status}): {(x.error or 'no reason').rstrip('.')}"
-               for x in report.variants if x.status != "ok"]
+               for x in report.variants if x.status != Status.DONE]
     if reasons:
         out.append("Failed: " + "; ".join(reasons) + ".")
     return out
@@ -133,19 +134,18 @@ def _detail_sentences(v: VariantSummary, b: VariantSummary, f: dict[str, str],
 
 def assumptions(report: PilotReport) -> list[tuple[str, str]]:
     """(label, value) rows: every input the cost figures depend on."""
-    spec, hw, b = report.run.spec, report.hardware, report.baseline
-    gen = spec.get("generation", {})
+    spec, hw, b = report.spec, report.hardware, report.baseline
     price = f"{fmt_money(report.price_per_hour)}/hour per device"
     if not math.isclose(report.price_per_hour, hw.price_per_hour):
         price += f" (set by the user; catalog {fmt_money(hw.price_per_hour)}/hour)"
     spans = [f"{v.name} {v.devices}" for v in report.variants if v.devices > 1]
-    models = sorted({f"{v.get('model')} ({v.get('dtype', '?')})" for v in spec.get("variants", ())})
+    models = sorted({f"{v.model} ({v.dtype})" for v in spec.variants})
     devices = sorted({v.device for v in report.variants if v.device})
     return [("Hardware", f"{hw.name} [{hw.key}]"), ("Price", price),
             ("Price source", f"{hw.price_source}, {hw.price_date}"),
             ("Requests per month", f"{report.requests_per_month:,}"),
-            ("Max new tokens", str(gen.get("max_new_tokens", NA))),
-            ("Batch size", str(gen.get("batch_size", NA))),
+            ("Max new tokens", str(spec.generation.max_new_tokens)),
+            ("Batch size", str(spec.generation.batch_size)),
             ("Requests replayed", f"{b.n_requests} of the workload's {report.workload.n_requests}"),
             ("Model", "; ".join(models) or NA), ("Device", "; ".join(devices) or NA),
             ("Decoding", "greedy; throughput = output tokens (or requests) / replay wall time"),
@@ -246,7 +246,7 @@ def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.heading(f"{prefix}Per-variant results")
     table(pdf, _variant_rows(report),
           (28, 31, 14, 13, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16), size=7.5, numeric_from=3)
-    for v in [x for x in report.variants if x.status != "ok"]:
+    for v in [x for x in report.variants if x.status != Status.DONE]:
         pdf.para(f"{v.name}: {v.status} - {v.error or 'no reason'}", 8)
     pdf.para("Ref contains: share of requests whose output contains the log's reference answer. "
              "ROUGE-L and cosine compare each output with the baseline's output for the same "

@@ -6,28 +6,48 @@ silently becomes a default.
 """
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.core.errors import SpecError
 from engine.specs.backends import EndpointOptions, VllmOptions
-from engine.techniques import TechniqueSpec
+from engine.techniques import MODULES, TechniqueSpec
 from engine.techniques.prompt_compression import CompressPrompt
 from engine.techniques.weight_quant import QuantizeWeights
 
+if TYPE_CHECKING:
+    from engine.core.domain import Run
+
 __all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", "PilotSpec",
            "GenerationSettings", "CostSettings", "VllmOptions", "EndpointOptions",
-           "default_variants", "parse_pilot_spec", "variant_generation"]
+           "BUILT_IN_VARIANTS", "DEFAULT_PILOT", "default_pilot_variants", "default_variants",
+           "pilot_variants", "parse_pilot_spec", "variant_generation"]
+
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"  # the small model roilab prepares itself
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Self:
+        """Read back a spec stored with a run (its JSON), however old: fields added since it
+        was stored take today's defaults (defined once, on these classes), and fields this
+        version no longer has are dropped (``extra="forbid"`` guards what users write, not
+        what roilab stored). SpecError, naming the field, if it still does not validate."""
+        try:
+            return cls.model_validate(_readable(cls, data))
+        except ValidationError as exc:
+            parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise SpecError(f"A stored {cls.__name__} cannot be read back - "
+                            + "; ".join(parts)) from exc
+
 
 class VariantSpec(_Spec):
     name: str = Field(min_length=1, max_length=80)
-    model: str = "embedded:smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     backend: str = "transformers"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -106,14 +126,95 @@ class PilotSpec(_Spec):
     def baseline(self) -> VariantSpec:
         return self.variants[0]
 
+    @classmethod
+    def from_run(cls, run: Run) -> PilotSpec:
+        """The spec a stored run ran with: its stored pilot JSON (``from_stored``), with its
+        variants read from the run's own variant rows, and the workload and name of the run
+        where the JSON lacks them."""
+        data = {"name": run.name, "workload_id": run.workload_id, **run.spec}
+        if run.variants:
+            data["variants"] = [v.spec for v in run.variants]
+        return cls.from_stored(data)
 
-def default_variants(model: str = "embedded:smollm2-135m-instruct") -> tuple[VariantSpec, ...]:
-    """The default pilot: baseline, 8-bit weights, LLMLingua at rate 0.5."""
-    return (
-        VariantSpec(name="baseline", model=model),
-        VariantSpec(name="int8-weights", model=model, techniques=(QuantizeWeights(bits=8),)),
-        VariantSpec(name="llmlingua-0.5", model=model, techniques=(CompressPrompt(rate=0.5),)),
-    )
+
+# Generation and cost settings that sit at the top of a stored pilot spec instead of in their
+# own objects (the flat shape the old stores in tests/data/stores hold): moved on reading.
+_FLAT = {"max_new_tokens": "generation", "batch_size": "generation", "hardware": "cost",
+         "price_per_hour": "cost", "requests_per_month": "cost"}
+
+
+def _known(cls: type[BaseModel], data: Any) -> Any:
+    """``data`` without the fields ``cls`` does not have (anything but a mapping unchanged)."""
+    if not isinstance(data, Mapping):
+        return data
+    return {k: v for k, v in data.items() if k in cls.model_fields}
+
+
+def _readable(cls: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    """A stored spec of ``cls`` as today's classes read it (see ``_Spec.from_stored``)."""
+    if not isinstance(data, Mapping):
+        return data  # model_validate says what is wrong with it
+    if cls is VariantSpec:
+        out = _known(cls, data)
+        if isinstance(out.get("techniques"), list | tuple):
+            out["techniques"] = [_known(MODULES[t["kind"]].SPEC, t)
+                                 if isinstance(t, Mapping) and t.get("kind") in MODULES else t
+                                 for t in out["techniques"]]
+        for key, options in (("vllm", VllmOptions), ("endpoint", EndpointOptions)):
+            if key in out:
+                out[key] = _known(options, out[key])
+        return out
+    if cls is PilotSpec:
+        out = {k: v for k, v in data.items() if k not in _FLAT}
+        for key, group in _FLAT.items():
+            if key in data and isinstance(out.get(group, {}), Mapping):
+                out[group] = {key: data[key], **out.get(group, {})}
+        out = _known(cls, out)
+        out["generation"] = _known(GenerationSettings, out.get("generation") or {})
+        out["cost"] = _known(CostSettings, out.get("cost") or {})
+        if isinstance(out.get("variants"), list | tuple):
+            out["variants"] = [_readable(VariantSpec, v) for v in out["variants"]]
+        return out
+    return _known(cls, data)
+
+
+# The variants the CLI's --variants and the dashboard's form offer beside the baseline, in
+# the order a pilot lists them; the default pilot is the first two.
+BUILT_IN_VARIANTS = ("int8", "fp8", "fp8-kv", "llmlingua")
+DEFAULT_PILOT = ("int8", "llmlingua")
+
+
+def pilot_variants(names: Iterable[str] = DEFAULT_PILOT, *, rate: float = 0.5,
+                   **common: Any) -> tuple[VariantSpec, ...]:
+    """The baseline plus the named built-in variants (``BUILT_IN_VARIANTS``), all with the same
+    ``common`` fields (model, backend, device, dtype): int8 weights (transformers), FP8 weights
+    or KV cache (vLLM), LLMLingua at ``rate``. An unknown name is a SpecError listing them."""
+    asked = set(names)
+    unknown = sorted(asked - set(BUILT_IN_VARIANTS))
+    if unknown:
+        raise SpecError(f"Unknown built-in variant(s) {unknown}; known: "
+                        f"{', '.join(BUILT_IN_VARIANTS)}.")
+    made = {
+        "int8": lambda: VariantSpec(name="int8-weights", techniques=(QuantizeWeights(bits=8),),
+                                    **common),
+        "fp8": lambda: VariantSpec(name="fp8-weights", vllm=VllmOptions(quantization="fp8"),
+                                   **common),
+        "fp8-kv": lambda: VariantSpec(name="fp8-kv-cache",
+                                      vllm=VllmOptions(kv_cache_dtype="fp8"), **common),
+        "llmlingua": lambda: VariantSpec(name=f"llmlingua-{rate:g}",
+                                         techniques=(CompressPrompt(rate=rate),), **common),
+    }
+    return (VariantSpec(name="baseline", **common),
+            *(made[n]() for n in BUILT_IN_VARIANTS if n in asked))
+
+
+def default_pilot_variants(model: str = DEFAULT_MODEL, **common: Any) -> tuple[VariantSpec, ...]:
+    """The default pilot: baseline, 8-bit weights, LLMLingua at rate 0.5 (what ``roilab demo``,
+    ``roilab pilot`` without --variants and the dashboard's form run)."""
+    return pilot_variants(DEFAULT_PILOT, model=model, **common)
+
+
+default_variants = default_pilot_variants  # its older name (bench scripts, tests)
 
 
 def parse_pilot_spec(data: dict) -> PilotSpec:

@@ -27,7 +27,9 @@ from engine.core.domain import (
     RequestResult,
     RowIssue,
     Run,
+    Status,
     StoredRequest,
+    VariantMeasurements,
     VariantRun,
     Workload,
 )
@@ -44,8 +46,8 @@ if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs
 
 
 _RESULT_FIELDS = [f for f in RequestResult.__dataclass_fields__]
-_VARIANT_MEASURES = ("load_s", "weight_bytes", "peak_mem_bytes", "throughput_tok_s", "wall_s",
-                     "device")
+_VARIANT_MEASURES = [f for f in VariantMeasurements.__dataclass_fields__
+                     if f != "technique_report"]  # the variants table's measurement columns
 
 
 class Store(LoadStoreMixin, HardwareStoreMixin):
@@ -159,24 +161,27 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
         with self._session() as s:
             run = self._get(s, RunRow, run_id)
-            run.status, run.error = status, error
-            if status in ("done", "partial", "failed", "interrupted", "cancelled"):  # runner
+            status = Status(status)  # "ok" is done; an unknown status is a ValueError
+            run.status, run.error = status.value, error
+            if status.finished:  # the runner's outcome, an interrupt or a cancel
                 run.finished_at = _now()
 
     def set_variant_status(self, variant_id: int, status: str, error: str | None = None) -> None:
         with self._session() as s:
             row = self._get(s, VariantRow, variant_id)
-            row.status, row.error = status, error
+            row.status, row.error = Status(status).value, error
 
     def finish_variant(self, variant_id: int, results: list[RequestResult],
-                       measures: dict[str, Any], technique_report: dict[str, Any]) -> None:
+                       measured: VariantMeasurements) -> None:
         """Write a variant's per-request results and measurements in one transaction."""
+        if not isinstance(measured, VariantMeasurements):  # a dict would store NULLs silently
+            raise TypeError(f"finish_variant takes VariantMeasurements, got {type(measured)}")
         with self._session() as s:
             row = self._get(s, VariantRow, variant_id)
             for key in _VARIANT_MEASURES:
-                setattr(row, key, measures.get(key))
-            row.technique_report_json = json.dumps(technique_report)
-            row.status, row.error = "ok", None
+                setattr(row, key, getattr(measured, key))
+            row.technique_report_json = json.dumps(measured.technique_report)
+            row.status, row.error = Status.DONE.value, None
             s.add_all(ResultRow(variant_id=variant_id, **asdict(r)) for r in results)
 
     def list_runs(self, workload_id: int | None = None) -> list[Run]:
@@ -224,7 +229,7 @@ class Store(LoadStoreMixin, HardwareStoreMixin):
     def _run(s: Session, row: RunRow) -> Run:
         vq = select(VariantRow).where(VariantRow.run_id == row.id).order_by(VariantRow.position)
         return Run(id=row.id, workload_id=row.workload_id, name=row.name,
-                   spec=json.loads(row.spec_json), status=row.status, error=row.error,
+                   spec=json.loads(row.spec_json), status=Status(row.status), error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
                    variants=tuple(_variant(v) for v in s.scalars(vq)))
 
@@ -286,7 +291,7 @@ def _workload(r: WorkloadRow) -> Workload:
 
 def _variant(v: VariantRow) -> VariantRun:
     return VariantRun(id=v.id, run_id=v.run_id, name=v.name, spec=json.loads(v.spec_json),
-                      status=v.status, error=v.error, load_s=v.load_s,
+                      status=Status(v.status), error=v.error, load_s=v.load_s,  # "ok": done
                       weight_bytes=v.weight_bytes, peak_mem_bytes=v.peak_mem_bytes,
                       throughput_tok_s=v.throughput_tok_s, wall_s=v.wall_s, device=v.device,
                       technique_report=json.loads(v.technique_report_json))
