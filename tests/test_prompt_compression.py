@@ -421,3 +421,18 @@ def test_pilot_reports_the_compression_summary(model_settings):
     assert [r.compress_s for r in results] == pytest.approx([r["compress_s"] for r in rows])
     assert all(r.prompt_tokens_sent < r.prompt_tokens_original for r in results)
     assert all(r.latency_s > r.compress_s > 0 for r in results)
+
+
+def test_prompt_stage_techniques_implement_the_hook_and_the_runner_names_none() -> None:
+    """The runner calls ``prepare_prompts`` of every prompt-stage technique generically;
+    prompt compression is one such technique, not a case the runner knows by name."""
+    import inspect
+
+    from engine.pilot import runner
+    from engine.techniques import MODULES
+
+    prompt_stage = {k for k, m in MODULES.items() if m.stage == "prompt"}
+    assert "compress_prompt" in prompt_stage
+    assert all(callable(MODULES[k].prepare_prompts) for k in prompt_stage)
+    source = inspect.getsource(runner)
+    assert "prompt_compression" not in source and "CompressPrompt" not in source

@@ -28,7 +28,6 @@ from engine.core.settings import Settings
 from engine.models.prep import check_model_name, is_random_model, resolve_model
 from engine.pilot import accuracy
 from engine.specs.pilot import (
-    CompressPrompt,
     GenerationSettings,
     PilotSpec,
     VariantSpec,
@@ -36,6 +35,7 @@ from engine.specs.pilot import (
 )
 from engine.store.store import Store
 from engine.techniques import technique_module
+from engine.techniques.base import PromptContext
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,9 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
             if i == 0 and not is_random_model(vspec.model):
                 baseline = store.get_results(vrun.id)
             continue
-        # Prompt compression is a pass of its own over the requests: it gets its share of the bar.
-        steps = len(requests) * (2 if _compression(vspec) else 1)
+        # Each prompt-stage technique (prompt compression) is a pass of its own over the
+        # requests: it gets its share of the bar.
+        steps = len(requests) * (1 + len(_prompt_stage(vspec)))
         notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
         if refused[vspec.name]:
             store.set_variant_status(vrun.id, Status.FAILED, refused[vspec.name])
@@ -254,10 +255,10 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
         warm_s0 = backend.warm_up_s
         t0 = time.perf_counter()
-        sent, compress_s, creport = _compress_prompts(vspec, originals, settings, backend, notify)
-        if creport:
-            report["compress_prompt"] = creport
-        offset = len(sent) if creport else 0
+        sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
+                                                            notify)
+        report.update(prompt_reports)
+        offset = len(sent) * len(prompt_reports)
         t_order = time.perf_counter()
         order = batch_order(backend, sent)
         order_s = time.perf_counter() - t_order  # our scheduling bookkeeping, not serving
@@ -285,61 +286,28 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         backend.close()
 
 
-def _compression(vspec: VariantSpec) -> CompressPrompt | None:
-    return next((t for t in vspec.techniques if isinstance(t, CompressPrompt)), None)
+def _prompt_stage(vspec: VariantSpec) -> list:
+    """The variant's prompt-stage techniques, in the spec's order."""
+    return [t for t in vspec.techniques if technique_module(t.kind).stage == "prompt"]
 
 
-def _compress_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
-                      backend: Backend, notify):
-    """Compress every request; returns (messages to send, seconds per request, report).
-
-    The seconds are added to each request's latency by the caller and fall inside the pilot's
-    wall time. The scorer is loaded here, after the backend reset its peak-memory counter and
-    while the served model is still loaded, so the variant's peak memory includes it; the
-    report adds the scorer's own weight bytes and each request's host RSS growth.
-    """
-    tech = _compression(vspec)
-    if tech is None:
-        return originals, [0.0] * len(originals), None
-    import os
-    from collections import Counter
-
-    from engine.techniques.prompt_compression import PromptCompressorAdapter
-
-    scorer = resolve_model(tech.scorer_model or vspec.model, settings)
-    if tech.method == "llmlingua2" and tech.scorer_model:
-        # llmlingua picks LLMLingua-2's word rules from the folder's name: keep the name as
-        # given (resolving a symlink could lose it); check() has validated the folder.
-        scorer = os.path.abspath(os.path.expanduser(tech.scorer_model))
-    device = getattr(backend, "device", "cpu")
-    compressor = PromptCompressorAdapter(scorer, device=device, cache_dir=settings.cache_dir,
-                                         method=tech.method)
-    sent, seconds, rows = [], [], []
-    for i, messages in enumerate(originals):
-        notify(i, f"compressing prompt {i + 1}/{len(originals)}")
-        res = compressor.compress(messages, rate=tech.rate, min_tokens=tech.min_tokens)
-        sent.append(list(res.messages))
-        seconds.append(res.seconds)
-        rows.append({"tokens_before": res.tokens_before, "tokens_after": res.tokens_after,
-                     "ratio": res.ratio, "compress_s": res.seconds, "skipped": res.skipped,
-                     "method": res.method, "peak_rss_growth_bytes": res.peak_rss_growth_bytes})
-    compressor.close()
-    ratios = [r["ratio"] for r in rows]
-    before = sum(r["tokens_before"] for r in rows)
-    after = sum(r["tokens_after"] for r in rows)
-    report = {"method": tech.method, "scorer": scorer, "rate": tech.rate,
-              "tokens": "scorer tokenizer, message contents only (no chat template)",
-              "tokens_before_total": before, "tokens_after_total": after,
-              "ratio_total": before / max(after, 1), "mean_ratio": sum(ratios) / len(ratios),
-              "min_ratio": min(ratios), "max_ratio": max(ratios),
-              "compress_s_total": sum(seconds), "compress_s_mean": sum(seconds) / len(seconds),
-              "skipped": sum(1 for r in rows if r["skipped"]),
-              "methods_used": dict(Counter(r["method"] for r in rows if not r["skipped"])),
-              "scorer_weight_bytes": compressor.weight_bytes,
-              "scorer_load_s": compressor.load_seconds,
-              "peak_rss_growth_bytes_max": max(r["peak_rss_growth_bytes"] for r in rows),
-              "requests": rows}
-    return sent, seconds, report
+def _prepare_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
+                     backend: Backend, notify) -> tuple[list[list[dict]], list[float], dict]:
+    """Run each prompt-stage technique's ``prepare_prompts`` hook over every request, each
+    on the previous one's output; returns (messages to send, seconds per request, reports by
+    kind). The seconds are added to each request's latency by the caller and fall inside the
+    pilot's wall time. Called after the backend has loaded (and reset its peak-memory
+    counter), so whatever a technique loads counts in the variant's peak memory."""
+    sent, seconds, reports = originals, [0.0] * len(originals), {}
+    ctx = PromptContext(model=vspec.model, device=getattr(backend, "device", "cpu"),
+                        settings=settings)
+    for k, tech in enumerate(_prompt_stage(vspec)):
+        prepared = technique_module(tech.kind).prepare_prompts(
+            tech, sent, ctx, lambda i, m, k=k: notify(k * len(originals) + i, m))
+        sent = prepared.messages
+        seconds = [a + b for a, b in zip(seconds, prepared.seconds, strict=True)]
+        reports[tech.kind] = prepared.report
+    return sent, seconds, reports
 
 
 def batch_order(backend: Backend, prompts: list[list[dict]]) -> list[int]:

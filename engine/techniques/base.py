@@ -8,7 +8,10 @@ A technique module under ``engine/techniques/`` defines one serialisable spec cl
   model, not copied from the spec.
 - ``stage = "generate"``: ``generate_kwargs(spec, model) -> dict`` adds arguments to every
   ``generate`` call (e.g. a quantized KV cache) and ``report(spec, model, ctx) -> dict``.
-- ``stage = "prompt"``: the runner rewrites each request before it reaches the model.
+- ``stage = "prompt"``: ``prepare_prompts(spec, prompts, ctx, notify) -> PreparedPrompts``
+  rewrites every request before it reaches the model; the runner calls it for each
+  prompt-stage technique of a variant, in the spec's order, after the model is loaded, and
+  adds each request's seconds to its latency.
 
 Every module also has ``check(spec, device) -> None``, which raises ``SpecError`` with the
 reason when the technique cannot run there, so the runner refuses a variant before the
@@ -17,6 +20,7 @@ pilot starts instead of half-way through. Modules are registered in
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,28 @@ class TechniqueContext:
     calibration_is_eval_set: bool = False
     work_dir: str = ""  # a folder the technique may write to (e.g. a fine-tuned student)
     settings: Any = None
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a prompt-stage technique may use besides the requests themselves."""
+
+    model: str  # the variant's model as its spec names it (a scorer may default to it)
+    device: str  # where the served model runs: "cpu" or "cuda" (a scorer runs there too)
+    settings: Any = None  # engine.core.settings.Settings: cache folder, model resolution
+
+
+@dataclass(frozen=True)
+class PreparedPrompts:
+    """What a prompt-stage technique returns: one entry per request, in the requests' order."""
+
+    messages: list[Messages]  # what is sent to the model instead of each original request
+    seconds: list[float]  # what preparing each request cost; added to its latency
+    report: dict[str, Any]  # stored in the variant's technique report under the spec's kind
+
+
+# notify(done, message): progress of a prompt-stage pass, ``done`` requests of this pass
+PromptNotify = Callable[[int, str], None]
 
 
 def group_size_only_for_4_bit(bits: int, group_size: int, default: int) -> None:

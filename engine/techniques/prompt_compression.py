@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from engine.core.errors import SpecError
+from engine.models.prep import resolve_model
 from engine.techniques._lingua import (  # noqa: F401  (the public names of this technique)
     CL100K_URL,
     LONGLLMLINGUA_SETTINGS,
@@ -35,7 +38,13 @@ from engine.techniques._lingua import (  # noqa: F401  (the public names of this
     to_dynamic_cache,
     to_legacy_cache,
 )
-from engine.techniques.base import TechniqueBase
+from engine.techniques.base import (
+    Messages,
+    PreparedPrompts,
+    PromptContext,
+    PromptNotify,
+    TechniqueBase,
+)
 
 stage = "prompt"
 
@@ -81,6 +90,53 @@ def check(spec: CompressPrompt, device: str) -> None:
         problem = llmlingua2_problem(spec.scorer_model)
         if problem:
             raise SpecError(problem)
+
+
+def prepare_prompts(spec: CompressPrompt, prompts: list[Messages], ctx: PromptContext,
+                    notify: PromptNotify) -> PreparedPrompts:
+    """Compress every request; the prompt-stage hook the runner calls.
+
+    The scorer is loaded here, after the backend reset its peak-memory counter and while
+    the served model is still loaded, so the variant's peak memory includes it; the report
+    adds the scorer's own weight bytes and each request's host RSS growth.
+    """
+    scorer = resolve_model(spec.scorer_model or ctx.model, ctx.settings)
+    if spec.method == "llmlingua2" and spec.scorer_model:
+        # llmlingua picks LLMLingua-2's word rules from the folder's name: keep the name as
+        # given (resolving a symlink could lose it); check() has validated the folder.
+        scorer = os.path.abspath(os.path.expanduser(spec.scorer_model))
+    compressor = PromptCompressorAdapter(scorer, device=ctx.device,
+                                         cache_dir=ctx.settings.cache_dir, method=spec.method)
+    sent, seconds, rows = [], [], []
+    for i, messages in enumerate(prompts):
+        notify(i, f"compressing prompt {i + 1}/{len(prompts)}")
+        res = compressor.compress(messages, rate=spec.rate, min_tokens=spec.min_tokens)
+        sent.append(list(res.messages))
+        seconds.append(res.seconds)
+        rows.append({"tokens_before": res.tokens_before, "tokens_after": res.tokens_after,
+                     "ratio": res.ratio, "compress_s": res.seconds, "skipped": res.skipped,
+                     "method": res.method, "peak_rss_growth_bytes": res.peak_rss_growth_bytes})
+    compressor.close()
+    return PreparedPrompts(sent, seconds, _report(spec, scorer, compressor, seconds, rows))
+
+
+def _report(spec: CompressPrompt, scorer: str, compressor: PromptCompressorAdapter,
+            seconds: list[float], rows: list[dict]) -> dict:
+    ratios = [r["ratio"] for r in rows]
+    before = sum(r["tokens_before"] for r in rows)
+    after = sum(r["tokens_after"] for r in rows)
+    return {"method": spec.method, "scorer": scorer, "rate": spec.rate,
+            "tokens": "scorer tokenizer, message contents only (no chat template)",
+            "tokens_before_total": before, "tokens_after_total": after,
+            "ratio_total": before / max(after, 1), "mean_ratio": sum(ratios) / len(ratios),
+            "min_ratio": min(ratios), "max_ratio": max(ratios),
+            "compress_s_total": sum(seconds), "compress_s_mean": sum(seconds) / len(seconds),
+            "skipped": sum(1 for r in rows if r["skipped"]),
+            "methods_used": dict(Counter(r["method"] for r in rows if not r["skipped"])),
+            "scorer_weight_bytes": compressor.weight_bytes,
+            "scorer_load_s": compressor.load_seconds,
+            "peak_rss_growth_bytes_max": max(r["peak_rss_growth_bytes"] for r in rows),
+            "requests": rows}
 
 
 # llmlingua 0.2.2 merges LLMLingua-2's sub-word tokens into words by rules it picks from the
