@@ -11,7 +11,7 @@ from importlib.util import find_spec
 import pytest
 
 from engine.backends import get_backend
-from engine.backends.vllm_checks import cpu_has_fp8_kernels, cpu_has_wna16_kernel
+from engine.backends.vllm_host import cpu_has_fp8_kernels, cpu_has_wna16_kernel
 from engine.ingest.logs import parse_log
 from engine.pilot.runner import preflight, run_pilot
 from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec, VllmOptions
@@ -238,7 +238,7 @@ def test_heads_vllms_cpu_attention_cannot_run_are_refused_before_it_starts(tmp_p
 def test_the_wna16_probe_follows_the_kernel_library_vllm_picks_for_this_cpu() -> None:
     """The probe loads the library vLLM would load here; on an AVX-512 CPU that library holds
     cpu_gemm_wna16, on an AVX2-only one it does not. Checked against the CPU's flags."""
-    from engine.backends.vllm_checks import cpu_flags
+    from engine.backends.vllm_host import cpu_flags
 
     assert cpu_has_wna16_kernel() is ("avx512f" in cpu_flags())
 

