@@ -33,6 +33,7 @@ from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, load_levels, run_load
 from engine.load.spec import LoadSpec
 from engine.models.prep import embedded_model_dir, is_prepared
+from engine.pilot.liveness import reap_dead_runs
 from engine.pilot.report import PilotReport, build_report, side_by_side
 from engine.pilot.runner import Progress, create_pilot_run, run_pilot
 from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
@@ -77,7 +78,9 @@ def workloads() -> list[Workload]:
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def _runs(url: str) -> list[Run]:
-    return _store(url).list_runs()
+    store = _store(url)
+    reap_dead_runs(store)  # a run whose process died shows as interrupted, not running
+    return store.list_runs()
 
 
 def runs() -> list[Run]:

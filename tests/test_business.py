@@ -12,7 +12,6 @@ from engine.business.case import Assumptions, build_business_case
 from engine.business.portfolio import portfolio
 from engine.core.domain import LogRequest, ParsedLog, RequestResult, VariantMeasurements
 from engine.core.errors import SpecError
-from engine.economics.cost import CATALOG
 from engine.economics.decision import (
     RANDOM_WEIGHTS,
     Candidate,
@@ -22,6 +21,7 @@ from engine.economics.decision import (
     pareto_front,
     recommend,
 )
+from engine.economics.hardware import CATALOG
 from engine.economics.roi import (
     bootstrap_mean,
     net_after,

@@ -1,4 +1,4 @@
-"""Issue 13, item 2 (the part done so far): a real `roilab pilot` subprocess stopped with
+"""Issue 13, item 2: a real `roilab pilot` subprocess stopped with
 SIGTERM or Ctrl+C (SIGINT) mid-variant prints one line, no traceback, exits 143 / 130, and
 leaves the run stored as interrupted, not "running" for ever, nor "failed".
 
@@ -106,23 +106,27 @@ def _stop_mid_pilot(cmd, store: Store, sig) -> subprocess.Popen:
     return proc
 
 
-def test_sigkill_then_cancel_then_resume_keeps_each_result_exactly_once(
+def test_sigkill_is_detected_then_resume_keeps_each_result_exactly_once(
         pilot_cmd, model_settings, capsys) -> None:
+    """SIGKILL leaves the process no chance to say anything: the run's stored owner (pid,
+    host, heartbeat) shows its process is gone, so the next reader marks it interrupted and
+    `roilab resume` finishes it at once, with every result stored exactly once."""
     store = Store(model_settings.resolved_db_url())
     proc = _stop_mid_pilot(pilot_cmd, store, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     killed = store.get_run(1)
-    assert killed.status == "running"  # nothing was left to say otherwise
+    assert killed.status == "running"  # nothing could say otherwise...
+    [owner] = store.active_run_owners()
+    assert owner.pid == proc.pid  # ...but the run names the process that ran it
     assert [v.status for v in killed.variants][:2] == ["done", "running"]
     kept = {v.name: store.get_results(v.id) for v in killed.variants if v.status == "done"}
     assert list(kept) == ["base"] and len(kept["base"]) == 4
-    assert main(["resume", "1"]) == 2  # a run still marked running is refused...
-    assert "if its process died, `roilab cancel 1` first" in capsys.readouterr().err
-    assert main(["cancel", "1"]) == 0  # ...until cancelled (its process is gone)
-    cancelled = store.get_run(1)
-    assert cancelled.status == "cancelled"
-    assert [v.status for v in cancelled.variants if v.name not in kept] == \
-        ["cancelled"] * (3 - len(kept))
+    assert main(["runs"]) == 0  # any reader finds the process gone
+    out = capsys.readouterr().out
+    assert "#1" in out and "interrupted" in out
+    detected = store.get_run(1)
+    assert detected.status == "interrupted"
+    assert f"process {proc.pid}" in detected.error and "roilab resume 1" in detected.error
     assert main(["resume", "1"]) == 0
     indices = _results_once_each(store, 1)
     assert list(indices) == ["base", "second", "third"]
@@ -130,6 +134,29 @@ def test_sigkill_then_cancel_then_resume_keeps_each_result_exactly_once(
     for v in store.get_run(1).variants:  # the finished ones are the very rows stored before
         if v.name in kept:
             assert store.get_results(v.id) == kept[v.name]
+
+
+def test_a_live_run_is_neither_resumed_nor_cancelled_from_elsewhere(
+        pilot_cmd, model_settings, capsys) -> None:
+    """While its process runs, resume and cancel say where it runs and how to stop it."""
+    store = Store(model_settings.resolved_db_url())
+    proc = subprocess.Popen(pilot_cmd, cwd=REPO_ROOT, env=os.environ.copy(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_running_variant(store, proc)
+        capsys.readouterr()
+        assert main(["resume", "1"]) == 2
+        assert f"Run 1 is running in process {proc.pid} on this machine" in \
+            capsys.readouterr().err
+        assert main(["cancel", "1"]) == 2
+        assert "stop it with Ctrl+C there" in capsys.readouterr().err
+        assert store.get_run(1).status == "running"  # neither touched it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert store.get_run(1).status == "interrupted"
+    assert main(["cancel", "1"]) == 0  # a stopped run can be cancelled
+    assert store.get_run(1).status == "cancelled"
 
 
 def test_resume_after_sigterm_runs_only_the_unfinished_variants(

@@ -159,7 +159,7 @@ _MY_GPU = dict(key="onprem-a100", name="A100 80 GB (on-premise)", kind="gpu", me
 
 
 def test_user_hardware_add_update_delete_and_merge(store: Store) -> None:
-    from engine.economics.cost import CATALOG
+    from engine.economics.hardware import CATALOG
 
     hw = store.add_hardware(**_MY_GPU)
     assert hw.user_defined and hw.price_per_hour == 0.95

@@ -8,6 +8,7 @@ import sys
 from engine.cli.common import open_store
 from engine.cli.pilot_spec import Given, add_pilot_args, build_spec
 from engine.cli.results import print_run
+from engine.core.domain import Status
 from engine.core.inert import terminal_safe
 from engine.core.settings import Settings
 
@@ -80,7 +81,7 @@ def cmd_cancel(args, settings: Settings) -> None:
     from engine.pilot.runner import cancel_run
 
     run = cancel_run(args.run, open_store(settings))
-    print(f"Run {run.id} cancelled; {sum(v.status == 'ok' for v in run.variants)} finished "
+    print(f"Run {run.id} cancelled; {sum(v.status == Status.DONE for v in run.variants)} finished "
           f"variant(s) keep their results. `roilab resume {run.id}` runs the others.")
 
 

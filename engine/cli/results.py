@@ -15,9 +15,12 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
     """The run's per-variant table; with ``csv_path`` also its full figures as a CSV that a
     spreadsheet opens without live formulas (engine.core.inert)."""
     from engine.economics.decision import RANDOM_WEIGHTS
+    from engine.pilot.liveness import reap_dead_runs
     from engine.pilot.report import build_report, speed_memory_only
 
-    report = build_report(open_store(settings), run_id)
+    store = open_store(settings)
+    reap_dead_runs(store)
+    report = build_report(store, run_id)
     if csv_path:
         from engine.core.inert import write_safe_csv
 
@@ -62,7 +65,11 @@ def _count(x) -> str:
 
 
 def cmd_runs(args, settings: Settings) -> None:
-    for run in open_store(settings).list_runs():
+    from engine.pilot.liveness import reap_dead_runs
+
+    store = open_store(settings)
+    reap_dead_runs(store)  # a run whose process died is listed as interrupted, not running
+    for run in store.list_runs():
         names = ", ".join(f"{terminal_safe(v.name)} ({v.status})" for v in run.variants)
         print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {run.status:8} workload "
               f"{run.workload_id} '{terminal_safe(run.name)}': {names}")

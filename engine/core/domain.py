@@ -231,3 +231,14 @@ def split_workload(everything: list[StoredRequest], max_requests: int | None
     evaluated = everything[:max_requests] if max_requests else everything
     held_out = everything[len(evaluated):]
     return evaluated, held_out or evaluated, not held_out
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that runs (or ran) a pilot run, and when it last said it was alive."""
+
+    run_id: int
+    status: Status
+    pid: int
+    host: str
+    heartbeat_at: datetime

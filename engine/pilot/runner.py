@@ -27,6 +27,7 @@ from engine.core.errors import RoilabError, SpecError
 from engine.core.settings import Settings
 from engine.models.prep import check_model_name, is_random_model, resolve_model
 from engine.pilot import accuracy
+from engine.pilot.liveness import Heartbeat, reap_dead_runs, stop_run, this_host
 from engine.specs.pilot import (
     GenerationSettings,
     PilotSpec,
@@ -76,17 +77,17 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
                               is_eval_set=is_eval_set)
     store.set_run_status(run.id, Status.RUNNING)
     try:
-        _run_variants(spec, run, requests, calibration, store, settings, on_progress)
+        with Heartbeat(store, run.id):  # this process owns the run; a reader can tell if it dies
+            _run_variants(spec, run, requests, calibration, store, settings, on_progress)
     except BaseException as exc:
-        # Stopped (Ctrl+C, SIGTERM through the CLI): "interrupted"; a dashboard rerun or a bug
-        # outside any one variant: "failed". Either way the run must not stay "running"
-        # forever, and finished variants keep their stored results.
-        reason = f"Interrupted: {type(exc).__name__}: {exc}"
-        for v in store.get_run(run.id).variants:
-            if not v.status.finished:
-                store.set_variant_status(v.id, Status.FAILED, reason)
-        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        store.set_run_status(run.id, Status.INTERRUPTED if stopped else Status.FAILED, reason)
+        # Stopped from outside (Ctrl+C, SIGTERM through the CLI, the dashboard's script
+        # stopped or rerun: exceptions that are not Exceptions): "interrupted", resumable; a
+        # bug outside any one variant: "failed". Either way the run must not stay "running"
+        # forever, and finished variants keep their stored results. (A SIGKILL leaves no
+        # chance to say so: engine.pilot.liveness finds that run by its owner.)
+        stopped = not isinstance(exc, Exception)
+        stop_run(store, run.id, Status.INTERRUPTED if stopped else Status.FAILED,
+                 f"Interrupted: {type(exc).__name__}: {exc}")
         raise
     status, reason = pilot_outcome(store.get_run(run.id))
     store.set_run_status(run.id, status, reason)
@@ -101,28 +102,43 @@ def resume_pilot(run_id: int, store: Store, settings: Settings,
     so an unfinished variant has none to duplicate; a finished baseline's stored results
     score the variants run now.
     """
+    reap_dead_runs(store)  # a run whose process died is interrupted, so resumable at once
     run = store.get_run(run_id)
+    if run.status in (Status.PENDING, Status.RUNNING):
+        raise SpecError(f"Run {run_id} is {run.status}{_still_running(run_id, store)}")
     if run.status not in RESUMABLE:
-        why = {Status.DONE: " (every variant already ran).",
-               Status.RUNNING: f"; if its process died, `roilab cancel {run_id}` first."}
         raise SpecError(f"Run {run_id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
-                        "be resumed" + why.get(run.status, why[Status.RUNNING]
-                                               if run.status == Status.PENDING else "."))
+                        "be resumed (every variant already ran).")
     return run_pilot(PilotSpec.from_run(run), store, settings, on_progress, run_id)
 
 
 def cancel_run(run_id: int, store: Store) -> Run:
     """Mark a pending, running or interrupted run and its unfinished variants cancelled
     (a process that was killed cannot do it itself); finished results are kept."""
+    reap_dead_runs(store)
     run = store.get_run(run_id)
     if run.status not in CANCELLABLE:
         raise SpecError(f"Run {run_id} is {run.status}, already finished; only a "
                         f"{', '.join(CANCELLABLE)} run can be cancelled.")
+    if any(o.run_id == run_id for o in store.active_run_owners()):
+        raise SpecError(f"Run {run_id} is still running{_still_running(run_id, store)}")
     for v in run.variants:
         if v.status != Status.DONE:
             store.set_variant_status(v.id, Status.CANCELLED, "Cancelled before it finished")
     store.set_run_status(run_id, Status.CANCELLED, "Cancelled by the user")
     return store.get_run(run_id)
+
+
+def _still_running(run_id: int, store: Store) -> str:
+    """Where a running run runs and how to stop it (its process is alive), or, for a run
+    stored before runs had owners, the way out if its process died."""
+    owner = next((o for o in store.active_run_owners() if o.run_id == run_id), None)
+    if owner is None:
+        return f"; if its process died, `roilab cancel {run_id}` first."
+    where = "this machine" if owner.host == this_host() else owner.host
+    return (f" in process {owner.pid} on {where} (heartbeat {owner.heartbeat_at:%H:%M:%S} "
+            "UTC); stop it with Ctrl+C there (or `kill` that process) and it is stored as "
+            "interrupted, ready to resume.")
 
 
 def pilot_outcome(run: Run) -> tuple[Status, str | None]:
@@ -220,8 +236,10 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
 def create_pilot_run(spec: PilotSpec, store: Store) -> Run:
     if not store.get_requests(spec.workload_id, limit=1):
         raise SpecError(f"Workload {spec.workload_id} has no requests; ingest a log first.")
+    store.get_hardware(spec.cost.hardware)  # an unknown key is refused now, not after the pilot
     return store.create_run(spec.workload_id, spec.name, spec.model_dump(mode="json"),
                             [v.model_dump(mode="json") for v in spec.variants])
+
 
 
 def _reason(exc: Exception) -> str:

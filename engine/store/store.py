@@ -39,6 +39,7 @@ from engine.store.connect import open_engine
 from engine.store.hardware import HardwareStoreMixin
 from engine.store.load import LoadStoreMixin
 from engine.store.migrate import upgrade
+from engine.store.owners import RunOwnerStoreMixin
 from engine.store.tables import RequestRow, ResultRow, RunRow, UploadRow, VariantRow, WorkloadRow
 
 if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs it
@@ -50,7 +51,7 @@ _VARIANT_MEASURES = [f for f in VariantMeasurements.__dataclass_fields__
                      if f != "technique_report"]  # the variants table's measurement columns
 
 
-class Store(LoadStoreMixin, HardwareStoreMixin):
+class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:
