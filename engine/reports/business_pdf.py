@@ -11,6 +11,7 @@ everything from a stored run. Every projected figure is labelled projected, with
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -394,12 +395,16 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
 
 
 def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = None,
+                         catalog: Mapping[str, Hardware] | None = None,
                          **pilot_pricing) -> tuple[bytes, BusinessCase]:
     """Build the case and the pilot report of a stored run and render the PDF; the samples
     in the appendix are the recommended variant's (else the baseline's) side by side.
+    ``catalog`` narrows the devices right-sizing may pick (default: the store's merged
+    catalog; the run's own hardware always resolves through the store).
     ``pilot_pricing`` (price_per_hour, requests_per_month) re-prices the pilot section only."""
     measured = build_report(store, run_id)  # priced as the run was
-    case = case_from_report(measured, assumptions, store.hardware_catalog())
+    cat = dict(catalog) if catalog is not None else store.hardware_catalog()
+    case = case_from_report(measured, assumptions, cat)
     report = build_report(store, run_id, **pilot_pricing) if pilot_pricing \
         else measured
     ok = [v.name for v in report.variants if v.status == Status.DONE]
