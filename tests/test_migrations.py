@@ -103,7 +103,7 @@ def test_the_code_lists_the_revisions_the_script_directory_has() -> None:
     scripts = ScriptDirectory(str(migrate.SCRIPTS))
     assert tuple(s.revision for s in reversed(list(scripts.walk_revisions()))) == \
         migrate.REVISIONS
-    assert migrate.head_revision() == migrate.HEAD == "0003"
+    assert migrate.head_revision() == migrate.HEAD == "0004"
 
 
 # ---- SQLite stores made by old code ---------------------------------------------------------
@@ -160,6 +160,33 @@ def test_revision_0001_completes_a_table_that_lacks_a_column_or_index(tmp_path) 
     assert migrate.current_revision(url) is None  # rolled back: still the old store, without
     assert "hardware" not in sa.inspect(sa.create_engine(url)).get_table_names()  # the table
     # 0001 made before it reached runs: the DDL was in the transaction (BEGIN IMMEDIATE)
+
+
+def test_revision_0004_adds_timed_passes_to_a_0003_store_and_keeps_its_rows(tmp_path) -> None:
+    """A store at revision 0003 (made here as 0003 left it: no ``variant_passes`` table)
+    gains the table on open; its old variants have no passes, their rows are all kept, and a
+    pass can be stored against them."""
+    from engine.core.domain import TimedPass
+
+    url = _copy(tmp_path, "966cc42")
+    Store(url).engine.dispose()
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("DROP TABLE variant_passes")
+        conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0003'")
+    assert migrate.current_revision(url) == "0003"
+    store = Store(url)
+    assert migrate.current_revision(store.engine) == migrate.HEAD == "0004"
+    _assert_rows(store, had_extras=True)
+    [run] = store.list_runs()
+    base = run.variants[0]
+    assert store.get_passes(base.id) == [] and store.passes_frame(run.id).empty
+    store.add_passes(base.id, [TimedPass(pass_index=0, role="baseline_end", wall_s=2.0,
+                                         throughput_tok_s=10.0, output_tokens=20,
+                                         peak_mem_bytes=3_000_000_000)])
+    [p] = store.get_passes(base.id)
+    assert (p.role, p.wall_s, p.peak_mem_bytes) == ("baseline_end", 2.0, 3_000_000_000)
+    assert list(store.passes_frame(run.id).variant) == ["baseline"]
+    store.engine.dispose()
 
 
 def test_upgrade_is_idempotent(tmp_path) -> None:

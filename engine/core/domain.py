@@ -144,6 +144,30 @@ class VariantMeasurements:
     wall_s: float | None = None
     device: str | None = None  # e.g. "cuda:0", "endpoint <its URL>"
     technique_report: dict[str, Any] = field(default_factory=dict)  # what techniques did
+    passes: tuple[TimedPass, ...] = ()  # every timed pass (engine.pilot.protocol)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimedPass:
+    """One timed pass of a variant over the pilot's requests (revision 0004).
+
+    ``role`` is "timed" for the variant's own passes (pass 0 also produced the outputs that
+    accuracy is scored on) and "baseline_end" for the baseline measured again after every
+    other variant, the run's noise floor. The machine's load while it ran is kept with it.
+    """
+
+    pass_index: int
+    role: str = "timed"
+    wall_s: float
+    throughput_tok_s: float
+    output_tokens: int
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    peak_mem_bytes: int | None = None
+    others_cpu_pct: float | None = None  # other processes' CPU, % of the whole machine
+    load_avg_1m: float | None = None  # the 1-minute load average, highest seen
+    gpu_util_pct: float | None = None  # GPU utilisation (NVML), mean; None: no GPU/NVML
+    gpu_other_procs: int | None = None  # other processes holding GPU memory
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from engine.store.hardware import HardwareStoreMixin
 from engine.store.load import LoadStoreMixin
 from engine.store.migrate import upgrade
 from engine.store.owners import RunOwnerStoreMixin
+from engine.store.passes import PassStoreMixin
 from engine.store.tables import RequestRow, ResultRow, RunRow, UploadRow, VariantRow, WorkloadRow
 
 if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs it
@@ -48,10 +49,10 @@ if TYPE_CHECKING:  # pandas costs ~80 MiB of memory; `roilab ingest` never needs
 
 _RESULT_FIELDS = [f for f in RequestResult.__dataclass_fields__]
 _VARIANT_MEASURES = [f for f in VariantMeasurements.__dataclass_fields__
-                     if f != "technique_report"]  # the variants table's measurement columns
+                     if f not in ("technique_report", "passes")]  # the variants table's columns
 
 
-class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin):
+class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMixin):
     """The one storage contract used by the engine, CLI and dashboard."""
 
     def __init__(self, url: str) -> None:
@@ -174,7 +175,8 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin):
 
     def finish_variant(self, variant_id: int, results: list[RequestResult],
                        measured: VariantMeasurements) -> None:
-        """Write a variant's per-request results and measurements in one transaction."""
+        """Write a variant's per-request results, measurements and timed passes in one
+        transaction."""
         if not isinstance(measured, VariantMeasurements):  # a dict would store NULLs silently
             raise TypeError(f"finish_variant takes VariantMeasurements, got {type(measured)}")
         with self._session() as s:
@@ -184,6 +186,7 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin):
             row.technique_report_json = json.dumps(measured.technique_report)
             row.status, row.error = Status.DONE.value, None
             s.add_all(ResultRow(variant_id=variant_id, **asdict(r)) for r in results)
+            s.add_all(self._pass_rows(variant_id, measured.passes))
 
     def list_runs(self, workload_id: int | None = None) -> list[Run]:
         with self._session() as s:

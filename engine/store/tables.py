@@ -105,3 +105,23 @@ class ResultRow(Base):
     ref_f1: Mapped[float | None] = mapped_column(Measure)
     base_rouge_l: Mapped[float | None] = mapped_column(Measure)
     base_cosine: Mapped[float | None] = mapped_column(Measure)
+
+
+class PassRow(Base):
+    """Every timed pass of a variant (revision 0004): the variant row holds their medians."""
+
+    __tablename__ = "variant_passes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id"), index=True)
+    pass_index: Mapped[int]
+    role: Mapped[str] = mapped_column(String(20), default="timed")
+    wall_s: Mapped[float] = mapped_column(Measure)
+    throughput_tok_s: Mapped[float] = mapped_column(Measure)
+    output_tokens: Mapped[int]
+    latency_p50_s: Mapped[float | None] = mapped_column(Measure)
+    latency_p95_s: Mapped[float | None] = mapped_column(Measure)
+    peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    others_cpu_pct: Mapped[float | None] = mapped_column(Measure)
+    load_avg_1m: Mapped[float | None] = mapped_column(Measure)
+    gpu_util_pct: Mapped[float | None] = mapped_column(Measure)
+    gpu_other_procs: Mapped[int | None]
