@@ -35,7 +35,8 @@ from engine.load.spec import LoadSpec
 from engine.models.prep import embedded_model_dir, is_prepared
 from engine.pilot.liveness import reap_dead_runs
 from engine.pilot.report import PilotReport, build_report, side_by_side
-from engine.pilot.runner import Progress, create_pilot_run, run_pilot
+from engine.pilot.runner import Progress, create_pilot_run, resume_pilot, run_pilot
+from engine.pilot.runner import cancel_run as cancel_pilot_run
 from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
 from engine.reports.pilot_pdf import assumptions, render_pdf, summary_paragraphs
 from engine.specs.pilot import PilotSpec
@@ -215,8 +216,25 @@ def create_run(spec: PilotSpec) -> Run:
 def execute_run(spec: PilotSpec, run_id: int,
                 on_progress: Callable[[Progress], None] | None = None) -> Run:
     """Run a created pilot in this script run; the results land in the store."""
-    try:  # run_pilot marks the run failed if a rerun or closed tab interrupts it
+    try:  # run_pilot marks the run interrupted if a rerun or closed tab stops it
         return run_pilot(spec, store(), settings(), on_progress=on_progress, run_id=run_id)
+    finally:
+        clear_queries()
+
+
+def resume_run(run_id: int, on_progress: Callable[[Progress], None] | None = None) -> Run:
+    """Run the unfinished variants of a stopped run in this script run (as `roilab resume`);
+    SpecError says why a run cannot be resumed (finished, or still running elsewhere)."""
+    try:
+        return resume_pilot(run_id, store(), settings(), on_progress=on_progress)
+    finally:
+        clear_queries()
+
+
+def cancel_run(run_id: int) -> Run:
+    """Mark a stopped or orphaned run cancelled (as `roilab cancel`); results are kept."""
+    try:
+        return cancel_pilot_run(run_id, store())
     finally:
         clear_queries()
 

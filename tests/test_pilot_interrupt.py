@@ -177,3 +177,70 @@ def test_a_finished_run_is_neither_resumed_nor_cancelled(pilot_cmd, model_settin
     assert main(["cancel", "1"]) == 2
     assert "Run 1 is done, already finished" in capsys.readouterr().err
     assert Store(model_settings.resolved_db_url()).get_run(1).status == "done"
+
+
+# ---- the dashboard: the same resume and cancel, from the Results page ----------------------
+def _results_page(run_id: int):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    at = AppTest.from_string("from app.views import results\nresults.render()",
+                             default_timeout=600)
+    at.query_params["run"] = str(run_id)
+    return at.run()
+
+
+def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings) -> None:
+    """SIGKILL mid-variant; the Results page shows the run interrupted (its process is gone)
+    with a Resume button, which runs only the unfinished variants: each result once."""
+    store = Store(model_settings.resolved_db_url())
+    assert _stop_mid_pilot(pilot_cmd, store, signal.SIGKILL).returncode == -signal.SIGKILL
+    kept = store.get_results(store.get_run(1).variants[0].id)
+    at = _results_page(1)
+    assert not at.exception
+    assert any("was interrupted" in w.value for w in at.warning)
+    at.button(key="results.resume.1").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    indices = _results_once_each(store, 1)
+    assert all(ix == list(range(4)) for ix in indices.values()), indices
+    assert store.get_results(store.get_run(1).variants[0].id) == kept  # the baseline's rows
+    assert not [b for b in at.button if b.key == "results.resume.1"]  # done: nothing to resume
+
+
+def test_the_results_page_cancels_a_stopped_pilot(pilot_cmd, model_settings) -> None:
+    store = Store(model_settings.resolved_db_url())
+    assert _stop_mid_pilot(pilot_cmd, store, signal.SIGTERM).returncode == 143
+    at = _results_page(1)
+    at.button(key="results.cancel.1").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = store.get_run(1)
+    assert run.status == "cancelled" and run.variants[0].status == "done"
+    assert any("was cancelled" in w.value for w in at.warning)
+    assert [b for b in at.button if b.key == "results.resume.1"]  # and it can be resumed
+
+
+def test_a_dashboard_rerun_mid_pilot_leaves_it_interrupted_not_failed(pilot_cmd, model_settings,
+                                                                       tmp_path) -> None:
+    """Streamlit stops a script run (a rerun, a closed tab) by raising its own
+    StopException/RerunException, BaseExceptions, inside whatever the script was doing: here
+    the pilot's progress callback. The run is stored interrupted (resumable), not failed."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from engine.pilot.runner import resume_pilot, run_pilot
+    from engine.specs.pilot import PilotSpec
+
+    store = Store(model_settings.resolved_db_url())
+    spec = PilotSpec.model_validate(json.loads(open(pilot_cmd[-1]).read()))
+
+    def stop_in_second_variant(p) -> None:
+        if p.variant_index == 1 and p.done:
+            raise StopException()
+
+    with pytest.raises(StopException):
+        run_pilot(spec, store, model_settings, on_progress=stop_in_second_variant)
+    run = store.get_run(1)
+    assert run.status == "interrupted" and "StopException" in run.error
+    assert [v.status for v in run.variants] == ["done", "failed", "failed"]
+    assert resume_pilot(1, store, model_settings).status == "done"
+    assert all(ix == list(range(4)) for ix in _results_once_each(store, 1).values())

@@ -19,6 +19,7 @@ from engine.pilot.report import (
     speed_memory_only,
     technique_figures,
 )
+from engine.pilot.runner import CANCELLABLE, RESUMABLE
 
 
 def render() -> None:
@@ -57,24 +58,66 @@ def _select_run(runs: dict[int, Run]) -> int:
 def _render_status(run: Run) -> None:
     if not run.status.finished:
         st.info(f"Run #{run.id} is {run.status}; figures below cover the variants finished "
-                f"so far. If its process died (killed, machine restarted), `roilab cancel "
-                f"{run.id}` then `roilab resume {run.id}` finishes it.")
-        if st.button("Refresh"):
+                "so far. If its process dies (killed, machine restarted), the run shows here "
+                "as interrupted, ready to resume.")
+        if st.button("Refresh", key=f"results.refresh.{run.id}"):
             data.clear_queries()
             st.rerun()
     elif run.status == Status.FAILED and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
     elif run.status in (Status.INTERRUPTED, Status.CANCELLED):
-        how = "interrupted (Ctrl+C or SIGTERM)" if run.status == Status.INTERRUPTED \
-            else "cancelled"
+        how = "interrupted" if run.status == Status.INTERRUPTED else "cancelled"
         st.warning(f"Run #{run.id} was {how}; figures below cover the variants that finished "
-                   f"before it stopped. `roilab resume {run.id}` runs only the others.")
+                   f"before it stopped. Resume runs only the others (as `roilab resume "
+                   f"{run.id}`).")
         st.code(run.error or "no reason recorded", language=None)
     elif run.status == Status.PARTIAL:
         st.warning(f"Run #{run.id} is partial: some variants failed; the others are measured "
                    "against the baseline.")
         st.code(run.error or "no reason recorded", language=None)
+    _render_resume_cancel(run)
+
+
+def _render_resume_cancel(run: Run) -> None:
+    """Resume (the unfinished variants, in this page, with a progress bar) and Cancel, for
+    the runs the CLI's `roilab resume` / `roilab cancel` accept; the engine refuses the rest
+    (a live run elsewhere) with the reason."""
+    resumable, cancellable = run.status in RESUMABLE, run.status in CANCELLABLE
+    if not (resumable or cancellable):
+        return
+    left, right, _ = st.columns([1, 1, 4])
+    if resumable and left.button("Resume", key=f"results.resume.{run.id}", type="primary",
+                                 help="Run only the variants that are not done; finished "
+                                      "ones keep their results."):
+        _resume(run)
+    if cancellable and right.button("Cancel run", key=f"results.cancel.{run.id}",
+                                    help="Mark it cancelled; finished variants keep their "
+                                         "results, and it can be resumed later."):
+        try:
+            data.cancel_run(run.id)
+        except RoilabError as exc:
+            ui.show_error(exc)
+        else:
+            st.rerun()
+
+
+def _resume(run: Run) -> None:
+    bar = st.progress(0.0, text="Resuming")
+    line = st.empty()
+
+    def on_progress(p) -> None:
+        bar.progress(p.fraction, text=f"Variant {p.variant_index + 1} of {p.n_variants}")
+        line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
+
+    try:
+        finished = data.resume_run(run.id, on_progress)
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
+    bar.progress(1.0, text="Done")
+    st.success(f"Run #{run.id} resumed: {finished.status}. Refreshing the figures...")
+    st.rerun()
 
 
 def _render_assumptions(run: Run) -> PilotReport:
