@@ -59,7 +59,7 @@ def test_memory_of_reads_what_was_stored_and_tolerates_old_runs():
 
 
 def test_kv_bytes_per_token_is_measured_only_where_the_engine_reserved_a_cache():
-    from engine.business.case import _kv_figure
+    from engine.business.measured import _kv_figure
 
     config = {"_model": {"kv_bytes_per_token": 262_144}}
     vllm = {"memory": {"kv_cache_tokens": 1000, "kv_cache_bytes": 131_072_000,
@@ -256,7 +256,7 @@ def test_pdf_shows_devices_and_memory(store: Store, tmp_path):
     # the business case: tp2 is 8 GPUs as 4 replicas of 2, and no saving
     assert "$20,440.00 on 8 x NVIDIA H200 141 GB (4 replicas of 2)" in text
     # per variant: devices per replica 2, 8 GPUs, p95 2.5 / 1.4 = 1.79 s, saving -$7,665
-    assert "tp2 none (baseline) 1.000 pass measured nvidia-h200 2 8 1.79 $20,440.00 -$7,665.00" \
+    assert "tp2 none (baseline) 1.000 pass measured NVIDIA H200 141 GB 2 8 1.79 $20,440.00 -$7,665.00" \
         in text
     # the pilot as measured: $/1k requests 7.00 / (0.56 x 3600) x 1000 = $3.47 for tp2
     assert "Memory per variant" in text and "Devices per variant" in text

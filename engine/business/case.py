@@ -29,14 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import numpy as np
-import pandas as pd
-
+from engine.business.flags import case_flags
+from engine.business.measured import measured_variants, random_weights
+from engine.business.ranges import BOOTSTRAP_METHOD, savings_interval, with_intervals
 from engine.business.types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
 from engine.core.domain import Run, Status
 from engine.core.errors import RunError
 from engine.economics import cost, roi, sizing, traffic
-from engine.economics.decision import RAW_METRICS as _METRICS
 from engine.economics.decision import (
     Candidate,
     Recommendation,
@@ -45,21 +44,17 @@ from engine.economics.decision import (
     missing_reason,
     pareto_front,
     recommend,
+    threshold_bounds,
 )
-from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import Hardware, get_hardware
-from engine.models.prep import is_random_model
-from engine.specs.pilot import PilotSpec, VariantSpec, variant_generation
 
 __all__ = ["Assumptions", "BusinessCase", "MeasuredVariant", "VariantCase", "assemble_case",
-           "build_business_case", "case_from_report", "measured_variants",
+           "build_business_case", "case_from_report", "measured_variants", "random_weights",
            "require_measured_baseline", "TORNADO_METHOD"]
 
 TORNADO_METHOD = ("36-month net with one input at a time at its low and high value: every "
                   "$/hour -20%/+20%, requests per day -20%/+20%, utilisation -0.2/+0.2 "
-                  "(kept in (0, 1]), accuracy threshold -0.05/+0.05")
-BOOTSTRAP_METHOD = ("requests resampled with replacement (seeded); throughput scales with "
-                    "1 / mean latency of the resample; p5-p95 of the resampled figure")
+                  "(kept in (0, 1]), accuracy threshold -0.05/+0.05 (kept in the metric's range)")
 
 
 def require_measured_baseline(run: Run) -> None:
@@ -89,91 +84,35 @@ def require_measured_baseline(run: Run) -> None:
 
 def build_business_case(store, run_id: int, assumptions: Assumptions | None = None,
                         catalog: Mapping[str, Hardware] | None = None) -> BusinessCase:
-    """The business case of a stored run. The run's own hardware resolves through the store
-    (built-ins and the user's entries); ``catalog`` narrows the devices right-sizing may pick
-    (default: the store's whole merged catalog)."""
+    """THE business case of a stored run: what the Overview, Results and Business case
+    pages, ``roilab show``, ``roilab report`` and both PDFs show for it.
+
+    ``assumptions`` None = the run's stored ones (``run_assumptions``); a page or a flag
+    that changes one passes the full set. The run's own hardware resolves through the
+    store (built-ins and the user's entries); ``catalog`` narrows the devices right-sizing
+    may pick (default: the store's whole merged catalog)."""
     from engine.pilot.report import build_report
 
     cat = dict(catalog) if catalog is not None else store.hardware_catalog()
     return case_from_report(build_report(store, run_id), assumptions, cat)
 
 
+def run_assumptions(report, **changes) -> Assumptions:
+    """The assumptions a run's case is priced with: its stored volume
+    (``Assumptions.for_run``), then ``changes``. ``report`` is its ``PilotReport``."""
+    return Assumptions.for_run(report.requests_per_month, **changes)
+
+
 def case_from_report(report, assumptions: Assumptions | None,
                      catalog: Mapping[str, Hardware]) -> BusinessCase:
     """The business case of an already built ``PilotReport`` (no store reads); RunError
-    when the run's baseline was not measured (``require_measured_baseline``)."""
+    when the run's baseline was not measured (``require_measured_baseline``).
+    ``assumptions`` None = the run's stored ones (``run_assumptions``)."""
     require_measured_baseline(report.run)
-    return assemble_case(measured_variants(report), assumptions or Assumptions(), catalog,
+    a = assumptions if assumptions is not None else run_assumptions(report)
+    return assemble_case(measured_variants(report), a, catalog,
                          name=report.run.name, run_id=report.run.id,
                          workload=report.workload.name, workload_id=report.run.workload_id)
-
-
-def _kv_figure(technique_report: dict) -> tuple[float | None, str]:
-    """(KV bytes/token, where it comes from) of a stored variant, most trusted first: the
-    KV-cache technique's own figure (it describes the quantized cache), the cache the
-    engine reserved (technique_report["memory"]: its bytes over its tokens), then the model
-    config's estimate (also what a dynamic cache, which reserves nothing, reports)."""
-    quantized = technique_report.get("quantize_kv_cache", {}).get("kv_bytes_per_token_quantized")
-    if quantized:
-        return float(quantized), "from the KV-cache technique's report"
-    mem = memory_of(technique_report)
-    if mem.kv_bytes_per_token and mem.kv_cache_tokens:
-        return mem.kv_bytes_per_token, f"measured: {mem.kv_method or 'reserved by the engine'}"
-    config = technique_report.get("_model", {}).get("kv_bytes_per_token") or mem.kv_bytes_per_token
-    return (float(config), "estimated from the model config") if config else (None, "")
-
-
-def measured_variants(report) -> list[MeasuredVariant]:
-    """Per-variant measurements of a ``PilotReport``, priced at the report's $/hour per
-    device times the devices each variant occupied (``engine.economics.devices.devices_of``); weights
-    and KV bytes/token as measured by the backend where it stored them."""
-    hw = replace(report.hardware, price_per_hour=report.price_per_hour)
-    spec: PilotSpec = report.spec
-    res = report.results
-    out = []
-    for v, vs, s in zip(report.run.variants, spec.variants, report.variants, strict=True):
-        sub = res[res.variant_id == v.id].sort_values("request_index") if len(res) else res
-        ok = v.status == Status.DONE and len(sub) > 0 and (v.wall_s or 0) > 0 and bool(s.tokens_per_s)
-        ttft = sub.ttft_s.astype(float) if ok else pd.Series(dtype=float)
-        lat = sub.latency_s.astype(float) if ok else pd.Series(dtype=float)
-        ctx = (sub.prompt_tokens_sent + sub.output_tokens).astype(float) if ok else None
-        kv, kv_source = _kv_figure(v.technique_report)
-        weights = memory_of(v.technique_report).weight_bytes or v.weight_bytes
-        out.append(MeasuredVariant(
-            name=v.name, techniques=s.techniques, ok=ok, error=v.error, hardware=hw,
-            batch=variant_generation(spec.generation, vs).batch_size,  # a variant may set its own
-            n_requests=len(sub) if ok else 0, wall_s=float(v.wall_s or 0.0),
-            tokens_per_s=s.tokens_per_s if ok else None,
-            requests_per_s=s.requests_per_s if ok else None,
-            latency_p95_s=s.latency.p95 if ok and s.latency else None,
-            weight_bytes=float(weights) if weights else None, kv_bytes_per_token=kv,
-            input_tokens_total=float(sub.prompt_tokens_sent.sum()) if ok else 0.0,
-            output_tokens_total=float(sub.output_tokens.sum()) if ok else 0.0,
-            prefill_s=float(ttft.sum()), decode_s=float((lat - ttft).clip(lower=0).sum()),
-            prompt_tokens_original=s.prompt_tokens_original, prompt_tokens_sent=s.prompt_tokens_sent,
-            output_tokens=s.output_tokens,
-            context_p95_tokens=float(np.percentile(ctx, 95)) if ctx is not None else 0.0,
-            metrics={m: getattr(s, m) for m in _METRICS},
-            request_index=tuple(int(i) for i in sub.request_index) if ok else (),
-            latency_s=tuple(float(x) for x in lat),
-            model=vs.model, random_weights=random_weights(vs),
-            n_references=_references(sub) if ok and not random_weights(vs) else None,
-            per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
-            if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
-    return out
-
-
-def random_weights(variant_spec: VariantSpec) -> bool:
-    """Whether a variant's model has random weights (``random:<shape>``): its speed and
-    memory are measured, its accuracy is not (engine.pilot.runner skips scoring)."""
-    return is_random_model(variant_spec.model)
-
-
-def _references(sub: pd.DataFrame) -> int:
-    """Requests of a scored variant whose log entry has a reference answer: the runner
-    stores reference metrics exactly for those."""
-    refs = [m for m in _METRICS if m.startswith("ref_") and m in sub]
-    return int(sub[refs].notna().any(axis=1).sum()) if refs and len(sub) else 0
 
 
 def _scaled(hw: Hardware, factor: float) -> Hardware:
@@ -245,7 +184,7 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
                   measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
                   speed_memory_only=mv.ok and mv.random_weights,
                   api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None,
-                  devices=mv.devices)
+                  devices=mv.devices, measured_hardware_name=mv.hardware.name)
     if not mv.ok:
         return VariantCase(**common, unit_costs=None, sizing=None, target=None,
                            provisioning=None, monthly_cost=None,
@@ -333,21 +272,23 @@ def assemble_case(measured: Sequence[MeasuredVariant], assumptions: Assumptions,
         one_time = roi.one_time_cost(a.engineering_days, a.day_rate, a.gpu_hours, price)
     savings_iv, tornado_rows = None, ()
     if extras:
-        rows = [_with_intervals(r, m, a) for r, m in zip(rows, mvs, strict=True)]
+        rows = [with_intervals(r, m, a) for r, m in zip(rows, mvs, strict=True)]
         k = next((i for i, r in enumerate(rows) if r.recommended), None)
         if k is not None:
-            savings_iv = _savings_interval(mvs[0], rows[0], mvs[k], rows[k], a)
+            savings_iv = savings_interval(mvs[0], rows[0], mvs[k], rows[k], a)
         tornado_rows = tuple(_tornado(measured, a, catalog))
+    moves = chosen is not None and not chosen.is_baseline
     return BusinessCase(
         name=name, run_id=run_id, workload=workload, assumptions=a,
         measured_hardware=mvs[0].hardware, rows=tuple(rows), recommendation=rec,
         baseline_monthly_cost=base_row.monthly_cost,
-        recommended_monthly_cost=chosen.monthly_cost if chosen else base_row.monthly_cost,
+        recommended_monthly_cost=chosen.monthly_cost if moves else None,
         monthly_savings=savings, savings_interval=savings_iv, roi=roi.roi(one_time, savings),
         api_baseline_monthly_cost=base_row.api_monthly_cost, tornado=tornado_rows,
         pareto=tuple(pareto_front((r.name, r.monthly_cost, r.accuracy) for r in rows)),
         methods=_methods(a, mvs[0].hardware), generated_at=datetime.now(UTC),
-        quality_check=quality_check(mvs, workload_id))
+        quality_check=quality_check(mvs, workload_id),
+        flags=case_flags(rows, rec, a, base_row.api_monthly_cost))
 
 
 def _with_load_capacity(mv: MeasuredVariant, a: Assumptions) -> MeasuredVariant:
@@ -379,58 +320,11 @@ def _methods(a: Assumptions, hw: Hardware) -> dict[str, str]:
                   "or roofline bound x engine efficiency across CPU/GPU)",
         "traffic": "replicas = ceil(peak req/s / (req/s per replica x utilisation)); "
                    "devices = replicas x devices per replica; "
-                   "bill = devices x $/h per device x 730 h, always on at peak provisioning",
+                   f"monthly cost = {traffic.COST_MODEL} (paid whether busy or not), at "
+                   f"{a.requests_per_day:,.0f} requests/day x {a.peak_factor:g} peak",
         "roi": "one-time = engineering days x day rate + GPU hours x target $/h; "
                "payback = one-time / monthly savings; net = savings x months - one-time",
         "bootstrap": BOOTSTRAP_METHOD, "tornado": TORNADO_METHOD, "api": a.api_price_source}
-
-
-def _lat_scale(lat: np.ndarray, idx: np.ndarray) -> float:
-    """Throughput factor of a resample: mean latency of all / mean latency of the resample."""
-    return float(lat.mean() / lat[idx].mean()) if lat[idx].mean() > 0 else 1.0
-
-
-def _bill(plan: traffic.Provisioning, price: float, scale: float) -> float:
-    replicas = traffic.gpus_needed(plan.peak_rps, plan.capacity_rps_per_gpu * scale)
-    return traffic.monthly_bill(replicas * plan.devices_per_replica, price)
-
-
-def _with_intervals(row: VariantCase, mv: MeasuredVariant, a: Assumptions) -> VariantCase:
-    if not mv.ok or not mv.latency_s:
-        return row
-    kw = {"n_resamples": a.bootstrap_resamples, "seed": a.seed}
-    lat = np.asarray(mv.latency_s)
-    raw = a.accuracy_metric.removesuffix("_retention")
-    acc_iv = None
-    values = [v for v in mv.per_request.get(raw, ()) if not np.isnan(v)]
-    if values and not (row.is_baseline and raw.startswith("base_")) and \
-            not a.accuracy_metric.endswith("_retention"):
-        acc_iv = roi.bootstrap_mean(values, **kw)
-    cost_iv = None
-    if row.provisioning and row.target:
-        price, plan = row.target.hardware.price_per_hour, row.provisioning
-        cost_iv = roi.bootstrap(len(lat), lambda idx: _bill(plan, price, _lat_scale(lat, idx)), **kw)
-    return replace(row, accuracy_interval=acc_iv, latency_interval=roi.bootstrap_mean(lat, **kw),
-                   monthly_cost_interval=cost_iv)
-
-
-def _savings_interval(mb: MeasuredVariant, rb: VariantCase, mv: MeasuredVariant, rv: VariantCase,
-                      a: Assumptions) -> roi.Interval | None:
-    """Baseline bill - variant bill over the same resampled requests (paired)."""
-    if not (rb.provisioning and rv.provisioning and rb.target and rv.target):
-        return None
-    common = sorted(set(mb.request_index) & set(mv.request_index))
-    if not common:
-        return None
-    pos_b = {r: i for i, r in enumerate(mb.request_index)}
-    pos_v = {r: i for i, r in enumerate(mv.request_index)}
-    lat_b = np.asarray([mb.latency_s[pos_b[r]] for r in common])
-    lat_v = np.asarray([mv.latency_s[pos_v[r]] for r in common])
-
-    def stat(idx: np.ndarray) -> float:
-        return (_bill(rb.provisioning, rb.target.hardware.price_per_hour, _lat_scale(lat_b, idx))
-                - _bill(rv.provisioning, rv.target.hardware.price_per_hour, _lat_scale(lat_v, idx)))
-    return roi.bootstrap(len(common), stat, n_resamples=a.bootstrap_resamples, seed=a.seed)
 
 
 def _tornado(measured: Sequence[MeasuredVariant], a: Assumptions,
@@ -439,10 +333,11 @@ def _tornado(measured: Sequence[MeasuredVariant], a: Assumptions,
         return assemble_case(measured, replace(a, **inputs), catalog, extras=False).roi.net_36
 
     u, t = a.utilisation, a.accuracy_threshold
+    low, high = threshold_bounds(a.accuracy_metric)
     ranges = {"price_factor": (a.price_factor * 0.8, a.price_factor * 1.2),
               "requests_per_day": (a.requests_per_day * 0.8, a.requests_per_day * 1.2),
               "utilisation": (max(0.05, u - 0.2), min(1.0, u + 0.2)),
-              "accuracy_threshold": (max(0.0, t - 0.05), t + 0.05)}
+              "accuracy_threshold": (max(low, t - 0.05), min(high, t + 0.05))}
     base = {k: getattr(a, k) for k in ranges}
     return roi.tornado(net36, base, ranges)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from engine.core.errors import SpecError
 from engine.economics import cost, roi, sizing, traffic
-from engine.economics.decision import Recommendation, check_metric
+from engine.economics.decision import Recommendation, check_metric, check_threshold
 from engine.economics.hardware import Hardware
 
 DEFAULT_API = ("GPT-4o list price, $2.50 / 1M input, $10.00 / 1M output tokens "
@@ -68,9 +68,19 @@ class Assumptions:
         if not 0 <= self.overhead_fraction < 1:
             raise SpecError("Assumption 'overhead_fraction' must be in [0, 1), e.g. 0.1.")
         check_metric(self.accuracy_metric)
+        check_threshold(self.accuracy_metric, self.accuracy_threshold)
         for name, rps, _lat in self.load_capacity:
             if not rps > 0:
                 raise SpecError(f"Load capacity of {name!r} must be > 0 requests/s, got {rps!r}.")
+
+    @classmethod
+    def for_run(cls, requests_per_month: float, **changes) -> Assumptions:
+        """The business case's inputs for a stored run: the one place a run's stored cost
+        settings become assumptions. Its volume (``cost.requests_per_month``) is served
+        as ``requests_per_month * 24 / 730`` requests a day; every other input is this
+        class's default unless ``changes`` sets it (a ``requests_per_day`` there wins)."""
+        return cls(**({"requests_per_day": traffic.requests_per_day(requests_per_month)}
+                      | changes))
 
     def as_rows(self) -> list[tuple[str, object]]:
         """(name, value) pairs for an assumptions table."""
@@ -152,6 +162,7 @@ class VariantCase:
     speed_memory_only: bool = False
     devices: int = 1  # devices one replica occupies (tensor x pipeline parallel size)
     memory_method: str = ""  # where the sizing's weight and KV figures come from
+    measured_hardware_name: str = ""  # readable name of measured_hardware (a catalog key)
 
     @property
     def projected(self) -> bool:
@@ -166,6 +177,21 @@ class VariantCase:
     @property
     def target_hardware(self) -> str | None:
         return self.target.hardware.key if self.target else None
+
+    @property
+    def target_name(self) -> str | None:
+        """The target device's readable name (``target_hardware`` is its catalog key)."""
+        return self.target.hardware.name if self.target else None
+
+    @property
+    def devices_label(self) -> str:
+        """``2 x NVIDIA A10G`` (what the bill pays for), ``no device`` when none serves it."""
+        if not (self.target and self.provisioning):
+            return "no device"
+        plan = self.provisioning
+        spans = (f" ({plan.replicas} replica{'s' if plan.replicas > 1 else ''} of "
+                 f"{plan.devices_per_replica})" if plan.devices_per_replica > 1 else "")
+        return f"{plan.gpus:,} x {self.target.hardware.name}{spans}"
 
     @property
     def meets_slo(self) -> bool:
@@ -184,7 +210,9 @@ class BusinessCase:
     rows: tuple[VariantCase, ...]  # baseline first
     recommendation: Recommendation
     baseline_monthly_cost: float | None  # "before"
-    recommended_monthly_cost: float | None  # "after" (the baseline's when none passes)
+    # "after": the recommended variant's bill; None when nothing changes (the baseline is
+    # kept, or no variant passes), so no "after" figure is ever shown for a non-move
+    recommended_monthly_cost: float | None
     monthly_savings: float
     savings_interval: roi.Interval | None  # bootstrap range of monthly_savings
     roi: roi.Roi  # payback, net 12/36, curve months 0..36
@@ -195,6 +223,15 @@ class BusinessCase:
     generated_at: datetime
     # What to run to measure the quality of speed-and-memory-only variants; "" when none.
     quality_check: str = ""
+    # Plain sentences for states that would otherwise read as answers (engine.business.flags):
+    # no variant passes, the baseline misses the target, a hosted API is cheaper, ...
+    flags: tuple[str, ...] = ()
+
+    @property
+    def moves(self) -> bool:
+        """Whether the case recommends moving off the baseline (an "after" exists)."""
+        rec = self.recommended
+        return rec is not None and not rec.is_baseline
 
     @property
     def recommended(self) -> VariantCase | None:

@@ -28,6 +28,22 @@ SPEED_MEMORY_ONLY = "speed and memory only"  # the label of a random-weights var
 RANDOM_WEIGHTS = f"random weights: {SPEED_MEMORY_ONLY}; accuracy not measured"
 
 
+def threshold_bounds(metric: str) -> tuple[float, float]:
+    """The values a threshold on ``metric`` can take: every metric is a mean of per-request
+    scores in [0, 1] (a retention is the share of the baseline's kept), so [0, 1]."""
+    check_metric(metric)
+    return 0.0, 1.0
+
+
+def check_threshold(metric: str, threshold: float) -> float:
+    """Return ``threshold`` if the metric can reach it, else SpecError with the range."""
+    low, high = threshold_bounds(metric)
+    if not low <= threshold <= high:  # also refuses NaN
+        raise SpecError(f"Accuracy threshold {threshold!r} is outside what {metric} can score "
+                        f"({low:g} to {high:g}); e.g. 0.9.")
+    return threshold
+
+
 def check_metric(metric: str) -> str:
     """Return ``metric`` if known, else raise SpecError listing the known names."""
     if metric not in ACCURACY_METRICS:

@@ -167,7 +167,8 @@ def project(measured: Measured, target: Hardware, weight_bytes: float = 0.0,
         on = f"{devices} x {target.bandwidth_gbs:g}" if devices > 1 else f"{bandwidth:g}"
         method = (f"{whose}roofline bound at batch {measured.batch} ({bound:,.0f} tok/s on "
                   f"{on} GB/s) x {efficiency:.0%} engine efficiency{credit}; "
-                  f"measured on {src.kind.upper()}, which does not scale to {target.kind.upper()}")
+                  f"a bound, not a measurement: the pilot ran on a {src.kind.upper()}, whose speed "
+                  f"cannot be carried over to a {target.kind.upper()} by a ratio")
     return Projection(target.key, measured.tokens_per_s * factor,
                       measured.requests_per_s * factor, measured.latency_p95_s / factor,
                       factor, True, method)

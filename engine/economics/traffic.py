@@ -29,6 +29,8 @@ from engine.economics.hardware import Hardware
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24  # 30.4167, consistent with the 730-hour month
 SECONDS_PER_DAY = 86_400.0
+# The one monthly cost model every page, command and PDF prices with (and names):
+COST_MODEL = "always-on at peak: devices x $/hour per device x 730 hours"
 
 
 def peak_requests_per_s(requests_per_day: float, peak_factor: float) -> float:
@@ -102,6 +104,13 @@ def provision(hw: Hardware, requests_per_s: float, latency_p95_s: float, request
 def requests_per_month(requests_per_day: float) -> float:
     """``requests_per_day * 730 / 24`` (30.42 days)."""
     return requests_per_day * DAYS_PER_MONTH
+
+
+def requests_per_day(requests_per_month: float) -> float:
+    """``requests_per_month * 24 / 730``: the inverse of ``requests_per_month``."""
+    if requests_per_month < 0:
+        raise ValueError(f"requests_per_month must be >= 0, got {requests_per_month!r}.")
+    return requests_per_month / DAYS_PER_MONTH
 
 
 def api_cost_per_request(input_tokens: float, output_tokens: float, price_in_per_1m: float,

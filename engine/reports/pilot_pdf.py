@@ -1,9 +1,11 @@
-"""The pilot's measured report as a PDF (fpdf2 + matplotlib), rebuilt from a PilotReport.
+"""The pilot's measurements as a PDF (fpdf2 + matplotlib), rebuilt from a PilotReport.
 
+What was measured, on the hardware it ran on: speed, latency, memory, accuracy and unit
+costs ($/1k requests, $/1M output tokens: the busy time the replay took, no idle capacity).
+It prices no month: the one monthly cost is the business case's (engine.business.case), which
+``render_pdf`` states in one paragraph when given the case and points to (`roilab report`).
 The summary's figures come from ``headline_figures(report)``, so tests can compute the exact
-strings from stored numbers; the words, charts, tables and appendix are built here from the
-shared blocks in engine.reports.pdf (formatters, latin-1 text, the document, tables).
-engine.reports.business_pdf puts the business case in front of these pages.
+strings from stored numbers; engine.reports.business_pdf puts the case in front of these pages.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from matplotlib.figure import Figure
 from engine.core.domain import Status
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
+from engine.reports.case_words import case_headline
 from engine.reports.pdf import (
     NA,
     Doc,
@@ -45,22 +48,27 @@ def _ratio(a, b) -> float | None:
 
 
 # ---- the words -------------------------------------------------------------------------
+def cheapest_unit_cost(report: PilotReport) -> VariantSummary | None:
+    """The variant beside the baseline with the lowest $/1k requests (unit cost), if any."""
+    ok = [v for v in report.variants[1:] if v.cost_per_1k_requests is not None]
+    return min(ok, key=lambda v: v.cost_per_1k_requests) if ok else None
+
+
 def headline_figures(report: PilotReport) -> dict[str, str]:
     """The exact strings the summary prints. Keys beyond the baseline's exist only when a
-    variant has a cost to compare (``*_ref_contains`` only when the log has references);
-    ``monthly_saving`` and ``saving_pct`` are signed: negative means it costs more."""
+    variant has a unit cost to compare (``*_ref_contains`` only when the log has references);
+    ``unit_cost_change`` is signed: negative means it costs less per request."""
     b = report.baseline
     f = {"baseline_cost_per_1k": fmt_money(b.cost_per_1k_requests),
          "baseline_cost_per_1m_tokens": fmt_money(b.cost_per_1m_output_tokens),
-         "baseline_monthly": fmt_money(b.monthly_cost),
-         "price_per_hour": fmt_money(report.price_per_hour),
-         "requests_per_month": f"{report.requests_per_month:,}"}
-    v = report.best_saving()
+         "price_per_hour": fmt_money(report.price_per_hour)}
+    v = cheapest_unit_cost(report)
     if v is None:
         return f
+    change = _ratio(v.cost_per_1k_requests, b.cost_per_1k_requests)
     f.update(best_variant=v.name, best_cost_per_1k=fmt_money(v.cost_per_1k_requests),
-             best_monthly=fmt_money(v.monthly_cost), monthly_saving=fmt_money(v.monthly_savings),
-             saving_pct=fmt_pct(v.savings_fraction), best_rouge_l=fmt_score(v.base_rouge_l),
+             unit_cost_change=fmt_pct(None if change is None else change - 1),
+             best_rouge_l=fmt_score(v.base_rouge_l),
              best_cosine=fmt_score(v.base_cosine), best_tokens_per_s=fmt_tok_s(v.tokens_per_s),
              baseline_tokens_per_s=fmt_tok_s(b.tokens_per_s),
              speed_ratio=fmt_ratio(_ratio(v.tokens_per_s, b.tokens_per_s)),
@@ -75,25 +83,23 @@ def headline_figures(report: PilotReport) -> dict[str, str]:
 
 
 def summary_paragraphs(report: PilotReport) -> list[str]:
-    """The headline in plain sentences, written from the numbers (also usable in the UI)."""
-    b, f, v = report.baseline, headline_figures(report), report.best_saving()
+    """The measurements in plain sentences, written from the numbers (also used in the UI).
+    Unit costs only: the monthly answer is the business case's (``case_headline``)."""
+    b, f, v = report.baseline, headline_figures(report), cheapest_unit_cost(report)
     out = [f"Replaying {b.n_requests} requests of workload '{report.workload.name}' on "
-           f"{report.hardware.name} at {f['price_per_hour']}/hour, the baseline '{b.name}' costs "
-           f"{f['baseline_cost_per_1k']} per 1k requests ({f['baseline_cost_per_1m_tokens']} per "
-           f"1M output tokens), or {f['baseline_monthly']} per month at "
-           f"{f['requests_per_month']} requests/month." if b.monthly_cost is not None else
-           f"The baseline '{b.name}' produced no throughput to cost, so no saving can be computed."]
-    if v is None and b.monthly_cost is not None:
-        out.append("No variant saves money: none produced a cost to compare with the baseline.")
-    elif v is not None and (v.monthly_savings or 0.0) > 0:
-        out.append(f"The largest saving comes from '{v.name}' ({v.techniques}): "
-                   f"{f['best_cost_per_1k']} per 1k requests and {f['best_monthly']} per month, "
-                   f"saving {f['monthly_saving']} per month ({f['saving_pct']}).")
+           f"{report.hardware.name} at {f['price_per_hour']}/hour, the baseline '{b.name}' has a "
+           f"unit cost of {f['baseline_cost_per_1k']} per 1k requests "
+           f"({f['baseline_cost_per_1m_tokens']} per 1M output tokens) for the time it was busy."
+           if b.cost_per_1k_requests is not None else
+           f"The baseline '{b.name}' produced no throughput to cost, so no unit cost can be "
+           "compared."]
+    if v is None and b.cost_per_1k_requests is not None:
+        out.append("No other variant produced a unit cost to compare with the baseline.")
     elif v is not None:
-        out.append(f"No variant saves money on this hardware. The least costly alternative, "
-                   f"'{v.name}' ({v.techniques}), costs {f['best_cost_per_1k']} per 1k requests "
-                   f"and {f['best_monthly']} per month: a monthly saving of "
-                   f"{f['monthly_saving']} ({f['saving_pct']}), i.e. it costs more.")
+        out.append(f"The lowest unit cost beside it is '{v.name}' ({v.techniques}): "
+                   f"{f['best_cost_per_1k']} per 1k requests ({f['unit_cost_change']} against "
+                   "the baseline). Whether that saves money each month depends on volume, "
+                   "devices and the quality gate: see the business case.")
     unscored = speed_memory_only(report)
     if v is not None:
         out += _detail_sentences(v, b, f, v.name in unscored, b.name in unscored)
@@ -143,7 +149,7 @@ def assumptions(report: PilotReport) -> list[tuple[str, str]]:
     devices = sorted({v.device for v in report.variants if v.device})
     return [("Hardware", f"{hw.name} [{hw.key}]"), ("Price", price),
             ("Price source", f"{hw.price_source}, {hw.price_date}"),
-            ("Requests per month", f"{report.requests_per_month:,}"),
+            ("Volume (business case)", f"{report.requests_per_month:,} requests/month"),
             ("Max new tokens", str(spec.generation.max_new_tokens)),
             ("Batch size", str(spec.generation.batch_size)),
             ("Requests replayed", f"{b.n_requests} of the workload's {report.workload.n_requests}"),
@@ -154,7 +160,8 @@ def assumptions(report: PilotReport) -> list[tuple[str, str]]:
              "is the per-device price x the variant's devices"),
             ("$/1k requests", "$/h / (req/s * 3600) * 1000"),
             ("$/1M tokens", "$/h / (tok/s * 3600) * 1e6"),
-            ("$/month", "volume / (req/s * 3600) * $/h  (busy hours only, no idle capacity)"),
+            ("Unit costs", "busy time only (no idle capacity); the monthly cost is the "
+                           "business case's (`roilab report`)"),
             ("Memory", "MB = 10^6 bytes; peak memory while serving (weights, activations, cache); "
                        "KV cache: the capacity the serving engine reserved, where it reports one")]
 
@@ -167,7 +174,7 @@ def charts_png(report: PilotReport, dpi: int = 150) -> bytes:
     fig = Figure(figsize=(7.4, 9.2), dpi=dpi, layout="constrained")
     grid = fig.add_gridspec(3, 2)
     _bars(fig.add_subplot(grid[0, 0]), names,
-          {"$/1k requests": [v.cost_per_1k_requests for v in vs]}, "Cost per 1k requests (USD)")
+          {"$/1k requests": [v.cost_per_1k_requests for v in vs]}, "Unit cost per 1k requests (USD)")
     _bars(fig.add_subplot(grid[0, 1]), names,
           {"p50": [v.latency.p50 if v.latency else None for v in vs],
            "p95": [v.latency.p95 if v.latency else None for v in vs]}, "Latency per request (s)")
@@ -213,22 +220,34 @@ def title_block(pdf: Doc, title: str, report: PilotReport) -> None:
 
 
 def report_title(report: PilotReport) -> str:
-    return f"roilab business case - {report.run.name} (run #{report.run.id})"
+    return f"roilab pilot measurements - {report.run.name} (run #{report.run.id})"
 
 
-def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None) -> bytes:
-    """The pilot's measured report as PDF bytes (engine.reports.business_pdf adds the ROI case).
+def render_pdf(report: PilotReport, samples: pd.DataFrame | None = None, case=None) -> bytes:
+    """The pilot's measurements as PDF bytes (engine.reports.business_pdf adds the ROI case).
 
     ``samples`` is a frame from ``engine.pilot.report.side_by_side`` (it supplies prompts and
-    references); without it the appendix shows outputs from ``report.results`` only.
+    references); without it the appendix shows outputs from ``report.results`` only. ``case``
+    (the run's BusinessCase, engine.business.case.build_business_case) is stated up front so
+    this document gives the same answer as every other; without it, a pointer to it only.
     """
     title = report_title(report)
     pdf = new_doc(title)
     pdf.add_page()
     title_block(pdf, title, report)
+    _business_case_pointer(pdf, report, case)
     pilot_sections(pdf, report)
     appendix(pdf, report, samples)
     return bytes(pdf.output())
+
+
+def _business_case_pointer(pdf: Doc, report: PilotReport, case) -> None:
+    pdf.heading("Business case")
+    for text in (case_headline(case) if case is not None else []):
+        pdf.para(text, 9.5)
+    pdf.para(f"This document is the pilot's measurements. The business case (right-sizing, "
+             f"monthly cost, payback) is `roilab report {report.run.id}` or the dashboard's "
+             "Business case page.", 9, "I")
 
 
 def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
@@ -245,14 +264,14 @@ def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.add_page(orientation="L")
     pdf.heading(f"{prefix}Per-variant results")
     table(pdf, _variant_rows(report),
-          (28, 31, 14, 13, 18, 15, 15, 17, 16, 17, 17, 17, 19, 19, 16), size=7.5, numeric_from=3)
+          (28, 31, 14, 13, 18, 15, 15, 17, 16, 17, 17, 17, 27, 27), size=7.5, numeric_from=3)
     for v in [x for x in report.variants if x.status != Status.DONE]:
         pdf.para(f"{v.name}: {v.status} - {v.error or 'no reason'}", 8)
     pdf.para("Ref contains: share of requests whose output contains the log's reference answer. "
              "ROUGE-L and cosine compare each output with the baseline's output for the same "
-             "request. Saving % is against the baseline's monthly cost. Devices: what the "
-             "variant's engine occupies (tensor x pipeline parallel size); its $ figures pay "
-             "for all of them.", 8, "I")
+             "request. $/1k requests is a unit cost: the busy time of the replay, no idle "
+             "capacity. Devices: what the variant's engine occupies (tensor x pipeline parallel "
+             "size); its $ figures pay for all of them.", 8, "I")
     _memory_table(pdf, report, prefix)
     _technique_figures(pdf, report)
 
@@ -286,16 +305,17 @@ def _technique_figures(pdf: Doc, report: PilotReport) -> None:
     table(pdf, [("Variant", "Technique", "Figure", "Value"), *rows], (40, 45, 70, 100), size=7)
 
 
-def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None) -> Path:
+def write_pdf(report: PilotReport, path: str | Path, samples: pd.DataFrame | None = None,
+              case=None) -> Path:
     """Render and write the PDF; returns the path written."""
-    return write_file(path, render_pdf(report, samples))
+    return write_file(path, render_pdf(report, samples, case))
 
 
 def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
     rows = [("Variant", "Techniques", "Status", "Devices", "tok/s", "p50 (s)", "p95 (s)",
              "Peak mem (MB)",
              "Weights (MB)", "Ref contains", "ROUGE-L vs base", "Cosine vs base",
-             "$/1k requests", "$/month", "Saving %")]
+             "$/1k requests (unit)", "$/1M out (unit)")]
     unscored = speed_memory_only(report)
     for v in report.variants:
         lat = v.latency
@@ -304,8 +324,7 @@ def _variant_rows(report: PilotReport) -> list[tuple[str, ...]]:
                      fmt_cell(lat.p50 if lat else None), fmt_cell(lat.p95 if lat else None),
                      fmt_cell_mb(v.peak_mem_bytes), fmt_cell_mb(v.weight_bytes),
                      fmt_pct(v.ref_contains), fmt_score(v.base_rouge_l), fmt_score(v.base_cosine),
-                     fmt_money(v.cost_per_1k_requests), fmt_money(v.monthly_cost),
-                     fmt_pct(v.savings_fraction)))
+                     fmt_money(v.cost_per_1k_requests), fmt_money(v.cost_per_1m_output_tokens)))
     return rows
 
 
