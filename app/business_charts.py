@@ -1,22 +1,23 @@
-"""Plotly figures of a BusinessCase: the same four charts as the PDF (engine.reports.business_pdf).
+"""Plotly figures of a BusinessCase: the same four charts as the PDF (engine.reports.case_charts).
 
 Pure functions of the case: no Streamlit and no arithmetic beyond what a chart needs to
-place a bar (a tornado bar runs from the base value to the low or high one).
+place a bar (a tornado bar runs from the base value to the low or high one). A chart that
+would be empty is not drawn: the page shows ``case_charts.chart_notes``' sentence instead.
 """
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
 from engine.business.case import BusinessCase
-from engine.reports.business_pdf import (
+from engine.reports.case_charts import (
     AFTER,
     BAD,
     BEFORE,
     GOOD,
-    TORNADO_LABELS,
-    fmt_money,
-    fmt_months,
+    before_after_title,
+    before_after_values,
 )
+from engine.reports.case_words import TORNADO_LABELS, fmt_months
 
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), height=360, legend_title_text="")
 
@@ -56,14 +57,15 @@ def cost_accuracy(case: BusinessCase) -> go.Figure:
 
 
 def before_after(case: BusinessCase) -> go.Figure:
-    rec = case.recommendation.name or "none"
-    values = [case.baseline_monthly_cost or 0.0, case.recommended_monthly_cost or 0.0]
-    fig = go.Figure(go.Bar(x=[f"before: {case.rows[0].name}", f"after: {rec}"], y=values,
-                           marker_color=[BEFORE, AFTER], text=[fmt_money(v) for v in values],
+    """Before and (only on a move) after, each bar labelled with its bill and devices."""
+    bars = before_after_values(case)
+    values = [v for _, v, _ in bars]
+    fig = go.Figure(go.Bar(x=[label for label, _, _ in bars], y=values,
+                           marker_color=[BEFORE, AFTER][:len(bars)],
+                           text=[t.replace("\n", "<br>") for _, _, t in bars],
                            textposition="outside"))
-    fig.update_layout(title=f"Monthly cost (saving {fmt_money(case.monthly_savings)})",
-                      yaxis_title="USD / month", **_LAYOUT)
-    fig.update_yaxes(range=[0, max(values + [1.0]) * 1.2])
+    fig.update_layout(title=before_after_title(case), yaxis_title="USD / month", **_LAYOUT)
+    fig.update_yaxes(range=[0, max(values + [1.0]) * 1.35])
     return fig
 
 

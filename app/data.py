@@ -21,7 +21,9 @@ from engine.business.case import (
     BusinessCase,
     MeasuredVariant,
     assemble_case,
+    case_from_report,
     measured_variants,
+    run_assumptions,
 )
 from engine.business.portfolio import Portfolio, portfolio
 from engine.core.domain import LoadRun, LogRequest, Run, Status, Workload
@@ -280,10 +282,32 @@ def business_case(run_id: int, a: Assumptions) -> BusinessCase:
     return _business_case(db_url(), run_id, tuple(asdict(a).items()))
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Working out the business case")
+def _run_case(url: str, run_id: int, price: float | None, volume: int | None,
+              hardware: str | None) -> BusinessCase:
+    rep = _report(url, run_id, price, volume, hardware)
+    return case_from_report(rep, None, _store(url).hardware_catalog())
+
+
+def run_case(run_id: int, price: float | None = None, volume: int | None = None,
+             hardware: str | None = None) -> BusinessCase:
+    """THE business case of a run (engine.business.case.build_business_case): its stored
+    assumptions, as on every page, `roilab show` and both PDFs. ``price``, ``volume`` and
+    ``hardware`` re-price the run as the Results page's inputs do (None = as stored).
+    RunError when its baseline was not measured."""
+    return _run_case(db_url(), run_id, price, volume, hardware)
+
+
+def run_case_assumptions(run_id: int) -> Assumptions:
+    """The assumptions a run's case is priced with by default (its stored volume)."""
+    return run_assumptions(report(run_id))
+
+
 def variant_table(case: BusinessCase) -> pd.DataFrame:
     """case.frame() with the 'figures' label (measured / projected) and where they come from."""
     return case.frame().assign(figures=[basis(r) for r in case.rows],
-                               basis=[basis_detail(r) for r in case.rows])
+                               basis=[basis_detail(r) for r in case.rows],
+                               target_name=[r.target_name for r in case.rows])
 
 
 def portfolio_of(run_ids: list[int], a: Assumptions) -> Portfolio:
@@ -301,9 +325,10 @@ def business_pdf(run_id: int, a: Assumptions) -> bytes:
 
 
 # ---- report exports -------------------------------------------------------------------
-def pdf_report(rep: PilotReport) -> bytes:
-    """The run's PDF, with the baseline's prompts and references as the sample appendix."""
-    return render_pdf(rep, samples=comparison(rep, rep.baseline.name))
+def pdf_report(rep: PilotReport, case: BusinessCase | None = None) -> bytes:
+    """The run's measurements PDF, with the baseline's prompts and references as the sample
+    appendix and ``case`` (the run's business case) stated up front."""
+    return render_pdf(rep, samples=comparison(rep, rep.baseline.name), case=case)
 
 
 def summary_sentences(rep: PilotReport) -> list[str]:

@@ -6,13 +6,15 @@ engine.business.case computed from the same database.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_app_pages import _use, page
 from test_business import _stored_run
 
-from engine.business.case import Assumptions, build_business_case
+from engine.business.case import build_business_case
 from engine.core.settings import Settings
-from engine.reports.business_pdf import fmt_money, fmt_months
+from engine.reports.business_pdf import basis, basis_detail, fmt_money, fmt_months
 from engine.store.store import Store
 
 
@@ -49,7 +51,8 @@ def test_business_case_renders_the_engines_figures(run_env):
     settings, run_id = run_env
     at = page("business_case", run=str(run_id))
     assert not at.exception and not at.error
-    case = build_business_case(Store(settings.resolved_db_url()), run_id, Assumptions())
+    # untouched, the page shows the run's own case (its stored volume), as every page does
+    case = build_business_case(Store(settings.resolved_db_url()), run_id)
     m = _metrics(at)
     assert case.recommendation.name == "int4"
     assert m["Payback"] == fmt_months(case.roi.payback_months)
@@ -57,11 +60,12 @@ def test_business_case_renders_the_engines_figures(run_env):
     assert m["Before / month"] == fmt_money(case.baseline_monthly_cost)
     assert m["After / month"] == fmt_money(case.recommended_monthly_cost)
     assert m["Net after 36 months"] == fmt_money(case.roi.net_36)
-    assert "Recommended: int4" in _plain(at.success[0])
+    assert "Recommended: 'int4'" in _plain(at.success[0])
     assert len(at.get("plotly_chart")) == 4  # Pareto, before/after, payback, tornado
     table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
     assert list(table.variant) == ["baseline", "int4", "lingua"]
-    assert list(table.figures) == ["measured", "projected", "projected"]
+    assert list(table.figures) == [basis(r) for r in case.rows]
+    assert list(table.basis) == [basis_detail(r) for r in case.rows]
     assert "decode memory-bandwidth bound" in table.basis[1]
     # the quality-gate reason of the variant that is shown but not recommended
     assert any("lingua: base_cosine 0.500 is below the required 0.9" in t.value for t in at.text)
@@ -78,19 +82,21 @@ def test_changing_an_assumption_changes_the_payback(run_env):
     _number(at, "Day rate ($)").set_value(2000.0).run()
     assert not at.exception
     after = _metrics(at)["Payback"]
-    case = build_business_case(Store(settings.resolved_db_url()), run_id,
-                               Assumptions(day_rate=2000.0))
+    store = Store(settings.resolved_db_url())
+    stored = build_business_case(store, run_id).assumptions
+    case = build_business_case(store, run_id, replace(stored, day_rate=2000.0))
     assert after == fmt_months(case.roi.payback_months) and after != before
     # a threshold nothing but the baseline passes: no saving, so it never pays back
     _number(at, "Accuracy threshold").set_value(0.99).run()
     assert _metrics(at)["Payback"] == "never"
     assert "baseline is the cheapest" in _plain(at.warning[0])
+    assert _metrics(at)["Decision"] == "keep the baseline" and "After / month" not in _metrics(at)
 
 
 def test_no_recommendation_says_why(run_env):
     _, run_id = run_env
     at = page("business_case", run=str(run_id))
-    at.selectbox(key="bc.accuracy_metric").select("ref_f1").run()  # the log has no F1 figures
+    at.selectbox(key=f"bc.accuracy_metric.{run_id}").select("ref_f1").run()  # the log has no F1 figures
     assert not at.exception
     assert "No variant passes the quality gate" in _plain(at.error[0])
     # the log has references (ref_contains is stored); only F1 was never stored

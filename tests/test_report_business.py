@@ -137,7 +137,7 @@ def test_cli_report_takes_assumptions_from_json_and_flags(settings, monkeypatch,
         ASSUME, day_rate=1000.0, target_hardware="nvidia-a100-80gb"))
     f = business_figures(case)
     printed = capsys.readouterr().out
-    assert f"payback {f['payback']}" in printed and f"Recommended: {f['recommended']}" in printed
+    assert f"payback {f['payback']}" in printed and f"recommended: {f['recommended']}" in printed
     text = _text(out.read_bytes(), tmp_path)
     assert f["payback"] in text and f["monthly_savings"] in text
     assert "Engineeringdaysxdayrate10x$1,000.00" in re.sub(r"\s", "", text)

@@ -1,28 +1,29 @@
 """Business case: one run's answer for a CFO, recomputed live as the assumptions change.
 
 Every figure comes from engine.business.case (through app/data.py); this page only lays out
-inputs, the answer, charts and tables. Projected figures are labelled with their method.
+inputs, the answer, charts and tables. Its inputs start at the run's stored assumptions, so
+untouched it shows the same case as the Overview, the Results page, `roilab show` and the
+PDFs. Projected figures are labelled with their method.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from app import business_charts, data, nav, ui
+from app import business_charts, case_view, data, nav, ui
 from engine.business.case import Assumptions, BusinessCase, require_measured_baseline
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
-from engine.economics.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY
-from engine.reports.business_pdf import (
+from engine.economics.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY, threshold_bounds
+from engine.reports.case_charts import chart_notes
+from engine.reports.case_words import (
     basis_detail,
     executive_summary,
     fmt_money,
-    fmt_months,
     fmt_range,
     if_quality_holds,
 )
 
 AUTO = "auto (right-size over the catalog)"
-_D = Assumptions()  # the defaults shown in the inputs
 
 
 def render() -> None:
@@ -38,7 +39,7 @@ def render() -> None:
     except RoilabError as exc:
         ui.show_error(exc)
         return
-    a = _render_assumptions()
+    a = _render_assumptions(run_id, data.run_case_assumptions(run_id))
     if a is None:
         return
     case = data.business_case(run_id, a)
@@ -60,46 +61,54 @@ def _select_run(runs: dict[int, Run]) -> int:
     return chosen
 
 
-def _render_assumptions() -> Assumptions | None:
-    """The inputs; None (with the reason shown) when they do not make a valid Assumptions."""
-    st.subheader("Assumptions", help="Every figure below updates as you change these.")
+def _render_assumptions(run_id: int, _D: Assumptions) -> Assumptions | None:
+    """The inputs, starting at the run's stored assumptions ``_D``; None (with the reason
+    shown) when they do not make a valid Assumptions. Keys carry the run, so another run
+    starts at its own."""
+    st.subheader("Assumptions", help="Every figure below updates as you change these; they "
+                 "start at the run's stored ones (its volume from the pilot's requests/month).")
     c = st.columns(4)
+    low, high = threshold_bounds(_D.accuracy_metric)
     fields = dict(
         requests_per_day=c[0].number_input("Requests per day", min_value=0.0, step=1000.0,
                                            value=float(_D.requests_per_day), format="%.0f",
-                                           key="bc.requests_per_day"),
+                                           key=f"bc.requests_per_day.{run_id}"),
         peak_factor=c[1].number_input("Peak-to-average factor", min_value=1.0, step=0.5,
-                                      value=_D.peak_factor, key="bc.peak_factor"),
+                                      value=_D.peak_factor, key=f"bc.peak_factor.{run_id}"),
         p95_target_s=c[2].number_input("p95 latency target (s)", min_value=0.01, step=1.0,
-                                       value=_D.p95_target_s, key="bc.p95_target_s"),
+                                       value=_D.p95_target_s, key=f"bc.p95_target_s.{run_id}"),
         utilisation=c[3].slider("Utilisation", 0.05, 1.0, _D.utilisation, 0.05,
-                                key="bc.utilisation"),
+                                key=f"bc.utilisation.{run_id}"),
         engineering_days=c[0].number_input("Engineering days", min_value=0.0, step=1.0,
-                                           value=_D.engineering_days, key="bc.engineering_days"),
+                                           value=_D.engineering_days, key=f"bc.engineering_days.{run_id}"),
         day_rate=c[1].number_input("Day rate ($)", min_value=0.0, step=100.0, value=_D.day_rate,
-                                   key="bc.day_rate"),
+                                   key=f"bc.day_rate.{run_id}"),
         gpu_hours=c[2].number_input("GPU hours (compress + validate)", min_value=0.0, step=5.0,
-                                    value=_D.gpu_hours, key="bc.gpu_hours"),
+                                    value=_D.gpu_hours, key=f"bc.gpu_hours.{run_id}"),
         concurrency=c[3].number_input("Concurrency per device", min_value=1, step=1,
-                                      value=_D.concurrency, key="bc.concurrency"),
+                                      value=_D.concurrency, key=f"bc.concurrency.{run_id}"),
         accuracy_metric=c[0].selectbox("Accuracy metric", ACCURACY_METRICS,
                                        index=ACCURACY_METRICS.index(_D.accuracy_metric),
-                                       key="bc.accuracy_metric"),
-        accuracy_threshold=c[1].number_input("Accuracy threshold", min_value=0.0, step=0.01,
+                                       key=f"bc.accuracy_metric.{run_id}"),
+        accuracy_threshold=c[1].number_input("Accuracy threshold", min_value=low,
+                                             max_value=high, step=0.01,
                                              value=_D.accuracy_threshold,
-                                             key="bc.accuracy_threshold"),
+                                             help="Every accuracy metric is a mean of scores "
+                                                  f"from {low:g} to {high:g}.",
+                                             key=f"bc.accuracy_threshold.{run_id}"),
         api_price_in_per_1m=c[2].number_input("API $ / 1M input tokens", min_value=0.0,
                                               value=_D.api_price_in_per_1m, step=0.25,
-                                              key="bc.api_in"),
+                                              key=f"bc.api_in.{run_id}"),
         api_price_out_per_1m=c[3].number_input("API $ / 1M output tokens", min_value=0.0,
                                                value=_D.api_price_out_per_1m, step=0.5,
-                                               key="bc.api_out"))
+                                               key=f"bc.api_out.{run_id}"))
     catalog = data.hardware_catalog()
     left, right = st.columns(2)
-    target = left.selectbox("Target hardware", [AUTO, *catalog], key="bc.target",
+    target = left.selectbox("Target hardware", [AUTO, *catalog], key=f"bc.target.{run_id}",
+                            index=[AUTO, *catalog].index(_D.target_hardware or AUTO),
                             format_func=lambda k: k if k == AUTO else catalog[k].name)
     kv = right.number_input("KV cache bytes / token", min_value=0.0, value=None, step=1024.0,
-                            key="bc.kv", placeholder="as stored with the run",
+                            key=f"bc.kv.{run_id}", placeholder="as stored with the run",
                             help="Sizes the KV cache for right-sizing where the run stored no "
                                  "KV bytes/token (runs stored before that was recorded); e.g. "
                                  "131072 for an 8B Llama in fp16.")
@@ -126,22 +135,9 @@ def _render_capacity_source() -> dict:
 
 
 def _render_answer(case: BusinessCase) -> None:
-    rec = case.recommended
-    if rec is None:
-        st.error(ui.escape_md(case.recommendation.reason), icon=":material/block:")
-    elif rec.is_baseline:
-        st.warning(ui.escape_md(case.recommendation.reason), icon=":material/balance:")
-    else:
-        st.success(ui.escape_md(f"Recommended: {rec.name} ({rec.techniques}) on "
-                                f"{rec.target_hardware}. {case.recommendation.reason}"),
-                   icon=":material/thumb_up:")
+    case_view.render_answer(case)
     r = case.roi
-    row1, row2 = st.columns(4), st.columns(4)
-    row1[0].metric("Before / month", fmt_money(case.baseline_monthly_cost))
-    row1[1].metric("After / month", fmt_money(case.recommended_monthly_cost),
-                   help=basis_detail(rec) if rec else None)
-    row1[2].metric("Saving / month", fmt_money(case.monthly_savings))
-    row1[3].metric("Payback", fmt_months(r.payback_months))
+    row2 = st.columns(4)
     row2[0].metric("Hosted API / month", fmt_money(case.api_baseline_monthly_cost),
                    help="The baseline's tokens at the hosted-API prices above: "
                         + case.assumptions.api_price_source)
@@ -150,8 +146,9 @@ def _render_answer(case: BusinessCase) -> None:
     row2[3].metric("Net after 36 months", fmt_money(r.net_36))
     iv = case.savings_interval
     st.caption(ui.escape_md(f"Saving range (p5-p95): {fmt_range(iv)} - {iv.method}" if iv else
-                            "Saving range: none (no variant to compare, or no paired requests)."))
-    if rec is not None and rec.projected:
+                            "Saving range: none (no move to compare, or no paired requests)."))
+    rec = case.recommended
+    if rec is not None and rec.projected and case.moves:
         st.caption(ui.escape_md(f"After is projected: {basis_detail(rec)}"))
     reasons = [f"{x.name}: {x.reason}" for x in case.rows if x.reason]
     if reasons:
@@ -167,26 +164,30 @@ def _render_answer(case: BusinessCase) -> None:
 
 
 def _render_charts(case: BusinessCase) -> None:
-    left, right = st.columns(2)
-    left.plotly_chart(business_charts.cost_accuracy(case), key="bc.chart.pareto")
-    right.plotly_chart(business_charts.before_after(case), key="bc.chart.before_after")
-    left, right = st.columns(2)
-    left.plotly_chart(business_charts.payback(case), key="bc.chart.payback")
-    right.plotly_chart(business_charts.tornado(case), key="bc.chart.tornado")
+    """The four charts; a sentence instead of one that would be empty or flat."""
+    notes = chart_notes(case)
+    charts = [("scatter", business_charts.cost_accuracy), ("before_after", business_charts.before_after),
+              ("payback", business_charts.payback), ("tornado", business_charts.tornado)]
+    for pair in (charts[:2], charts[2:]):
+        for col, (name, draw) in zip(st.columns(2), pair, strict=True):
+            if name in notes:
+                col.info(ui.escape_md(notes[name]), icon=":material/info:")
+            else:
+                col.plotly_chart(draw(case), key=f"bc.chart.{name}")
 
 
 _COLUMNS = {  # variant_table column -> (label, format)
     "variant": ("variant", None), "techniques": ("techniques", None),
     "accuracy": ("accuracy (gate metric)", "%.3f"), "passes_gate": ("passes gate", None),
     "meets_slo": ("meets p95", None), "figures": ("figures", None),
-    "target_hardware": ("target hardware", None),
+    "target_name": ("target hardware", None),
     "devices_per_replica": ("devices per replica", "%d"), "replicas": ("replicas", "%d"),
     "gpus": ("devices", "%d"),
-    "latency_p95_s": ("p95 there (s)", "%.2f"), "monthly_cost": ("$ / month", "$%.2f"),
-    "monthly_savings": ("saving $ / month", "$%.2f"),
+    "latency_p95_s": ("p95 there (s)", "%.2f"), "monthly_cost": ("$ / month", "dollar"),
+    "monthly_savings": ("saving $ / month", "dollar"),
     "cost_per_1m_input": ("$ / 1M input (measured)", "$%.4f"),
     "cost_per_1m_output": ("$ / 1M output (measured)", "$%.4f"),
-    "api_monthly_cost": ("hosted API $ / month", "$%.2f"), "recommended": ("recommended", None),
+    "api_monthly_cost": ("hosted API $ / month", "dollar"), "recommended": ("recommended", None),
     "speed_memory_only": (SPEED_MEMORY_ONLY, None),
     "reason": ("why not", None), "basis": ("where the figures come from", None)}
 
@@ -229,10 +230,10 @@ def _render_portfolio(runs: dict[int, Run], run_id: int, a: Assumptions) -> None
     p = data.portfolio_of(picked, a)
     money = st.column_config.NumberColumn
     ui.dataframe(data.portfolio_frame(p), hide_index=True, key="bc.table.portfolio",
-                 column_config={"baseline_annual": money("baseline $ / year", format="$%.2f"),
-                                "recommended_annual": money("after $ / year", format="$%.2f"),
-                                "annual_savings": money("saving $ / year", format="$%.2f"),
-                                "one_time": money("one-time $", format="$%.2f"),
+                 column_config={"baseline_annual": money("baseline $ / year", format="dollar"),
+                                "recommended_annual": money("after $ / year", format="dollar"),
+                                "annual_savings": money("saving $ / year", format="dollar"),
+                                "one_time": money("one-time $", format="dollar"),
                                 "payback_months": money("payback (months)", format="%.1f")})
     for line in p.skipped:
         st.warning(ui.escape_md(line))

@@ -1,12 +1,14 @@
-"""Overview: the headline of the latest finished run, and every earlier run."""
+"""Overview: the business case of the latest finished run (the same answer as the Results
+and Business case pages, `roilab show` and the PDFs), and every earlier run."""
 from __future__ import annotations
 
 import streamlit as st
 
-from app import data, nav, ui
+from app import case_view, data, nav, ui
 from engine.core.domain import Run, Status
+from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS
-from engine.pilot.report import accuracy_retention, speed_memory_only
+from engine.pilot.report import speed_memory_only
 
 
 def render() -> None:
@@ -36,32 +38,24 @@ def _render_empty() -> None:
 
 def _render_headline(run: Run) -> None:
     rep = data.report(run.id)
-    best = rep.best_saving()
     st.subheader(f"Latest finished run #{run.id}")
-    st.text(f"{run.name} - {rep.workload.name} - {rep.hardware.name} at "
-            f"${rep.price_per_hour:g}/h, {rep.requests_per_month:,} requests/month")
+    st.text(f"{run.name} - {rep.workload.name} - measured on {rep.hardware.name} at "
+            f"${rep.price_per_hour:g}/h per device")
     if run.status == Status.PARTIAL:
         st.warning(ui.escape_md(f"Partial run: {run.error}"))
     unscored = speed_memory_only(rep)
     if unscored:
         st.caption(ui.escape_md(f"{', '.join(unscored)}: {RANDOM_WEIGHTS}."))
-    cols = st.columns(3)
-    cols[0].metric("Baseline cost / month", ui.money(rep.baseline.monthly_cost))
-    if best is None or not best.monthly_savings or best.monthly_savings <= 0:
-        cols[1].metric("Best saving / month", "none",
-                       help="No variant was cheaper than the baseline on this hardware.")
+    try:
+        case = data.run_case(run.id)
+    except RoilabError as exc:  # no measured baseline: say why, no figures
+        ui.show_error(exc)
     else:
-        holds = " if quality holds" if best.name in unscored else ""
-        cols[1].metric(f"Best saving / month ({ui.escape_md(best.name)}){holds}",
-                       ui.money(best.monthly_savings), delta=ui.pct(best.savings_fraction))
-        if holds:
-            cols[2].metric("Its accuracy", "not measured", help=RANDOM_WEIGHTS)
-        else:
-            cols[2].metric("Its accuracy retention",
-                           ui.pct(accuracy_retention(rep, best.name)),
-                           help="Reference match of the variant as a share of the baseline's.")
+        case_view.render_answer(case)
     st.page_link(nav.page("results"), label=f"Open run #{run.id}",
                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")
+    st.page_link(nav.page("business"), label="Business case: change the assumptions",
+                 query_params={"run": str(run.id)}, icon=":material/savings:")
 
 
 def _render_runs() -> None:

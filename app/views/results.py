@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, data, nav, ui
+from app import case_view, charts, data, nav, ui
 from engine.business.case import require_measured_baseline
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
 from engine.pilot.report import (
     PilotReport,
-    accuracy_retention,
     speed_memory_findings,
     speed_memory_only,
     technique_figures,
@@ -134,31 +133,22 @@ def _render_assumptions(run: Run) -> PilotReport:
                            help="Per device: a variant that spans several devices (tensor or "
                                 "pipeline parallel) pays this times its device count.")
     volume = c.number_input("Requests / month", min_value=0, value=volume0, step=100_000,
-                            key=f"results.volume.{run.id}")
+                            key=f"results.volume.{run.id}",
+                            help="The business case's volume (served as requests/month x "
+                                 "24 / 730 a day); the Business case page changes the rest.")
     return data.report(run.id, price=float(price), volume=int(volume), hardware=hw)
 
 
 def _render_kpis(rep: PilotReport) -> None:
-    best = rep.best_saving()
-    cols = st.columns(4)
-    cols[0].metric("Baseline cost / month", ui.money(rep.baseline.monthly_cost))
-    if best is None or best.monthly_savings is None or best.monthly_savings <= 0:
-        cols[1].metric("Best saving / month", "none",
-                       help="No variant was cheaper than the baseline at these assumptions.")
+    """The run's business case at these inputs: the same answer as every other page."""
+    try:
+        case = data.run_case(rep.run.id, rep.price_per_hour, rep.requests_per_month,
+                             rep.hardware.key)
+    except RoilabError:  # no measured baseline: the PDF section below says why and what to do
+        st.caption("No business case for this run: its baseline was not measured (why, and "
+                   "what to do, at the bottom of the page).")
         return
-    unscored = best.name in speed_memory_only(rep)
-    cols[1].metric(f"Best saving / month: {ui.escape_md(best.name)}"
-                   + (" (if quality holds)" if unscored else ""),
-                   ui.money(best.monthly_savings), delta=ui.pct(best.savings_fraction))
-    if unscored:
-        cols[2].metric("Its accuracy", "not measured", help=RANDOM_WEIGHTS)
-        return
-    cols[2].metric("Its accuracy retention", ui.pct(accuracy_retention(rep, best.name)),
-                   help="Reference match (contains) of the variant as a share of the "
-                        "baseline's; n/a when the log has no reference answers.")
-    cols[3].metric("Its agreement with baseline",
-                   "n/a" if best.base_cosine is None else f"{best.base_cosine:.2f}",
-                   help="Mean embedding cosine between its outputs and the baseline's.")
+    case_view.render_answer(case)
 
 
 def _render_summary(rep: PilotReport) -> None:
@@ -210,9 +200,8 @@ _VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in 
     "ref_contains": ("reference contained", "%.2f"), "ref_f1": ("token F1", "%.2f"),
     "base_rouge_l": ("ROUGE-L vs baseline", "%.2f"),
     "base_cosine": ("cosine vs baseline", "%.2f"),
-    "cost_per_1k_requests": ("$ / 1k requests", "$%.5f"),
-    "cost_per_1m_output_tokens": ("$ / 1M output tokens", "$%.3f"),
-    "monthly_cost": ("$ / month", "$%.2f"), "monthly_savings": ("saving $ / month", "$%.2f"),
+    "cost_per_1k_requests": ("unit cost $ / 1k requests", "$%.5f"),
+    "cost_per_1m_output_tokens": ("unit cost $ / 1M output tokens", "$%.3f"),
     "load_s": ("load (s)", "%.1f"), "device": ("device", None), "error": ("error", None),
 }
 
@@ -283,8 +272,12 @@ def _render_pdf(rep: PilotReport) -> None:
     except RoilabError as exc:
         ui.show_error(exc)
     else:  # built on click (deferred), so live re-pricing does not re-render the PDF each time
-        st.download_button("Download PDF report", data=lambda: data.pdf_report(rep),
-                           file_name=f"roilab-run-{rep.run.id}.pdf", mime="application/pdf",
-                           icon=":material/picture_as_pdf:", on_click="ignore")
+        case = data.run_case(rep.run.id, rep.price_per_hour, rep.requests_per_month,
+                             rep.hardware.key)
+        st.download_button("Download pilot measurements PDF",
+                           data=lambda: data.pdf_report(rep, case),
+                           file_name=f"roilab-run-{rep.run.id}-measurements.pdf",
+                           mime="application/pdf", icon=":material/picture_as_pdf:",
+                           on_click="ignore")
     st.page_link(nav.page("business"), label="Business case: right-sizing, ROI, payback and "
                  "the CFO PDF", icon=":material/savings:", query_params={"run": rep.run.id})

@@ -35,7 +35,7 @@ def case_flags(rows: Sequence[VariantCase], rec: Recommendation, a: Assumptions,
     out = []
     if chosen is None:
         out.append("No variant passes the quality gate and the p95 target, so there is no "
-                   f"'after' figure and nothing to pay back: {rec.reason}")
+                   "'after' figure and nothing to pay back; each variant's reason is beside it.")
     elif chosen.is_baseline:
         out.append(f"No move: keep {baseline_label(base)}. No variant costs less while passing "
                    f"the quality gate ({a.accuracy_metric} >= {a.accuracy_threshold:g}) and the "

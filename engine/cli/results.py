@@ -24,14 +24,15 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
     if csv_path:
         from engine.core.inert import write_safe_csv
 
-        write_safe_csv(report.frame(), csv_path)
+        # the pilot's busy-hours month is not the case's monthly cost: left out (issue 12)
+        write_safe_csv(report.frame().drop(columns=list(_RETIRED), errors="ignore"), csv_path)
 
     def say(text: str) -> None:  # every line below can hold names or errors
         print(terminal_safe(text, multiline=True))
 
     cols = ["name", "status", "devices", "tokens_per_s", "latency_p50_s", "latency_p95_s",
             "peak_mem_bytes", "weight_bytes", "kv_cache_tokens", "ref_contains", "base_rouge_l",
-            "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens", "monthly_savings"]
+            "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens"]
     frame = report.frame()[cols].copy()
     frame["name"] = frame["name"].map(terminal_safe)  # one row per variant, even with a \n
     for col in ("peak_mem_bytes", "weight_bytes"):  # MiB with thousands separators: GPU-sized
@@ -40,8 +41,8 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
     frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
                                   "kv_cache_tokens": "kv_tokens",
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
-    say(f"\nRun {run_id} on {report.hardware.name} at ${report.price_per_hour}/h per device "
-        f"(a variant pays that x its devices), {report.requests_per_month:,} requests/month:")
+    say(f"\nRun {run_id} measured on {report.hardware.name} at ${report.price_per_hour}/h per "
+        "device (a variant pays that x its devices); unit costs are its busy time only:")
     say(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     for v in report.variants:
         how = "; ".join(filter(None, [v.peak_method and f"peak {v.peak_method}",
@@ -55,8 +56,35 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
         say(f"  {terminal_safe(name)}: {RANDOM_WEIGHTS}")
     if report.run.status in ("partial", "failed"):
         say(f"Run {run_id} {report.run.status}: {report.run.error}")
+    say_case(report, store, say)
     if csv_path:
         say(f"Wrote {csv_path}")
+
+
+_RETIRED = ("monthly_cost", "monthly_savings", "savings_fraction")
+
+
+def say_case(report, store, say) -> None:
+    """The run's business case (engine.business.case.build_business_case), as on every page
+    and PDF: the gated recommendation, the monthly figures with their devices, the cost
+    model, the flags; or why there is none."""
+    from engine.business.case import case_from_report
+    from engine.reports.case_words import business_figures, case_headline
+
+    say("\nBusiness case (`roilab report " f"{report.run.id}` for the PDF):")
+    try:
+        case = case_from_report(report, None, store.hardware_catalog())
+    except RoilabError as exc:
+        say(f"  none: {exc}")
+        return
+    f = business_figures(case)
+    after = (f"{f['recommended_monthly']} on {f['recommended_devices']}" if case.moves
+             else "none (nothing moves)")
+    say(f"  Decision: {f['decision']}; recommended: {f['recommended']}")
+    say(f"  Monthly cost before: {f['baseline_monthly']} on {f['baseline_devices']}; after: "
+        f"{after}; saving {f['monthly_savings']}/month; payback {f['payback']}")
+    for line in case_headline(case):
+        say(f"  {line}")
 
 
 def _count(x) -> str:
@@ -84,11 +112,14 @@ _ASSUMPTION_FLAGS = {"requests_per_day": float, "peak_factor": float, "p95_targe
                      "kv_bytes_per_token": float}
 
 
-def _assumptions(args):
-    """Assumptions from ``--assumptions FILE`` (JSON object), then the flags over it."""
+def _assumptions(args, store, requests_per_month: int | None = None):
+    """The run's stored assumptions (``Assumptions.for_run``: its volume, else the defaults),
+    then ``--assumptions FILE`` (JSON object), then the flags; None when none is given (the
+    run's own case, as every page shows it)."""
     from dataclasses import fields
 
     from engine.business.case import Assumptions
+    from engine.specs.pilot import PilotSpec
 
     values: dict = {}
     if args.assumptions:
@@ -106,20 +137,28 @@ def _assumptions(args):
         if "candidate_kinds" in values:
             values["candidate_kinds"] = tuple(values["candidate_kinds"])
     values |= {k: getattr(args, k) for k in _ASSUMPTION_FLAGS if getattr(args, k) is not None}
-    return Assumptions(**values)
+    if not values:
+        return None
+    volume = requests_per_month if requests_per_month is not None else \
+        PilotSpec.from_run(store.get_run(args.run)).cost.requests_per_month
+    return Assumptions.for_run(volume, **values)
 
 
 def cmd_report(args, settings: Settings) -> None:
     from engine.reports.business_pdf import business_figures, write_business_pdf
 
     out = Path(args.output or f"roilab-run-{args.run}.pdf")
-    path, case = write_business_pdf(open_store(settings), args.run, out, _assumptions(args),
+    store = open_store(settings)
+    path, case = write_business_pdf(store, args.run, out,
+                                    _assumptions(args, store, args.requests_per_month),
                                     price_per_hour=args.price,
                                     requests_per_month=args.requests_per_month)
     f = business_figures(case)
-    print(f"Wrote {path}\nRecommended: {f['recommended']}; monthly cost {f['baseline_monthly']} "
-          f"-> {f['recommended_monthly']}; saving {f['monthly_savings']}/month "
-          f"(range {f['savings_range']}); payback {f['payback']}; net 36 months {f['net_36']}")
+    after = f"{f['recommended_monthly']} on {f['recommended_devices']}" if case.moves else "none"
+    print(f"Wrote {path}\nDecision: {f['decision']}; recommended: {f['recommended']}; monthly "
+          f"cost {f['baseline_monthly']} on {f['baseline_devices']} -> {after}; saving "
+          f"{f['monthly_savings']}/month (range {f['savings_range']}); payback {f['payback']}; "
+          f"net 36 months {f['net_36']}; monthly cost = {f['cost_model']}")
 
 
 def add_parsers(sub) -> None:
@@ -139,7 +178,8 @@ def add_parsers(sub) -> None:
         p.add_argument(flag, dest=name, type=kind, default=None,
                        help=f"engine.business.case.Assumptions.{name}; default as on the dashboard")
     p.add_argument("--price", type=float, default=None,
-                   help="$/hour for the pilot's measured section only")
+                   help="$/hour per device of the hardware the pilot ran on (default: as stored)")
     p.add_argument("--requests-per-month", type=int, default=None,
-                   help="volume for the pilot's measured section only")
+                   help="the volume the case serves, as requests/month x 24 / 730 a day "
+                        "(default: as stored; --requests-per-day wins)")
     p.set_defaults(func=cmd_report)

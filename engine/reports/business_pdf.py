@@ -22,7 +22,15 @@ from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.economics.hardware import Hardware
 from engine.economics.traffic import COST_MODEL
 from engine.pilot.report import PilotReport, build_report, side_by_side
-from engine.reports.case_charts import AFTER, BAD, BEFORE, GOOD, before_after_png, charts_png
+from engine.reports.case_charts import (
+    AFTER,
+    BAD,
+    BEFORE,
+    GOOD,
+    before_after_png,
+    chart_notes,
+    charts_png,
+)
 from engine.reports.case_words import (
     TORNADO_LABELS,
     basis,
@@ -163,6 +171,8 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     pdf.add_page()
     pdf.heading("Charts (as on the dashboard)")
     pdf.image(io.BytesIO(charts_png(case)), w=pdf.epw)
+    for note in chart_notes(case).values():  # the sentences drawn in place of a chart
+        pdf.para(note, 8, "I")
     pdf.add_page(orientation="L")
     pdf.heading("Per variant (measured vs projected)")
     table(pdf, variant_rows(case), (24, 36, 16, 11, 18, 30, 12, 11, 13, 20, 20, 20, 46), size=7)

@@ -93,13 +93,15 @@ def case_headline(case: BusinessCase) -> list[str]:
     f, base, rec = business_figures(case), case.rows[0], case.recommended
     before = f"{f['baseline_monthly']} per month on {f['baseline_devices']}"
     if case.moves and rec is not None:
-        first = (f"Recommended: '{rec.name}' ({rec.techniques}) on {f['recommended_devices']}. "
-                 f"Monthly cost {before} -> {f['recommended_monthly']}: a saving of "
+        first = (f"Recommended: '{rec.name}' ({rec.techniques}). Monthly cost "
+                 f"{f['baseline_monthly']} on {f['baseline_devices']} -> "
+                 f"{f['recommended_monthly']} on {f['recommended_devices']}: a saving of "
                  f"{f['monthly_savings']} per month; payback {f['payback']}.")
     elif rec is not None:
         first = f"Keep {baseline_label(base)}: {before}. {case.recommendation.reason}"
     else:
-        first = f"No variant is recommended; {baseline_label(base)} costs {before}."
+        first = (f"No variant is recommended. {case.recommendation.reason} Today "
+                 f"{baseline_label(base)} costs {before}.")
     return [first, priced_at(case), *case.flags]
 
 
