@@ -17,16 +17,17 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import make_settings
 from dashboard_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
-from engine.business.case import Assumptions, build_business_case
+from engine.business.case import build_business_case
 from engine.core.settings import Settings
 from engine.pilot.report import build_report
-from engine.reports.business_pdf import fmt_money, fmt_months
+from engine.reports.business_pdf import business_figures, fmt_money, fmt_months
 from engine.reports.pilot_pdf import headline_figures
 from engine.store.store import Store
 
@@ -226,7 +227,9 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     _settled(page)
     report = build_report(store, run.id)  # the stored assumptions, as the page defaults to
     figures = headline_figures(report)
-    assert _metric(page, "Baseline cost / month") == f"${report.baseline.monthly_cost:,.2f}"
+    # the headline is the run's business case, as on every page (issue 12)
+    case = business_figures(build_business_case(store, run.id))
+    assert _metric(page, "Before / month") == case["baseline_monthly"]
     plots = page.locator(".js-plotly-plot")
     expect(plots).to_have_count(5, timeout=PAGE_MS)  # cost, latency, accuracy, speed, memory
     for plot in plots.all():
@@ -241,9 +244,9 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
 
     # -- 4. the PDF: headline figures equal the ones computed from the database --------------
     with page.expect_download(timeout=PAGE_MS) as info:
-        page.get_by_role("button", name="Download PDF report").click()
+        page.get_by_role("button", name="Download pilot measurements PDF").click()
     download = info.value
-    assert download.suggested_filename == "roilab-run-1.pdf"
+    assert download.suggested_filename == "roilab-run-1-measurements.pdf"
     pdf = tmp_path / download.suggested_filename
     download.save_as(pdf)
     assert pdf.read_bytes()[:5] == b"%PDF-"
@@ -251,9 +254,10 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
                           capture_output=True, text=True).stdout
     flat = _squash(text)
     assert figures["best_variant"] == "int8-weights"
-    for key in ("baseline_cost_per_1k", "baseline_cost_per_1m_tokens", "baseline_monthly",
-                "price_per_hour", "requests_per_month", "best_cost_per_1k", "best_monthly",
-                "monthly_saving", "saving_pct", "best_rouge_l", "best_cosine",
+    assert _squash(case["baseline_monthly"]) in flat  # the case, stated up front
+    for key in ("baseline_cost_per_1k", "baseline_cost_per_1m_tokens",
+                "price_per_hour", "best_cost_per_1k", "unit_cost_change", "best_rouge_l",
+                "best_cosine",
                 "best_tokens_per_s", "baseline_tokens_per_s", "best_ref_contains",
                 "baseline_ref_contains"):
         assert _squash(figures[key]) in flat, f"{key}={figures[key]!r} not in the PDF"
@@ -273,8 +277,10 @@ def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, brow
     store = Store(settings.resolved_db_url())
     run_id = _stored_run(store)
 
+    stored = build_business_case(store, run_id).assumptions  # what the page starts at
+
     def case(**inputs):
-        return build_business_case(store, run_id, Assumptions(**inputs))
+        return build_business_case(store, run_id, replace(stored, **inputs))
 
     page.goto(f"{url}/business?run={run_id}")
     expect(page.get_by_role("heading", name="Business case")).to_be_visible(timeout=PAGE_MS)

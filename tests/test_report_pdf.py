@@ -83,8 +83,7 @@ def test_headline_figures_follow_from_stored_measurements(pilot):
     store, run, report = pilot["store"], pilot["run"], pilot["report"]
     results = store.results_frame(run.id)
     price = store.get_hardware("cpu-c7i-large").price_per_hour
-    volume = 1_000_000
-    monthly, per_1k, tok_s = {}, {}, {}
+    per_1k, tok_s = {}, {}
     for v in run.variants:
         if v.status != "done":
             continue
@@ -92,17 +91,15 @@ def test_headline_figures_follow_from_stored_measurements(pilot):
         req_s = len(sub) / v.wall_s
         tok_s[v.name] = int(sub.output_tokens.sum()) / v.wall_s
         per_1k[v.name] = cost.cost_per_1k_requests(price, req_s)
-        monthly[v.name] = cost.monthly_cost(price, req_s, volume)
     f = headline_figures(report)
+    # unit costs only: the monthly figure is the business case's (issue 12: one month)
+    assert not {"baseline_monthly", "monthly_saving", "requests_per_month"} & set(f)
     assert f["baseline_cost_per_1k"] == fmt_money(per_1k["baseline"])
-    assert f["baseline_monthly"] == fmt_money(monthly["baseline"])
-    assert f["requests_per_month"] == "1,000,000"
     assert f["price_per_hour"] == fmt_money(price)
     assert f["best_variant"] == "int8-weights"  # the only other variant that ran
     assert f["best_cost_per_1k"] == fmt_money(per_1k["int8-weights"])
-    assert f["monthly_saving"] == fmt_money(monthly["baseline"] - monthly["int8-weights"])
-    saving = (monthly["baseline"] - monthly["int8-weights"]) / monthly["baseline"]
-    assert f["saving_pct"] == fmt_pct(saving)
+    change = per_1k["int8-weights"] / per_1k["baseline"] - 1
+    assert f["unit_cost_change"] == fmt_pct(change)
     assert f["best_tokens_per_s"] == fmt_tok_s(tok_s["int8-weights"])
     int8 = next(v for v in run.variants if v.name == "int8-weights")
     assert f["best_weights"] == fmt_mb(int8.weight_bytes)
@@ -113,7 +110,8 @@ def test_headline_figures_follow_from_stored_measurements(pilot):
 def test_pdf_text_holds_headline_variants_and_assumptions(pilot):
     report = pilot["report"]
     text = _text(pilot["pdf"], pilot["dir"])
-    assert f"roilab business case - pdf-test (run #{report.run.id})" in text
+    assert f"roilab pilot measurements - pdf-test (run #{report.run.id})" in text
+    assert f"roilab report {report.run.id}" in text  # where the business case is
     for key, value in headline_figures(report).items():
         assert value in text, f"{key}={value!r} not in the PDF"
     for v in report.variants:
@@ -121,9 +119,8 @@ def test_pdf_text_holds_headline_variants_and_assumptions(pilot):
         assert fmt_money(v.cost_per_1k_requests) in text
     hw = report.hardware
     for expected in (hw.name, hw.price_source, hw.price_date, "Max new tokens 8", "Batch size 4",
-                     "Requests per month 1,000,000", "Requests replayed 3",
-                     "$/h / (req/s * 3600) * 1000", "$/h / (tok/s * 3600) * 1e6",
-                     "volume / (req/s * 3600) * $/h"):
+                     "Volume (business case) 1,000,000 requests/month", "Requests replayed 3",
+                     "$/h / (req/s * 3600) * 1000", "$/h / (tok/s * 3600) * 1e6"):
         assert expected in text
     # -layout puts a label beside the middle of its wrapped value (a long model path wraps
     # in CI's deeper temp dirs), so check each label and value in content-stream order.
@@ -193,13 +190,13 @@ def test_summary_when_a_variant_saves_money(pilot):
     base, other = report.variants[0], report.variants[1]
     cheaper = dataclasses.replace(
         other, cost_per_1k_requests=base.cost_per_1k_requests * 0.6,
-        monthly_cost=base.monthly_cost * 0.6, monthly_savings=base.monthly_cost * 0.4,
-        savings_fraction=0.4, tokens_per_s=base.tokens_per_s * 1.5)
+        tokens_per_s=base.tokens_per_s * 1.5)
     saving = dataclasses.replace(report, variants=(base, cheaper, *report.variants[2:]))
     f = headline_figures(saving)
     first = summary_paragraphs(saving)[1]
-    assert first.startswith(f"The largest saving comes from '{other.name}'")
-    assert f["monthly_saving"] in first and f["saving_pct"] == "40.0%"
+    assert first.startswith(f"The lowest unit cost beside it is '{other.name}'")
+    assert f["best_cost_per_1k"] in first and f["unit_cost_change"] == "-40.0%"
+    assert "see the business case" in first  # a unit cost is not a monthly saving
     assert "In short: faster" in summary_paragraphs(saving)[3]
     text = _text(render_pdf(saving), pilot["dir"], "saving.pdf")
     assert all(v in text for v in f.values())
@@ -214,11 +211,10 @@ def test_summary_when_no_variant_ran(pilot):
     only = dataclasses.replace(report, variants=(report.variants[0], failed),
                                results=report.results[report.results.variant == "baseline"])
     paras = summary_paragraphs(only)
-    assert "No variant saves money" in paras[1]
+    assert "No other variant produced a unit cost" in paras[1]
     assert "CUDA out of memory; lower the batch size" in paras[-1]
     assert set(headline_figures(only)) == {"baseline_cost_per_1k", "baseline_cost_per_1m_tokens",
-                                           "baseline_monthly", "price_per_hour",
-                                           "requests_per_month"}
+                                           "price_per_hour"}
     assert render_pdf(only, pd.DataFrame())[:5] == b"%PDF-"
 
 
