@@ -87,6 +87,11 @@ class Backend(ABC):
         """How the model was served, for the variant's report (e.g. compile warm-up times)."""
         return {}
 
+    def begin_pass(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Called before each timed pass: settle memory (free what the last pass left) and
+        start the peak-memory figure afresh, so each pass's peak is measured from the same
+        state and two passes agree. By default nothing (the peak runs on across passes)."""
+
     @abstractmethod
     def peak_memory_bytes(self) -> int | None:
         """Peak memory while serving: max allocated on CUDA; on CPU, peak process RSS over

@@ -305,10 +305,28 @@ class TransformersBackend(Backend):
             report["fullgraph_error"] = self._fullgraph_error
         return report
 
+    def begin_pass(self) -> None:
+        # Settled: garbage collected, freed pages handed back to the OS (malloc_trim) or to
+        # the CUDA caching allocator, then the peak restarts from there. Without it the CPU
+        # peak depended on what the previous pass (or variant) had left in the heap.
+        release_freed_memory()
+        if self.model is not None and self.model.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        elif self._sampler:
+            self._sampler.settle()
+
     def peak_memory_bytes(self) -> int | None:
         if self.model is not None and self.model.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated())
-        return self._sampler.peak_growth() if self._sampler else None
+        if self._sampler is None:
+            return None
+        if self._sampler.pass_rss is not None and self.model is not None:
+            # In a timed pass on CPU: the weights (counted exactly) plus what serving added
+            # to the settled RSS; repeats within a few percent (tests/test_pilot_protocol.py).
+            return model_weight_bytes(self.model) + self._sampler.pass_growth()
+        return self._sampler.peak_growth()
 
     def memory_report(self) -> dict:
         import psutil
@@ -323,7 +341,8 @@ class TransformersBackend(Backend):
             "device": "cuda" if cuda else "cpu", "peak_bytes": self.peak_memory_bytes(),
             "peak_method": "torch's allocated bytes on cuda:0, highest while serving (weights, "
                            "activations, KV cache)" if cuda else
-                           "process RSS over the RSS before loading, highest while serving",
+                           "weights plus the process RSS growth over the RSS "
+                           "settled before each timed pass (median of the passes)",
             "weight_bytes": model_weight_bytes(self.model) if self.model is not None else None,
             "kv_cache_tokens": tokens,
             "kv_cache_bytes": int(tokens * kv_token) if tokens and kv_token else None,

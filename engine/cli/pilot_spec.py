@@ -13,6 +13,7 @@ def build_spec(args):
     from engine.specs.pilot import (
         CostSettings,
         GenerationSettings,
+        MeasurementSettings,
         PilotSpec,
         parse_pilot_spec,
         pilot_variants,
@@ -38,6 +39,7 @@ def build_spec(args):
         name=args.name, workload_id=args.workload, variants=variants,
         generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
                                       batch_size=args.batch_size),
+        measurement=MeasurementSettings(repeats=args.repeats),
         cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
                           requests_per_month=args.requests_per_month),
         max_requests=args.max_requests).model_dump(mode="json"))
@@ -49,7 +51,8 @@ SPEC_OVERRIDES = {"name": ("name",), "max_requests": ("max_requests",),
                   "max_new_tokens": ("generation", "max_new_tokens"),
                   "batch_size": ("generation", "batch_size"), "hardware": ("cost", "hardware"),
                   "price": ("cost", "price_per_hour"),
-                  "requests_per_month": ("cost", "requests_per_month")}
+                  "requests_per_month": ("cost", "requests_per_month"),
+                  "repeats": ("measurement", "repeats")}
 # ... and these build variants, which the spec defines: refused rather than ignored.
 VARIANT_FLAGS = ("model", "backend", "variants", "rate", "device", "dtype")
 
@@ -132,6 +135,9 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
     p.add_argument("--max-requests", action=Given, type=int, default=max_requests)
     p.add_argument("--max-new-tokens", action=Given, type=int, default=48)
     p.add_argument("--batch-size", action=Given, type=int, default=8)
+    p.add_argument("--repeats", action=Given, type=int, default=None,
+                   help="timed passes per variant (median and spread reported); default: "
+                        "3 on a GPU, 2 on CPU, 1 for an endpoint")
     p.add_argument("--hardware", action=Given, default="cpu-c7i-large",
                    help="catalog key, see `roilab hardware`")
     p.add_argument("--price", action=Given, type=float, default=None,
@@ -139,6 +145,6 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
                         "default: catalog price")
     p.add_argument("--requests-per-month", action=Given, type=int, default=1_000_000)
     p.add_argument("--spec", help="a PilotSpec JSON file; --name, --max-requests, "
-                   "--max-new-tokens, --batch-size, --hardware, --price and "
+                   "--max-new-tokens, --batch-size, --repeats, --hardware, --price and "
                    "--requests-per-month given with it apply over its values; the "
                    "variant flags above are refused with it")

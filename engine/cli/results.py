@@ -35,9 +35,10 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
             "base_cosine", "cost_per_1k_requests", "cost_per_1m_output_tokens"]
     frame = report.frame()[cols].copy()
     frame["name"] = frame["name"].map(terminal_safe)  # one row per variant, even with a \n
-    for col in ("peak_mem_bytes", "weight_bytes"):  # MiB with thousands separators: GPU-sized
+    for col in ("weight_bytes",):  # MiB with thousands separators: GPU-sized (peak: below)
         frame[col] = [_count(None if x is None else x / 2**20) for x in frame[col]]
     frame["kv_cache_tokens"] = [_count(x) for x in frame["kv_cache_tokens"]]
+    frame = _with_stability(frame, report)
     frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
                                   "kv_cache_tokens": "kv_tokens",
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
@@ -52,6 +53,7 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
     for v in report.variants:
         if v.status == "failed":
             say(f"  {terminal_safe(v.name)} failed: {v.error}")
+    _say_stability(report, say)
     for name in speed_memory_only(report):  # no accuracy columns for these, and why
         say(f"  {terminal_safe(name)}: {RANDOM_WEIGHTS}")
     if report.run.status in ("partial", "failed"):
@@ -62,6 +64,38 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
 
 
 _RETIRED = ("monthly_cost", "monthly_savings", "savings_fraction")
+
+
+def _with_stability(frame, report):
+    """The table with each variant's timed passes, its tokens/s spread (± half the range)
+    and, after each figure the protocol found unstable, a "*" (engine.pilot.stability)."""
+    from engine.pilot.stability import spread_text
+
+    frame.insert(3, "passes", [v.passes for v in report.variants])
+    frame.insert(5, "tok_s_spread", [spread_text(v.tokens_per_s_spread) for v in report.variants])
+    for col, figure in (("tokens_per_s", "tokens/s"), ("latency_p95_s", "p95 latency"),
+                        ("peak_mem_bytes", "peak memory")):
+        frame[col] = [_star(x, figure in v.unstable or "baseline drift" in v.unstable
+                            and figure != "peak memory", col == "peak_mem_bytes")
+                      for x, v in zip(frame[col], report.variants, strict=True)]
+    return frame
+
+
+def _star(x, unstable: bool, mib: bool) -> str:
+    text = _count(None if x is None else x / 2**20) if mib else (
+        "n/a" if x is None or x != x else f"{x:.4g}")
+    return text + ("*" if unstable else "")
+
+
+def _say_stability(report, say) -> None:
+    """How the figures were measured, and the protocol's warnings (unstable, busy machine)."""
+    from engine.pilot.stability import stability_lines
+
+    passes = sorted({v.passes for v in report.variants})
+    say(f"  Speed and memory are medians over {'/'.join(map(str, passes))} timed pass(es) per "
+        "variant; * marks a figure whose passes spread too far (or whose baseline drifted).")
+    for line in stability_lines(report):
+        say(f"  {line}")
 
 
 def say_case(report, store, say) -> None:

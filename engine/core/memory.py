@@ -129,6 +129,20 @@ class RssPeakSampler:
     def reset_peak(self) -> None:
         self.peak_rss = self._proc.memory_info().rss
 
+    pass_rss: int | None = None  # RSS when the current timed pass began (``settle``)
+
+    def settle(self) -> None:
+        """Start a timed pass: its growth (``pass_growth``) is counted from the RSS now. The
+        caller frees what it can first (``release_freed_memory``), so every pass starts from
+        the same state; RSS over the RSS before loading instead depended on what earlier
+        variants had left in the heap (and went negative once malloc_trim returned it)."""
+        self.pass_rss = self.peak_rss = self._proc.memory_info().rss
+
+    def pass_growth(self) -> int:
+        """Highest RSS since ``settle`` minus the RSS then (activations, KV cache)."""
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+        return self.peak_rss - (self.pass_rss or self.start_rss)
+
     def peak_growth(self) -> int:
         self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
         return self.peak_rss - self.start_rss

@@ -5,7 +5,7 @@ stored measurement or a pure function (engine.economics.cost) of stored measurem
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,6 +15,7 @@ from engine.core.domain import Run, Status, Workload
 from engine.economics import cost
 from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import Hardware
+from engine.pilot import stability
 from engine.specs.pilot import PilotSpec, VariantSpec
 from engine.store.store import Store
 
@@ -73,6 +74,15 @@ class VariantSummary:
     kv_method: str | None = None
     peak_method: str | None = None
     device_memory_bytes: int | None = None  # one device's memory
+    # The measurement protocol (engine.pilot.stability): tokens/s, latency and peak memory
+    # above are medians over ``passes`` timed passes; spreads are (max - min) / median.
+    passes: int = 1
+    tokens_per_s_spread: float | None = None
+    latency_p95_spread: float | None = None
+    peak_mem_spread: float | None = None
+    baseline_drift: float | None = None  # the baseline only: its end re-measure vs its passes
+    unstable: tuple[str, ...] = ()  # figures whose spread (or the baseline's drift) is too big
+    busy: str | None = None  # why the machine was busy while it ran, else None
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,13 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
                                                 len(sub) if ok else 0, v.wall_s or 0.0,
                                                 devices_of(v.spec)))
     costs = cost.variant_costs(measured, price, volume, run.variants[0].name)
-    summaries = tuple(_summarise(v, vs, results[results.variant_id == v.id], c, price)
-                      for v, vs, c in zip(run.variants, spec.variants, costs, strict=True))
+    passes = store.passes_frame(run_id)
+    run_drift = stability.baseline_drift(passes[passes.variant_id == run.variants[0].id])
+    summaries = tuple(
+        replace(_summarise(v, vs, results[results.variant_id == v.id], c, price),
+                **asdict(stability.variant_stability(passes[passes.variant_id == v.id],
+                                                     run_drift, i == 0)))
+        for i, (v, vs, c) in enumerate(zip(run.variants, spec.variants, costs, strict=True)))
     return PilotReport(run=run, spec=spec, workload=store.get_workload(run.workload_id), hardware=hw,
                        price_per_hour=price, requests_per_month=volume, variants=summaries,
                        results=results, generated_at=datetime.now(UTC))

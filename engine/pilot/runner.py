@@ -6,6 +6,7 @@ variant is stored with its reason. Presentation is injected through ``on_progres
 """
 from __future__ import annotations
 
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from dataclasses import dataclass, replace
 from engine.backends import Backend, get_backend
 from engine.backends.base import resolve_device
 from engine.core.domain import (
-    Generation,
     RequestResult,
     Run,
     Status,
@@ -26,12 +26,13 @@ from engine.core.domain import (
 from engine.core.errors import RoilabError, SpecError
 from engine.core.settings import Settings
 from engine.models.prep import check_model_name, is_random_model, resolve_model
-from engine.pilot import accuracy
+from engine.pilot import accuracy, protocol
 from engine.pilot.liveness import Heartbeat, reap_dead_runs, stop_run, this_host
 from engine.specs.pilot import (
     GenerationSettings,
     PilotSpec,
     VariantSpec,
+    default_repeats,
     variant_generation,
 )
 from engine.store.store import Store
@@ -208,10 +209,11 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
             if i == 0 and not is_random_model(vspec.model):
                 baseline = store.get_results(vrun.id)
             continue
-        # Each prompt-stage technique (prompt compression) is a pass of its own over the
-        # requests: it gets its share of the bar.
-        steps = len(requests) * (1 + len(_prompt_stage(vspec)))
-        notify = _notifier(on_progress, vspec.name, i, len(spec.variants), steps)
+        # Each prompt-stage technique (prompt compression) and each timed pass is a pass of
+        # its own over the requests: each gets its share of the bar.
+        repeats = _repeats(spec, vspec)
+        steps = len(requests) * (repeats + len(_prompt_stage(vspec)))
+        notify = _notifier(on_progress, vspec.name, i, _bar_steps(spec), steps)
         if refused[vspec.name]:
             store.set_variant_status(vrun.id, Status.FAILED, refused[vspec.name])
             notify(steps, "refused")
@@ -220,7 +222,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         try:
             results, measured = _run_variant(
                 vspec, requests, calibration, variant_generation(spec.generation, vspec),
-                settings, notify)
+                settings, notify, repeats)
             if not is_random_model(vspec.model):  # random weights: accuracy not measured
                 embedder = embedder or accuracy.Embedder(settings.embedding_model)
                 results = score(results, requests, baseline if i else None, embedder)
@@ -231,6 +233,46 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         except Exception as exc:  # a failing variant is recorded; the others still run
             store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
             notify(steps, f"failed: {_reason(exc)}")
+    _remeasure_baseline(spec, store.get_run(run.id), requests, calibration, store, settings,
+                        on_progress)
+
+
+def _repeats(spec: PilotSpec, vspec: VariantSpec) -> int:
+    try:
+        device = resolve_device(vspec.device)
+    except RoilabError:
+        device = "cpu"  # preflight refuses it with the reason
+    return default_repeats(spec.measurement, vspec.backend, device)
+
+
+def _bar_steps(spec: PilotSpec) -> int:
+    """Sections of the progress bar: one per variant, one for the baseline's re-measure."""
+    again = spec.measurement.remeasure_baseline and len(spec.variants) > 1
+    return len(spec.variants) + again
+
+
+def _remeasure_baseline(spec: PilotSpec, run: Run, requests: list[StoredRequest],
+                        calibration: Calibration, store: Store, settings: Settings,
+                        on_progress: ProgressFn | None) -> None:
+    """Time the baseline once more after every other variant (engine.pilot.protocol): the
+    run's noise floor. Skipped for a one-variant pilot, a failed baseline, or one measured
+    again already (a resumed run); a failure here is noted, never fails the run."""
+    base, vspec = run.variants[0], spec.baseline
+    if (not spec.measurement.remeasure_baseline or len(run.variants) < 2
+            or base.status != Status.DONE
+            or any(p.role == "baseline_end" for p in store.get_passes(base.id))):
+        return
+    steps = len(requests) * (1 + len(_prompt_stage(vspec)))
+    notify = _notifier(on_progress, f"{vspec.name} (again)", len(run.variants),
+                       _bar_steps(spec), steps)
+    try:
+        _, measured = _run_variant(vspec, requests, calibration,
+                                   variant_generation(spec.generation, vspec), settings, notify,
+                                   1, role="baseline_end")
+        store.add_passes(base.id, list(measured.passes))
+        notify(steps, "done")
+    except Exception as exc:  # noqa: BLE001 - the noise floor is a check, not a result
+        notify(steps, f"baseline re-measure failed: {_reason(exc)}")
 
 
 def create_pilot_run(spec: PilotSpec, store: Store) -> Run:
@@ -257,8 +299,10 @@ def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total
 
 
 def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
-                 gen: GenerationSettings, settings: Settings, notify
-                 ) -> tuple[list[RequestResult], VariantMeasurements]:
+                 gen: GenerationSettings, settings: Settings, notify, repeats: int = 1,
+                 role: str = "timed") -> tuple[list[RequestResult], VariantMeasurements]:
+    """Load, warm up, prepare the prompts, then ``repeats`` timed passes (engine.pilot.protocol):
+    the first pass's outputs, each request's median latency, the medians as measurements."""
     notify(0, "preparing model")
     backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
     try:
@@ -271,18 +315,18 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         # otherwise pay differently depending on its position in the pilot.
         notify(0, "warming up")
         backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
-        warm_s0 = backend.warm_up_s
         t0 = time.perf_counter()
         sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
                                                             notify)
+        prepare_s = time.perf_counter() - t0
+        prepare_peak = backend.peak_memory_bytes()  # whatever a technique loaded counts
         report.update(prompt_reports)
         offset = len(sent) * len(prompt_reports)
-        t_order = time.perf_counter()
-        order = batch_order(backend, sent)
-        order_s = time.perf_counter() - t_order  # our scheduling bookkeeping, not serving
-        gens = _generate_batched(backend, sent, order, gen, lambda d, m: notify(offset + d, m))
-        # Compiling for a shape first seen mid-pass is start-up, not serving time.
-        wall_s = time.perf_counter() - t0 - order_s - (backend.warm_up_s - warm_s0)
+        order = batch_order(backend, sent)  # bookkeeping, outside every timed pass
+        all_gens, passes = protocol.timed_passes(
+            backend, sent, order, gen.batch_size, gen.max_new_tokens, repeats, prepare_s,
+            compress_s, lambda d, m: notify(offset + d, m), role)
+        gens = protocol.median_generations(all_gens)
         if backend.serving_report():
             report["serving"] = backend.serving_report()
         if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
@@ -295,11 +339,16 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
             output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
             compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s, strict=True)]
         report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
+        report["measurement"] = protocol.measurement_report(passes,
+                                                            protocol.outputs_differ(all_gens))
+        peak = protocol.spread([p.peak_mem_bytes for p in passes])
+        peak_bytes = max(int(peak.median), prepare_peak or 0) if peak else prepare_peak
+        report["memory"]["peak_bytes"] = peak_bytes
         return results, VariantMeasurements(
-            load_s=info.load_s, weight_bytes=info.weight_bytes,
-            peak_mem_bytes=backend.peak_memory_bytes(), wall_s=wall_s,
-            throughput_tok_s=sum(g.output_tokens for g in gens) / wall_s, device=info.device,
-            technique_report=report)
+            load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
+            wall_s=statistics.median(p.wall_s for p in passes),
+            throughput_tok_s=statistics.median(p.throughput_tok_s for p in passes),
+            device=info.device, technique_report=report, passes=tuple(passes))
     finally:
         backend.close()
 
@@ -333,21 +382,6 @@ def batch_order(backend: Backend, prompts: list[list[dict]]) -> list[int]:
     for this is roilab's bookkeeping: the runner keeps it out of the timed serving wall
     (at batch 64 on an H200 it was ~5% of the pass)."""
     return sorted(range(len(prompts)), key=lambda i: backend.count_tokens(prompts[i]))
-
-
-def _generate_batched(backend: Backend, prompts: list[list[dict]], order: list[int],
-                      gen: GenerationSettings, notify) -> list[Generation]:
-    """Generate in batches of ``gen.batch_size`` in ``order``; results in the prompts' order."""
-    out: list[Generation | None] = [None] * len(prompts)
-    done = 0
-    for start in range(0, len(order), gen.batch_size):
-        idx = order[start:start + gen.batch_size]
-        notify(done, f"generating {done + 1}-{done + len(idx)} of {len(prompts)}")
-        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], gen.max_new_tokens), strict=True):
-            out[i] = g
-        done += len(idx)
-        notify(done, f"generated {done} of {len(prompts)}")
-    return out  # type: ignore[return-value]
 
 
 def score(results: list[RequestResult], requests: list[StoredRequest],

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from engine.core.domain import Run
 
 __all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", "PilotSpec",
-           "GenerationSettings", "CostSettings", "VllmOptions", "EndpointOptions",
+           "GenerationSettings", "MeasurementSettings", "CostSettings", "VllmOptions", "EndpointOptions",
            "BUILT_IN_VARIANTS", "DEFAULT_PILOT", "default_pilot_variants", "default_variants",
-           "pilot_variants", "parse_pilot_spec", "variant_generation"]
+           "pilot_variants", "parse_pilot_spec", "variant_generation", "default_repeats",
+           "DEFAULT_REPEATS"]
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"  # the small model roilab prepares itself
 
@@ -92,6 +93,30 @@ class GenerationSettings(_Spec):
     # Greedy decoding: variant-vs-baseline agreement is only meaningful without sampling.
 
 
+class MeasurementSettings(_Spec):
+    """How each variant is timed (engine.pilot.protocol): ``repeats`` timed passes over the
+    same requests (the first also gives the outputs accuracy is scored on; decoding is greedy,
+    so later passes only re-time), and the baseline timed once more after every other
+    variant, as the run's noise floor. ``repeats`` None: the device's default
+    (``default_repeats``)."""
+
+    repeats: int | None = Field(None, ge=1, le=20)
+    remeasure_baseline: bool = True
+
+
+# Timed passes per variant when the spec leaves it open: a GPU pass is short and its noise
+# (clocks, other tenants) is what repeats average out; a CPU pass is slow, so two; an
+# endpoint is someone else's server, billed per request: one, unless asked.
+DEFAULT_REPEATS = {"cuda": 3, "cpu": 2, "endpoint": 1}
+
+
+def default_repeats(measurement: MeasurementSettings, backend: str, device: str) -> int:
+    """The timed passes a variant on ``backend`` / ``device`` ("cpu", "cuda") gets."""
+    if measurement.repeats is not None:
+        return measurement.repeats
+    return DEFAULT_REPEATS["endpoint" if backend == "endpoint" else device]
+
+
 class CostSettings(_Spec):
     hardware: str = "cpu-c7i-large"  # key into engine.economics.cost catalog
     price_per_hour: float | None = Field(None, ge=0, description="None = the catalog price")
@@ -112,6 +137,7 @@ class PilotSpec(_Spec):
     workload_id: int
     variants: tuple[VariantSpec, ...] = Field(min_length=1)
     generation: GenerationSettings = GenerationSettings()
+    measurement: MeasurementSettings = MeasurementSettings()
     cost: CostSettings = CostSettings()
     max_requests: int | None = Field(None, ge=1)
 
@@ -172,6 +198,7 @@ def _readable(cls: type[BaseModel], data: Mapping[str, Any]) -> Any:
         out = _known(cls, out)
         out["generation"] = _known(GenerationSettings, out.get("generation") or {})
         out["cost"] = _known(CostSettings, out.get("cost") or {})
+        out["measurement"] = _known(MeasurementSettings, out.get("measurement") or {})
         if isinstance(out.get("variants"), list | tuple):
             out["variants"] = [_readable(VariantSpec, v) for v in out["variants"]]
         return out

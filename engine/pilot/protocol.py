@@ -1,0 +1,269 @@
+"""The measurement protocol: how a variant's speed and memory are timed so that they repeat.
+
+A variant, once loaded and warmed up, runs ``repeats`` timed passes over the same requests
+(``engine.specs.pilot.MeasurementSettings``; default per device, ``DEFAULT_REPEATS``). The
+first pass's outputs are the ones scored for accuracy; decoding is greedy, so later passes
+only re-time. The repeats run back to back while the model stays loaded (loading a variant
+again for each pass would cost more than the pass, and holding every variant loaded at once
+would need the memory of all of them): they are not interleaved across variants. Instead
+the baseline is loaded again after every other variant and timed once more
+(``role="baseline_end"``): how far it drifted from its first measurement is the run's noise
+floor, and catches a machine that got busier or cooler during the run.
+
+Every pass is stored (``TimedPass``, table ``variant_passes``); the variant row keeps the
+medians, so the report and the business case read medians. A figure whose passes spread by
+more than ``UNSTABLE_SPREAD`` of its median, or any figure of a run whose baseline drifted by
+more than ``BASELINE_DRIFT``, is marked unstable. While each pass runs, a thread samples how
+busy the machine is besides this process (other processes' CPU, the load average, GPU
+utilisation and other processes on the GPU through NVML).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core.domain import Generation, TimedPass
+
+UNSTABLE_SPREAD = 0.10  # (max - min) / median of a figure's passes above this: unstable
+BASELINE_DRIFT = 0.10  # baseline's end re-measure off its first median by more: unstable
+BUSY_CPU_PCT = 25.0  # other processes' CPU, % of the whole machine, above this: busy
+BUSY_LOAD_PER_CPU = 1.0  # 1-minute load average per CPU (this process included) above this
+BUSY_GPU_OTHERS = 1  # this many other processes on the GPU: busy
+SAMPLE_S = 0.5  # how often the machine's load is sampled during a pass
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and range of one figure over a variant's passes."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def relative(self) -> float:
+        """(max - min) / median: 0 for one pass or identical passes."""
+        return (self.high - self.low) / self.median if self.median else 0.0
+
+
+def spread(values: Sequence[float | None]) -> Spread | None:
+    """The Spread of the values given (None ignored); None when there are none."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    return Spread(statistics.median(vals), min(vals), max(vals), len(vals))
+
+
+def drift(first: float | None, again: float | None) -> float | None:
+    """Relative change of the baseline's re-measure from its first figure: again/first - 1."""
+    if not first or again is None:
+        return None
+    return again / first - 1
+
+
+# ---- how busy the machine is ------------------------------------------------------------
+
+class MachineSampler:
+    """Samples, in a thread, how busy the machine is besides this process and its children.
+
+    Used as a context manager around a timed pass; ``summary()`` then gives the mean CPU share
+    of other processes (% of all CPUs), the highest 1-minute load average, the mean GPU
+    utilisation and the number of other processes holding GPU memory (NVML; None without).
+    """
+
+    def __init__(self, interval_s: float = SAMPLE_S) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._interval = interval_s
+        self._me = psutil.Process()
+        self._procs: dict[int, Any] = {}
+        self._cpu: list[float] = []
+        self._load: list[float] = []
+        self._gpu: list[float] = []
+        self._gpu_others = 0
+        self._nvml = _nvml_handle()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> MachineSampler:
+        self._psutil.cpu_percent(None)  # primes the counters: the next call covers from now
+        self._own_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sample()  # a pass shorter than the interval still gets one sample
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def _own_cpu(self) -> float:
+        """CPU % (one CPU = 100) of this process and its children since the last call."""
+        total = 0.0
+        try:
+            procs = [self._me, *self._me.children(recursive=True)]
+        except self._psutil.Error:
+            procs = [self._me]
+        for p in procs:
+            known = self._procs.setdefault(p.pid, p)
+            try:
+                total += known.cpu_percent(None)
+            except self._psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        system = self._psutil.cpu_percent(None)  # % of all CPUs
+        own = self._own_cpu() / (os.cpu_count() or 1)
+        self._cpu.append(max(0.0, system - own))
+        try:
+            self._load.append(os.getloadavg()[0])
+        except OSError:
+            pass
+        if self._nvml is not None:
+            self._sample_gpu()
+
+    def _sample_gpu(self) -> None:
+        import pynvml
+
+        try:
+            self._gpu.append(float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu))
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml)
+            mine = {self._me.pid, *self._procs}
+            self._gpu_others = max(self._gpu_others, sum(p.pid not in mine for p in procs))
+        except Exception:  # noqa: BLE001 - a GPU reading is a bonus, never a failure
+            self._nvml = None
+
+    def summary(self) -> dict[str, float | int | None]:
+        mean = statistics.fmean
+        return {"others_cpu_pct": round(mean(self._cpu), 1) if self._cpu else None,
+                "load_avg_1m": round(max(self._load), 2) if self._load else None,
+                "gpu_util_pct": round(mean(self._gpu), 1) if self._gpu else None,
+                "gpu_other_procs": self._gpu_others if self._nvml is not None else None}
+
+
+def _nvml_handle():
+    """NVML's handle of the first visible GPU, or None (no GPU, no pynvml): asked through
+    NVML so that no CUDA context is created (engine.backends.vllm_host does the same)."""
+    try:
+        import pynvml
+
+        from engine.backends.vllm_host import nvml_index
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetHandleByIndex(nvml_index(0))
+    except Exception:  # noqa: BLE001 - no NVML here
+        return None
+
+
+def busy_reason(p: TimedPass | dict) -> str | None:
+    """Why the machine counts as busy during a pass (or a summary dict of one), else None."""
+    get = p.get if isinstance(p, dict) else lambda k: getattr(p, k)
+    cpus = os.cpu_count() or 1
+    if (get("others_cpu_pct") or 0) > BUSY_CPU_PCT:
+        return f"other processes used {get('others_cpu_pct'):.0f}% of the CPUs"
+    if (get("load_avg_1m") or 0) > BUSY_LOAD_PER_CPU * cpus:
+        return f"load average {get('load_avg_1m'):.1f} on {cpus} CPUs"
+    if (get("gpu_other_procs") or 0) >= BUSY_GPU_OTHERS:
+        return f"{get('gpu_other_procs')} other process(es) on the GPU"
+    return None
+
+
+# ---- the timed passes -------------------------------------------------------------------
+
+def generate_batched(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
+                     max_new_tokens: int, notify) -> list[Generation]:
+    """Generate in batches of ``batch_size`` in ``order``; results in the prompts' order."""
+    out: list[Generation | None] = [None] * len(prompts)
+    done = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        notify(done, f"generating {done + 1}-{done + len(idx)} of {len(prompts)}")
+        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], max_new_tokens),
+                        strict=True):
+            out[i] = g
+        done += len(idx)
+        notify(done, f"generated {done} of {len(prompts)}")
+    return out  # type: ignore[return-value]
+
+
+def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
+                 max_new_tokens: int, repeats: int, prepare_s: float,
+                 compress_s: Sequence[float], notify: Callable[[int, str], None],
+                 role: str = "timed") -> tuple[list[list[Generation]], list[TimedPass]]:
+    """Run ``repeats`` timed passes of the same prompts; each pass's generations and its
+    TimedPass. ``prepare_s`` (the prompt-stage techniques' seconds, run once before) is part
+    of every pass's wall time, as ``compress_s`` is of each request's latency; compile
+    warm-up met mid-pass is not (start-up, not serving)."""
+    n = len(prompts)
+    all_gens, passes = [], []
+    for k in range(repeats):
+        backend.begin_pass()
+        warm0 = backend.warm_up_s
+        with MachineSampler() as machine:
+            t0 = time.perf_counter()
+            gens = generate_batched(backend, prompts, order, batch_size, max_new_tokens,
+                                    lambda d, m, k=k: notify(k * n + d, _label(m, k, repeats)))
+            wall = time.perf_counter() - t0 - (backend.warm_up_s - warm0) + prepare_s
+        lat = [g.latency_s + cs for g, cs in zip(gens, compress_s, strict=True)]
+        tokens = sum(g.output_tokens for g in gens)
+        passes.append(TimedPass(pass_index=k, role=role, wall_s=wall,
+                                throughput_tok_s=tokens / wall if wall > 0 else 0.0,
+                                output_tokens=tokens, latency_p50_s=_pct(lat, 50),
+                                latency_p95_s=_pct(lat, 95),
+                                peak_mem_bytes=backend.peak_memory_bytes(),
+                                **machine.summary()))
+        all_gens.append(gens)
+    return all_gens, passes
+
+
+def _label(message: str, k: int, repeats: int) -> str:
+    return message if repeats == 1 else f"pass {k + 1}/{repeats}: {message}"
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else None
+
+
+def median_generations(all_gens: list[list[Generation]]) -> list[Generation]:
+    """The first pass's generations (the outputs scored), each with its latency and time to
+    first token the median over the passes."""
+    from dataclasses import replace
+
+    return [replace(g, latency_s=statistics.median(p[i].latency_s for p in all_gens),
+                    ttft_s=statistics.median(p[i].ttft_s for p in all_gens))
+            for i, g in enumerate(all_gens[0])]
+
+
+def outputs_differ(all_gens: list[list[Generation]]) -> int:
+    """Requests whose output text differs in a later pass from the first (greedy decoding
+    should repeat exactly; a difference is reported, not hidden)."""
+    return sum(any(p[i].text != g.text for p in all_gens[1:]) for i, g in enumerate(all_gens[0]))
+
+
+def measurement_report(passes: list[TimedPass], differ: int) -> dict[str, Any]:
+    """What the protocol did, for ``technique_report["measurement"]``: passes, spreads, how
+    busy the machine was (the busiest pass)."""
+    report: dict[str, Any] = {"passes": len(passes), "repeated_outputs_differ": differ,
+                              "interleaved": False}
+    for key in ("throughput_tok_s", "latency_p95_s", "peak_mem_bytes"):
+        s = spread([getattr(p, key) for p in passes])
+        if s is not None:
+            report[f"{key}_spread"] = round(s.relative, 4)
+    busiest = max(passes, key=lambda p: p.others_cpu_pct or 0.0)
+    report["machine"] = {k: getattr(busiest, k) for k in
+                         ("others_cpu_pct", "load_avg_1m", "gpu_util_pct", "gpu_other_procs")}
+    report["machine"]["busy"] = next((r for p in passes if (r := busy_reason(p))), None)
+    return report
