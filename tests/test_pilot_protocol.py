@@ -101,7 +101,7 @@ def test_every_pass_is_stored_the_variant_keeps_medians_and_the_baseline_is_meas
 
 
 class SlowOncePass(TransformersBackend):
-    """The fault injected: the second timed pass of a variant named "slow" sleeps per batch."""
+    """The fault injected: the second timed pass of a variant named "slow" sleeps 2 s per batch."""
 
     def begin_pass(self) -> None:
         super().begin_pass()
@@ -109,7 +109,7 @@ class SlowOncePass(TransformersBackend):
 
     def generate(self, batch, max_new_tokens):
         if self.spec.name == "slow" and getattr(self, "_pass", -1) == 1:
-            time.sleep(0.5)
+            time.sleep(2.0)
         return super().generate(batch, max_new_tokens)
 
 
@@ -123,9 +123,35 @@ def test_a_slow_pass_marks_the_variant_unstable(settings, monkeypatch) -> None:
     slow = rep.variants[1]
     assert "tokens/s" in slow.unstable and slow.tokens_per_s_spread > protocol.UNSTABLE_SPREAD
     walls = [p.wall_s for p in store.get_passes(run.variants[1].id)]
-    assert walls[1] > min(walls) + 0.9  # two batches slept 0.5 s each
+    assert walls[1] >= 4.0 and walls[1] == max(walls)  # two batches slept 2 s each
     lines = stability_lines(rep)
     assert any(line.startswith("Unstable: slow's tokens/s") for line in lines), lines
+    _shown_on_the_results_page_and_in_the_pdf(settings, monkeypatch, rep, "Unstable: slow")
+
+
+def _shown_on_the_results_page_and_in_the_pdf(settings, monkeypatch, rep, warning) -> None:
+    """The Results page's "Measurement stability" block and the pilot PDF carry the warning."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from engine.reports.pilot_pdf import render_pdf
+
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+    st.cache_data.clear()
+    at = AppTest.from_string("from app.views import results\nresults.render()",
+                             default_timeout=120)
+    at.query_params["run"] = str(rep.run.id)
+    at.run()
+    assert not at.exception
+    assert "Measurement stability" in [h.value for h in at.subheader]
+    assert any(warning in w.value.replace("\\", "") for w in at.warning)
+    table = next(d.value for d in at.dataframe if "tokens_per_s_spread" in d.value.columns)
+    assert list(table.passes) == [v.passes for v in rep.variants]
+    pdf = render_pdf(rep)
+    text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True,
+                          check=True).stdout.decode()
+    assert "Measurement stability" in text and warning in text
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import business_charts, case_view, data, nav, ui
+from app import business_charts, case_view, data, nav, stability_view, ui
 from engine.business.case import Assumptions, BusinessCase, require_measured_baseline
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
@@ -43,6 +43,7 @@ def render() -> None:
     if a is None:
         return
     case = data.business_case(run_id, a)
+    stability_view.render_warnings(data.report(run_id))  # unstable figures, a busy machine
     _render_answer(case)
     _render_charts(case)
     _render_variant_table(case)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import case_view, data, nav, ui
+from app import case_view, data, nav, stability_view, ui
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS
@@ -43,6 +43,7 @@ def _render_headline(run: Run) -> None:
             f"${rep.price_per_hour:g}/h per device")
     if run.status == Status.PARTIAL:
         st.warning(ui.escape_md(f"Partial run: {run.error}"))
+    stability_view.render_warnings(rep)  # unstable figures, a busy machine
     unscored = speed_memory_only(rep)
     if unscored:
         st.caption(ui.escape_md(f"{', '.join(unscored)}: {RANDOM_WEIGHTS}."))

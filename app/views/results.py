@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import case_view, charts, data, nav, ui
+from app import case_view, charts, data, nav, stability_view, ui
 from engine.business.case import require_measured_baseline
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
+from engine.pilot.protocol import BASELINE_DRIFT, UNSTABLE_SPREAD
 from engine.pilot.report import (
     PilotReport,
     speed_memory_findings,
@@ -19,6 +20,7 @@ from engine.pilot.report import (
     technique_figures,
 )
 from engine.pilot.runner import CANCELLABLE, RESUMABLE
+from engine.pilot.stability import stability_frame
 
 
 def render() -> None:
@@ -36,6 +38,7 @@ def render() -> None:
     _render_failures(rep)
     _render_charts(rep)
     _render_variant_table(rep)
+    _render_stability(rep)
     _render_technique_figures(rep)
     _render_side_by_side(rep)
     _render_traceability(run)
@@ -221,6 +224,28 @@ def _render_variant_table(rep: PilotReport) -> None:
               for col, (label, fmt) in _VARIANT_COLUMNS.items()}
     ui.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
                  key="table.variants")
+
+
+def _render_stability(rep: PilotReport) -> None:
+    """The measurement protocol: timed passes per variant, medians and spreads, the figures
+    found unstable, the baseline's drift and how busy the machine was (engine.pilot.stability)."""
+    st.subheader("Measurement stability")
+    st.caption(f"Each variant's speed, latency and peak memory above are medians over its timed "
+               f"passes; spread is (max - min) / median over them. A figure is unstable when it "
+               f"spreads by more than {UNSTABLE_SPREAD:.0%}, or when the baseline, timed again "
+               f"after every other variant, drifted by more than {BASELINE_DRIFT:.0%}. Machine "
+               "busy: other processes' CPU or GPU use while a pass ran.")
+    stability_view.render_warnings(rep)
+    pct = {"format": "%.1f%%"}
+    frame = stability_frame(rep)
+    for col in ("tokens_per_s_spread", "latency_p95_spread", "peak_mem_spread", "baseline_drift"):
+        frame[col] = frame[col] * 100
+    config = {"tokens_per_s": st.column_config.NumberColumn("tokens/s (median)", format="%.1f"),
+              "latency_p95_s": st.column_config.NumberColumn("p95 latency (s)", format="%.2f"),
+              **{c: st.column_config.NumberColumn(c.replace("_", " "), **pct) for c in
+                 ("tokens_per_s_spread", "latency_p95_spread", "peak_mem_spread",
+                  "baseline_drift")}}
+    ui.dataframe(frame, hide_index=True, column_config=config, key="table.stability")
 
 
 def _render_technique_figures(rep: PilotReport) -> None:

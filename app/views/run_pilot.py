@@ -83,6 +83,13 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         v["max_new_tokens"] = b.number_input("Max new tokens", min_value=1, max_value=4096,
                                              value=48)
         v["batch_size"] = c.number_input("Batch size", min_value=1, max_value=256, value=8)
+        v["repeats"] = a.number_input(
+            "Timed passes per variant", min_value=1, max_value=20, value=None,
+            placeholder="device default",
+            help="Each variant is timed this many times over the same requests (the first "
+                 "pass's outputs are scored); the report shows the median and the spread, and "
+                 "the baseline is timed once more at the end. Empty: 3 on a GPU, 2 on CPU, 1 "
+                 "for an endpoint.")
         a, b, c = st.columns(3)
         v["hardware"] = a.selectbox(
             "Priced as hardware", hw_keys,
@@ -137,6 +144,7 @@ def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
             "variants": variants, "max_requests": int(v["max_requests"]),
             "generation": {"max_new_tokens": int(v["max_new_tokens"]),
                            "batch_size": int(v["batch_size"])},
+            "measurement": {"repeats": None if v.get("repeats") is None else int(v["repeats"])},
             "cost": {"hardware": v["hardware"], "price_per_hour": v["price"],
                      "requests_per_month": int(v["volume"])}}
 

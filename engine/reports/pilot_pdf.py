@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from engine.core.domain import Status
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
+from engine.pilot.stability import stability_lines
 from engine.reports.case_words import case_headline
 from engine.reports.pdf import (
     NA,
@@ -39,6 +40,7 @@ from engine.reports.pdf import (
     to_latin1,
     write_file,
 )
+from engine.reports.stability_pdf import stability_section
 
 _COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
 
@@ -256,6 +258,8 @@ def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.heading(f"{prefix}Summary")
     for text in summary_paragraphs(report):
         pdf.para(text, 10)
+    for text in stability_lines(report):  # unstable figures, a busy machine
+        pdf.para(text, 9, "B")
     pdf.heading(f"{prefix}Assumptions")
     table(pdf, [("Assumption", "Value"), *assumptions(report)], (42, 138))
     pdf.add_page()
@@ -273,6 +277,7 @@ def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
              "capacity. Devices: what the variant's engine occupies (tensor x pipeline parallel "
              "size); its $ figures pay for all of them.", 8, "I")
     _memory_table(pdf, report, prefix)
+    stability_section(pdf, report, prefix)
     _technique_figures(pdf, report)
 
 
