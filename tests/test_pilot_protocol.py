@@ -60,6 +60,19 @@ def test_default_repeats_per_device_and_an_explicit_count_wins() -> None:
     assert default_repeats(MeasurementSettings(repeats=5), "endpoint", "cpu") == 5
 
 
+def test_the_bill_range_is_widened_by_half_the_speed_spread_either_way() -> None:
+    from engine.business.ranges import SPREAD_METHOD, _with_speed_spread
+    from engine.economics.roi import Interval
+
+    def bill_at(f: float) -> Interval:  # a bill inversely proportional to speed
+        return Interval(point=100 / f, low=90 / f, high=110 / f, n_resamples=10, method="m")
+
+    assert _with_speed_spread(bill_at, 0.0) == bill_at(1.0)
+    wide = _with_speed_spread(bill_at, 0.2)  # passes spread 20%: speed 0.9x..1.1x the median
+    assert wide.point == 100 and wide.method == "m" + SPREAD_METHOD
+    assert wide.low == pytest.approx(90 / 1.1) and wide.high == pytest.approx(110 / 0.9)
+
+
 # ---- real pilots ----------------------------------------------------------------------------
 
 def _pilot(settings, *variants: VariantSpec, repeats: int = 3, n: int = 4, tokens: int = 6):

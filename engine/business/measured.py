@@ -70,7 +70,8 @@ def measured_variants(report) -> list[MeasuredVariant]:
             model=vs.model, random_weights=random_weights(vs),
             n_references=_references(sub) if ok and not random_weights(vs) else None,
             per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
-            if ok else {}, devices=devices_of(v.spec), kv_source=kv_source))
+            if ok else {}, devices=devices_of(v.spec), kv_source=kv_source,
+            speed_spread=s.tokens_per_s_spread or 0.0))
     return out
 
 

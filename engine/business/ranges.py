@@ -40,7 +40,9 @@ def with_intervals(row: VariantCase, mv: MeasuredVariant, a: Assumptions) -> Var
     cost_iv = None
     if row.provisioning and row.target:
         price, plan = row.target.hardware.price_per_hour, row.provisioning
-        cost_iv = roi.bootstrap(len(lat), lambda idx: _bill(plan, price, _lat_scale(lat, idx)), **kw)
+        cost_iv = _with_speed_spread(lambda f: roi.bootstrap(
+            len(lat), lambda idx: _bill(plan, price, _lat_scale(lat, idx) * f), **kw),
+            mv.speed_spread)
     return replace(row, accuracy_interval=acc_iv, latency_interval=roi.bootstrap_mean(lat, **kw),
                    monthly_cost_interval=cost_iv)
 
@@ -58,7 +60,37 @@ def savings_interval(mb: MeasuredVariant, rb: VariantCase, mv: MeasuredVariant, 
     lat_b = np.asarray([mb.latency_s[pos_b[r]] for r in common])
     lat_v = np.asarray([mv.latency_s[pos_v[r]] for r in common])
 
-    def stat(idx: np.ndarray) -> float:
-        return (_bill(rb.provisioning, rb.target.hardware.price_per_hour, _lat_scale(lat_b, idx))
-                - _bill(rv.provisioning, rv.target.hardware.price_per_hour, _lat_scale(lat_v, idx)))
-    return roi.bootstrap(len(common), stat, n_resamples=a.bootstrap_resamples, seed=a.seed)
+    def saving(f: float) -> roi.Interval:
+        # f > 1: the baseline measured slower and the variant faster than their medians
+        fb, fv = max(1e-6, 1 - (f - 1) * _half(mb)), max(1e-6, 1 + (f - 1) * _half(mv))
+
+        def stat(idx: np.ndarray) -> float:
+            return (_bill(rb.provisioning, rb.target.hardware.price_per_hour,
+                          _lat_scale(lat_b, idx) * fb)
+                    - _bill(rv.provisioning, rv.target.hardware.price_per_hour,
+                            _lat_scale(lat_v, idx) * fv))
+        return roi.bootstrap(len(common), stat, n_resamples=a.bootstrap_resamples, seed=a.seed)
+    if not (mb.speed_spread or mv.speed_spread):
+        return saving(1.0)
+    point, low, high = saving(1.0), saving(0.0), saving(2.0)
+    return replace(point, low=min(low.low, point.low), high=max(high.high, point.high),
+                   method=point.method + SPREAD_METHOD)
+
+
+SPREAD_METHOD = ("; widened by half the spread of tokens/s over the timed passes either way "
+                 "(the measurement's own noise, engine.pilot.protocol)")
+
+
+def _half(mv: MeasuredVariant) -> float:
+    return mv.speed_spread / 2
+
+
+def _with_speed_spread(interval_at, spread: float) -> roi.Interval:
+    """``interval_at(speed factor)`` at the median speed, widened to cover the bill at the
+    slowest and fastest passes (+-half the relative spread): the bill falls with speed."""
+    point = interval_at(1.0)
+    if not spread:
+        return point
+    fast, slow = interval_at(1 + spread / 2), interval_at(max(1e-6, 1 - spread / 2))
+    return replace(point, low=min(fast.low, point.low), high=max(slow.high, point.high),
+                   method=point.method + SPREAD_METHOD)

@@ -123,6 +123,9 @@ class MeasuredVariant:
     # where kv_bytes_per_token comes from, e.g. "measured (reserved by vLLM)" or "estimated
     # from the model config"; weight_bytes are always read back from the loaded model
     kv_source: str = ""
+    # (max - min) / median of tokens/s over the variant's timed passes (engine.pilot.protocol):
+    # engine.business.ranges widens the bill's range by half of it either way.
+    speed_spread: float = 0.0
 
     @property
     def price_per_hour(self) -> float:
