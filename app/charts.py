@@ -35,9 +35,10 @@ def _bars(frame: pd.DataFrame, columns: dict[str, str], title: str, y_title: str
 
 
 def cost_chart(frame: pd.DataFrame, price_per_hour: float, hardware: str) -> go.Figure:
+    """Unit cost per variant (busy time only); ``hardware`` is the readable name."""
     return _bars(frame, {"cost_per_1k_requests": "$ per 1k requests"},
-                 f"Cost per 1,000 requests at ${price_per_hour:g}/h per device ({hardware})", "USD",
-                 fmt=".4f")
+                 f"Unit cost per 1,000 requests at ${price_per_hour:g}/h per device on {hardware}",
+                 "USD", fmt=".4f")
 
 
 def latency_chart(frame: pd.DataFrame) -> go.Figure:

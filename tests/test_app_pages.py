@@ -358,7 +358,7 @@ def test_results_pdf_is_rendered_from_the_report(results_env):
 def test_results_explains_in_plain_text(results_env):
     at = page("results", run="1")
     summary = "\n".join(_texts(at))
-    assert "the baseline 'baseline' costs" in summary
+    assert "the baseline 'baseline' has a unit cost of" in summary  # no month: the case's
     assert "Price source" in set(_frame_with(at, "assumption").assumption)
 
 

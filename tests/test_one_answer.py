@@ -296,3 +296,14 @@ def test_pdf_first_page_states_volume_target_and_carries_the_chart(run_env, tmp_
         ASSUME, target_hardware="nvidia-a100-80gb"), CAT)
     assert "on NVIDIA A100 SXM4 80 GB; monthly cost" in _pdf_text(forced, tmp_path, "f.pdf",
                                                                   first_page_only=True)
+
+
+def test_a_cpu_to_gpu_projection_says_it_is_a_bound():
+    from engine.economics.hardware import CATALOG
+    from engine.economics.sizing import Measured, project
+
+    # measured on the 2-vCPU c7i.large, projected to an A10G: a roofline bound, labelled so
+    p = project(Measured(CATALOG["cpu-c7i-large"], 10.0, 0.1, 5.0), CATALOG["nvidia-a10g"],
+                weight_bytes=0.27e9, kv_bytes_per_token=1e4, context_tokens=500)
+    assert p.projected and "a bound, not a measurement: the pilot ran on a CPU" in p.method
+    assert "does not scale" not in p.method

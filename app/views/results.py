@@ -180,7 +180,7 @@ def _render_charts(rep: PilotReport) -> None:
         return
     frame = rep.frame()
     left, right = st.columns(2)
-    left.plotly_chart(charts.cost_chart(frame, rep.price_per_hour, rep.hardware.key),
+    left.plotly_chart(charts.cost_chart(frame, rep.price_per_hour, rep.hardware.name),
                       key="chart.cost")
     right.plotly_chart(charts.latency_chart(frame), key="chart.latency")
     st.plotly_chart(charts.accuracy_chart(frame), key="chart.accuracy")
