@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_app_pages import _use, page
+from test_app_pages import _use, page, pilot_settings  # noqa: F401 (a fixture)
 from test_business import ASSUME, CAT, _stored_run
 
 from engine.business.case import Assumptions, build_business_case
@@ -307,3 +307,26 @@ def test_a_cpu_to_gpu_projection_says_it_is_a_bound():
                 weight_bytes=0.27e9, kv_bytes_per_token=1e4, context_tokens=500)
     assert p.projected and "a bound, not a measurement: the pilot ran on a CPU" in p.method
     assert "does not scale" not in p.method
+
+
+@pytest.mark.slow
+def test_a_real_pilot_gives_one_answer_on_every_page(pilot_settings, monkeypatch, capsys):  # noqa: F811
+    """The issue's run: a real CPU pilot (baseline + int8 weights, test_app_pages' fixture).
+    The Overview, Results and Business case pages and `roilab show` give one decision and
+    one set of monthly figures; no page shows the pilot's busy-hours month."""
+    env = _use(pilot_settings, monkeypatch)
+    case = build_business_case(Store(env.resolved_db_url()), 1)
+    f = business_figures(case)
+    want = {"Before / month": f["baseline_monthly"], "Saving / month": f["monthly_savings"],
+            "Payback": f["payback"]}
+    want |= ({"After / month": f["recommended_monthly"]} if case.moves else
+             {"Decision": f["decision"]})
+    for name in ("overview", "results", "business_case"):
+        at = page(name, run="1")
+        assert not at.exception, name
+        m = _metrics(at)
+        assert {k: m.get(k) for k in want} == want, name
+        assert "Best saving / month" not in " ".join(m), name
+        assert not KEYS.search(_page_texts(at)), name
+    assert main(["show", "1"]) == 0
+    assert f"Decision: {f['decision']}" in capsys.readouterr().out
