@@ -261,7 +261,7 @@ def test_results_of_an_interrupted_run_say_so_and_keep_the_finished_variant(mode
     at = page("results", run="1")
     assert not at.exception
     assert at.warning[0].value.startswith("Run #1 was interrupted")
-    assert "`roilab resume 1` runs only the others" in at.warning[0].value
+    assert "Resume runs only the others (as `roilab resume 1`)" in at.warning[0].value
     assert "Interrupted: KeyboardInterrupt: user stopped" in at.code[0].value
     assert _frame_with(at, "cost_per_1k_requests").status.tolist() == ["done", "failed"]
     assert main(["cancel", "1"]) == 0

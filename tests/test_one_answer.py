@@ -307,6 +307,11 @@ def test_a_cpu_to_gpu_projection_says_it_is_a_bound():
                 weight_bytes=0.27e9, kv_bytes_per_token=1e4, context_tokens=500)
     assert p.projected and "a bound, not a measurement: the pilot ran on a CPU" in p.method
     assert "does not scale" not in p.method
+    # indicative, with the error the project measured (docs/gpu-h200-2026-11-30-projection)
+    assert "indicative only" in p.method and "23x (vLLM) to 191x" in p.method
+    same_kind = project(Measured(CATALOG["nvidia-a10g"], 10.0, 0.1, 5.0),
+                        CATALOG["nvidia-a100-80gb"])
+    assert same_kind.projected and "indicative only" not in same_kind.method
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ Projection (every projected figure carries ``projected=True`` and its ``method``
   The compute ratio caps the gain: where the target has more bandwidth than compute
   relative to the measured card, prefill and larger-batch matmuls stop scaling with
   bandwidth, so the smaller of the two ratios is the defensible one (also on a slowdown);
-* CPU to GPU (a measurement on another kind of machine does not scale): the roofline
+* CPU to GPU (a measurement on another kind of machine does not scale; indicative only, with
+  the error the project measured in ``CROSS_KIND_CHECK``): the roofline
   bound ``engine.economics.roofline.decode_bound_tok_s`` at the pilot's batch size and the p95
   context, times an engine efficiency (default 50%, what a static cache + torch.compile
   reached on an H200; eager transformers reaches ~6%, vLLM ~75%). For a compressed variant
@@ -44,6 +45,14 @@ from dataclasses import dataclass
 from engine.economics import cost
 from engine.economics.hardware import Hardware
 from engine.economics.roofline import decode_bound_tok_s
+
+# What the project measured when it checked this projection (bench/bench_projection.py): the
+# embedded model's CPU pilot projected to an H200 against the same pilot run there. A small
+# model is launch-bound, not bandwidth-bound, so the roofline overstates it most.
+CROSS_KIND_CHECK = ("indicative only: checked on the embedded 135M model, a CPU pilot projected "
+                    "to an H200 this way was 23x (vLLM) to 191x (transformers eager) the tokens/s "
+                    "measured there (docs/gpu-h200-2026-11-30-projection); run the pilot on the "
+                    "target before deciding")
 
 DEFAULT_OVERHEAD_FRACTION = 0.10
 DEFAULT_ENGINE_EFFICIENCY = 0.50
@@ -168,7 +177,8 @@ def project(measured: Measured, target: Hardware, weight_bytes: float = 0.0,
         method = (f"{whose}roofline bound at batch {measured.batch} ({bound:,.0f} tok/s on "
                   f"{on} GB/s) x {efficiency:.0%} engine efficiency{credit}; "
                   f"a bound, not a measurement: the pilot ran on a {src.kind.upper()}, whose speed "
-                  f"cannot be carried over to a {target.kind.upper()} by a ratio")
+                  f"cannot be carried over to a {target.kind.upper()} by a ratio; "
+                  f"{CROSS_KIND_CHECK}")
     return Projection(target.key, measured.tokens_per_s * factor,
                       measured.requests_per_s * factor, measured.latency_p95_s / factor,
                       factor, True, method)
