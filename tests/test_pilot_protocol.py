@@ -73,6 +73,30 @@ def test_the_bill_range_is_widened_by_half_the_speed_spread_either_way() -> None
     assert wide.low == pytest.approx(90 / 1.1) and wide.high == pytest.approx(110 / 0.9)
 
 
+def test_repeats_from_the_cli_flag_and_over_a_spec_file(tmp_path) -> None:
+    import json
+
+    from engine.cli.main import build_parser
+    from engine.cli.pilot_spec import build_spec
+
+    parse = build_parser().parse_args
+    assert build_spec(parse(["pilot", "--workload", "1"])).measurement.repeats is None
+    assert build_spec(parse(["pilot", "--workload", "1", "--repeats", "4"])
+                      ).measurement.repeats == 4
+    path = tmp_path / "pilot.json"
+    path.write_text(json.dumps({"variants": [{"name": "b"}], "measurement": {"repeats": 2}}))
+    assert build_spec(parse(["pilot", "--workload", "1", "--spec", str(path)])
+                      ).measurement.repeats == 2
+    assert build_spec(parse(["pilot", "--workload", "1", "--spec", str(path), "--repeats", "5"])
+                      ).measurement.repeats == 5
+
+
+def test_a_spec_stored_before_the_protocol_reads_back_with_its_defaults() -> None:
+    old = {"workload_id": 1, "variants": [{"name": "b"}], "generation": {"batch_size": 4}}
+    spec = PilotSpec.from_stored(old)
+    assert spec.measurement == MeasurementSettings(repeats=None, remeasure_baseline=True)
+
+
 # ---- real pilots ----------------------------------------------------------------------------
 
 def _pilot(settings, *variants: VariantSpec, repeats: int = 3, n: int = 4, tokens: int = 6):
