@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from dataclasses import replace
 from functools import lru_cache
 
+from engine.core.domain import RequestResult, StoredRequest
 from engine.core.errors import ModelPrepError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -117,3 +119,23 @@ class Embedder:
         ea = self.model.encode(a, normalize_embeddings=True, convert_to_tensor=True)
         eb = self.model.encode(b, normalize_embeddings=True, convert_to_tensor=True)
         return [float(x) for x in (ea * eb).sum(dim=1)]
+
+
+def score(results: list[RequestResult], requests: list[StoredRequest],
+          baseline: list[RequestResult] | None, embedder: Embedder) -> list[RequestResult]:
+    """Add reference metrics (where the log has references) and baseline agreement."""
+    cos = (embedder.cosine_pairs([r.output_text for r in results],
+                                 [b.output_text for b in baseline]) if baseline else None)
+    scored = []
+    for j, (res, req) in enumerate(zip(results, requests, strict=True)):
+        ref = req.request.reference
+        extra = {}
+        if ref is not None:
+            extra.update(ref_exact=exact_match(res.output_text, ref),
+                         ref_contains=contains_match(res.output_text, ref),
+                         ref_f1=token_f1(res.output_text, ref))
+        if baseline is not None:
+            extra.update(base_rouge_l=rouge_l(res.output_text, baseline[j].output_text),
+                         base_cosine=cos[j])
+        scored.append(replace(res, **extra))
+    return scored

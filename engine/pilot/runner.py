@@ -10,7 +10,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from engine.backends import Backend, get_backend
 from engine.backends.base import resolve_device
@@ -225,7 +225,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
                 settings, notify, repeats)
             if not is_random_model(vspec.model):  # random weights: accuracy not measured
                 embedder = embedder or accuracy.Embedder(settings.embedding_model)
-                results = score(results, requests, baseline if i else None, embedder)
+                results = accuracy.score(results, requests, baseline if i else None, embedder)
             store.finish_variant(vrun.id, results, measured)
             if i == 0 and not is_random_model(vspec.model):
                 baseline = results
@@ -322,7 +322,7 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         prepare_peak = backend.peak_memory_bytes()  # whatever a technique loaded counts
         report.update(prompt_reports)
         offset = len(sent) * len(prompt_reports)
-        order = batch_order(backend, sent)  # bookkeeping, outside every timed pass
+        order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
         all_gens, passes = protocol.timed_passes(
             backend, sent, order, gen.batch_size, gen.max_new_tokens, repeats, prepare_s,
             compress_s, lambda d, m: notify(offset + d, m), role)
@@ -341,7 +341,7 @@ def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
         report["measurement"] = protocol.measurement_report(passes,
                                                             protocol.outputs_differ(all_gens))
-        peak = protocol.spread([p.peak_mem_bytes for p in passes])
+        peak = protocol.spread([p.peak_mem_bytes for p in protocol.memory_passes(passes)])
         peak_bytes = max(int(peak.median), prepare_peak or 0) if peak else prepare_peak
         report["memory"]["peak_bytes"] = peak_bytes
         return results, VariantMeasurements(
@@ -375,30 +375,3 @@ def _prepare_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: 
         seconds = [a + b for a, b in zip(seconds, prepared.seconds, strict=True)]
         reports[tech.kind] = prepared.report
     return sent, seconds, reports
-
-
-def batch_order(backend: Backend, prompts: list[list[dict]]) -> list[int]:
-    """Request indices shortest prompt first, so each batch pads little. Counting tokens
-    for this is roilab's bookkeeping: the runner keeps it out of the timed serving wall
-    (at batch 64 on an H200 it was ~5% of the pass)."""
-    return sorted(range(len(prompts)), key=lambda i: backend.count_tokens(prompts[i]))
-
-
-def score(results: list[RequestResult], requests: list[StoredRequest],
-          baseline: list[RequestResult] | None, embedder: accuracy.Embedder) -> list[RequestResult]:
-    """Add reference metrics (where the log has references) and baseline agreement."""
-    cos = (embedder.cosine_pairs([r.output_text for r in results],
-                                 [b.output_text for b in baseline]) if baseline else None)
-    scored = []
-    for j, (res, req) in enumerate(zip(results, requests, strict=True)):
-        ref = req.request.reference
-        extra = {}
-        if ref is not None:
-            extra.update(ref_exact=accuracy.exact_match(res.output_text, ref),
-                         ref_contains=accuracy.contains_match(res.output_text, ref),
-                         ref_f1=accuracy.token_f1(res.output_text, ref))
-        if baseline is not None:
-            extra.update(base_rouge_l=accuracy.rouge_l(res.output_text, baseline[j].output_text),
-                         base_cosine=cos[j])
-        scored.append(replace(res, **extra))
-    return scored

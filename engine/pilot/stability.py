@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.pilot.protocol import BASELINE_DRIFT, UNSTABLE_SPREAD, busy_reason, drift, spread
+from engine.pilot.protocol import (
+    BASELINE_DRIFT,
+    UNSTABLE_SPREAD,
+    busy_reason,
+    drift,
+    memory_passes,
+    spread,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +46,8 @@ def variant_stability(passes: pd.DataFrame, run_drift: float | None = None,
     if passes.empty:
         return Stability()
     timed = passes[passes.role == "timed"]
-    spreads = {k: spread(list(timed[k].dropna())) for k in FIGURES}
+    spreads = {k: spread(list((memory_passes(timed) if k == "peak_mem_bytes" else timed)[k]
+                              .dropna())) for k in FIGURES}
     rel = {k: s.relative if s and s.n > 1 else None for k, s in spreads.items()}
     unstable = [FIGURES[k] for k, r in rel.items() if r is not None and r > UNSTABLE_SPREAD]
     if run_drift is not None and abs(run_drift) > BASELINE_DRIFT:
