@@ -340,9 +340,11 @@ class TransformersBackend(Backend):
         return {
             "device": "cuda" if cuda else "cpu", "peak_bytes": self.peak_memory_bytes(),
             "peak_method": "torch's allocated bytes on cuda:0, highest while serving (weights, "
-                           "activations, KV cache)" if cuda else
+                           "activations, KV cache), reset before each timed pass (median of "
+                           "the passes after the first)" if cuda else
                            "weights plus the process RSS growth over the RSS "
-                           "settled before each timed pass (median of the passes)",
+                           "settled before each timed pass (median of the passes "
+                           "after the first)",
             "weight_bytes": model_weight_bytes(self.model) if self.model is not None else None,
             "kv_cache_tokens": tokens,
             "kv_cache_bytes": int(tokens * kv_token) if tokens and kv_token else None,
