@@ -215,6 +215,7 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     run = _store(env).get_run(1)
     assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
     assert run.spec["max_requests"] == 2 and run.spec["generation"]["max_new_tokens"] == 8
+    assert run.spec["measurement"]["repeats"] is None  # "Timed passes" left empty: per device
 
 
 # ---- results -------------------------------------------------------------------------

@@ -83,13 +83,6 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         v["max_new_tokens"] = b.number_input("Max new tokens", min_value=1, max_value=4096,
                                              value=48)
         v["batch_size"] = c.number_input("Batch size", min_value=1, max_value=256, value=8)
-        v["repeats"] = a.number_input(
-            "Timed passes per variant", min_value=1, max_value=20, value=None,
-            placeholder="device default",
-            help="Each variant is timed this many times over the same requests (the first "
-                 "pass's outputs are scored); the report shows the median and the spread, and "
-                 "the baseline is timed once more at the end. Empty: 3 on a GPU, 2 on CPU, 1 "
-                 "for an endpoint.")
         a, b, c = st.columns(3)
         v["hardware"] = a.selectbox(
             "Priced as hardware", hw_keys,
@@ -102,6 +95,13 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
                                          "GPUs.")
         v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
                                      step=100_000)
+        v["repeats"] = st.number_input(
+            "Timed passes per variant", min_value=1, max_value=20, value=None,
+            placeholder="device default",
+            help="Each variant is timed this many times over the same requests (the first "
+                 "pass's outputs are scored); the report shows the median and the spread, and "
+                 "the baseline is timed once more at the end. Empty: 3 on a GPU, 2 on CPU, 1 "
+                 "for an endpoint.")
         submitted = st.form_submit_button("Run pilot", type="primary")
     return v if submitted else None
 
