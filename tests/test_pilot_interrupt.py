@@ -191,6 +191,11 @@ def _results_page(run_id: int):
     return at.run()
 
 
+def _errors_beside_the_decision(at) -> list[str]:
+    """Errors other than the business case's answer (random weights: nothing recommended)."""
+    return [e.value for e in at.error if "No variant is recommended" not in e.value]
+
+
 def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings) -> None:
     """SIGKILL mid-variant; the Results page shows the run interrupted (its process is gone)
     with a Resume button, which runs only the unfinished variants: each result once."""
@@ -201,7 +206,7 @@ def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings) -> N
     assert not at.exception
     assert any("was interrupted" in w.value for w in at.warning)
     at.button(key="results.resume.1").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.exception and not _errors_beside_the_decision(at)
     indices = _results_once_each(store, 1)
     assert all(ix == list(range(4)) for ix in indices.values()), indices
     assert store.get_results(store.get_run(1).variants[0].id) == kept  # the baseline's rows
@@ -213,7 +218,7 @@ def test_the_results_page_cancels_a_stopped_pilot(pilot_cmd, model_settings) -> 
     assert _stop_mid_pilot(pilot_cmd, store, signal.SIGTERM).returncode == 143
     at = _results_page(1)
     at.button(key="results.cancel.1").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.exception and not _errors_beside_the_decision(at)
     run = store.get_run(1)
     assert run.status == "cancelled" and run.variants[0].status == "done"
     assert any("was cancelled" in w.value for w in at.warning)
