@@ -19,6 +19,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Pilots in the suite time one pass per variant (the CPU default is 2): tests that check the
+# measurement protocol ask for their repeats explicitly (tests/test_pilot_protocol.py).
+os.environ.setdefault("ROILAB_REPEATS", "1")
 
 from pg_server import PostgresServer  # noqa: E402  (tests/pg_server.py)
 

@@ -14,6 +14,7 @@ import pytest
 
 from engine.backends import _REGISTRY
 from engine.backends.transformers_backend import TransformersBackend
+from engine.core.errors import SpecError
 from engine.ingest.logs import parse_log
 from engine.pilot import protocol
 from engine.pilot.report import build_report
@@ -53,11 +54,18 @@ def test_drift_and_busy_reasons() -> None:
     assert protocol.busy_reason({"gpu_other_procs": 2}) == "2 other process(es) on the GPU"
 
 
-def test_default_repeats_per_device_and_an_explicit_count_wins() -> None:
+def test_default_repeats_per_device_and_an_explicit_count_wins(monkeypatch) -> None:
+    monkeypatch.delenv("ROILAB_REPEATS", raising=False)  # the suite sets 1 (tests/conftest.py)
     m = MeasurementSettings()
     assert (default_repeats(m, "transformers", "cuda"), default_repeats(m, "transformers", "cpu"),
             default_repeats(m, "endpoint", "cpu")) == (3, 2, 1)
     assert default_repeats(MeasurementSettings(repeats=5), "endpoint", "cpu") == 5
+    monkeypatch.setenv("ROILAB_REPEATS", "4")  # a machine-wide default; the spec still wins
+    assert default_repeats(m, "transformers", "cpu") == 4
+    assert default_repeats(MeasurementSettings(repeats=5), "transformers", "cpu") == 5
+    monkeypatch.setenv("ROILAB_REPEATS", "0")
+    with pytest.raises(SpecError, match="ROILAB_REPEATS='0'"):
+        default_repeats(m, "transformers", "cpu")
 
 
 def test_the_bill_range_is_widened_by_half_the_speed_spread_either_way() -> None:

@@ -6,6 +6,7 @@ silently becomes a default.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -111,9 +112,16 @@ DEFAULT_REPEATS = {"cuda": 3, "cpu": 2, "endpoint": 1}
 
 
 def default_repeats(measurement: MeasurementSettings, backend: str, device: str) -> int:
-    """The timed passes a variant on ``backend`` / ``device`` ("cpu", "cuda") gets."""
+    """The timed passes a variant on ``backend`` / ``device`` ("cpu", "cuda") gets: the
+    spec's, else ``ROILAB_REPEATS`` (a machine-wide default), else ``DEFAULT_REPEATS``."""
     if measurement.repeats is not None:
         return measurement.repeats
+    override = os.environ.get("ROILAB_REPEATS", "").strip()  # this machine's own default
+    if override:
+        if not override.isdigit() or not 1 <= int(override) <= 20:
+            raise SpecError(f"ROILAB_REPEATS={override!r}: give a whole number of timed passes "
+                            "from 1 to 20, or unset it for the per-device default.")
+        return int(override)
     return DEFAULT_REPEATS["endpoint" if backend == "endpoint" else device]
 
 
