@@ -72,7 +72,8 @@ def _with_stability(frame, report):
     from engine.pilot.stability import spread_text
 
     frame.insert(3, "passes", [v.passes for v in report.variants])
-    frame.insert(5, "tok_s_spread", [spread_text(v.tokens_per_s_spread) for v in report.variants])
+    frame.insert(5, "tok_s_spread", [spread_text(v.tokens_per_s_spread) or "-"  # one pass: no spread
+                                     for v in report.variants])
     for col, figure in (("tokens_per_s", "tokens/s"), ("latency_p95_s", "p95 latency"),
                         ("peak_mem_bytes", "peak memory")):
         frame[col] = [_star(x, figure in v.unstable or "baseline drift" in v.unstable
