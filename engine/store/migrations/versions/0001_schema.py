@@ -152,5 +152,7 @@ def _complete(name: str, table: sa.Table, inspector) -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("Revision 0001 is the first: below it there is no store. "
-                              "roilab does not drop tables; restore a backup instead.")
+    """Refused on purpose: below the first revision there is no store, and roilab never drops
+    a table of results."""
+    raise StorageError("Revision 0001 is the first: below it there is no store. roilab does not "
+                       "drop tables; to go back, restore a backup of the database instead.")
