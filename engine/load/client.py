@@ -5,6 +5,10 @@ request records when it was sent, when each content chunk arrived and when the s
 ended, on the caller's clock (``time.perf_counter`` minus the level's start). A failed
 request (HTTP error, timeout, dropped connection) becomes a sample with ``error`` set, so
 an overloaded server shows up as lost goodput rather than a crashed sweep.
+
+With ``fixed_output`` every request asks for exactly ``max_new_tokens`` tokens (vLLM's
+``ignore_eos`` and ``min_tokens``); an endpoint that refuses those fields stops the sweep
+with ``OutputLengthRefused``, which says how to sweep it with natural output instead.
 """
 from __future__ import annotations
 
@@ -18,14 +22,24 @@ from engine.backends.endpoint_backend import auth_refused, connect_error, sent_k
 from engine.core.domain import LoadSample
 from engine.core.errors import BackendError
 
+# words with which OpenAI-compatible servers refuse a field they do not take (OpenAI:
+# "Unrecognized request argument supplied: ignore_eos"; TGI: "unknown field `ignore_eos`")
+_FIXED_FIELDS = ("ignore_eos", "min_tokens")
+
+
+class OutputLengthRefused(BackendError):
+    """The endpoint refuses the fields that fix the output length: a setting, not load."""
+
 
 class TimedClient:
     """Streams chat completions to one server and times them."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None,
-                 timeout_s: float = 300.0, max_connections: int = 256) -> None:
+                 timeout_s: float = 300.0, max_connections: int = 256,
+                 fixed_output: bool = False) -> None:
         self.url = base_url.rstrip("/")
         self.model = model
+        self.fixed_output = fixed_output
         self.api_key_env = api_key_env
         headers = {"Content-Type": "application/json"}
         if api_key_env:
@@ -63,6 +77,8 @@ class TimedClient:
         """One streamed request; times are seconds since ``t0`` (a perf_counter value)."""
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        if self.fixed_output:  # no early stop at the end-of-sequence token
+            body |= {"ignore_eos": True, "min_tokens": max_new_tokens}
         chunks: list[float] = []
         usage: dict[str, Any] | None = None
         error = None
@@ -74,6 +90,7 @@ class TimedClient:
                     if resp.status_code in (401, 403):
                         raise BackendError(auth_refused(resp, f"{self.url}/chat/completions",
                                                         self.api_key_env, self._key()))
+                    self._refused_fields(resp)
                     raise BackendError(f"HTTP {resp.status_code}: {resp.text[:300]}")
                 for line in resp.iter_lines():
                     chunk = sse_data(line)
@@ -83,6 +100,8 @@ class TimedClient:
                     if any((c.get("delta") or {}).get("content")
                            for c in chunk.get("choices") or []):
                         chunks.append(time.perf_counter() - t0)
+        except OutputLengthRefused:
+            raise  # every request would fail the same way: stop the sweep, say the fix
         except (httpx.HTTPError, BackendError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         end = time.perf_counter() - t0
@@ -96,6 +115,19 @@ class TimedClient:
                           output_tokens=out if error is None else 0, prompt_tokens=prompt,
                           chunk_times_s=tuple(chunks),
                           error=error if error or chunks else "no content streamed")
+
+    def _refused_fields(self, resp: httpx.Response) -> None:
+        """OutputLengthRefused when a 400/422 names ignore_eos or min_tokens."""
+        if not (self.fixed_output and resp.status_code in (400, 422)
+                and any(f in resp.text for f in _FIXED_FIELDS)):
+            return
+        raise OutputLengthRefused(
+            f"{self.url} refuses ignore_eos / min_tokens, the fields that make every request "
+            f"generate exactly max_new_tokens (vLLM's OpenAI server takes them): HTTP "
+            f"{resp.status_code}: {resp.text[:300]}. Sweep this endpoint with natural output "
+            "instead: `roilab load --natural-output`, untick 'Fixed output length' on the "
+            "Load test page, or \"fixed_output\": false in a spec file; the tables then show "
+            "how many tokens each variant generated per request.")
 
     def _key(self) -> str | None:
         return sent_key(self.client)

@@ -11,6 +11,8 @@ linear interpolation; ITL over all gaps of the level pooled, as ``vllm bench ser
 over the level's duration = last end - first arrival:
 
     output tokens/s = output tokens of successful requests / duration
+    output tokens/request = their mean (the server's usage): max_new_tokens exactly with a
+                      fixed output length, less where the model stopped on its own
     requests/s      = successful requests / duration
     goodput         = requests meeting every SLO threshold / duration
 
@@ -91,6 +93,7 @@ class LevelStats:
     itl: dict[str, float | None]
     e2e: dict[str, float | None]
     output_tokens_per_s: float
+    output_tokens_per_request: float | None  # mean over successful requests; None: none ok
     requests_per_s: float
     goodput_rps: float
 
@@ -119,13 +122,14 @@ def level_stats(samples: Sequence[LoadSample], slo: Slo) -> LevelStats:
         itl=percentiles(g for s in ok for g in itl_gaps(s)),
         e2e=percentiles(e2e(s) for s in ok),
         output_tokens_per_s=per_s(sum(s.output_tokens for s in ok)),
+        output_tokens_per_request=sum(s.output_tokens for s in ok) / len(ok) if ok else None,
         requests_per_s=per_s(len(ok)), goodput_rps=per_s(n_slo))
 
 
 LEVEL_COLUMNS = ["variant", "level", "n", "n_ok", "n_slo", "duration_s",
                  "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "itl_p50_s", "itl_p90_s",
                  "itl_p99_s", "e2e_p50_s", "e2e_p90_s", "e2e_p99_s", "output_tokens_per_s",
-                 "requests_per_s", "goodput_rps", "slo_attainment"]
+                 "output_tokens_per_request", "requests_per_s", "goodput_rps", "slo_attainment"]
 
 
 def levels_frame(samples: Iterable[LoadSample], slo: Slo) -> pd.DataFrame:
@@ -145,6 +149,7 @@ class Capacity:
     requests_per_s: float | None  # None: no level met the SLO
     level: float | None  # the load level it was measured at
     e2e_p99_s: float | None  # at that level
+    output_tokens_per_request: float | None = None  # at that level: the work a request was
 
 
 def capacity_at_slo(levels: pd.DataFrame, min_attainment: float = 0.9) -> dict[str, Capacity]:
@@ -160,5 +165,10 @@ def capacity_at_slo(levels: pd.DataFrame, min_attainment: float = 0.9) -> dict[s
             continue
         best = good.loc[good.requests_per_s.idxmax()]
         out[variant] = Capacity(variant, float(best.requests_per_s), float(best.level),
-                                None if pd.isna(best.e2e_p99_s) else float(best.e2e_p99_s))
+                                _float(best.get("e2e_p99_s")),
+                                _float(best.get("output_tokens_per_request")))
     return out
+
+
+def _float(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)

@@ -5,7 +5,8 @@
 under ``vllm serve``) at every load level of one schedule (``concurrency``, ``poisson`` or
 ``trace``: engine.load.schedules; the spec: engine.load.spec).
 
-Every request streams (temperature 0, up to ``max_new_tokens``) and records
+Every request streams (temperature 0; exactly ``max_new_tokens`` with ``spec.fixed_output``,
+else up to it) and records
 its arrival, send, every content chunk and end time, and the server's token usage; the
 samples are stored per level as they finish, with the spec, and the per-level figures
 (engine.load.metrics) are rebuilt from them. Presentation is injected via ``on_progress``.
@@ -25,7 +26,7 @@ from engine.core.settings import Settings
 from engine.load.client import TimedClient
 from engine.load.metrics import levels_frame
 from engine.load.schedules import plan_levels
-from engine.load.spec import LoadSpec, LoadTarget, SloSpec
+from engine.load.spec import LoadSpec, LoadTarget, stored_load_spec
 
 
 # ---- progress -----------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def _sweep(spec: LoadSpec, target: LoadTarget, url: str, model: str,
            requests: Sequence[LogRequest], plan, store, run_id: int, notify) -> None:
     conc = max(spec.levels) if spec.schedule == "concurrency" else spec.requests_per_level
     client = TimedClient(url, model, target.api_key_env, spec.timeout_s,
-                         max_connections=int(min(conc, 1024)))
+                         max_connections=int(min(conc, 1024)), fixed_output=spec.fixed_output)
     try:
         client.check_model()
         if spec.warmup_requests:
@@ -113,6 +114,8 @@ def _sweep(spec: LoadSpec, target: LoadTarget, url: str, model: str,
                     for k in range(spec.warmup_requests)]
             if all(w.error for w in warm):
                 raise BackendError(f"{url}: every warm-up request failed: {warm[0].error}")
+            if spec.fixed_output:
+                _check_fixed(url, warm, spec.max_new_tokens)
         for li, level in enumerate(spec.levels):
             notify(li, f"{spec.schedule} {level:g}: {spec.requests_per_level} requests")
             samples = replay(client, requests, plan[level], spec.schedule, level,
@@ -122,6 +125,19 @@ def _sweep(spec: LoadSpec, target: LoadTarget, url: str, model: str,
             notify(li + 1, f"{spec.schedule} {level:g} done" + (f", {bad} failed" if bad else ""))
     finally:
         client.close()
+
+
+def _check_fixed(url: str, warm: Sequence[LoadSample], max_new_tokens: int) -> None:
+    """BackendError when an endpoint took ignore_eos / min_tokens but stopped early anyway
+    (it dropped the fields unread): its figures would not be of fixed-length answers."""
+    short = [w for w in warm if w.ok and w.prompt_tokens is not None  # usage was reported
+             and w.output_tokens < max_new_tokens]
+    if short:
+        raise BackendError(
+            f"{url} was asked for exactly {max_new_tokens} new tokens (ignore_eos, min_tokens) "
+            f"but a warm-up request got {short[0].output_tokens}: the endpoint ignores those "
+            "fields. Sweep it with natural output (`roilab load --natural-output`, or untick "
+            "'Fixed output length' on the Load test page).")
 
 
 def replay(client: TimedClient, requests: Sequence[LogRequest],
@@ -156,6 +172,5 @@ def replay(client: TimedClient, requests: Sequence[LogRequest],
 
 def load_levels(store, run_id: int) -> pd.DataFrame:
     """Per (variant, level) figures of a stored load run, rebuilt from its samples."""
-    run = store.get_load_run(run_id)
-    slo = SloSpec.model_validate(run.spec.get("slo", {})).slo()
-    return levels_frame(store.get_load_samples(run_id), slo)
+    spec = stored_load_spec(store.get_load_run(run_id))
+    return levels_frame(store.get_load_samples(run_id), spec.slo.slo())

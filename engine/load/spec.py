@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.core.domain import LoadRun
 from engine.core.errors import SpecError
 from engine.core.redact import refuse_url_credentials
 from engine.load.metrics import Slo
@@ -67,7 +68,20 @@ class SloSpec(_Model):
 
 
 class LoadSpec(_Model):
-    """Everything a load test does; stored with its results."""
+    """Everything a load test does; stored with its results.
+
+    ``fixed_output`` (default on) makes every request generate exactly ``max_new_tokens``
+    tokens: the body carries ``ignore_eos: true`` and ``min_tokens = max_new_tokens``
+    (vLLM's OpenAI server takes both). It is on by default, not only when a spec has several
+    targets, because variants are compared across load runs too (``roilab load --url`` sweeps
+    one target per run): with natural output each variant stops when its model says so, so
+    its requests/s at an SLO depends on how long its answers happen to be (a 64-token sweep
+    of SmolLM2 averaged 48.5), and capacity figures of two variants measure different work.
+    Turn it off (``roilab load --natural-output``, the page's checkbox) to measure the answer
+    lengths real traffic gets, or for an endpoint that refuses those two fields (hosted APIs).
+    Specs stored before the field existed ran with natural output and read back so
+    (``stored_load_spec``).
+    """
 
     name: str = Field("load test", max_length=200)
     workload_id: int
@@ -76,6 +90,7 @@ class LoadSpec(_Model):
     levels: tuple[float, ...] = Field((1, 2, 4, 8), min_length=1)
     requests_per_level: int = Field(16, ge=1, le=100_000)
     max_new_tokens: int = Field(64, ge=1, le=32_768)
+    fixed_output: bool = True  # every request generates exactly max_new_tokens (see above)
     slo: SloSpec = SloSpec()
     seed: int = 0
     timeout_s: float = Field(300.0, gt=0)  # per request
@@ -98,9 +113,28 @@ def parse_load_spec(data: dict[str, Any]) -> LoadSpec:
     try:
         return LoadSpec.model_validate(data)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}"
-                         for e in exc.errors())
-        raise SpecError(f"Invalid load spec: {msgs}") from exc
+        raise SpecError(f"Invalid load spec: {_messages(exc)}") from exc
+
+
+def _messages(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}"
+                     for e in exc.errors())
+
+
+def stored_load_spec(run: LoadRun) -> LoadSpec:
+    """The LoadSpec stored with a load run, read back through the class (not dict lookups).
+
+    A spec stored before ``fixed_output`` existed ran with natural output, so it reads as
+    ``fixed_output=False`` rather than taking today's default; the run's ``workload_id``
+    fills a spec that lacks one. SpecError names the field when the JSON does not read.
+    """
+    data = {"fixed_output": False, "workload_id": run.workload_id, **run.spec}
+    try:
+        return LoadSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"Load run {run.id}'s stored spec does not read as a LoadSpec "
+                        f"({_messages(exc)}); it was stored by another version of roilab "
+                        "or written by hand.") from exc
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
