@@ -7,7 +7,9 @@ import json
 
 import pytest
 import streamlit as st
+from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
+from test_load_metrics import stored_spec
 
 from engine.backends.vllm_serve import free_port
 from engine.core.domain import LoadSample
@@ -44,9 +46,9 @@ def _stored_sweep(settings) -> tuple[Store, int]:
     store = Store(settings.resolved_db_url())
     raw = (settings.samples_dir / "support_chat.jsonl").read_bytes()
     w = store.add_workload("support", "s.jsonl", raw, parse_log(raw, "s.jsonl"))
-    run = store.create_load_run(w.id, "my sweep", {
-        "schedule": "concurrency", "levels": [1, 2], "requests_per_level": 2,
-        "max_new_tokens": 4, "slo": {"ttft_s": 0.5, "itl_s": None, "e2e_s": None}})
+    run = store.create_load_run(w.id, "my sweep", stored_spec(
+        w.id, schedule="concurrency", levels=[1, 2], requests_per_level=2, max_new_tokens=4,
+        slo={"ttft_s": 0.5, "itl_s": None, "e2e_s": None}))
     # level 1: two requests one after the other, TTFT 0.1 and 0.2, 2 s -> 1 req/s, both in SLO
     # level 2: both at once, TTFT 0.3 and 0.9 (misses), 1 s -> 2 req/s, goodput 1 req/s
     store.add_load_samples(run.id, [
@@ -79,6 +81,8 @@ def test_stored_sweep_shows_charts_table_and_capacity(env):
     assert table.requests_per_s.tolist() == pytest.approx([1.0, 2.0, 2.0, 4.0])
     assert table.goodput_rps.tolist() == pytest.approx([1.0, 1.0, 2.0, 4.0])
     assert table.ttft_p50_s.tolist() == pytest.approx(expected.ttft_p50_s.tolist())
+    # tokens generated per request: fp32's level 1 stopped at 3 and 2, the others made 2
+    assert table.output_tokens_per_request.tolist() == pytest.approx([2.5, 2.0, 2.0, 2.0])
     # one line per variant and series in each chart
     names = {t["name"].split(",")[0] for c in charts for t in json.loads(c.proto.spec)["data"]}
     assert names == {"fp32", "int8"}
@@ -87,6 +91,37 @@ def test_stored_sweep_shows_charts_table_and_capacity(env):
     assert metrics["Capacity at SLO: fp32"] == "1.00 req/s"
     assert metrics["Capacity at SLO: int8"] == "4.00 req/s"
     assert "concurrency levels 1, 2," in at.text[0].value and "ttft_s <= 0.5" in at.text[0].value
+    assert "exactly 4 new tokens each (fixed output)" in at.text[0].value
+
+
+def test_a_spec_stored_before_fixed_output_reads_as_natural_output(env):
+    store, run_id = _stored_sweep(env)
+    old = {k: v for k, v in store.get_load_run(run_id).spec.items() if k != "fixed_output"}
+    with store.engine.begin() as conn:  # as an older roilab stored it
+        conn.execute(text("UPDATE load_runs SET spec_json = :s WHERE id = :i"),
+                     {"s": json.dumps(old), "i": run_id})
+    at = _page()
+    assert not at.exception
+    assert "up to 4 new tokens (natural output" in at.text[0].value
+    assert at.dataframe[0].value.output_tokens_per_request.tolist() == pytest.approx(
+        [2.5, 2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("tick", [True, False])
+def test_fixed_output_checkbox_goes_into_the_stored_spec(env, tick):
+    _stored_sweep(env)
+    at = _page()
+    box = next(c for c in at.checkbox if c.label == "Fixed output length")
+    assert box.value is True  # on by default: variants compared on the same work
+    if not tick:
+        box.uncheck()
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Endpoint base URL"].input(f"http://127.0.0.1:{free_port()}/v1")
+    inputs["Served model name"].input("m")
+    at.button[0].click().run()
+    assert not at.exception
+    latest = Store(env.resolved_db_url()).list_load_runs()[0]
+    assert latest.name == "load test" and latest.spec["fixed_output"] is tick
 
 
 def test_bad_levels_are_refused_with_the_form_of_the_fix(env):
@@ -123,7 +158,8 @@ def test_business_case_can_size_with_a_load_runs_capacity(env):
 
     store = Store(env.resolved_db_url())
     run_id = _stored_run(store)
-    load = store.create_load_run(store.get_run(run_id).workload_id, "prod sweep", {"slo": {}})
+    wid = store.get_run(run_id).workload_id
+    load = store.create_load_run(wid, "prod sweep", stored_spec(wid))
     # the pilot's "baseline" at 4 req/s and 1 s E2E under load (level 4: 4 requests in 1 s)
     store.add_load_samples(load.id, [_sample(4, 0.0, [0.2, 0.5], 1.0, 2, variant="baseline")
                                      for _ in range(4)])

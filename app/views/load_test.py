@@ -14,7 +14,7 @@ from app import data, load_charts, ui
 from engine.core.domain import LoadRun, Status
 from engine.core.errors import RoilabError
 from engine.load.replay import LoadProgress
-from engine.load.spec import parse_levels, parse_load_spec
+from engine.load.spec import LoadSpec, parse_levels, parse_load_spec, stored_load_spec
 
 
 def render() -> None:
@@ -29,14 +29,18 @@ def render() -> None:
         st.info("No load tests stored yet: start one with the form above.")
         return
     run = runs[_select_run(runs)]
-    _render_status(run)
+    try:
+        spec = stored_load_spec(run)
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
+    _render_status(run, spec)
     if run.n_samples == 0:
         return
     levels = data.load_levels_frame(run.id)
     _render_capacity(run)
-    schedule = run.spec.get("schedule", "concurrency")
-    st.plotly_chart(load_charts.latency_vs_load(levels, schedule), key="chart.load_latency")
-    st.plotly_chart(load_charts.throughput_vs_load(levels, schedule),
+    st.plotly_chart(load_charts.latency_vs_load(levels, spec.schedule), key="chart.load_latency")
+    st.plotly_chart(load_charts.throughput_vs_load(levels, spec.schedule),
                     key="chart.load_throughput")
     _render_table(levels)
     with st.expander("Load spec, exactly as run"):
@@ -53,13 +57,14 @@ def _select_run(runs: dict[int, LoadRun]) -> int:
     return chosen
 
 
-def _render_status(run: LoadRun) -> None:
-    spec = run.spec
-    slo = {k: v for k, v in spec.get("slo", {}).items() if v is not None}
-    levels = ", ".join(f"{x:g}" for x in spec.get("levels", []))
-    st.text(f"{spec.get('schedule')} levels {levels}, "
-            f"{spec.get('requests_per_level')} requests per level, "
-            f"max {spec.get('max_new_tokens')} new tokens; SLO: "
+def _render_status(run: LoadRun, spec: LoadSpec) -> None:
+    slo = spec.slo.model_dump(exclude_none=True)
+    levels = ", ".join(f"{x:g}" for x in spec.levels)
+    length = (f"exactly {spec.max_new_tokens} new tokens each (fixed output)"
+              if spec.fixed_output else f"up to {spec.max_new_tokens} new tokens (natural "
+                                        "output: see output tokens/request)")
+    st.text(f"{spec.schedule} levels {levels}, {spec.requests_per_level} requests per level, "
+            f"{length}; SLO: "
             + (", ".join(f"{k} <= {v:g}" for k, v in slo.items()) or "none"))
     if run.status in (Status.PENDING, Status.RUNNING):
         st.info(f"Load run #{run.id} is {run.status}; the levels finished so far are shown.")
@@ -88,6 +93,7 @@ _COLUMNS = {"variant": ("variant", None), "level": ("level", "%g"), "n_ok": ("ok
             "e2e_p50_s": ("E2E p50 (s)", "%.3f"), "e2e_p90_s": ("E2E p90 (s)", "%.3f"),
             "e2e_p99_s": ("E2E p99 (s)", "%.3f"),
             "output_tokens_per_s": ("output tokens/s", "%.1f"),
+            "output_tokens_per_request": ("output tokens/request", "%.1f"),
             "requests_per_s": ("requests/s", "%.3f"), "goodput_rps": ("goodput (req/s)", "%.3f"),
             "slo_attainment": ("in SLO", "%.2f")}
 
@@ -129,6 +135,12 @@ def _form(workloads) -> dict[str, Any] | None:
         v["levels"] = b.text_input("Levels", value="1,2,4,8")
         v["requests_per_level"] = c.number_input("Requests per level", 1, 10_000, 16)
         v["max_new_tokens"] = d.number_input("Max new tokens", 1, 32_768, 64)
+        v["fixed_output"] = st.checkbox(
+            "Fixed output length", value=True,
+            help="Every request generates exactly 'Max new tokens' (vLLM's ignore_eos and "
+                 "min_tokens), so variants are compared on the same work; untick for the "
+                 "answer lengths each model chooses, or for an endpoint that refuses those "
+                 "fields.")
         a, b, c, d = st.columns(4)
         v["ttft_s"] = a.number_input("SLO: TTFT (s)", min_value=0.0, value=None, format="%.3f",
                                      placeholder="not checked")
@@ -164,7 +176,8 @@ def _spec(v: dict[str, Any]):
         "name": v["name"].strip() or "load test", "workload_id": v["workload_id"],
         "targets": targets, "schedule": v["schedule"], "levels": parse_levels(v["levels"]),
         "requests_per_level": int(v["requests_per_level"]),
-        "max_new_tokens": int(v["max_new_tokens"]), "slo": slo, "seed": int(v["seed"])})
+        "max_new_tokens": int(v["max_new_tokens"]),
+        "fixed_output": bool(v.get("fixed_output", True)), "slo": slo, "seed": int(v["seed"])})
 
 
 def _run(v: dict[str, Any]) -> None:
