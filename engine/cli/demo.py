@@ -11,6 +11,7 @@ from engine.cli.pilot import pilot_from_args
 from engine.cli.pilot_spec import add_pilot_args
 from engine.cli.workloads import ingest_log
 from engine.core.inert import terminal_safe
+from engine.core.logfile import terminal_stdio
 from engine.core.settings import REPO_ROOT, Settings
 
 DEMO_SAMPLE = "support_chat.jsonl"
@@ -33,7 +34,8 @@ def cmd_dashboard(args, settings: Settings) -> None:
            "--server.headless", "true"]
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard: http://{terminal_safe(shown)}:{args.port}  (Ctrl+C to stop)", flush=True)
-    subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+    # Streamlit's own lines stay on the terminal, as they did before library output had a log.
+    subprocess.run(cmd, cwd=REPO_ROOT, check=False, **terminal_stdio())
 
 
 def cmd_demo(args, settings: Settings) -> None:

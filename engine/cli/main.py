@@ -19,43 +19,74 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 from engine.cli import db, demo, models, pilot, results, workloads
 from engine.cli import load as load_cli
 from engine.core.errors import RoilabError
 from engine.core.inert import terminal_safe
-from engine.core.settings import get_settings
+from engine.core.settings import Settings, get_settings
+
+LOG_HELP = """library messages:
+  warnings and logs of torch, transformers, vLLM and the other libraries (and what vLLM's
+  engine processes print) go to data/logs/roilab-<date>.log, or ROILAB_LOG_FILE; the
+  terminal shows roilab's progress, results and errors, and names the log when something
+  was written to it. --verbose (or ROILAB_VERBOSE=1) leaves them on the terminal."""
+VERBOSE_HELP = "show library warnings and logs on the terminal instead of the log file"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roilab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="roilab", description=__doc__.splitlines()[0],
+                                     epilog=LOG_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (demo, models, workloads, pilot, results):
         group.add_parsers(sub)
     load_cli.add_parser(sub)
     db.add_parser(sub)
+    for command in sub.choices.values():  # `roilab pilot --verbose` works too
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=VERBOSE_HELP)
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Our own progress bar is the one that matters; silence per-file loading bars/warnings."""
-    import logging
+def _library_output(args, settings: Settings, argv: list[str] | None):
+    """Where library messages go for this command: the log file (engine.core.logfile), or
+    nowhere special with --verbose. A log that cannot be opened leaves them on the terminal."""
     import os
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if args.verbose or settings.verbose:
+        return nullcontext()
+    # Bars in a log file are noise: the hub's and transformers' download/loading bars are off.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    os.environ.setdefault("VLLM_LOGGING_COLOR", "0")  # no colour codes in the log
+    path = settings.resolved_log_file()
+    try:
+        from engine.core.logfile import open_log
+
+        open_log(path).close()
+    except OSError as exc:
+        print(f"warning: cannot write the library log {terminal_safe(path)} ({exc.strerror}); "
+              "library messages stay on the terminal", file=sys.stderr)
+        return nullcontext()
+    from engine.core.logfile import library_output_to
+
+    return library_output_to(path, command=" ".join(sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
-    try:
-        code = args.func(args, get_settings())  # an exit status, or None for 0
-    except RoilabError as exc:
-        print(f"error: {terminal_safe(exc, multiline=True)}", file=sys.stderr)
-        return 2
-    return code or 0
+    settings = get_settings()
+    with _library_output(args, settings, argv) as log:
+        try:
+            code = args.func(args, settings) or 0  # an exit status, or None for 0
+        except RoilabError as exc:
+            print(f"error: {terminal_safe(exc, multiline=True)}", file=sys.stderr)
+            code = 2
+    if log is not None and log.wrote():
+        print(f"library messages: {terminal_safe(log.path)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

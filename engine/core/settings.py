@@ -1,9 +1,10 @@
 """One settings object for the whole project (env prefix ``ROILAB_``)."""
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # engine/core/settings.py -> the repository
@@ -22,6 +23,16 @@ class Settings(BaseSettings):
     # (engine.core.dashboard_access). SecretStr so the password never shows in a repr or log.
     dashboard_host: str = "127.0.0.1"
     dashboard_password: SecretStr | None = None
+    # Library messages (warnings, torch/vLLM logs, C++ lines on stderr) during a CLI command:
+    # appended to this file; empty: data/logs/roilab-<date>.log (engine.core.logfile).
+    # verbose: leave them on the terminal instead (``roilab --verbose``).
+    log_file: Path | None = None
+    verbose: bool = False
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value):
+        return value or None  # ROILAB_LOG_FILE= (empty) means the default, not "."
 
     @property
     def models_dir(self) -> Path:
@@ -39,6 +50,10 @@ class Settings(BaseSettings):
     def samples_dir(self) -> Path:
         """The bundled sample logs ship with the code, wherever the data dir is."""
         return REPO_ROOT / "data" / "samples"
+
+    def resolved_log_file(self, day: date | None = None) -> Path:
+        """Where library messages go: ``ROILAB_LOG_FILE``, else one file a day under data/logs."""
+        return self.log_file or self.data_dir / "logs" / f"roilab-{day or date.today()}.log"
 
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'roilab.db'}"
