@@ -64,3 +64,18 @@ def memory_chart(frame: pd.DataFrame) -> go.Figure:
                        "peak": pd.to_numeric(frame["peak_mem_bytes"], errors="coerce") / MB})
     return _bars(mb, {"weights": "weights", "peak": "peak while serving"},
                  "Memory (lower is smaller)", "MB", fmt=".0f")
+
+
+def length_histogram(hist: dict, unit: str) -> go.Figure:
+    """Prompt lengths from a stored fixed-bin histogram (engine.ingest.stats.histogram):
+    one bar per bin, spanning its values, so a 100,000-request workload charts from 30
+    numbers."""
+    start, width, counts = hist["start"], hist["width"], hist["counts"]
+    lows = [start + i * width for i in range(len(counts))]
+    labels = [str(lo) if width == 1 else f"{lo}-{lo + width - 1}" for lo in lows]
+    fig = go.Figure(go.Bar(x=[lo + width / 2 for lo in lows], y=counts, width=width,
+                           customdata=labels, marker_line_width=0,
+                           hovertemplate=f"%{{customdata}} {unit}: %{{y}} requests<extra></extra>"))
+    fig.update_layout(title=f"Prompt length ({unit})", height=300, xaxis_title=unit,
+                      yaxis_title="requests", margin=dict(l=10, r=10, t=50, b=10), bargap=0)
+    return fig

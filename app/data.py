@@ -29,8 +29,9 @@ from engine.business.portfolio import Portfolio, portfolio
 from engine.core.domain import LoadRun, LogRequest, Run, Status, Workload
 from engine.core.settings import Settings, get_settings
 from engine.economics.hardware import CATALOG, Hardware
-from engine.ingest.logs import parse_log, token_stats
+from engine.ingest.logs import parse_log
 from engine.ingest.review import field_notes
+from engine.ingest.stats import TokenCounter, tokenizer_counter
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, load_levels, run_load
 from engine.load.spec import LoadSpec
@@ -165,38 +166,31 @@ def sample_logs() -> list[Path]:
 
 # ---- prompt statistics ---------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading the embedded model's tokenizer")
-def _tokenizer(folder: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
+def _counter(tokenizer_json: str) -> TokenCounter:
+    return tokenizer_counter(Path(tokenizer_json))
 
 
-def token_counter() -> Callable[[str], int] | None:
+def token_counter() -> TokenCounter | None:
     """Count tokens with the embedded model's tokenizer, if that model is already prepared.
 
     Never prepares the model here (that downloads and converts it); without it, the
-    statistics fall back to words and characters.
+    statistics are in words and characters.
     """
     if not is_prepared(settings()):
         return None
-    tok = _tokenizer(str(embedded_model_dir(settings())))
-    return lambda text: len(tok.encode(text, add_special_tokens=False))
+    return _counter(str(embedded_model_dir(settings()) / "tokenizer.json"))
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Counting prompt tokens")
-def _profile(url: str, workload_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
-    reqs = [r.request for r in _store(url).get_requests(workload_id)]
-    count = token_counter()
-    stats = token_stats(reqs, count_tokens=count)
-    lengths = pd.DataFrame({"words": [len(r.prompt_text.split()) for r in reqs]})
-    if count is not None:
-        lengths["tokens"] = [count(r.prompt_text) for r in reqs]
-    return stats, lengths
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Reading the prompt statistics")
+def _profile(url: str, workload_id: int, tokens: bool) -> dict[str, Any]:
+    return _store(url).workload_stats(workload_id, token_counter() if tokens else None)
 
 
-def workload_profile(workload_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
-    """token_stats of a stored workload, plus per-prompt lengths for a histogram."""
-    return _profile(db_url(), workload_id)
+def workload_profile(workload_id: int) -> dict[str, Any]:
+    """The workload's prompt statistics as stored at ingest (engine.ingest.stats), with the
+    per-prompt length histograms: one row read. A workload stored before they were (or
+    before the model was prepared, so without tokens) has them worked out once here."""
+    return _profile(db_url(), workload_id, is_prepared(settings()))
 
 
 # ---- writes --------------------------------------------------------------------------
@@ -204,7 +198,8 @@ def ingest_log(name: str, filename: str, raw: bytes) -> tuple[Workload, list[str
     """Parse an upload and store it (raw bytes unchanged); the workload and what parsing
     noticed (reference and ignored columns, as text). LogFormatError: nothing stored."""
     parsed = parse_log(raw, filename)
-    workload = store().add_workload(name.strip() or filename, filename, raw, parsed)
+    workload = store().add_workload(name.strip() or filename, filename, raw, parsed,
+                                    count_tokens=token_counter())
     clear_queries()
     return workload, field_notes(parsed)
 

@@ -103,7 +103,7 @@ def test_the_code_lists_the_revisions_the_script_directory_has() -> None:
     scripts = ScriptDirectory(str(migrate.SCRIPTS))
     assert tuple(s.revision for s in reversed(list(scripts.walk_revisions()))) == \
         migrate.REVISIONS
-    assert migrate.head_revision() == migrate.HEAD == "0004"
+    assert migrate.head_revision() == migrate.HEAD == "0005"
 
 
 # ---- SQLite stores made by old code ---------------------------------------------------------
@@ -175,7 +175,7 @@ def test_revision_0004_adds_timed_passes_to_a_0003_store_and_keeps_its_rows(tmp_
         conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0003'")
     assert migrate.current_revision(url) == "0003"
     store = Store(url)
-    assert migrate.current_revision(store.engine) == migrate.HEAD == "0004"
+    assert migrate.current_revision(store.engine) == migrate.HEAD
     _assert_rows(store, had_extras=True)
     [run] = store.list_runs()
     base = run.variants[0]
@@ -186,6 +186,35 @@ def test_revision_0004_adds_timed_passes_to_a_0003_store_and_keeps_its_rows(tmp_
     [p] = store.get_passes(base.id)
     assert (p.role, p.wall_s, p.peak_mem_bytes) == ("baseline_end", 2.0, 3_000_000_000)
     assert list(store.passes_frame(run.id).variant) == ["baseline"]
+    store.engine.dispose()
+
+
+def test_revision_0005_adds_workload_stats_to_a_0004_store_worked_out_once_on_read(
+        tmp_path, monkeypatch) -> None:
+    """A store at revision 0004 (no ``workloads.stats_json``) gains the column on open with
+    every row kept; its workload's statistics are worked out from its requests on the first
+    read, saved, and read back from the row after that."""
+    from engine.ingest.logs import token_stats
+
+    url = _copy(tmp_path, "966cc42")
+    Store(url).engine.dispose()
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE workloads DROP COLUMN stats_json")
+        conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0004'")
+    assert migrate.current_revision(url) == "0004"
+    store = Store(url)
+    assert migrate.current_revision(store.engine) == migrate.HEAD
+    _assert_rows(store, had_extras=True)
+    [w] = store.list_workloads()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT stats_json FROM workloads").scalar() is None
+    requests = [r.request for r in store.get_requests(w.id)]
+    stats = store.workload_stats(w.id, count_tokens=lambda texts: [len(t) for t in texts])
+    assert {k: v for k, v in stats.items() if k not in ("histograms", "version")} == \
+        token_stats(requests, count_tokens=len)
+    assert sum(stats["histograms"]["tokens"]["counts"]) == 3
+    monkeypatch.setattr(Store, "get_requests", lambda *a, **k: pytest.fail("requests read"))
+    assert store.workload_stats(w.id) == stats  # saved: one row read
     store.engine.dispose()
 
 

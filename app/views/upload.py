@@ -1,16 +1,16 @@
 """Upload log: validate a request log, store it unchanged, and profile its prompts.
 
-The profile shown is always read back from the store, so it survives a refresh. What an
+The profile shown is always read back from the store, so it survives a refresh: the
+statistics and length histogram stored at ingest, and the first 20 requests, never all. What an
 upload's parsing noticed (the reference column, ignored columns) is not stored: it is kept in
 session state as text for this session's uploads. A refused upload shows its error and no
 workload's report until one is picked, so an old report never reads as the new file's.
 """
 from __future__ import annotations
 
-import plotly.express as px
 import streamlit as st
 
-from app import data, nav, ui
+from app import charts, data, nav, ui
 from engine.core.domain import Workload
 from engine.core.errors import RoilabError
 from engine.ingest.log_request import REFERENCE_KEYS
@@ -115,7 +115,7 @@ def _render_validation(workload: Workload) -> None:
 
 def _render_statistics(workload: Workload) -> None:
     st.subheader("Prompt statistics")
-    stats, lengths = data.workload_profile(workload.id)
+    stats = data.workload_profile(workload.id)  # stored at ingest: no request is read
     units = [u for u in ("prompt_tokens", "prompt_words", "prompt_chars") if u in stats]
     table = {u.removeprefix("prompt_"): stats[u] for u in units}
     ui.dataframe(table, column_config={u: st.column_config.NumberColumn(format="%.1f")
@@ -128,10 +128,8 @@ def _render_statistics(workload: Workload) -> None:
     if not stats["with_reference"]:
         st.caption(ui.escape_md("A reference answer is read from a column (or JSON field) named "
                                 f"one of {', '.join(REFERENCE_KEYS)} (any case)."))
-    unit = "tokens" if "tokens" in lengths else "words"
-    fig = px.histogram(lengths, x=unit, nbins=30, title=f"Prompt length ({unit})")
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10), yaxis_title="requests")
-    st.plotly_chart(fig)
+    unit = "tokens" if "tokens" in stats["histograms"] else "words"
+    st.plotly_chart(charts.length_histogram(stats["histograms"][unit], unit))
 
 
 def _render_preview(workload: Workload) -> None:

@@ -29,7 +29,8 @@ def ingest_log(args, settings: Settings) -> int:
     for issue in parsed.issues:
         print(f"  line {issue.line}: {terminal_safe(issue.field)}: "
               f"{terminal_safe(issue.reason)}", file=sys.stderr)
-    workload = open_store(settings).add_workload(args.name or path.stem, path.name, raw, parsed)
+    workload = open_store(settings).add_workload(args.name or path.stem, path.name, raw, parsed,
+                                                 count_tokens=embedded_token_counter(settings))
     print(f"Workload {workload.id} '{terminal_safe(workload.name)}': {workload.n_requests} "
           f"requests ({parsed.format}), {workload.n_issues} rows rejected.")
     for note in field_notes(parsed):
@@ -38,6 +39,18 @@ def ingest_log(args, settings: Settings) -> int:
     if warning:
         print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     return workload.id
+
+
+def embedded_token_counter(settings: Settings):
+    """Counts tokens with the embedded model's tokenizer when that model is prepared (never
+    prepares it: that downloads and converts); None otherwise (words and characters only,
+    tokens counted on the first read after it is prepared)."""
+    from engine.ingest.stats import tokenizer_counter
+    from engine.models.prep import embedded_model_dir, is_prepared
+
+    if not is_prepared(settings):
+        return None
+    return tokenizer_counter(embedded_model_dir(settings) / "tokenizer.json")
 
 
 def cmd_workloads(args, settings: Settings) -> None:

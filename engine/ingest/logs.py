@@ -24,7 +24,8 @@ end at LF, CRLF or a lone CR; a line with bytes that are not UTF-8, nesting deep
 ``log_read.MAX_DEPTH``, a lone surrogate escape or a number Python cannot read is one
 RowIssue (see ``engine.ingest.log_read``), never an exception. JSONL is read a line at a time.
 
-This module is the entry point (``parse_log``) and the prompt statistics (``token_stats``);
+This module is the entry point (``parse_log``) and the prompt statistics (``token_stats``;
+``engine.ingest.stats`` stores them with a workload);
 JSON files are read by ``engine.ingest.log_json``, one JSON row's fields by
 ``engine.ingest.log_request``, CSV files by ``engine.ingest.log_csv``.
 """
@@ -92,17 +93,18 @@ def token_stats(
     texts = [request.prompt_text for request in requests]
     stats: dict[str, Any] = {
         "n": len(texts),
-        "prompt_words": _summary([len(text.split()) for text in texts]),
-        "prompt_chars": _summary([len(text) for text in texts]),
+        "prompt_words": summary([len(text.split()) for text in texts]),
+        "prompt_chars": summary([len(text) for text in texts]),
     }
     if count_tokens is not None:
-        stats["prompt_tokens"] = _summary([count_tokens(text) for text in texts])
+        stats["prompt_tokens"] = summary([count_tokens(text) for text in texts])
     stats["with_reference"] = sum(r.reference is not None for r in requests)
     stats["with_logged_output"] = sum(r.logged_output is not None for r in requests)
     return stats
 
 
-def _summary(values: list[int]) -> dict[str, float | None]:
+def summary(values: list[int]) -> dict[str, float | None]:
+    """``mean``, ``p50``, ``p95`` and ``max`` of ``values`` (all None when there are none)."""
     if not values:
         return dict.fromkeys(("mean", "p50", "p95", "max"))
     ordered = sorted(values)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,7 @@ from engine.core.domain import (
     Workload,
 )
 from engine.core.errors import StorageError
+from engine.ingest.stats import TokenCounter, is_current, workload_stats
 from engine.store.base import _now, clean_text  # shared by all tables
 from engine.store.connect import open_engine
 from engine.store.hardware import HardwareStoreMixin
@@ -85,20 +86,27 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
             session.close()
 
     # ---- workloads -------------------------------------------------------------------
-    def add_workload(self, name: str, filename: str, raw: bytes, parsed: ParsedLog) -> Workload:
-        """Store the original upload unchanged plus its parsed requests, atomically.
+    def add_workload(self, name: str, filename: str, raw: bytes, parsed: ParsedLog,
+                     count_tokens: TokenCounter | None = None) -> Workload:
+        """Store the original upload unchanged, its parsed requests and their prompt
+        statistics (engine.ingest.stats; tokens counted when ``count_tokens`` is given),
+        atomically.
 
         Requests go in as bulk INSERTs of ``_INSERT_BATCH`` rows straight to the driver (no
-        ORM object per request): 100,000 requests in about a second.
+        ORM object per request): 100,000 requests in about a second. The statistics are
+        worked out before the transaction begins, so the write lock is not held while the
+        tokenizer counts (a thread beside the inserts was slower on 2 cores: GIL convoy).
         """
         _check_counts(parsed.requests)
+        stats = json.dumps(workload_stats(parsed.requests, count_tokens))
         fields = dict(name=clean_text(name), filename=clean_text(filename), format=parsed.format,
                       sha256=hashlib.sha256(raw).hexdigest(), n_requests=len(parsed.requests),
                       issues_json=json.dumps([asdict(i) for i in parsed.issues]),
                       created_at=_now())
         with self._session() as s:
             conn = s.connection()
-            result = conn.execute(insert(WorkloadRow.__table__).values(raw=b"", **fields))
+            result = conn.execute(insert(WorkloadRow.__table__).values(raw=b"", stats_json=stats,
+                                                                       **fields))
             workload_id = result.inserted_primary_key[0]
             self._write_upload(conn, workload_id, raw)
             sql, order = _insert_sql(conn.dialect)
@@ -112,6 +120,26 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
                         format=parsed.format, n_requests=len(parsed.requests),
                         n_issues=len(parsed.issues), created_at=fields["created_at"],
                         issues=tuple(parsed.issues))
+
+    def workload_stats(self, workload_id: int,
+                       count_tokens: TokenCounter | None = None) -> dict[str, Any]:
+        """The workload's prompt statistics (engine.ingest.stats.workload_stats), as stored
+        at ingest: one row read, never its requests. Where none are stored (a workload from
+        before revision 0005), they are of an older shape, or they lack token counts that
+        ``count_tokens`` can now give (the model was prepared after ingest), they are worked
+        out once from the stored requests and saved."""
+        with self._session() as s:
+            self._get(s, WorkloadRow, workload_id)
+            stored = s.scalar(select(WorkloadRow.stats_json).where(WorkloadRow.id == workload_id))
+        stats = json.loads(stored) if stored else None
+        if is_current(stats, want_tokens=count_tokens is not None):
+            return stats
+        stats = workload_stats([r.request for r in self.get_requests(workload_id)],
+                               count_tokens)
+        with self._session() as s:
+            s.execute(update(WorkloadRow).where(WorkloadRow.id == workload_id)
+                      .values(stats_json=json.dumps(stats)))
+        return stats
 
     def list_workloads(self) -> list[Workload]:
         with self._session() as s:

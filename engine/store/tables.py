@@ -17,11 +17,16 @@ class WorkloadRow(Base):
     name: Mapped[str] = mapped_column(CleanText)
     filename: Mapped[str] = mapped_column(CleanText)
     format: Mapped[str] = mapped_column(String(40))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the upload, byte for byte
+    # the upload, byte for byte, for workloads stored before the uploads table; deferred, so
+    # listing workloads never reads a 50 MB blob
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     sha256: Mapped[str] = mapped_column(String(64))
     n_requests: Mapped[int]
     issues_json: Mapped[str] = mapped_column(CleanText, default="[]")
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    # engine.ingest.stats.workload_stats as JSON, written at ingest (revision 0005); NULL for
+    # a workload stored before it, until its statistics are first read
+    stats_json: Mapped[str | None] = mapped_column(CleanText, deferred=True)
 
 
 class UploadRow(Base):
