@@ -18,6 +18,7 @@ resume, cancel; the spec its flags build is pilot_spec), results (runs, show, re
 from __future__ import annotations
 
 import argparse
+import atexit
 import sys
 from contextlib import nullcontext
 
@@ -76,18 +77,41 @@ def _library_output(args, settings: Settings, argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Library output goes to the log until the command returns or, for the
+    process's own command line (``argv`` None: the ``roilab`` script, ``python -m``), until
+    the interpreter exits, since vLLM shuts its engines down at exit; an exception puts the
+    terminal back at once, so a traceback (a bug) is seen."""
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    with _library_output(args, settings, argv) as log:
+    route = _library_output(args, settings, argv)
+    log = route.__enter__()
+    close = _once(lambda: route.__exit__(None, None, None))
+    if argv is None:
+        atexit.register(close)  # before the command's imports register theirs: runs after them
+    try:
         try:
             code = args.func(args, settings) or 0  # an exit status, or None for 0
         except RoilabError as exc:
             print(f"error: {terminal_safe(exc, multiline=True)}", file=sys.stderr)
             code = 2
+    except BaseException:
+        close()
+        raise
     if log is not None and log.wrote():
         print(f"library messages: {terminal_safe(log.path)}", file=sys.stderr)
+    if argv is not None:
+        close()
     return code
 
+
+def _once(fn):
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            fn()
+    return call
 
 if __name__ == "__main__":
     sys.exit(main())
