@@ -2,8 +2,9 @@
 
 The real dashboard (``streamlit run``, test_e2e_browser's fixtures) sweeps the session's real
 ``vllm serve`` of the embedded model (tests/conftest.py) through the Load test page's form:
-2 concurrency levels, 3 requests each, 16 new tokens. The charts must appear, and the
-per-level table must show what the store holds. Screenshot: /tmp/e2e_load.png.
+2 concurrency levels, 3 requests each, exactly 16 new tokens (the "Fixed output length" box,
+ticked by default). The charts must appear, and the per-level table must show what the store
+holds. Screenshot: /tmp/e2e_load.png.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_load_sweep_through_the_form_draws_its_charts(dashboard, browser_page,  
         box = form.get_by_label(label, exact=True)
         box.fill(value)
         box.press("Tab")  # number inputs commit on blur
+    expect(form.get_by_label("Fixed output length")).to_be_checked()  # the default
     form.get_by_role("button", name="Run load test").click()
 
     plots = page.locator(".js-plotly-plot")
@@ -64,6 +66,8 @@ def test_load_sweep_through_the_form_draws_its_charts(dashboard, browser_page,  
     [run] = store.list_load_runs()
     assert run.status == "done" and run.n_samples == 6, run.error
     assert run.spec["levels"] == [1.0, 2.0] and run.spec["max_new_tokens"] == 16
+    assert run.spec["fixed_output"] is True
+    expect(page.get_by_text("exactly 16 new tokens each (fixed output)")).to_be_visible()
     assert run.spec["targets"][0]["base_url"] == vllm_server
     levels = load_levels(store, run.id)
     table = _grid_with(page, "TTFT p50 (s)", 2)  # off-screen columns are not in the DOM
@@ -71,6 +75,7 @@ def test_load_sweep_through_the_form_draws_its_charts(dashboard, browser_page,  
     shown = [float(x) for x in table["TTFT p50 (s)"]]  # the grid's accessible copy: raw values
     assert shown == pytest.approx(levels.ttft_p50_s.tolist()), table
     assert table["ok"] == ["3", "3"], table
+    assert levels.output_tokens_per_request.tolist() == [16.0, 16.0]
     cap = _metric(page, "Capacity at SLO: smollm2-fp32")
     assert cap.endswith("req/s"), cap
     expect(page).to_have_url(f"{url}/load?load_run={run.id}")

@@ -61,6 +61,25 @@ def test_concurrency_sweep_times_every_request_and_stores_it(vllm_server, settin
     assert cap.requests_per_s == pytest.approx(levels.requests_per_s.max())
 
 
+def test_fixed_output_makes_every_request_generate_max_new_tokens(vllm_server, settings):
+    """Comparable capacities: with fixed output (the default) every request generates exactly
+    max_new_tokens; with natural output answers end where the model stops, and the per-level
+    table says how many tokens that was (vllm serve takes ignore_eos and min_tokens)."""
+    store = Store(settings.resolved_db_url())
+    wid = _workload(store, settings)
+    runs = {fixed: run_load(_spec(wid, vllm_server, levels=[4], requests_per_level=8,
+                                  max_new_tokens=64, fixed_output=fixed), store, settings)
+            for fixed in (True, False)}
+    fixed = [s.output_tokens for s in store.get_load_samples(runs[True].id)]
+    natural = [s.output_tokens for s in store.get_load_samples(runs[False].id)]
+    assert fixed == [64] * 8, fixed
+    assert all(1 <= n <= 64 for n in natural) and min(natural) < 64, natural  # some end early
+    for is_fixed, mean in ((True, 64.0), (False, sum(natural) / 8)):
+        levels = load_levels(store, runs[is_fixed].id)
+        assert levels.output_tokens_per_request.tolist() == pytest.approx([mean])
+        assert runs[is_fixed].spec["fixed_output"] is is_fixed
+
+
 def test_poisson_sweep_sends_on_the_seeded_schedule(vllm_server, settings):
     store = Store(settings.resolved_db_url())
     spec = _spec(_workload(store, settings), vllm_server, schedule="poisson",
@@ -106,6 +125,9 @@ def test_cli_sweeps_a_url_and_prints_the_per_level_table(vllm_server, settings, 
     assert "[100%] smollm2: concurrency 2 done" in out
     header, *rows = out.split("Load run 1 ")[1].splitlines()[1:]
     assert header.split()[:4] == ["variant", "level", "ok", "TTFT"] and len(rows) == 2
+    assert "exactly 8 new tokens (fixed output)" in out  # the default
+    end = header.index("tok/req") + len("tok/req")  # right-aligned numbers
+    assert [r[:end].split()[-1] for r in rows] == ["8.000", "8.000"]  # tokens per request
     assert main(["load", "--show", "1"]) == 0
     assert out.split("Load run 1 ")[1] == capsys.readouterr().out.split("Load run 1 ")[1]
     assert main(["load", "--workload", str(wid)]) == 2  # neither --url nor --serve
