@@ -136,6 +136,7 @@ def test_verbose_and_a_chosen_log_file(noisy, tmp_path):
     done = _roilab("ingest", str(noisy.log), env={**os.environ, "ROILAB_LOG_FILE": str(chosen)})
     assert done.returncode == 0, done.stderr
     _assert_clean(done.stdout + done.stderr, chosen, at_exit=True)
+    assert not chosen.parent.joinpath(".gitignore").exists()  # a folder of the user's
 
 
 def test_in_process_library_output_goes_to_the_log_and_progress_to_the_terminal(

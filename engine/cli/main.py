@@ -66,7 +66,7 @@ def _library_output(args, settings: Settings, argv: list[str] | None):
     try:
         from engine.core.logfile import open_log
 
-        open_log(path).close()
+        open_log(path, ignored_folder=settings.log_file is None).close()  # data/logs/
     except OSError as exc:
         print(f"warning: cannot write the library log {terminal_safe(path)} ({exc.strerror}); "
               "library messages stay on the terminal", file=sys.stderr)

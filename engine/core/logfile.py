@@ -125,13 +125,15 @@ def terminal_stdio() -> dict:
     return {"stdout": _active.fds[1], "stderr": _active.fds[2]}
 
 
-def open_log(path: Path):
-    """The log, opened for appending (created with its folder; a folder roilab makes itself
-    gets a .gitignore, so a log under the repository's data/ is never committed)."""
+def open_log(path: Path, ignored_folder: bool = False):
+    """The log, opened for appending, its folder made when missing; with ``ignored_folder``
+    that new folder gets a .gitignore, so a log under the repository's data/ is never
+    committed."""
     folder = path.parent
     if not folder.exists():
         folder.mkdir(parents=True)
-        (folder / ".gitignore").write_text("*\n")
+        if ignored_folder:
+            (folder / ".gitignore").write_text("*\n")
     return open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
 
