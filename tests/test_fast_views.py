@@ -154,3 +154,84 @@ def test_upload_page_shows_the_stored_stats_without_reading_every_request(settin
     spec = json.loads(chart.proto.spec)
     assert "Prompt length (words)" in str(spec["layout"]["title"])
     assert sum(spec["data"][0]["y"]) == 4  # the stored histogram's counts
+
+
+# ---- bounded reads of requests --------------------------------------------------------
+def _result(index: int):
+    from engine.core.domain import RequestResult
+
+    return RequestResult(request_index=index, output_text=f"out {index}",
+                         prompt_tokens_logged=None, prompt_tokens_original=5,
+                         prompt_tokens_sent=5, output_tokens=2, ttft_s=0.1, latency_s=0.2)
+
+
+def test_get_requests_reads_all_the_first_or_those_at_given_indices(store):
+    parsed = parse_log(LOG, "l.jsonl")
+    w = store.add_workload("w", "l.jsonl", LOG, parsed)
+    everything = store.get_requests(w.id)
+    assert [r.request for r in everything] == list(parsed.requests)  # read back unchanged
+    assert [r.index for r in everything] == [0, 1, 2, 3]
+    assert store.get_requests(w.id, limit=2) == everything[:2]
+    assert store.get_requests(w.id, indices=[3, 1, 3]) == [everything[1], everything[3]]
+    assert store.get_requests(w.id, indices=[]) == []
+    assert store.count_requests(w.id) == 4
+
+
+def test_run_requests_reads_only_the_requests_the_run_has_results_for(store, monkeypatch):
+    from engine.core.domain import VariantMeasurements
+    from engine.store.scoped import RunRequests
+
+    w = store.add_workload("w", "l.jsonl", LOG, parse_log(LOG, "l.jsonl"))
+    run = store.create_run(w.id, "r", {}, [{"name": "baseline"}, {"name": "int8"}])
+    for v in run.variants:
+        store.finish_variant(v.id, [_result(0), _result(2)], VariantMeasurements(wall_s=1.0))
+    assert store.result_indices(run.id) == [0, 2]
+    asked = []
+    real = Store.get_requests
+
+    def spy(self, workload_id, limit=None, indices=None):
+        asked.append(None if indices is None else list(indices))
+        return real(self, workload_id, limit=limit, indices=indices)
+
+    monkeypatch.setattr(Store, "get_requests", spy)
+    scoped = RunRequests(store, run.id)
+    assert [r.index for r in scoped.get_requests(w.id)] == [0, 2]
+    assert [r.index for r in scoped.get_requests(w.id, indices=[3])] == [3]  # asked: as asked
+    assert asked == [[0, 2], [3]]
+    assert scoped.get_run(run.id) == store.get_run(run.id)  # everything else is the store's
+
+
+def test_results_page_reads_only_the_runs_requests(settings, monkeypatch):
+    """A run stored as the runner stores one (its spec, measured variants, per-request
+    results): the Results page's side-by-side table shows its requests without reading the
+    rest of the workload."""
+    from engine.core.domain import Status, VariantMeasurements
+    from engine.pilot.runner import create_pilot_run
+    from engine.specs.pilot import PilotSpec, QuantizeWeights, VariantSpec
+
+    _use(settings, monkeypatch)
+    store = Store(settings.resolved_db_url())
+    w = store.add_workload("w", "l.jsonl", LOG, parse_log(LOG, "l.jsonl"))
+    spec = PilotSpec(workload_id=w.id, max_requests=2, variants=(
+        VariantSpec(name="baseline"),
+        VariantSpec(name="int8", techniques=(QuantizeWeights(bits=8),))))
+    run = create_pilot_run(spec, store)
+    for v in run.variants:
+        store.finish_variant(v.id, [_result(0), _result(1)],
+                             VariantMeasurements(wall_s=1.0, throughput_tok_s=4.0,
+                                                 peak_mem_bytes=10**8, weight_bytes=10**8))
+    store.set_run_status(run.id, Status.DONE)
+    real = Store.get_requests
+
+    def bounded(self, workload_id, limit=None, indices=None):
+        assert limit is not None or indices is not None, "read every request of a workload"
+        return real(self, workload_id, limit=limit, indices=indices)
+
+    monkeypatch.setattr(Store, "get_requests", bounded)
+    at = AppTest.from_string("from app.views import results\nresults.render()",
+                             default_timeout=TIMEOUT)
+    at.query_params["run"] = str(run.id)
+    at.run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "variant_output" in d.value.columns)
+    assert list(table.request) == [0, 1] and "capital of France" in table.prompt[0]

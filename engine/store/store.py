@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -170,11 +170,27 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
         with conn.connection.driver_connection.blobopen("uploads", "raw", rowid) as blob:
             blob.write(raw)
 
-    def get_requests(self, workload_id: int, limit: int | None = None) -> list[StoredRequest]:
+    def get_requests(self, workload_id: int, limit: int | None = None,
+                     indices: Iterable[int] | None = None) -> list[StoredRequest]:
+        """The workload's requests in order: all, the first ``limit``, or those at
+        ``indices`` (0-based positions; a page of a side-by-side table reads only its rows).
+        Read as plain rows, not ORM objects: 100,000 requests in about a second."""
+        t = RequestRow.__table__
+        q = select(*(t.c[c] for c in _READ_COLS)).where(t.c.workload_id == workload_id)
+        if indices is not None:
+            wanted = sorted(set(indices))
+            if not wanted:
+                return []
+            q = q.where(t.c.idx.in_(wanted))  # an expanding IN: one parameter list per query
         with self._session() as s:
-            q = select(RequestRow).where(RequestRow.workload_id == workload_id) \
-                .order_by(RequestRow.idx).limit(limit)
-            return [_stored_request(r) for r in s.scalars(q)]
+            rows = s.connection().execute(q.order_by(t.c.idx).limit(limit))
+            return [_stored_request(workload_id, *r) for r in rows]
+
+    def count_requests(self, workload_id: int) -> int:
+        """How many requests the workload holds, counted by the database."""
+        with self._session() as s:
+            return s.scalar(select(func.count()).select_from(RequestRow)
+                            .where(RequestRow.workload_id == workload_id))
 
     # ---- runs ------------------------------------------------------------------------
     def create_run(self, workload_id: int, name: str, spec: dict[str, Any],
@@ -233,6 +249,14 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
                 .order_by(ResultRow.request_index)
             return [RequestResult(**{f: getattr(r, f) for f in _RESULT_FIELDS})
                     for r in s.scalars(q)]
+
+    def result_indices(self, run_id: int) -> list[int]:
+        """The workload positions (request indices) the run's variants have results for."""
+        with self._session() as s:
+            q = select(ResultRow.request_index).distinct().join(
+                VariantRow, VariantRow.id == ResultRow.variant_id).where(
+                VariantRow.run_id == run_id).order_by(ResultRow.request_index)
+            return list(s.scalars(q))
 
     def results_frame(self, run_id: int) -> pd.DataFrame:
         """All per-request results of a run, one row per (variant, request)."""
@@ -305,13 +329,20 @@ def _request_values(workload_id: int, idx: int, r: LogRequest) -> dict[str, Any]
                 metadata_json=clean_text(_metadata_json(r.metadata)) if r.metadata else "{}")
 
 
-def _stored_request(r: RequestRow) -> StoredRequest:
-    req = LogRequest(line=r.line, messages=tuple(json.loads(r.messages_json)),
-                     reference=r.reference, logged_output=r.logged_output,
-                     logged_prompt_tokens=r.logged_prompt_tokens,
-                     logged_output_tokens=r.logged_output_tokens, request_id=r.request_id,
-                     metadata=json.loads(r.metadata_json))
-    return StoredRequest(id=r.id, workload_id=r.workload_id, index=r.idx, request=req)
+_READ_COLS = ("id", "idx", "line", "messages_json", "reference", "logged_output",
+              "logged_prompt_tokens", "logged_output_tokens", "request_id", "metadata_json")
+_loads = json.JSONDecoder().decode
+
+
+def _stored_request(workload_id: int, id_: int, idx: int, line: int, messages_json: str,
+                    reference: str | None, logged_output: str | None,
+                    logged_prompt_tokens: int | None, logged_output_tokens: int | None,
+                    request_id: str | None, metadata_json: str) -> StoredRequest:
+    req = LogRequest(line=line, messages=tuple(_loads(messages_json)), reference=reference,
+                     logged_output=logged_output, logged_prompt_tokens=logged_prompt_tokens,
+                     logged_output_tokens=logged_output_tokens, request_id=request_id,
+                     metadata=_loads(metadata_json) if metadata_json != "{}" else {})
+    return StoredRequest(id=id_, workload_id=workload_id, index=idx, request=req)
 
 
 def _workload(r: WorkloadRow) -> Workload:
