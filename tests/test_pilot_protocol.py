@@ -107,14 +107,121 @@ def test_a_spec_stored_before_the_protocol_reads_back_with_its_defaults() -> Non
 
 # ---- real pilots ----------------------------------------------------------------------------
 
-def _pilot(settings, *variants: VariantSpec, repeats: int = 3, n: int = 4, tokens: int = 6):
+def _pilot(settings, *variants: VariantSpec, repeats: int = 3, n: int = 4, tokens: int = 6,
+           interleave: bool = True, on_progress=None):
     store = Store(settings.resolved_db_url())
     w = store.add_workload("w", "w.jsonl", LOG, parse_log(LOG, "w.jsonl"))
     spec = PilotSpec(workload_id=w.id, variants=variants, max_requests=n,
                      generation=GenerationSettings(max_new_tokens=tokens, batch_size=2),
-                     measurement=MeasurementSettings(repeats=repeats))
-    run = run_pilot(spec, store, settings)
+                     measurement=MeasurementSettings(repeats=repeats, interleave=interleave))
+    run = run_pilot(spec, store, settings, on_progress)
     return store, run
+
+
+def _pass_order(events) -> list[tuple[str, int]]:
+    """(variant, pass number) in the order the passes began, from the progress messages."""
+    order: list[tuple[str, int]] = []
+    for p in events:
+        if p.message.startswith("pass ") and "generating 1-" in p.message:
+            key = (p.variant, int(p.message.split()[1].split("/")[0]))
+            if key not in order:
+                order.append(key)
+    return order
+
+
+@pytest.mark.slow
+def test_passes_are_interleaved_across_variants_and_back_to_back_when_turned_off(
+        settings) -> None:
+    events: list = []
+    store, run = _pilot(settings, VariantSpec(name="base", model=TINY),
+                        VariantSpec(name="a", model=TINY), VariantSpec(name="b", model=TINY),
+                        on_progress=events.append)
+    assert run.status == "done", run.error
+    assert _pass_order(events) == [(v, k) for k in (1, 2, 3) for v in ("base", "a", "b")]
+    fractions = [p.fraction for p in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the bar never goes back
+    for v in run.variants:
+        m = v.technique_report["measurement"]
+        assert m["interleaved"] and sorted(m["interleaved_with"]) == \
+            sorted({"base", "a", "b"} - {v.name})
+        assert [p.pass_index for p in store.get_passes(v.id) if p.role == "timed"] == [0, 1, 2]
+    again = [p for p in store.get_passes(run.variants[0].id) if p.role == "baseline_end"]
+    assert len(again) == 1  # timed after the last round, with the baseline still loaded
+    assert events[-1].message == "done" or any("again" in p.message for p in events)
+
+    events.clear()
+    store, run = _pilot(settings, VariantSpec(name="base", model=TINY),
+                        VariantSpec(name="a", model=TINY), interleave=False,
+                        on_progress=events.append)
+    assert run.status == "done", run.error
+    assert _pass_order(events) == [("base", 1), ("base", 2), ("base", 3), ("a", 1), ("a", 2),
+                                   ("a", 3)]
+    assert not run.variants[1].technique_report["measurement"]["interleaved"]
+
+
+@pytest.mark.slow
+def test_memory_splits_the_interleaved_groups(settings, monkeypatch) -> None:
+    """With room for two variants at a time, three alternate in a group of two, then one."""
+    from engine.pilot import rounds
+
+    monkeypatch.setattr(rounds, "MAX_SIDE_BY_SIDE", 2)
+    events: list = []
+    store, run = _pilot(settings, VariantSpec(name="base", model=TINY),
+                        VariantSpec(name="a", model=TINY), VariantSpec(name="b", model=TINY),
+                        repeats=2, on_progress=events.append)
+    assert run.status == "done", run.error
+    assert _pass_order(events) == [("base", 1), ("a", 1), ("base", 2), ("a", 2), ("b", 1),
+                                   ("b", 2)]
+    assert run.variants[2].technique_report["measurement"]["interleaved"] is False
+    # the baseline was not kept loaded to the end: it is loaded again for its re-measure
+    assert [p.role for p in store.get_passes(run.variants[0].id)].count("baseline_end") == 1
+
+
+def _start_hogs() -> list[int]:
+    """One busy loop per CPU. Not children of this process (their CPU would count as the
+    pilot's own): a shell starts each in the background and exits; ended by their ids."""
+    import os
+
+    return [int(subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
+                                "</dev/null >/dev/null 2>&1 & echo $!"],
+                               capture_output=True, text=True, check=True).stdout)
+            for _ in range(os.cpu_count() or 1)]
+
+
+@pytest.mark.slow
+def test_a_busy_process_during_one_variant_flags_that_variant_unstable(settings) -> None:
+    """A real CPU hog runs during the second pass of "victim" only (started when that pass
+    begins, killed when the next variant's pass begins): victim's tokens/s spread passes the
+    threshold and it is marked unstable, with the busy pass recorded."""
+    import os
+
+    hogs: list[int] = []
+
+    def on_progress(p) -> None:
+        if p.variant == "victim" and p.message.startswith("pass 2/3: generating 1-") and not hogs:
+            hogs.extend(_start_hogs())
+            time.sleep(0.3)  # the hogs are running before the pass's first batch
+        elif hogs and p.variant != "victim" and p.message.startswith("pass "):
+            while hogs:
+                os.kill(hogs.pop(), signal.SIGKILL)
+
+    try:
+        store, run = _pilot(settings, VariantSpec(name="base", model=TINY),
+                            VariantSpec(name="victim", model=TINY),
+                            VariantSpec(name="other", model=TINY), n=6, tokens=24,
+                            on_progress=on_progress)
+    finally:
+        for pid in hogs:
+            os.kill(pid, signal.SIGKILL)
+    assert run.status == "done", run.error
+    passes = [p for p in store.get_passes(run.variants[1].id) if p.role == "timed"]
+    assert max(passes, key=lambda p: p.wall_s).pass_index == 1  # the pass the hogs ran in
+    assert passes[1].others_cpu_pct > protocol.BUSY_CPU_PCT, passes
+    rep = build_report(store, run.id)
+    victim = rep.variants[1]
+    assert "tokens/s" in victim.unstable, (victim.unstable, victim.tokens_per_s_spread)
+    assert victim.tokens_per_s_spread > protocol.UNSTABLE_SPREAD
+    assert any(line.startswith("Unstable: victim's tokens/s") for line in stability_lines(rep))
 
 
 @pytest.mark.slow
@@ -206,12 +313,7 @@ def test_a_cpu_hog_beside_the_pilot_is_recorded_and_warned_about(settings, capsy
 
     from engine.cli.main import main
 
-    # Not children of this process (their CPU would count as the pilot's own): a shell
-    # starts each in the background and exits, and the hog is ended by its id.
-    hogs = [int(subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
-                                "</dev/null >/dev/null 2>&1 & echo $!"],
-                               capture_output=True, text=True, check=True).stdout)
-            for _ in range(os.cpu_count() or 1)]
+    hogs = _start_hogs()
     try:
         time.sleep(0.5)
         store, run = _pilot(settings, VariantSpec(name="base", model=TINY),

@@ -48,6 +48,10 @@ class Backend(ABC):
     """
 
     name: str = ""
+    # Whether several variants of this backend can stay loaded side by side in one process,
+    # so the runner can interleave their timed passes (engine.pilot.rounds). vLLM cannot: one
+    # engine at a time, each reserving its share of the GPU.
+    interleavable: bool = False
 
     def __init__(self, spec: VariantSpec, model_path: str) -> None:
         self.spec = spec

@@ -30,6 +30,7 @@ from engine.core.redact import auth_sent
 
 class EndpointBackend(Backend):
     name = "endpoint"
+    interleavable = True  # a client only: nothing held but a connection
 
     def __init__(self, spec, model_path: str) -> None:
         super().__init__(spec, model_path)

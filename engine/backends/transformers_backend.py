@@ -74,12 +74,14 @@ class _StepClock:
 
 class TransformersBackend(Backend):
     name = "transformers"
+    interleavable = True  # each variant its own model object; memory permitting
 
     def __init__(self, spec, model_path: str) -> None:
         super().__init__(spec, model_path)
         self.model = None
         self.tokenizer = None
         self._sampler: RssPeakSampler | None = None
+        self._cuda_before = 0  # bytes torch held on the GPU before this variant loaded
         self._generate_kwargs: dict = {}
         self._random = is_random_model(model_path)
         self._compile_config = None
@@ -109,6 +111,8 @@ class TransformersBackend(Backend):
         device = self.device
         self.check(self.spec, device)
         if device == "cuda":
+            # Other variants loaded beside this one (interleaved passes) are not its memory.
+            self._cuda_before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
             self._sampler = RssPeakSampler()
@@ -319,7 +323,7 @@ class TransformersBackend(Backend):
 
     def peak_memory_bytes(self) -> int | None:
         if self.model is not None and self.model.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated())
+            return int(torch.cuda.max_memory_allocated()) - self._cuda_before
         if self._sampler is None:
             return None
         if self._sampler.pass_rss is not None and self.model is not None:
@@ -340,8 +344,9 @@ class TransformersBackend(Backend):
         return {
             "device": "cuda" if cuda else "cpu", "peak_bytes": self.peak_memory_bytes(),
             "peak_method": "torch's allocated bytes on cuda:0, highest while serving (weights, "
-                           "activations, KV cache), reset before each timed pass (median of "
-                           "the passes after the first)" if cuda else
+                           "activations, KV cache; not what other variants loaded beside it "
+                           "hold), reset before each timed pass (median of the passes after "
+                           "the first)" if cuda else
                            "weights plus the process RSS growth over the RSS "
                            "settled before each timed pass (median of the passes "
                            "after the first)",

@@ -3,12 +3,14 @@
 A variant, once loaded and warmed up, runs ``repeats`` timed passes over the same requests
 (``engine.specs.pilot.MeasurementSettings``; default per device, ``DEFAULT_REPEATS``). The
 first pass's outputs are the ones scored for accuracy; decoding is greedy, so later passes
-only re-time. The repeats run back to back while the model stays loaded (loading a variant
-again for each pass would cost more than the pass, and holding every variant loaded at once
-would need the memory of all of them): they are not interleaved across variants. Instead
-the baseline is loaded again after every other variant and timed once more
-(``role="baseline_end"``): how far it drifted from its first measurement is the run's noise
-floor, and catches a machine that got busier or cooler during the run.
+only re-time. Where the backend allows it (``Backend.interleavable``: several variants can
+stay loaded in one process) and memory holds them, the variants are loaded side by side and
+their passes interleaved: round 1 times every variant once, round 2 again, and so on
+(``engine.pilot.rounds``), so a machine that gets busier or cooler mid-run touches every
+variant alike instead of one. Otherwise (vLLM: one engine at a time) a variant's passes run
+back to back while it is loaded. Either way the baseline is timed once more at the end
+(``role="baseline_end"``; loaded again when it was not kept): how far it drifted from its
+first measurement is the run's noise floor.
 
 Every pass is stored (``TimedPass``, table ``variant_passes``); the variant row keeps the
 medians, so the report and the business case read medians. A figure whose passes spread by
@@ -216,20 +218,23 @@ def generate_batched(backend, prompts: list[list[dict]], order: list[int], batch
 def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
                  max_new_tokens: int, repeats: int, prepare_s: float,
                  compress_s: Sequence[float], notify: Callable[[int, str], None],
-                 role: str = "timed") -> tuple[list[list[Generation]], list[TimedPass]]:
-    """Run ``repeats`` timed passes of the same prompts; each pass's generations and its
+                 role: str = "timed", first: int = 0, of: int | None = None,
+                 ) -> tuple[list[list[Generation]], list[TimedPass]]:
+    """Run ``repeats`` timed passes of the same prompts, numbered from ``first`` (of ``of``
+    in all: interleaved rounds run one at a time); each pass's generations and its
     TimedPass. ``prepare_s`` (the prompt-stage techniques' seconds, run once before) is part
     of every pass's wall time, as ``compress_s`` is of each request's latency; compile
     warm-up met mid-pass is not (start-up, not serving)."""
     n = len(prompts)
+    of = of or first + repeats
     all_gens, passes = [], []
-    for k in range(repeats):
+    for k in range(first, first + repeats):
         backend.begin_pass()
         warm0 = backend.warm_up_s
         with MachineSampler() as machine:
             t0 = time.perf_counter()
             gens = generate_batched(backend, prompts, order, batch_size, max_new_tokens,
-                                    lambda d, m, k=k: notify(k * n + d, _label(m, k, repeats)))
+                                    lambda d, m, k=k: notify(k * n + d, _label(m, k, of)))
             wall = time.perf_counter() - t0 - (backend.warm_up_s - warm0) + prepare_s
         lat = [g.latency_s + cs for g, cs in zip(gens, compress_s, strict=True)]
         tokens = sum(g.output_tokens for g in gens)
@@ -269,11 +274,15 @@ def outputs_differ(all_gens: list[list[Generation]]) -> int:
     return sum(any(p[i].text != g.text for p in all_gens[1:]) for i, g in enumerate(all_gens[0]))
 
 
-def measurement_report(passes: list[TimedPass], differ: int) -> dict[str, Any]:
+def measurement_report(passes: list[TimedPass], differ: int,
+                       interleaved_with: Sequence[str] = ()) -> dict[str, Any]:
     """What the protocol did, for ``technique_report["measurement"]``: passes, spreads, how
-    busy the machine was (the busiest pass)."""
+    busy the machine was (the busiest pass), the variants whose passes alternated with these
+    (none: back to back)."""
     report: dict[str, Any] = {"passes": len(passes), "repeated_outputs_differ": differ,
-                              "interleaved": False}
+                              "interleaved": bool(interleaved_with)}
+    if interleaved_with:
+        report["interleaved_with"] = list(interleaved_with)
     for key in ("throughput_tok_s", "latency_p95_s", "peak_mem_bytes"):
         s = spread([getattr(p, key) for p in (memory_passes(passes) if key == "peak_mem_bytes"
                                               else passes)])

@@ -6,13 +6,9 @@ variant is stored with its reason. Presentation is injected through ``on_progres
 """
 from __future__ import annotations
 
-import statistics
-import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from engine.backends import Backend, get_backend
+from engine.backends import get_backend
 from engine.backends.base import resolve_device
 from engine.core.domain import (
     RequestResult,
@@ -25,11 +21,20 @@ from engine.core.domain import (
 )
 from engine.core.errors import RoilabError, SpecError
 from engine.core.settings import Settings
-from engine.models.prep import check_model_name, is_random_model, resolve_model
-from engine.pilot import accuracy, protocol
+from engine.models.prep import check_model_name, is_random_model
+from engine.pilot import accuracy
 from engine.pilot.liveness import Heartbeat, reap_dead_runs, stop_run, this_host
+from engine.pilot.rounds import Slot, run_rounds
+from engine.pilot.variant import (
+    Calibration,
+    Progress,
+    ProgressFn,
+    notifier,
+    prompt_stage,
+    run_variant,
+    time_again,
+)
 from engine.specs.pilot import (
-    GenerationSettings,
     PilotSpec,
     VariantSpec,
     default_repeats,
@@ -37,26 +42,9 @@ from engine.specs.pilot import (
 )
 from engine.store.store import Store
 from engine.techniques import technique_module
-from engine.techniques.base import PromptContext
 
-
-@dataclass(frozen=True)
-class Progress:
-    variant: str
-    variant_index: int  # 0-based
-    n_variants: int
-    done: int  # requests finished in this variant
-    total: int
-    message: str
-
-    @property
-    def fraction(self) -> float:
-        """Overall fraction of the pilot done, for a single progress bar."""
-        within = self.done / self.total if self.total else 0.0
-        return min(1.0, (self.variant_index + within) / self.n_variants)
-
-
-ProgressFn = Callable[[Progress], None]
+__all__ = ["CANCELLABLE", "RESUMABLE", "Calibration", "Progress", "ProgressFn", "cancel_run",
+           "create_pilot_run", "pilot_outcome", "preflight", "resume_pilot", "run_pilot"]
 
 
 RESUMABLE = (Status.INTERRUPTED, Status.CANCELLED, Status.PARTIAL, Status.FAILED)
@@ -170,12 +158,6 @@ def _why(v: VariantRun) -> str:
     return (v.error or f"no reason recorded (status {v.status})").rstrip(". ")
 
 
-@dataclass(frozen=True)
-class Calibration:
-    prompts: list[list[dict]]
-    is_eval_set: bool  # True when the workload had no requests beyond those evaluated
-
-
 def preflight(vspec: VariantSpec) -> str | None:
     """Why this variant cannot run here, or None. Checked for every variant before any runs."""
     try:
@@ -201,40 +183,130 @@ def _cuda_available() -> bool:
 def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
                   calibration: Calibration, store: Store, settings: Settings,
                   on_progress: ProgressFn | None) -> None:
-    refused = {v.name: preflight(v) for v in spec.variants}
-    baseline: list[RequestResult] | None = None
-    embedder: accuracy.Embedder | None = None
+    sink = _Sink(store, settings, requests)
+    todo: list[int] = []
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
         if vrun.status == Status.DONE:  # a resumed run: finished before, kept as stored
             if i == 0 and not is_random_model(vspec.model):
-                baseline = store.get_results(vrun.id)
+                sink.baseline = store.get_results(vrun.id)
             continue
-        # Each prompt-stage technique (prompt compression) and each timed pass is a pass of
-        # its own over the requests: each gets its share of the bar.
-        repeats = _repeats(spec, vspec)
-        steps = len(requests) * (repeats + len(_prompt_stage(vspec)))
+        if refused := preflight(vspec):
+            store.set_variant_status(vrun.id, Status.FAILED, refused)
+            _notifier(on_progress, vspec.name, i, _bar_steps(spec), 1)(1, "refused")
+            continue
+        todo.append(i)
+    groups = _groups(spec, todo)
+    for g, group in enumerate(groups):
+        if len(group) > 1:
+            _run_interleaved(spec, run, group, g == len(groups) - 1, requests, calibration,
+                             sink, on_progress)
+            continue
+        i = group[0]
+        vrun, vspec = run.variants[i], spec.variants[i]
+        steps = _steps(spec, vspec, len(requests))
         notify = _notifier(on_progress, vspec.name, i, _bar_steps(spec), steps)
-        if refused[vspec.name]:
-            store.set_variant_status(vrun.id, Status.FAILED, refused[vspec.name])
-            notify(steps, "refused")
-            continue
         store.set_variant_status(vrun.id, Status.RUNNING)
         try:
-            results, measured = _run_variant(
+            sink.done(i, vrun, vspec, *run_variant(
                 vspec, requests, calibration, variant_generation(spec.generation, vspec),
-                settings, notify, repeats)
-            if not is_random_model(vspec.model):  # random weights: accuracy not measured
-                embedder = embedder or accuracy.Embedder(settings.embedding_model)
-                results = accuracy.score(results, requests, baseline if i else None, embedder)
-            store.finish_variant(vrun.id, results, measured)
-            if i == 0 and not is_random_model(vspec.model):
-                baseline = results
+                settings, notify, _repeats(spec, vspec)))
             notify(steps, "done")
         except Exception as exc:  # a failing variant is recorded; the others still run
             store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
             notify(steps, f"failed: {_reason(exc)}")
     _remeasure_baseline(spec, store.get_run(run.id), requests, calibration, store, settings,
                         on_progress)
+
+
+class _Sink:
+    """Scores a finished variant's results (against the baseline's) and stores them."""
+
+    def __init__(self, store: Store, settings: Settings, requests: list[StoredRequest]) -> None:
+        self.store, self.settings, self.requests = store, settings, requests
+        self.baseline: list[RequestResult] | None = None
+        self._embedder: accuracy.Embedder | None = None
+
+    def done(self, i: int, vrun: VariantRun, vspec: VariantSpec, results: list[RequestResult],
+             measured: VariantMeasurements) -> None:
+        if not is_random_model(vspec.model):  # random weights: accuracy not measured
+            self._embedder = self._embedder or accuracy.Embedder(self.settings.embedding_model)
+            results = accuracy.score(results, self.requests, self.baseline if i else None,
+                                     self._embedder)
+        self.store.finish_variant(vrun.id, results, measured)
+        if i == 0 and not is_random_model(vspec.model):
+            self.baseline = results
+
+
+def _groups(spec: PilotSpec, todo: list[int]) -> list[list[int]]:
+    """The variants to run, in order, grouped: consecutive variants whose backend can keep
+    several loaded (engine.pilot.rounds) share a group when any of them is timed more than
+    once and the spec allows interleaving; every other variant is a group of its own."""
+    def joins(i: int) -> bool:
+        v = spec.variants[i]
+        return get_backend(v.backend).interleavable and not v.compile
+
+    groups: list[list[int]] = []
+    for i in todo:
+        if groups and joins(i) and joins(groups[-1][-1]) and groups[-1][-1] == _prev(todo, i):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    interleave = spec.measurement.interleave
+    return [part for g in groups for part in (
+        [g] if interleave and max(_repeats(spec, spec.variants[i]) for i in g) > 1
+        else [[i] for i in g])]
+
+
+def _prev(todo: list[int], i: int) -> int:
+    return todo[todo.index(i) - 1]
+
+
+def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool,
+                     requests: list[StoredRequest], calibration: Calibration, sink: _Sink,
+                     on_progress: ProgressFn | None) -> None:
+    """Time ``group``'s variants in interleaved rounds (engine.pilot.rounds) and store each."""
+    n = len(requests)
+    again = last and 0 in group and spec.measurement.remeasure_baseline and len(spec.variants) > 1
+    totals = {i: _steps(spec, spec.variants[i], n) + (n if i == 0 and again else 0)
+              for i in group}
+    done = dict.fromkeys(group, 0)
+    span = len(group) + again  # the bar's sections this group fills (its variants', the end)
+
+    def overall(i: int):
+        def fraction(d: int) -> float:
+            done[i] = max(done[i], d)
+            return (group[0] + span * sum(done.values()) / sum(totals.values())) \
+                / _bar_steps(spec)
+        return fraction
+
+    slots = []
+    for i in group:
+        vspec = spec.variants[i]
+        sink.store.set_variant_status(run.variants[i].id, Status.RUNNING)
+        slots.append(Slot(i, vspec, variant_generation(spec.generation, vspec),
+                          _repeats(spec, vspec),
+                          _notifier(on_progress, vspec.name, i, _bar_steps(spec), totals[i],
+                                    overall(i)),
+                          time_end=i == 0 and again))
+    for slot, outcome in zip(slots, run_rounds(slots, requests, calibration, sink.settings),
+                             strict=True):
+        vrun = run.variants[slot.index]
+        try:
+            if outcome.error is not None:
+                raise outcome.error
+            sink.done(slot.index, vrun, slot.vspec, outcome.results, outcome.measured)
+            if outcome.end_passes:
+                sink.store.add_passes(vrun.id, outcome.end_passes)
+            slot.notify(totals[slot.index], "done")
+        except Exception as exc:  # a failing variant is recorded; the others still run
+            sink.store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
+            slot.notify(totals[slot.index], f"failed: {_reason(exc)}")
+
+
+def _steps(spec: PilotSpec, vspec: VariantSpec, n: int) -> int:
+    """Progress steps of one variant: each prompt-stage technique (prompt compression) and
+    each timed pass is a pass of its own over the requests."""
+    return n * (_repeats(spec, vspec) + len(prompt_stage(vspec)))
 
 
 def _repeats(spec: PilotSpec, vspec: VariantSpec) -> int:
@@ -256,20 +328,20 @@ def _remeasure_baseline(spec: PilotSpec, run: Run, requests: list[StoredRequest]
                         on_progress: ProgressFn | None) -> None:
     """Time the baseline once more after every other variant (engine.pilot.protocol): the
     run's noise floor. Skipped for a one-variant pilot, a failed baseline, or one measured
-    again already (a resumed run); a failure here is noted, never fails the run."""
+    again already (in the last interleaved round, or a resumed run); a failure here is
+    noted, never fails the run."""
     base, vspec = run.variants[0], spec.baseline
     if (not spec.measurement.remeasure_baseline or len(run.variants) < 2
             or base.status != Status.DONE
             or any(p.role == "baseline_end" for p in store.get_passes(base.id))):
         return
-    steps = len(requests) * (1 + len(_prompt_stage(vspec)))
+    steps = len(requests) * (1 + len(prompt_stage(vspec)))
     notify = _notifier(on_progress, f"{vspec.name} (again)", len(run.variants),
                        _bar_steps(spec), steps)
     try:
-        _, measured = _run_variant(vspec, requests, calibration,
-                                   variant_generation(spec.generation, vspec), settings, notify,
-                                   1, role="baseline_end")
-        store.add_passes(base.id, list(measured.passes))
+        passes = time_again(vspec, requests, calibration,
+                            variant_generation(spec.generation, vspec), settings, notify)
+        store.add_passes(base.id, passes)
         notify(steps, "done")
     except Exception as exc:  # noqa: BLE001 - the noise floor is a check, not a result
         notify(steps, f"baseline re-measure failed: {_reason(exc)}")
@@ -291,87 +363,4 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc} (at {last.filename.split('/')[-1]}:{last.lineno})"
 
 
-def _notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total: int):
-    def notify(done: int, message: str) -> None:
-        if on_progress:
-            on_progress(Progress(name, idx, n, done, total, message))
-    return notify
-
-
-def _run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
-                 gen: GenerationSettings, settings: Settings, notify, repeats: int = 1,
-                 role: str = "timed") -> tuple[list[RequestResult], VariantMeasurements]:
-    """Load, warm up, prepare the prompts, then ``repeats`` timed passes (engine.pilot.protocol):
-    the first pass's outputs, each request's median latency, the medians as measurements."""
-    notify(0, "preparing model")
-    backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
-    try:
-        notify(0, "loading model")
-        info = backend.load(calibration.prompts, calibration.is_eval_set)
-        report = dict(info.technique_report)
-        originals = [list(r.request.messages) for r in requests]
-        # One short untimed generation first, so the first timed batch does not pay one-off
-        # start-up costs (kernel selection, allocator growth) that every variant would
-        # otherwise pay differently depending on its position in the pilot.
-        notify(0, "warming up")
-        backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
-        t0 = time.perf_counter()
-        sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
-                                                            notify)
-        prepare_s = time.perf_counter() - t0
-        prepare_peak = backend.peak_memory_bytes()  # whatever a technique loaded counts
-        report.update(prompt_reports)
-        offset = len(sent) * len(prompt_reports)
-        order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
-        all_gens, passes = protocol.timed_passes(
-            backend, sent, order, gen.batch_size, gen.max_new_tokens, repeats, prepare_s,
-            compress_s, lambda d, m: notify(offset + d, m), role)
-        gens = protocol.median_generations(all_gens)
-        if backend.serving_report():
-            report["serving"] = backend.serving_report()
-        if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
-            report["engine_metrics"] = [{"request_index": r.index, **(g.engine_metrics or {})}
-                                        for r, g in zip(requests, gens, strict=True)]
-        results = [RequestResult(
-            request_index=r.index, output_text=g.text,
-            prompt_tokens_logged=r.request.logged_prompt_tokens,
-            prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
-            output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
-            compress_s=cs) for r, orig, g, cs in zip(requests, originals, gens, compress_s, strict=True)]
-        report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
-        report["measurement"] = protocol.measurement_report(passes,
-                                                            protocol.outputs_differ(all_gens))
-        peak = protocol.spread([p.peak_mem_bytes for p in protocol.memory_passes(passes)])
-        peak_bytes = max(int(peak.median), prepare_peak or 0) if peak else prepare_peak
-        report["memory"]["peak_bytes"] = peak_bytes
-        return results, VariantMeasurements(
-            load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
-            wall_s=statistics.median(p.wall_s for p in passes),
-            throughput_tok_s=statistics.median(p.throughput_tok_s for p in passes),
-            device=info.device, technique_report=report, passes=tuple(passes))
-    finally:
-        backend.close()
-
-
-def _prompt_stage(vspec: VariantSpec) -> list:
-    """The variant's prompt-stage techniques, in the spec's order."""
-    return [t for t in vspec.techniques if technique_module(t.kind).stage == "prompt"]
-
-
-def _prepare_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
-                     backend: Backend, notify) -> tuple[list[list[dict]], list[float], dict]:
-    """Run each prompt-stage technique's ``prepare_prompts`` hook over every request, each
-    on the previous one's output; returns (messages to send, seconds per request, reports by
-    kind). The seconds are added to each request's latency by the caller and fall inside the
-    pilot's wall time. Called after the backend has loaded (and reset its peak-memory
-    counter), so whatever a technique loads counts in the variant's peak memory."""
-    sent, seconds, reports = originals, [0.0] * len(originals), {}
-    ctx = PromptContext(model=vspec.model, device=getattr(backend, "device", "cpu"),
-                        settings=settings)
-    for k, tech in enumerate(_prompt_stage(vspec)):
-        prepared = technique_module(tech.kind).prepare_prompts(
-            tech, sent, ctx, lambda i, m, k=k: notify(k * len(originals) + i, m))
-        sent = prepared.messages
-        seconds = [a + b for a, b in zip(seconds, prepared.seconds, strict=True)]
-        reports[tech.kind] = prepared.report
-    return sent, seconds, reports
+_notifier = notifier

@@ -97,12 +97,16 @@ class GenerationSettings(_Spec):
 class MeasurementSettings(_Spec):
     """How each variant is timed (engine.pilot.protocol): ``repeats`` timed passes over the
     same requests (the first also gives the outputs accuracy is scored on; decoding is greedy,
-    so later passes only re-time), and the baseline timed once more after every other
-    variant, as the run's noise floor. ``repeats`` None: the device's default
+    so later passes only re-time), interleaved across variants where the backend allows
+    (``interleave``), and the baseline timed once more after every other variant, as the
+    run's noise floor. ``repeats`` None: the device's default
     (``default_repeats``)."""
 
     repeats: int | None = Field(None, ge=1, le=20)
     remeasure_baseline: bool = True
+    # Alternate the passes of variants that can stay loaded side by side (engine.pilot.rounds)
+    # so a drift in the machine touches all alike; False: each variant's passes back to back.
+    interleave: bool = True
 
 
 # Timed passes per variant when the spec leaves it open: a GPU pass is short and its noise

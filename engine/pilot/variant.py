@@ -1,0 +1,221 @@
+"""One variant under measurement: loaded and prepared once (``load_variant``), timed in as
+many passes as the protocol asks (``LoadedVariant.time``), then turned into its results and
+measurements (``LoadedVariant.finish``). ``run_variant`` does the three back to back; the
+runner's interleaved rounds (engine.pilot.rounds) keep several loaded and alternate their
+passes."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.backends import Backend, get_backend
+from engine.backends.base import LoadInfo
+from engine.core.domain import (
+    Generation,
+    RequestResult,
+    StoredRequest,
+    TimedPass,
+    VariantMeasurements,
+)
+from engine.core.settings import Settings
+from engine.models.prep import resolve_model
+from engine.pilot import protocol
+from engine.specs.pilot import GenerationSettings, VariantSpec
+from engine.techniques import technique_module
+from engine.techniques.base import PromptContext
+
+
+@dataclass(frozen=True)
+class Calibration:
+    prompts: list[list[dict]]
+    is_eval_set: bool  # True when the workload had no requests beyond those evaluated
+
+
+@dataclass(frozen=True)
+class Progress:
+    variant: str
+    variant_index: int  # 0-based
+    n_variants: int
+    done: int  # requests finished in this variant
+    total: int
+    message: str
+    overall: float | None = None  # the pilot's fraction done, when variants alternate
+
+    @property
+    def fraction(self) -> float:
+        """Overall fraction of the pilot done, for a single progress bar."""
+        if self.overall is not None:
+            return min(1.0, self.overall)
+        within = self.done / self.total if self.total else 0.0
+        return min(1.0, (self.variant_index + within) / self.n_variants)
+
+
+ProgressFn = Callable[[Progress], None]
+Notify = Callable[[int, str], None]
+
+
+def notifier(on_progress: ProgressFn | None, name: str, idx: int, n: int, total: int,
+             overall: Callable[[int], float] | None = None) -> Notify:
+    """``notify(done, message)`` for one variant's section of the bar; ``overall`` (given
+    this variant's steps done, the pilot's fraction) when variants alternate."""
+    def notify(done: int, message: str) -> None:
+        if on_progress:
+            on_progress(Progress(name, idx, n, done, total, message,
+                                 overall(done) if overall else None))
+    return notify
+
+
+def prompt_stage(vspec: VariantSpec) -> list:
+    """The variant's prompt-stage techniques, in the spec's order."""
+    return [t for t in vspec.techniques if technique_module(t.kind).stage == "prompt"]
+
+
+@dataclass
+class LoadedVariant:
+    """A variant loaded, warmed up and with its prompts prepared, ready for timed passes."""
+
+    vspec: VariantSpec
+    backend: Backend
+    info: LoadInfo
+    requests: list[StoredRequest]
+    gen: GenerationSettings
+    notify: Notify
+    report: dict
+    originals: list[list[dict]]
+    sent: list[list[dict]]
+    compress_s: list[float]
+    prepare_s: float
+    prepare_peak: int | None
+    order: list[int]
+    offset: int  # progress steps the prompt stage took
+    all_gens: list[list[Generation]] = field(default_factory=list)
+    passes: list[TimedPass] = field(default_factory=list)
+
+    def time(self, repeats: int, role: str = "timed", of: int | None = None,
+             notify: Notify | None = None) -> list[TimedPass]:
+        """Run ``repeats`` timed passes, numbered on from the passes already run (``of`` in
+        all, for the progress labels); the "timed" ones are kept for the results, another
+        role's (the baseline's re-measure, numbered from 0) are only returned."""
+        timed = role == "timed"
+        say = notify or (lambda d, m: self.notify(self.offset + d, m))
+        gens, passes = protocol.timed_passes(
+            self.backend, self.sent, self.order, self.gen.batch_size, self.gen.max_new_tokens,
+            repeats, self.prepare_s, self.compress_s, say, role,
+            first=len(self.passes) if timed else 0, of=of)
+        if role == "timed":
+            self.all_gens.extend(gens)
+            self.passes.extend(passes)
+        return passes
+
+    def finish(self, interleaved_with: tuple[str, ...] = ()
+               ) -> tuple[list[RequestResult], VariantMeasurements]:
+        """The first pass's outputs with each request's median latency, and the medians of
+        the timed passes as the variant's measurements."""
+        backend, passes, report = self.backend, self.passes, dict(self.report)
+        gens = protocol.median_generations(self.all_gens)
+        if backend.serving_report():
+            report["serving"] = backend.serving_report()
+        if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
+            report["engine_metrics"] = [{"request_index": r.index, **(g.engine_metrics or {})}
+                                        for r, g in zip(self.requests, gens, strict=True)]
+        results = [RequestResult(
+            request_index=r.index, output_text=g.text,
+            prompt_tokens_logged=r.request.logged_prompt_tokens,
+            prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
+            output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
+            compress_s=cs)
+            for r, orig, g, cs in zip(self.requests, self.originals, gens, self.compress_s,
+                                      strict=True)]
+        report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
+        report["measurement"] = protocol.measurement_report(
+            passes, protocol.outputs_differ(self.all_gens), interleaved_with)
+        peak = protocol.spread([p.peak_mem_bytes for p in protocol.memory_passes(passes)])
+        peak_bytes = max(int(peak.median), self.prepare_peak or 0) if peak else self.prepare_peak
+        report["memory"]["peak_bytes"] = peak_bytes
+        info = self.info
+        return results, VariantMeasurements(
+            load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
+            wall_s=statistics.median(p.wall_s for p in passes),
+            throughput_tok_s=statistics.median(p.throughput_tok_s for p in passes),
+            device=info.device, technique_report=report, passes=tuple(passes))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
+                 gen: GenerationSettings, settings: Settings, notify: Notify) -> LoadedVariant:
+    """Load, warm up and prepare the prompts of one variant; the backend is closed again if
+    any of it fails."""
+    notify(0, "preparing model")
+    backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
+    try:
+        notify(0, "loading model")
+        info = backend.load(calibration.prompts, calibration.is_eval_set)
+        originals = [list(r.request.messages) for r in requests]
+        # One short untimed generation first, so the first timed batch does not pay one-off
+        # start-up costs (kernel selection, allocator growth) that every variant would
+        # otherwise pay differently depending on its position in the pilot.
+        notify(0, "warming up")
+        backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
+        t0 = time.perf_counter()
+        sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
+                                                            notify)
+        prepare_s = time.perf_counter() - t0
+        prepare_peak = backend.peak_memory_bytes()  # whatever a technique loaded counts
+        order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
+    except BaseException:
+        backend.close()
+        raise
+    return LoadedVariant(vspec=vspec, backend=backend, info=info, requests=requests, gen=gen,
+                         notify=notify, report={**info.technique_report, **prompt_reports},
+                         originals=originals, sent=sent, compress_s=compress_s,
+                         prepare_s=prepare_s, prepare_peak=prepare_peak, order=order,
+                         offset=len(sent) * len(prompt_reports))
+
+
+def run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
+                gen: GenerationSettings, settings: Settings, notify: Notify, repeats: int = 1,
+                ) -> tuple[list[RequestResult], VariantMeasurements]:
+    """Load, warm up, prepare the prompts, then ``repeats`` timed passes back to back
+    (engine.pilot.protocol): the first pass's outputs, each request's median latency, the
+    medians as measurements."""
+    loaded = load_variant(vspec, requests, calibration, gen, settings, notify)
+    try:
+        loaded.time(repeats)
+        return loaded.finish()
+    finally:
+        loaded.close()
+
+
+def time_again(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
+               gen: GenerationSettings, settings: Settings, notify: Notify) -> list[TimedPass]:
+    """Load the baseline again and time it once (``role="baseline_end"``): the run's noise
+    floor, for a baseline that was not kept loaded."""
+    loaded = load_variant(vspec, requests, calibration, gen, settings, notify)
+    try:
+        return loaded.time(1, "baseline_end")
+    finally:
+        loaded.close()
+
+
+def _prepare_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: Settings,
+                     backend: Backend, notify: Notify
+                     ) -> tuple[list[list[dict]], list[float], dict]:
+    """Run each prompt-stage technique's ``prepare_prompts`` hook over every request, each
+    on the previous one's output; returns (messages to send, seconds per request, reports by
+    kind). The seconds are added to each request's latency by the caller and fall inside the
+    pilot's wall time. Called after the backend has loaded (and reset its peak-memory
+    counter), so whatever a technique loads counts in the variant's peak memory."""
+    sent, seconds, reports = originals, [0.0] * len(originals), {}
+    ctx = PromptContext(model=vspec.model, device=getattr(backend, "device", "cpu"),
+                        settings=settings)
+    for k, tech in enumerate(prompt_stage(vspec)):
+        prepared = technique_module(tech.kind).prepare_prompts(
+            tech, sent, ctx, lambda i, m, k=k: notify(k * len(originals) + i, m))
+        sent = prepared.messages
+        seconds = [a + b for a, b in zip(seconds, prepared.seconds, strict=True)]
+        reports[tech.kind] = prepared.report
+    return sent, seconds, reports
