@@ -138,8 +138,14 @@ def comparison(rep: PilotReport, variant: str) -> pd.DataFrame:
     return _comparison(db_url(), rep.run.id, variant)
 
 
-def requests(workload_id: int, limit: int | None = None) -> list[LogRequest]:
-    return [r.request for r in store().get_requests(workload_id, limit=limit)]
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _requests(url: str, workload_id: int, limit: int) -> list[LogRequest]:
+    return [r.request for r in _store(url).get_requests(workload_id, limit=limit)]
+
+
+def requests(workload_id: int, limit: int) -> list[LogRequest]:
+    """The workload's first ``limit`` requests (a page shows a bounded preview, never all)."""
+    return _requests(db_url(), workload_id, limit)
 
 
 def stored_assumptions(run: Run) -> tuple[str, float, int]:
