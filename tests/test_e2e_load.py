@@ -52,7 +52,7 @@ def test_load_sweep_through_the_form_draws_its_charts(dashboard, browser_page,  
         box = form.get_by_label(label, exact=True)
         box.fill(value)
         box.press("Tab")  # number inputs commit on blur
-    expect(form.get_by_label("Fixed output length")).to_be_checked()  # the default
+    expect(form.get_by_role("checkbox", name="Fixed output length")).to_be_checked()  # default
     form.get_by_role("button", name="Run load test").click()
 
     plots = page.locator(".js-plotly-plot")
@@ -76,6 +76,7 @@ def test_load_sweep_through_the_form_draws_its_charts(dashboard, browser_page,  
     assert shown == pytest.approx(levels.ttft_p50_s.tolist()), table
     assert table["ok"] == ["3", "3"], table
     assert levels.output_tokens_per_request.tolist() == [16.0, 16.0]
+    assert [float(x) for x in table["output tokens/request"]] == [16.0, 16.0], table
     cap = _metric(page, "Capacity at SLO: smollm2-fp32")
     assert cap.endswith("req/s"), cap
     expect(page).to_have_url(f"{url}/load?load_run={run.id}")

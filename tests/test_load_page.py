@@ -90,6 +90,8 @@ def test_stored_sweep_shows_charts_table_and_capacity(env):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Capacity at SLO: fp32"] == "1.00 req/s"
     assert metrics["Capacity at SLO: int8"] == "4.00 req/s"
+    assert [c.value for c in at.caption if "tokens/request" in c.value] == [
+        "2.5 output tokens/request at level 1", "2.0 output tokens/request at level 2"]
     assert "concurrency levels 1, 2," in at.text[0].value and "ttft_s <= 0.5" in at.text[0].value
     assert "exactly 4 new tokens each (fixed output)" in at.text[0].value
 
