@@ -65,6 +65,26 @@ def test_workload_round_trip_keeps_raw_bytes_and_requests(store: Store) -> None:
     assert len(store.get_requests(w.id, limit=2)) == 2
 
 
+def test_workload_stats_and_bounded_request_reads(store: Store) -> None:
+    """Prompt statistics stored at ingest read back as worked out; requests read by
+    position; a run's result positions (issue 12 item 7: pages read bounded data)."""
+    from engine.ingest.stats import workload_stats
+
+    parsed = _parsed(5)
+    w = store.add_workload("w", "w.jsonl", b"x", parsed,
+                           count_tokens=lambda texts: [2 * len(t) for t in texts])
+    expected = workload_stats(parsed.requests, lambda texts: [2 * len(t) for t in texts])
+    assert store.workload_stats(w.id) == expected
+    assert store.workload_stats(w.id)["prompt_tokens"]["max"] == 2 * len("q4 ünï")
+    assert [r.index for r in store.get_requests(w.id, indices=[4, 0, 2])] == [0, 2, 4]
+    assert store.get_requests(w.id, indices=[1])[0].request == parsed.requests[1]
+    assert store.count_requests(w.id) == 5
+    run = store.create_run(w.id, "p", {}, [{"name": "baseline"}])
+    store.finish_variant(run.variants[0].id, [_result(3), _result(1)],
+                         VariantMeasurements(wall_s=1.0))
+    assert store.result_indices(run.id) == [1, 3]
+
+
 def test_run_variants_results_round_trip(store: Store) -> None:
     w = store.add_workload("w", "w.jsonl", b"x", _parsed(2))
     run = store.create_run(w.id, "p", {"workload_id": w.id},
