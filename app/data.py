@@ -31,7 +31,7 @@ from engine.core.settings import Settings, get_settings
 from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log
 from engine.ingest.review import field_notes
-from engine.ingest.stats import TokenCounter, tokenizer_counter
+from engine.ingest.stats import TokenCounter, is_current, tokenizer_counter
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, load_levels, run_load
 from engine.load.spec import LoadSpec
@@ -197,6 +197,9 @@ def token_counter() -> TokenCounter | None:
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner="Reading the prompt statistics")
 def _profile(url: str, workload_id: int, tokens: bool) -> dict[str, Any]:
+    stats = _store(url).stored_workload_stats(workload_id)
+    if is_current(stats, want_tokens=tokens):  # as nearly always: no tokenizer to load
+        return stats
     return _store(url).workload_stats(workload_id, token_counter() if tokens else None)
 
 

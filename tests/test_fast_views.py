@@ -235,3 +235,22 @@ def test_results_page_reads_only_the_runs_requests(settings, monkeypatch):
     assert not at.exception
     table = next(d.value for d in at.dataframe if "variant_output" in d.value.columns)
     assert list(table.request) == [0, 1] and "capital of France" in table.prompt[0]
+
+
+@pytest.mark.slow
+def test_upload_page_shows_stored_token_counts_without_loading_the_tokenizer(model_settings,
+                                                                           monkeypatch):
+    import app.data
+
+    _use(model_settings, monkeypatch)
+    store = Store(model_settings.resolved_db_url())
+    w = store.add_workload("w", "l.jsonl", LOG, parse_log(LOG, "l.jsonl"),
+                           count_tokens=embedded_token_counter(model_settings))
+    app.data._counter.clear()
+    monkeypatch.setattr(app.data, "tokenizer_counter", lambda *a: pytest.fail("tokenizer"))
+    at = AppTest.from_string("from app.views import upload\nupload.render()",
+                             default_timeout=TIMEOUT).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "tokens" in d.value.columns)
+    assert table["tokens"]["max"] == store.workload_stats(w.id)["prompt_tokens"]["max"]
+    assert "Prompt length (tokens)" in at.get("plotly_chart")[0].proto.spec

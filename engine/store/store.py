@@ -128,10 +128,7 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
         before revision 0005), they are of an older shape, or they lack token counts that
         ``count_tokens`` can now give (the model was prepared after ingest), they are worked
         out once from the stored requests and saved."""
-        with self._session() as s:
-            self._get(s, WorkloadRow, workload_id)
-            stored = s.scalar(select(WorkloadRow.stats_json).where(WorkloadRow.id == workload_id))
-        stats = json.loads(stored) if stored else None
+        stats = self.stored_workload_stats(workload_id)
         if is_current(stats, want_tokens=count_tokens is not None):
             return stats
         stats = workload_stats([r.request for r in self.get_requests(workload_id)],
@@ -140,6 +137,13 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
             s.execute(update(WorkloadRow).where(WorkloadRow.id == workload_id)
                       .values(stats_json=json.dumps(stats)))
         return stats
+
+    def stored_workload_stats(self, workload_id: int) -> dict[str, Any] | None:
+        """The prompt statistics as stored, whatever their shape; None where none are."""
+        with self._session() as s:
+            self._get(s, WorkloadRow, workload_id)
+            stored = s.scalar(select(WorkloadRow.stats_json).where(WorkloadRow.id == workload_id))
+        return json.loads(stored) if stored else None
 
     def list_workloads(self) -> list[Workload]:
         with self._session() as s:
