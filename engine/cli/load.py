@@ -23,6 +23,8 @@ from engine.core.settings import Settings
 if TYPE_CHECKING:  # the CLI imports this module on every command: keep it light
     import pandas as pd
 
+    from engine.load.spec import LoadSpec
+
 TABLE = {  # levels_frame column -> printed header
     "variant": "variant", "level": "level", "n_ok": "ok",
     "ttft_p50_s": "TTFT p50", "ttft_p99_s": "TTFT p99", "itl_p50_s": "ITL p50",
@@ -123,7 +125,7 @@ def cmd_load(args, settings: Settings) -> None:
     print(format_levels(load_levels(store, run_id)))
 
 
-def describe(run_id: int, name: str, status: str, spec) -> str:
+def describe(run_id: int, name: str, status: str, spec: LoadSpec) -> str:
     """The line above the table: schedule, levels, requests, output length, SLO."""
     slo = spec.slo.model_dump(exclude_none=True)
     length = (f"exactly {spec.max_new_tokens} new tokens (fixed output)" if spec.fixed_output
