@@ -199,7 +199,7 @@ def test_a_busy_process_during_one_variant_flags_that_variant_unstable(settings)
 
     def on_progress(p) -> None:
         if p.variant == "victim" and p.message.startswith("pass 2/3: generating 1-") and not hogs:
-            hogs.extend(_start_hogs())
+            hogs.extend(_start_hogs() + _start_hogs())
             time.sleep(0.3)  # the hogs are running before the pass's first batch
         elif hogs and p.variant != "victim" and p.message.startswith("pass "):
             while hogs:
@@ -215,7 +215,9 @@ def test_a_busy_process_during_one_variant_flags_that_variant_unstable(settings)
             os.kill(pid, signal.SIGKILL)
     assert run.status == "done", run.error
     passes = [p for p in store.get_passes(run.variants[1].id) if p.role == "timed"]
-    assert max(passes, key=lambda p: p.wall_s).pass_index == 1  # the pass the hogs ran in
+    # the pass the hogs ran in is slower than the victim's quiet passes (by far: two busy
+    # loops per CPU; the margin leaves room for whatever else the machine runs)
+    assert passes[1].wall_s > 1.2 * min(passes[0].wall_s, passes[2].wall_s), passes
     assert passes[1].others_cpu_pct > protocol.BUSY_CPU_PCT, passes
     rep = build_report(store, run.id)
     victim = rep.variants[1]
