@@ -16,7 +16,6 @@ from streamlit.testing.v1 import AppTest
 
 from engine.cli.workloads import embedded_token_counter, ingest_log
 from engine.core.settings import Settings
-from engine.ingest import stats as ingest_stats
 from engine.ingest.logs import parse_log, token_stats
 from engine.ingest.stats import histogram, tokenizer_counter, workload_stats
 from engine.store import store as store_module
@@ -143,7 +142,7 @@ def test_upload_page_shows_the_stored_stats_without_reading_every_request(settin
         return real(self, workload_id, limit=limit)
 
     monkeypatch.setattr(Store, "get_requests", bounded)
-    monkeypatch.setattr(ingest_stats, "count_in_chunks", lambda *a: pytest.fail("counted"))
+    monkeypatch.setattr(store_module, "workload_stats", lambda *a: pytest.fail("recounted"))
     at = AppTest.from_string("from app.views import upload\nupload.render()",
                              default_timeout=TIMEOUT).run()
     assert not at.exception
