@@ -135,12 +135,13 @@ def test_passes_are_interleaved_across_variants_and_back_to_back_when_turned_off
     events: list = []
     store, run = _pilot(settings, VariantSpec(name="base", model=TINY),
                         VariantSpec(name="a", model=TINY), VariantSpec(name="b", model=TINY),
+                        VariantSpec(name="refused", model=TINY, device="cuda"),
                         on_progress=events.append)
-    assert run.status == "done", run.error
+    assert run.status == "partial", run.error  # "refused" asks for a GPU this machine lacks
     assert _pass_order(events) == [(v, k) for k in (1, 2, 3) for v in ("base", "a", "b")]
     fractions = [p.fraction for p in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the bar never goes back
-    for v in run.variants:
+    for v in run.variants[:3]:
         m = v.technique_report["measurement"]
         assert m["interleaved"] and sorted(m["interleaved_with"]) == \
             sorted({"base", "a", "b"} - {v.name})
@@ -156,6 +157,8 @@ def test_passes_are_interleaved_across_variants_and_back_to_back_when_turned_off
     assert run.status == "done", run.error
     assert _pass_order(events) == [("base", 1), ("base", 2), ("base", 3), ("a", 1), ("a", 2),
                                    ("a", 3)]
+    fractions = [p.fraction for p in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert not run.variants[1].technique_report["measurement"]["interleaved"]
 
 

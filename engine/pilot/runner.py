@@ -185,6 +185,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
                   on_progress: ProgressFn | None) -> None:
     sink = _Sink(store, settings, requests)
     todo: list[int] = []
+    sections = _bar_steps(spec)
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
         if vrun.status == Status.DONE:  # a resumed run: finished before, kept as stored
             if i == 0 and not is_random_model(vspec.model):
@@ -192,19 +193,25 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
             continue
         if refused := preflight(vspec):
             store.set_variant_status(vrun.id, Status.FAILED, refused)
-            _notifier(on_progress, vspec.name, i, _bar_steps(spec), 1)(1, "refused")
+            skipped = (i + 1 - len(todo)) / sections  # the sections finished or refused so far
+            _notifier(on_progress, vspec.name, i, sections, 1,
+                      lambda d, f=skipped: f)(1, "refused")
             continue
         todo.append(i)
+    # The bar counts finished sections: the variants refused or done before come first.
+    start = len(spec.variants) - len(todo)
     groups = _groups(spec, todo)
     for g, group in enumerate(groups):
         if len(group) > 1:
-            _run_interleaved(spec, run, group, g == len(groups) - 1, requests, calibration,
-                             sink, on_progress)
+            start += _run_interleaved(spec, run, group, g == len(groups) - 1, start, requests,
+                                      calibration, sink, on_progress)
             continue
         i = group[0]
         vrun, vspec = run.variants[i], spec.variants[i]
         steps = _steps(spec, vspec, len(requests))
-        notify = _notifier(on_progress, vspec.name, i, _bar_steps(spec), steps)
+        notify = _notifier(on_progress, vspec.name, i, sections, steps,
+                           lambda d, s=start, t=steps: (s + d / t) / sections)
+        start += 1
         store.set_variant_status(vrun.id, Status.RUNNING)
         try:
             sink.done(i, vrun, vspec, *run_variant(
@@ -261,10 +268,11 @@ def _prev(todo: list[int], i: int) -> int:
     return todo[todo.index(i) - 1]
 
 
-def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool,
+def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, start: int,
                      requests: list[StoredRequest], calibration: Calibration, sink: _Sink,
-                     on_progress: ProgressFn | None) -> None:
-    """Time ``group``'s variants in interleaved rounds (engine.pilot.rounds) and store each."""
+                     on_progress: ProgressFn | None) -> int:
+    """Time ``group``'s variants in interleaved rounds (engine.pilot.rounds) and store each;
+    the progress bar's sections it filled (from ``start``)."""
     n = len(requests)
     again = last and 0 in group and spec.measurement.remeasure_baseline and len(spec.variants) > 1
     totals = {i: _steps(spec, spec.variants[i], n) + (n if i == 0 and again else 0)
@@ -275,7 +283,7 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool,
     def overall(i: int):
         def fraction(d: int) -> float:
             done[i] = max(done[i], d)
-            return (group[0] + span * sum(done.values()) / sum(totals.values())) \
+            return (start + span * sum(done.values()) / sum(totals.values())) \
                 / _bar_steps(spec)
         return fraction
 
@@ -301,6 +309,7 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool,
         except Exception as exc:  # a failing variant is recorded; the others still run
             sink.store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
             slot.notify(totals[slot.index], f"failed: {_reason(exc)}")
+    return span
 
 
 def _steps(spec: PilotSpec, vspec: VariantSpec, n: int) -> int:
