@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.store.base import Base, CleanText, Measure, _now
@@ -43,8 +43,11 @@ class UploadRow(Base):
 
 class RequestRow(Base):
     __tablename__ = "requests"
+    # (workload, position): the first N requests and those at given positions are index
+    # lookups, not a scan and sort of a 100,000-request workload (revision 0005)
+    __table_args__ = (Index("ix_requests_workload_idx", "workload_id", "idx"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), index=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"))
     idx: Mapped[int]
     line: Mapped[int]
     messages_json: Mapped[str] = mapped_column(CleanText)
