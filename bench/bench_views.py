@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -41,12 +40,14 @@ PAGES = {"overview": {}, "upload": {}, "run_pilot": {}, "results": {"run": "1"},
 TIMEOUT = 300
 
 
-# Runs the CLI and, at exit, writes its own peak resident memory (VmHWM) to stderr: the
-# child's ru_maxrss is no use here, Linux carries the parent's peak into a vforked child.
+# Runs the CLI and, at exit, writes its own peak resident memory (VmHWM, KiB) to the file
+# named by argv[1] (the CLI may route stderr to its log): a child's ru_maxrss is no use here,
+# Linux carries the parent's peak into a vforked child.
 _CHILD = ("import atexit, re, runpy, sys\n"
+          "out = sys.argv.pop(1)\n"
           "def hwm():\n"
-          "    with open('/proc/self/status') as f:\n"
-          "        sys.stderr.write('VmHWM ' + re.search(r'VmHWM:\\s+(\\d+)', f.read())[1] + '\\n')\n"
+          "    with open('/proc/self/status') as f, open(out, 'w') as o:\n"
+          "        o.write(re.search(r'VmHWM:\\s+(\\d+)', f.read())[1])\n"
           "atexit.register(hwm)\n"
           "sys.argv[0] = 'roilab'\n"
           "runpy.run_module('engine.cli.main', run_name='__main__')\n")
@@ -55,18 +56,19 @@ _CHILD = ("import atexit, re, runpy, sys\n"
 def child(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
     """(seconds, CPU seconds, peak MiB, stdout) of one ``roilab`` command in a child process
     (interpreter start-up and imports included, as a user sees them)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.NamedTemporaryFile("r") as hwm:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _CHILD, hwm.name, *argv], cwd=REPO,
+                              env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_kib = hwm.read().strip()
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode not in (0, 3):  # 3: a partial pilot, its baseline still measured
         raise SystemExit(f"roilab {' '.join(argv)} failed ({done.returncode}): "
                          f"{done.stderr[-2000:]}")
-    peak_kib = re.findall(r"VmHWM (\d+)\n", done.stderr)  # after any progress bar
-    peak = int(peak_kib[-1]) / 1024 if peak_kib else float("nan")
+    peak = int(peak_kib) / 1024 if peak_kib else float("nan")
     return seconds, cpu, peak, done.stdout.strip()
 
 
@@ -102,7 +104,7 @@ def render(name: str, query: dict[str, str]) -> tuple[float, float]:
     from streamlit.logger import set_log_level
     from streamlit.testing.v1 import AppTest
 
-    set_log_level("error")  # "missing ScriptRunContext" on every bare-mode render
+    set_log_level("error")  # again: loggers made since (AppTest's) start at warning
     at = AppTest.from_string(f"from app.views import {name}\n{name}.render()",
                              default_timeout=TIMEOUT)
     for key, value in query.items():
@@ -121,6 +123,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="make (or reuse) the store here")
     args = parser.parse_args()
     import streamlit as st
+    from streamlit.logger import set_log_level
+
+    set_log_level("error")  # "No runtime found" / "missing ScriptRunContext": bare mode
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         env = setup(folder, args.requests)
