@@ -173,7 +173,6 @@ def test_get_requests_reads_all_the_first_or_those_at_given_indices(store):
     assert store.get_requests(w.id, limit=2) == everything[:2]
     assert store.get_requests(w.id, indices=[3, 1, 3]) == [everything[1], everything[3]]
     assert store.get_requests(w.id, indices=[]) == []
-    assert store.count_requests(w.id) == 4
 
 
 def test_run_requests_reads_only_the_requests_the_run_has_results_for(store, monkeypatch):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.common import open_store
 from engine.core.errors import RoilabError
 from engine.core.inert import terminal_safe
 from engine.core.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.ingest.stats import TokenCounter
 
 
 def cmd_ingest(args, settings: Settings) -> None:
@@ -41,7 +45,7 @@ def ingest_log(args, settings: Settings) -> int:
     return workload.id
 
 
-def embedded_token_counter(settings: Settings):
+def embedded_token_counter(settings: Settings) -> TokenCounter | None:
     """Counts tokens with the embedded model's tokenizer when that model is prepared (never
     prepares it: that downloads and converts); None otherwise (words and characters only,
     tokens counted on the first read after it is prepared)."""

@@ -190,12 +190,6 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
             rows = s.connection().execute(q.order_by(t.c.idx).limit(limit))
             return [_stored_request(workload_id, *r) for r in rows]
 
-    def count_requests(self, workload_id: int) -> int:
-        """How many requests the workload holds, counted by the database."""
-        with self._session() as s:
-            return s.scalar(select(func.count()).select_from(RequestRow)
-                            .where(RequestRow.workload_id == workload_id))
-
     # ---- runs ------------------------------------------------------------------------
     def create_run(self, workload_id: int, name: str, spec: dict[str, Any],
                    variant_specs: list[dict[str, Any]]) -> Run:
