@@ -43,7 +43,6 @@ from engine.pilot.runner import cancel_run as cancel_pilot_run
 from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
 from engine.reports.pilot_pdf import assumptions, render_pdf, summary_paragraphs
 from engine.specs.pilot import PilotSpec
-from engine.store.scoped import RunRequests
 from engine.store.store import Store
 
 QUERY_TTL_S = 15
@@ -129,7 +128,7 @@ def report(run_id: int, price: float | None = None, volume: int | None = None,
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def _comparison(url: str, run_id: int, variant: str) -> pd.DataFrame:
     rep = _report(url, run_id, None, None, None)
-    return side_by_side(rep, RunRequests(_store(url), run_id), variant)
+    return side_by_side(rep, _store(url), variant)
 
 
 def comparison(rep: PilotReport, variant: str) -> pd.DataFrame:
@@ -333,14 +332,14 @@ def portfolio_frame(p: Portfolio) -> pd.DataFrame:
 
 def business_pdf(run_id: int, a: Assumptions) -> bytes:
     """The business-case PDF of a run under these assumptions."""
-    return business_pdf_for_run(RunRequests(store(), run_id), run_id, a)[0]
+    return business_pdf_for_run(store(), run_id, a)[0]
 
 
 # ---- report exports -------------------------------------------------------------------
 def pdf_report(rep: PilotReport, case: BusinessCase | None = None) -> bytes:
     """The run's measurements PDF, with the baseline's prompts and references as the sample
     appendix and ``case`` (the run's business case) stated up front."""
-    samples = side_by_side(rep, RunRequests(store(), rep.run.id), rep.baseline.name)
+    samples = side_by_side(rep, store(), rep.baseline.name)
     return render_pdf(rep, samples=samples, case=case)
 
 

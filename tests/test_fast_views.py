@@ -175,30 +175,6 @@ def test_get_requests_reads_all_the_first_or_those_at_given_indices(store):
     assert store.get_requests(w.id, indices=[]) == []
 
 
-def test_run_requests_reads_only_the_requests_the_run_has_results_for(store, monkeypatch):
-    from engine.core.domain import VariantMeasurements
-    from engine.store.scoped import RunRequests
-
-    w = store.add_workload("w", "l.jsonl", LOG, parse_log(LOG, "l.jsonl"))
-    run = store.create_run(w.id, "r", {}, [{"name": "baseline"}, {"name": "int8"}])
-    for v in run.variants:
-        store.finish_variant(v.id, [_result(0), _result(2)], VariantMeasurements(wall_s=1.0))
-    assert store.result_indices(run.id) == [0, 2]
-    asked = []
-    real = Store.get_requests
-
-    def spy(self, workload_id, limit=None, indices=None):
-        asked.append(None if indices is None else list(indices))
-        return real(self, workload_id, limit=limit, indices=indices)
-
-    monkeypatch.setattr(Store, "get_requests", spy)
-    scoped = RunRequests(store, run.id)
-    assert [r.index for r in scoped.get_requests(w.id)] == [0, 2]
-    assert [r.index for r in scoped.get_requests(w.id, indices=[3])] == [3]  # asked: as asked
-    assert asked == [[0, 2], [3]]
-    assert scoped.get_run(run.id) == store.get_run(run.id)  # everything else is the store's
-
-
 def test_results_page_reads_only_the_runs_requests(settings, monkeypatch):
     """A run stored as the runner stores one (its spec, measured variants, per-request
     results): the Results page's side-by-side table shows its requests without reading the

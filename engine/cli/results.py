@@ -181,11 +181,10 @@ def _assumptions(args, store, requests_per_month: int | None = None):
 
 def cmd_report(args, settings: Settings) -> None:
     from engine.reports.business_pdf import business_figures, write_business_pdf
-    from engine.store.scoped import RunRequests
 
     out = Path(args.output or f"roilab-run-{args.run}.pdf")
-    store = RunRequests(open_store(settings), args.run)  # the sample appendix reads only
-    path, case = write_business_pdf(store, args.run, out,  # the run's requests, not 100,000
+    store = open_store(settings)
+    path, case = write_business_pdf(store, args.run, out,
                                     _assumptions(args, store, args.requests_per_month),
                                     price_per_hour=args.price,
                                     requests_per_month=args.requests_per_month)

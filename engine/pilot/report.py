@@ -204,9 +204,12 @@ def _summarise(v, vs: VariantSpec, sub: pd.DataFrame, c: cost.VariantCost, price
 
 
 def side_by_side(report: PilotReport, store: Store, variant: str) -> pd.DataFrame:
-    """Per-request table: prompt, reference, baseline output and the variant's output."""
-    reqs = {r.index: r.request for r in store.get_requests(report.run.workload_id)}
+    """Per-request table: prompt, reference, baseline output and the variant's output. Reads
+    only the requests the run has results for (a workload may hold 100,000)."""
     res = report.results
+    wanted = sorted({int(i) for i in res.request_index}) if len(res) else []
+    reqs = {r.index: r.request
+            for r in store.get_requests(report.run.workload_id, indices=wanted)}
     base = res[res.variant == report.baseline.name].set_index("request_index")
     var = res[res.variant == variant].set_index("request_index")
     rows = []
