@@ -348,8 +348,8 @@ class TransformersBackend(Backend):
                            "hold), reset before each timed pass (median of the passes after "
                            "the first)" if cuda else
                            "weights plus the process RSS growth over the RSS "
-                           "settled before each timed pass (median of the passes "
-                           "after the first)",
+                           "settled before each timed pass (the kernel's peak-RSS mark, "
+                           "reset per pass; median of the passes after the first)",
             "weight_bytes": model_weight_bytes(self.model) if self.model is not None else None,
             "kv_cache_tokens": tokens,
             "kv_cache_bytes": int(tokens * kv_token) if tokens and kv_token else None,

@@ -222,9 +222,9 @@ def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_siz
                  ) -> tuple[list[list[Generation]], list[TimedPass]]:
     """Run ``repeats`` timed passes of the same prompts, numbered from ``first`` (of ``of``
     in all: interleaved rounds run one at a time); each pass's generations and its
-    TimedPass. ``prepare_s`` (the prompt-stage techniques' seconds, run once before) is part
-    of every pass's wall time, as ``compress_s`` is of each request's latency; compile
-    warm-up met mid-pass is not (start-up, not serving)."""
+    TimedPass. ``prepare_s`` (the seconds the prompt-stage techniques took over these
+    prompts, just before) is part of the pass's wall time, as ``compress_s`` is of each
+    request's latency; compile warm-up met mid-pass is not (start-up, not serving)."""
     n = len(prompts)
     of = of or first + repeats
     all_gens, passes = [], []
@@ -256,16 +256,6 @@ def _pct(values: list[float], q: float) -> float | None:
     import numpy as np
 
     return float(np.percentile(values, q)) if values else None
-
-
-def median_generations(all_gens: list[list[Generation]]) -> list[Generation]:
-    """The first pass's generations (the outputs scored), each with its latency and time to
-    first token the median over the passes."""
-    from dataclasses import replace
-
-    return [replace(g, latency_s=statistics.median(p[i].latency_s for p in all_gens),
-                    ttft_s=statistics.median(p[i].ttft_s for p in all_gens))
-            for i, g in enumerate(all_gens[0])]
 
 
 def outputs_differ(all_gens: list[list[Generation]]) -> int:

@@ -118,12 +118,10 @@ def _time_baseline_again(group: list[tuple[Slot, LoadedVariant | None]],
     for slot, lv in group:
         if not slot.time_end or lv is None or slot.index in outcomes:
             continue
-        n = len(lv.sent)
         outcome = outcomes[slot.index] = Outcome(slot.index)
         try:
-            outcome.end_passes = lv.time(
-                1, "baseline_end", notify=lambda d, m, lv=lv, n=n, r=slot.repeats: lv.notify(
-                    lv.offset + r * n + d, f"measuring the baseline again: {m}"))
+            outcome.end_passes = lv.time(1, "baseline_end",
+                                         label="measuring the baseline again: ")
         except Exception as exc:  # noqa: BLE001 - the noise floor is a check, not a result
             outcome.end_error = exc
 

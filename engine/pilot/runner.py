@@ -275,7 +275,8 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, st
     the progress bar's sections it filled (from ``start``)."""
     n = len(requests)
     again = last and 0 in group and spec.measurement.remeasure_baseline and len(spec.variants) > 1
-    totals = {i: _steps(spec, spec.variants[i], n) + (n if i == 0 and again else 0)
+    once = n * (1 + len(prompt_stage(spec.baseline)))  # the baseline's re-measure
+    totals = {i: _steps(spec, spec.variants[i], n) + (once if i == 0 and again else 0)
               for i in group}
     done = dict.fromkeys(group, 0)
     span = len(group) + again  # the bar's sections this group fills (its variants', the end)
@@ -313,9 +314,9 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, st
 
 
 def _steps(spec: PilotSpec, vspec: VariantSpec, n: int) -> int:
-    """Progress steps of one variant: each prompt-stage technique (prompt compression) and
-    each timed pass is a pass of its own over the requests."""
-    return n * (_repeats(spec, vspec) + len(prompt_stage(vspec)))
+    """Progress steps of one variant: in each timed pass, each prompt-stage technique
+    (prompt compression) and the generation are a pass of their own over the requests."""
+    return n * _repeats(spec, vspec) * (1 + len(prompt_stage(vspec)))
 
 
 def _repeats(spec: PilotSpec, vspec: VariantSpec) -> int:

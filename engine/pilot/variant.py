@@ -6,7 +6,6 @@ passes."""
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,60 +73,92 @@ def prompt_stage(vspec: VariantSpec) -> list:
 
 @dataclass
 class LoadedVariant:
-    """A variant loaded, warmed up and with its prompts prepared, ready for timed passes."""
+    """A variant loaded, warmed up and with its prompts prepared, ready for timed passes.
+
+    A variant with a prompt-stage technique (prompt compression) compresses its prompts
+    again in every pass after the first (the first uses what ``load_variant`` prepared):
+    compression is part of serving each request, so its time is measured as often as the
+    generation and its noise shows in the spread instead of riding on one measurement."""
 
     vspec: VariantSpec
     backend: Backend
     info: LoadInfo
     requests: list[StoredRequest]
     gen: GenerationSettings
-    notify: Notify
+    settings: Settings
+    notify: Notify  # steps: each pass is ``unit`` (its compression, then its generation)
     report: dict
     originals: list[list[dict]]
     sent: list[list[dict]]
     compress_s: list[float]
-    prepare_s: float
     prepare_peak: int | None
     order: list[int]
-    offset: int  # progress steps the prompt stage took
+    stages: int  # prompt-stage techniques
     all_gens: list[list[Generation]] = field(default_factory=list)
     passes: list[TimedPass] = field(default_factory=list)
+    compress_by_pass: list[list[float]] = field(default_factory=list)
+
+    @property
+    def unit(self) -> int:
+        """Progress steps of one pass: each prompt-stage technique's, then the generation's."""
+        return len(self.requests) * (1 + self.stages)
 
     def time(self, repeats: int, role: str = "timed", of: int | None = None,
-             notify: Notify | None = None) -> list[TimedPass]:
+             label: str = "") -> list[TimedPass]:
         """Run ``repeats`` timed passes, numbered on from the passes already run (``of`` in
         all, for the progress labels); the "timed" ones are kept for the results, another
-        role's (the baseline's re-measure, numbered from 0) are only returned."""
-        timed = role == "timed"
-        say = notify or (lambda d, m: self.notify(self.offset + d, m))
-        gens, passes = protocol.timed_passes(
-            self.backend, self.sent, self.order, self.gen.batch_size, self.gen.max_new_tokens,
-            repeats, self.prepare_s, self.compress_s, say, role,
-            first=len(self.passes) if timed else 0, of=of)
-        if role == "timed":
-            self.all_gens.extend(gens)
-            self.passes.extend(passes)
-        return passes
+        role's (the baseline's re-measure, numbered from 0, after the timed passes on the
+        bar) are only returned."""
+        timed, n, out = role == "timed", len(self.requests), []
+        of = of or (len(self.passes) + repeats if timed else repeats)
+        for j in range(repeats):
+            k = len(self.passes) if timed else j
+            base = (k if timed else len(self.passes) + j) * self.unit
+            sent, cs = self.sent, self.compress_s
+            if self.stages and (self.passes or not timed):
+                sent, cs, _ = _prepare_prompts(
+                    self.vspec, self.originals, self.settings, self.backend,
+                    lambda i, m, b=base, k=k: self.notify(b + i, f"{label}pass {k + 1}: {m}"))
+            # The pass's wall time includes compressing each of its requests (in series, as
+            # a request path would), not loading the scorer model (start-up, as loading the
+            # served model is).
+            gens, passes = protocol.timed_passes(
+                self.backend, sent, self.order, self.gen.batch_size, self.gen.max_new_tokens,
+                1, sum(cs), cs,
+                lambda x, m, b=base, k=k: self.notify(b + self.stages * n + x - k * n,
+                                                      label + m),
+                role, first=k, of=of)
+            out.extend(passes)
+            if timed:
+                self.all_gens.extend(gens)
+                self.passes.extend(passes)
+                self.compress_by_pass.append(list(cs))
+        return out
 
     def finish(self, interleaved_with: tuple[str, ...] = ()
                ) -> tuple[list[RequestResult], VariantMeasurements]:
-        """The first pass's outputs with each request's median latency, and the medians of
-        the timed passes as the variant's measurements."""
+        """The first pass's outputs with each request's median latency (compression
+        included) over the passes, and the medians of the timed passes as the variant's
+        measurements."""
         backend, passes, report = self.backend, self.passes, dict(self.report)
-        gens = protocol.median_generations(self.all_gens)
+        med = statistics.median
+        firsts = self.all_gens[0]
+        per_pass = list(zip(self.all_gens, self.compress_by_pass, strict=True))
         if backend.serving_report():
             report["serving"] = backend.serving_report()
-        if any(g.engine_metrics for g in gens):  # the engine's own per-request timings
+        if any(g.engine_metrics for g in firsts):  # the engine's own per-request timings
             report["engine_metrics"] = [{"request_index": r.index, **(g.engine_metrics or {})}
-                                        for r, g in zip(self.requests, gens, strict=True)]
+                                        for r, g in zip(self.requests, firsts, strict=True)]
         results = [RequestResult(
             request_index=r.index, output_text=g.text,
             prompt_tokens_logged=r.request.logged_prompt_tokens,
             prompt_tokens_original=backend.count_tokens(orig), prompt_tokens_sent=g.prompt_tokens,
-            output_tokens=g.output_tokens, ttft_s=g.ttft_s + cs, latency_s=g.latency_s + cs,
-            compress_s=cs)
-            for r, orig, g, cs in zip(self.requests, self.originals, gens, self.compress_s,
-                                      strict=True)]
+            output_tokens=g.output_tokens,
+            ttft_s=med(gs[i].ttft_s + cs[i] for gs, cs in per_pass),
+            latency_s=med(gs[i].latency_s + cs[i] for gs, cs in per_pass),
+            compress_s=med(cs[i] for _, cs in per_pass))
+            for i, (r, orig, g) in enumerate(zip(self.requests, self.originals, firsts,
+                                                 strict=True))]
         report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
         report["measurement"] = protocol.measurement_report(
             passes, protocol.outputs_differ(self.all_gens), interleaved_with)
@@ -137,8 +168,8 @@ class LoadedVariant:
         info = self.info
         return results, VariantMeasurements(
             load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
-            wall_s=statistics.median(p.wall_s for p in passes),
-            throughput_tok_s=statistics.median(p.throughput_tok_s for p in passes),
+            wall_s=med(p.wall_s for p in passes),
+            throughput_tok_s=med(p.throughput_tok_s for p in passes),
             device=info.device, technique_report=report, passes=tuple(passes))
 
     def close(self) -> None:
@@ -160,20 +191,21 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         # otherwise pay differently depending on its position in the pilot.
         notify(0, "warming up")
         backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
-        t0 = time.perf_counter()
         sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
                                                             notify)
-        prepare_s = time.perf_counter() - t0
-        prepare_peak = backend.peak_memory_bytes()  # whatever a technique loaded counts
+        # Whatever a prompt-stage technique loaded (LLMLingua's scoring model) counts in the
+        # variant's peak; without one, what loading and warming up left is not serving.
+        prepare_peak = backend.peak_memory_bytes() if prompt_reports else None
         order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
     except BaseException:
         backend.close()
         raise
     return LoadedVariant(vspec=vspec, backend=backend, info=info, requests=requests, gen=gen,
-                         notify=notify, report={**info.technique_report, **prompt_reports},
+                         settings=settings, notify=notify,
+                         report={**info.technique_report, **prompt_reports},
                          originals=originals, sent=sent, compress_s=compress_s,
-                         prepare_s=prepare_s, prepare_peak=prepare_peak, order=order,
-                         offset=len(sent) * len(prompt_reports))
+                         prepare_peak=prepare_peak, order=order,
+                         stages=len(prompt_reports))
 
 
 def run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
