@@ -105,6 +105,14 @@ def test_repeats_from_the_cli_flag_and_over_a_spec_file(tmp_path) -> None:
                       ).measurement.repeats == 2
     assert build_spec(parse(["pilot", "--workload", "1", "--spec", str(path), "--repeats", "5"])
                       ).measurement.repeats == 5
+    # interleaving: on unless --no-interleave, which also applies over a spec file
+    assert build_spec(parse(["pilot", "--workload", "1"])).measurement.interleave is True
+    assert build_spec(parse(["pilot", "--workload", "1", "--no-interleave"])
+                      ).measurement.interleave is False
+    assert build_spec(parse(["pilot", "--workload", "1", "--spec", str(path)])
+                      ).measurement.interleave is True
+    assert build_spec(parse(["pilot", "--workload", "1", "--spec", str(path),
+                             "--no-interleave"])).measurement.interleave is False
 
 
 def test_a_spec_stored_before_the_protocol_reads_back_with_its_defaults() -> None:

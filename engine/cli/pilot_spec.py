@@ -39,7 +39,7 @@ def build_spec(args):
         name=args.name, workload_id=args.workload, variants=variants,
         generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
                                       batch_size=args.batch_size),
-        measurement=MeasurementSettings(repeats=args.repeats),
+        measurement=MeasurementSettings(repeats=args.repeats, interleave=args.interleave),
         cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
                           requests_per_month=args.requests_per_month),
         max_requests=args.max_requests).model_dump(mode="json"))
@@ -52,7 +52,8 @@ SPEC_OVERRIDES = {"name": ("name",), "max_requests": ("max_requests",),
                   "batch_size": ("generation", "batch_size"), "hardware": ("cost", "hardware"),
                   "price": ("cost", "price_per_hour"),
                   "requests_per_month": ("cost", "requests_per_month"),
-                  "repeats": ("measurement", "repeats")}
+                  "repeats": ("measurement", "repeats"),
+                  "interleave": ("measurement", "interleave")}
 # ... and these build variants, which the spec defines: refused rather than ignored.
 VARIANT_FLAGS = ("model", "backend", "variants", "rate", "device", "dtype")
 
@@ -64,6 +65,13 @@ class Given(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, values)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+class GivenFalse(Given):
+    """A switch that sets False, noted as given like the other flags."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, False, option_string)
 
 
 def _read_spec(path: str) -> dict:
@@ -138,6 +146,9 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
     p.add_argument("--repeats", action=Given, type=int, default=None,
                    help="timed passes per variant (median and spread reported); default: "
                         "3 on a GPU, 2 on CPU, 1 for an endpoint")
+    p.add_argument("--no-interleave", dest="interleave", action=GivenFalse, nargs=0,
+                   default=True, help="time each variant's passes back to back instead of "
+                   "alternating them across the variants (which needs them loaded at once)")
     p.add_argument("--hardware", action=Given, default="cpu-c7i-large",
                    help="catalog key, see `roilab hardware`")
     p.add_argument("--price", action=Given, type=float, default=None,
@@ -145,6 +156,7 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
                         "default: catalog price")
     p.add_argument("--requests-per-month", action=Given, type=int, default=1_000_000)
     p.add_argument("--spec", help="a PilotSpec JSON file; --name, --max-requests, "
-                   "--max-new-tokens, --batch-size, --repeats, --hardware, --price and "
+                   "--max-new-tokens, --batch-size, --repeats, --no-interleave, --hardware, "
+                   "--price and "
                    "--requests-per-month given with it apply over its values; the "
                    "variant flags above are refused with it")
