@@ -1,8 +1,10 @@
 """The one engine entry point: ``run_pilot(spec, store, settings, on_progress)``.
 
-Replays a stored workload through each variant, in order (the first is the baseline),
-records every measurement in the store, and keeps going when a variant fails: the failed
-variant is stored with its reason. Presentation is injected through ``on_progress``.
+Replays a stored workload through each variant (the first is the baseline), records every
+measurement in the store, and keeps going when a variant fails: the failed variant is stored
+with its reason. Variants whose backend can stay loaded side by side are timed in
+interleaved rounds (engine.pilot.rounds), the others one after another
+(engine.pilot.variant). Presentation is injected through ``on_progress``.
 """
 from __future__ import annotations
 
@@ -254,7 +256,7 @@ def _groups(spec: PilotSpec, todo: list[int]) -> list[list[int]]:
 
     groups: list[list[int]] = []
     for i in todo:
-        if groups and joins(i) and joins(groups[-1][-1]) and groups[-1][-1] == _prev(todo, i):
+        if groups and joins(i) and joins(groups[-1][-1]):
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -262,10 +264,6 @@ def _groups(spec: PilotSpec, todo: list[int]) -> list[list[int]]:
     return [part for g in groups for part in (
         [g] if interleave and max(_repeats(spec, spec.variants[i]) for i in g) > 1
         else [[i] for i in g])]
-
-
-def _prev(todo: list[int], i: int) -> int:
-    return todo[todo.index(i) - 1]
 
 
 def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, start: int,
