@@ -162,18 +162,25 @@ def test_revision_0001_completes_a_table_that_lacks_a_column_or_index(tmp_path) 
     # 0001 made before it reached runs: the DDL was in the transaction (BEGIN IMMEDIATE)
 
 
+def _store_as_revision_left_it(tmp_path, revision: str, undo: str) -> str:
+    """A copy of an old store upgraded to head, then taken back to ``revision`` as that
+    revision left it (``undo``: the SQL that removes what the next revision added)."""
+    url = _copy(tmp_path, "966cc42")
+    Store(url).engine.dispose()
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql(undo)
+        conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '{revision}'")
+    assert migrate.current_revision(url) == revision
+    return url
+
+
 def test_revision_0004_adds_timed_passes_to_a_0003_store_and_keeps_its_rows(tmp_path) -> None:
     """A store at revision 0003 (made here as 0003 left it: no ``variant_passes`` table)
     gains the table on open; its old variants have no passes, their rows are all kept, and a
     pass can be stored against them."""
     from engine.core.domain import TimedPass
 
-    url = _copy(tmp_path, "966cc42")
-    Store(url).engine.dispose()
-    with sa.create_engine(url).begin() as conn:
-        conn.exec_driver_sql("DROP TABLE variant_passes")
-        conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0003'")
-    assert migrate.current_revision(url) == "0003"
+    url = _store_as_revision_left_it(tmp_path, "0003", "DROP TABLE variant_passes")
     store = Store(url)
     assert migrate.current_revision(store.engine) == migrate.HEAD
     _assert_rows(store, had_extras=True)
@@ -196,12 +203,8 @@ def test_revision_0005_adds_workload_stats_to_a_0004_store_worked_out_once_on_re
     read, saved, and read back from the row after that."""
     from engine.ingest.logs import token_stats
 
-    url = _copy(tmp_path, "966cc42")
-    Store(url).engine.dispose()
-    with sa.create_engine(url).begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE workloads DROP COLUMN stats_json")
-        conn.exec_driver_sql(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0004'")
-    assert migrate.current_revision(url) == "0004"
+    url = _store_as_revision_left_it(tmp_path, "0004",
+                                     "ALTER TABLE workloads DROP COLUMN stats_json")
     store = Store(url)
     assert migrate.current_revision(store.engine) == migrate.HEAD
     _assert_rows(store, had_extras=True)
