@@ -4,6 +4,7 @@ starts), library tqdm bars and prints, C++-style lines written straight to fd 2,
 child process prints."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -161,6 +162,13 @@ def test_in_process_library_output_goes_to_the_log_and_progress_to_the_terminal(
         return store
 
     monkeypatch.setattr(workloads, "open_store", fake_store)
+    # A library imported by an earlier test bound its handler to the stderr pytest had in
+    # place then (transformers' "[transformers]" handler, in the full suite); imported in a
+    # process of its own, it binds to that process's stderr. Make it so here.
+    for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in getattr(lg, "handlers", ()):
+            if type(h) is logging.StreamHandler and h.stream not in (sys.stdout, sys.stderr):
+                monkeypatch.setattr(h, "stream", sys.stderr)
     stderr, stdout = sys.stderr, sys.stdout
     assert main(["ingest", str(noisy.log)]) == 0
     out, err = capfd.readouterr()
