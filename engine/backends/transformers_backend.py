@@ -82,6 +82,8 @@ class TransformersBackend(Backend):
         self.tokenizer = None
         self._sampler: RssPeakSampler | None = None
         self._cuda_before = 0  # bytes torch held on the GPU before this variant loaded
+        self._cuda_own = 0  # bytes this variant holds while idle (weights, buffers)
+        self._cuda_pass_start: int | None = None  # bytes held when the current pass began
         self._generate_kwargs: dict = {}
         self._random = is_random_model(model_path)
         self._compile_config = None
@@ -141,6 +143,7 @@ class TransformersBackend(Backend):
         # that sizes hardware; a quantizer's transient full-precision copy is not counted.
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+            self._cuda_own = torch.cuda.memory_allocated() - self._cuda_before
         else:
             self._sampler.reset_peak()
         return LoadInfo(load_s=load_s, weight_bytes=model_weight_bytes(self.model),
@@ -318,11 +321,17 @@ class TransformersBackend(Backend):
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+            self._cuda_pass_start = torch.cuda.memory_allocated()
         elif self._sampler:
             self._sampler.settle()
 
     def peak_memory_bytes(self) -> int | None:
         if self.model is not None and self.model.device.type == "cuda":
+            if self._cuda_pass_start is not None:
+                # In a timed pass: what this variant holds plus what the pass added, not
+                # what other variants loaded beside it (before or after it) hold.
+                return self._cuda_own + int(torch.cuda.max_memory_allocated()) \
+                    - self._cuda_pass_start
             return int(torch.cuda.max_memory_allocated()) - self._cuda_before
         if self._sampler is None:
             return None
