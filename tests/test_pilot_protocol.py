@@ -375,11 +375,25 @@ def test_prompt_compression_is_timed_again_in_every_pass(model_settings) -> None
 
 @pytest.mark.slow
 def test_peak_memory_of_two_passes_agrees_within_5_percent(model_settings) -> None:
+    """The passes the memory figure is read from (all but the first, which pays one-off
+    allocations the kernel's exact peak-RSS mark does see) agree within 5%. The one
+    exception allowed: int8 weights on some CPUs switch between two execution speeds (and
+    peaks) within one loaded model (docs/cpu-demo-twice-2026-11-30); then its speed moved
+    too, and the run must say that variant was unstable."""
     store, run = _pilot(model_settings, VariantSpec(name="baseline"),
                         VariantSpec(name="int8", techniques=(QuantizeWeights(),)),
-                        repeats=2, n=4, tokens=8)
+                        repeats=3, n=4, tokens=8)
     assert run.status == "done", run.error
-    for v in run.variants:
-        peaks = [p.peak_mem_bytes for p in store.get_passes(v.id) if p.role == "timed"]
-        assert len(peaks) == 2 and min(peaks) > 0
-        assert max(peaks) / min(peaks) - 1 < 0.05, (v.name, peaks)
+    rep = build_report(store, run.id)
+    for v, summary in zip(run.variants, rep.variants, strict=True):
+        timed = [p for p in store.get_passes(v.id) if p.role == "timed"]
+        passes = protocol.memory_passes(timed)
+        peaks = [p.peak_mem_bytes for p in passes]
+        assert len(timed) == 3 and len(peaks) == 2 and min(peaks) > 0
+        assert min(peaks) <= v.peak_mem_bytes <= max(peaks)  # their median
+        if max(peaks) / min(peaks) - 1 < 0.05:
+            continue
+        speeds = [p.throughput_tok_s for p in passes]
+        assert v.name == "int8" and max(speeds) / min(speeds) - 1 > protocol.UNSTABLE_SPREAD, \
+            (v.name, [(p.peak_mem_bytes, p.throughput_tok_s) for p in timed])
+        assert "tokens/s" in summary.unstable
