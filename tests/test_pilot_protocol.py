@@ -376,10 +376,10 @@ def test_prompt_compression_is_timed_again_in_every_pass(model_settings) -> None
 @pytest.mark.slow
 def test_peak_memory_of_two_passes_agrees_within_5_percent(model_settings) -> None:
     """The passes the memory figure is read from (all but the first, which pays one-off
-    allocations the kernel's exact peak-RSS mark does see) agree within 5%. The one
-    exception allowed: int8 weights on some CPUs switch between two execution speeds (and
-    peaks) within one loaded model (docs/cpu-demo-twice-2026-11-30); then its speed moved
-    too, and the run must say that variant was unstable."""
+    allocations the kernel's exact peak-RSS mark does see) agree within 5%, unless the
+    variant's execution itself changed between them: int8 weights on this CPU switch
+    between two speeds (and peaks) within one loaded model (docs/cpu-demo-twice-2026-11-30).
+    Then its speed moved by more than the unstable threshold too, and the run must say so."""
     store, run = _pilot(model_settings, VariantSpec(name="baseline"),
                         VariantSpec(name="int8", techniques=(QuantizeWeights(),)),
                         repeats=3, n=4, tokens=8)
@@ -394,6 +394,6 @@ def test_peak_memory_of_two_passes_agrees_within_5_percent(model_settings) -> No
         if max(peaks) / min(peaks) - 1 < 0.05:
             continue
         speeds = [p.throughput_tok_s for p in passes]
-        assert v.name == "int8" and max(speeds) / min(speeds) - 1 > protocol.UNSTABLE_SPREAD, \
+        assert max(speeds) / min(speeds) - 1 > protocol.UNSTABLE_SPREAD, \
             (v.name, [(p.peak_mem_bytes, p.throughput_tok_s) for p in timed])
         assert "tokens/s" in summary.unstable
