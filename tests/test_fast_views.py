@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from engine.cli.workloads import embedded_token_counter, ingest_log
 from engine.core.settings import Settings
-from engine.ingest.logs import parse_log, token_stats
-from engine.ingest.stats import histogram, tokenizer_counter, workload_stats
+from engine.ingest.logs import parse_log
+from engine.ingest.stats import histogram, token_stats, tokenizer_counter, workload_stats
 from engine.store import store as store_module
 from engine.store.store import Store
 

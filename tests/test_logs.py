@@ -8,7 +8,8 @@ import pytest
 
 from engine.core.domain import LogRequest
 from engine.core.errors import LogFormatError
-from engine.ingest.logs import parse_log, token_stats
+from engine.ingest.logs import parse_log
+from engine.ingest.stats import token_stats
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 

@@ -201,7 +201,7 @@ def test_revision_0005_adds_workload_stats_to_a_0004_store_worked_out_once_on_re
     """A store at revision 0004 (no ``workloads.stats_json``) gains the column on open with
     every row kept; its workload's statistics are worked out from its requests on the first
     read, saved, and read back from the row after that."""
-    from engine.ingest.logs import token_stats
+    from engine.ingest.stats import token_stats
 
     url = _store_as_revision_left_it(tmp_path, "0004",
                                      "ALTER TABLE workloads DROP COLUMN stats_json")

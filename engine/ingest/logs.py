@@ -24,17 +24,14 @@ end at LF, CRLF or a lone CR; a line with bytes that are not UTF-8, nesting deep
 ``log_read.MAX_DEPTH``, a lone surrogate escape or a number Python cannot read is one
 RowIssue (see ``engine.ingest.log_read``), never an exception. JSONL is read a line at a time.
 
-This module is the entry point (``parse_log``) and the prompt statistics (``token_stats``;
-``engine.ingest.stats`` stores them with a workload);
+This module is the entry point (``parse_log``) and the size summary (``summary``) that the
+prompt statistics (``engine.ingest.stats``, stored with a workload) are made of;
 JSON files are read by ``engine.ingest.log_json``, one JSON row's fields by
 ``engine.ingest.log_request``, CSV files by ``engine.ingest.log_csv``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from engine.core.domain import LogRequest, ParsedLog
+from engine.core.domain import ParsedLog
 from engine.core.errors import LogFormatError
 from engine.ingest.log_csv import parse_csv
 from engine.ingest.log_json import parse_json
@@ -77,30 +74,6 @@ def _check_bytes(data: bytes, filename: str) -> int:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def token_stats(
-    requests: Sequence[LogRequest], count_tokens: Callable[[str], int] | None = None
-) -> dict[str, Any]:
-    """Prompt-size statistics of parsed requests.
-
-    Returns ``n``, ``prompt_words`` and ``prompt_chars`` (and ``prompt_tokens`` when
-    ``count_tokens`` is given), each ``{"mean", "p50", "p95", "max"}``, plus
-    ``with_reference`` and ``with_logged_output`` counts. Sizes are of
-    ``LogRequest.prompt_text`` (no chat template); percentiles interpolate linearly between
-    ranks; with no requests every statistic is None.
-    """
-    texts = [request.prompt_text for request in requests]
-    stats: dict[str, Any] = {
-        "n": len(texts),
-        "prompt_words": summary([len(text.split()) for text in texts]),
-        "prompt_chars": summary([len(text) for text in texts]),
-    }
-    if count_tokens is not None:
-        stats["prompt_tokens"] = summary([count_tokens(text) for text in texts])
-    stats["with_reference"] = sum(r.reference is not None for r in requests)
-    stats["with_logged_output"] = sum(r.logged_output is not None for r in requests)
-    return stats
 
 
 def summary(values: list[int]) -> dict[str, float | None]:

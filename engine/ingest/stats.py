@@ -30,7 +30,7 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 
 def workload_stats(requests: Sequence[LogRequest],
                    count_tokens: TokenCounter | None = None) -> dict[str, Any]:
-    """Prompt statistics of ``requests``, as ``token_stats`` words them (``n``,
+    """Prompt statistics of ``requests`` (``n``,
     ``prompt_words``, ``prompt_chars``, ``prompt_tokens`` when ``count_tokens`` is given,
     ``with_reference``, ``with_logged_output``), plus ``histograms``: per unit (``words``,
     ``tokens``) a ``histogram`` of the per-prompt lengths, and ``version``."""
@@ -52,6 +52,18 @@ def workload_stats(requests: Sequence[LogRequest],
     stats["with_reference"] = sum(r.reference is not None for r in requests)
     stats["with_logged_output"] = sum(r.logged_output is not None for r in requests)
     return stats | {"histograms": histograms, "version": STATS_VERSION}
+
+
+def token_stats(requests: Sequence[LogRequest],
+                count_tokens: Callable[[str], int] | None = None) -> dict[str, Any]:
+    """``workload_stats`` with a per-prompt token counter and without the histograms: ``n``,
+    ``prompt_words``, ``prompt_chars`` (and ``prompt_tokens``), each ``{"mean", "p50",
+    "p95", "max"}`` (percentiles interpolated between ranks; None with no requests), plus
+    ``with_reference`` and ``with_logged_output``. Sizes are of ``LogRequest.prompt_text``."""
+    batch = None if count_tokens is None else (lambda texts: [count_tokens(t) for t in texts])
+    stats = workload_stats(requests, batch)
+    del stats["histograms"], stats["version"]
+    return stats
 
 
 def histogram(values: Sequence[int], bins: int = HISTOGRAM_BINS) -> dict[str, Any]:

@@ -196,7 +196,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         if refused := preflight(vspec):
             store.set_variant_status(vrun.id, Status.FAILED, refused)
             skipped = (i + 1 - len(todo)) / sections  # the sections finished or refused so far
-            _notifier(on_progress, vspec.name, i, sections, 1,
+            notifier(on_progress, vspec.name, i, sections, 1,
                       lambda d, f=skipped: f)(1, "refused")
             continue
         todo.append(i)
@@ -211,7 +211,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         i = group[0]
         vrun, vspec = run.variants[i], spec.variants[i]
         steps = _steps(spec, vspec, len(requests))
-        notify = _notifier(on_progress, vspec.name, i, sections, steps,
+        notify = notifier(on_progress, vspec.name, i, sections, steps,
                            lambda d, s=start, t=steps: (s + d / t) / sections)
         start += 1
         store.set_variant_status(vrun.id, Status.RUNNING)
@@ -292,7 +292,7 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, st
         sink.store.set_variant_status(run.variants[i].id, Status.RUNNING)
         slots.append(Slot(i, vspec, variant_generation(spec.generation, vspec),
                           _repeats(spec, vspec),
-                          _notifier(on_progress, vspec.name, i, _bar_steps(spec), totals[i],
+                          notifier(on_progress, vspec.name, i, _bar_steps(spec), totals[i],
                                     overall(i)),
                           time_end=i == 0 and again))
     for slot, outcome in zip(slots, run_rounds(slots, requests, calibration, sink.settings),
@@ -344,7 +344,7 @@ def _remeasure_baseline(spec: PilotSpec, run: Run, requests: list[StoredRequest]
             or any(p.role == "baseline_end" for p in store.get_passes(base.id))):
         return
     steps = len(requests) * (1 + len(prompt_stage(vspec)))
-    notify = _notifier(on_progress, f"{vspec.name} (again)", len(run.variants),
+    notify = notifier(on_progress, f"{vspec.name} (again)", len(run.variants),
                        _bar_steps(spec), steps)
     try:
         passes = time_again(vspec, requests, calibration,
@@ -370,5 +370,3 @@ def _reason(exc: Exception) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1]
     return f"{type(exc).__name__}: {exc} (at {last.filename.split('/')[-1]}:{last.lineno})"
 
-
-_notifier = notifier
