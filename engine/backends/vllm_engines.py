@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.backends.base import NoRoomBeside
 from engine.backends.vllm_checks import check_gpu_free
 from engine.backends.vllm_host import gpu_memory
 from engine.backends.vllm_memory import kv_cache_info, kv_summary, loaded_weight_bytes
@@ -34,6 +35,10 @@ SHUTDOWN_WAIT_S = 60  # how long a stopped engine's processes get to exit before
 # ``stream_interval``): that is all the timing needs, and building a delta output for every
 # request at every step cost ~8% of throughput at batch 64 on an H200.
 STREAM_INTERVAL = 1 << 20
+# GPU memory fraction an engine reserves when it is started to be interleaved with others
+# (sleep mode) and the variant names none: the sleeping engines keep their CUDA context and
+# graph pools on the device (vLLM's default 0.9 would leave them no room).
+SIDE_BY_SIDE_GPU_UTILIZATION = 0.8
 
 
 @dataclass
@@ -50,14 +55,42 @@ class SharedEngine:
     kv: dict[str, Any] = field(default_factory=dict)  # KV-cache capacity vLLM reserved
     uses: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
+    asleep: bool = False
+    sleeps: int = 0  # times put to sleep (vLLM's sleep mode) and woken again
+    sleep_s: float = 0.0  # seconds spent putting it to sleep and waking it
+
+    def sleep(self) -> None:
+        """Put the engine to sleep (level 1: weights to host memory, KV cache dropped), so
+        another engine can use the GPU; no-op when asleep already or started without sleep
+        mode."""
+        if self.asleep or not self.args.get("enable_sleep_mode") or self.llm is None:
+            return
+        t0 = time.perf_counter()
+        self.llm.sleep(level=1)
+        self.sleep_s += time.perf_counter() - t0
+        self.asleep = True
+        self.sleeps += 1
+
+    def wake(self) -> bool:
+        """Wake the engine if asleep (its weights back on the GPU, its KV cache reallocated,
+        the prefix cache empty); True when it was asleep."""
+        if not self.asleep:
+            return False
+        t0 = time.perf_counter()
+        self.llm.wake_up()
+        self.llm.reset_prefix_cache()
+        self.sleep_s += time.perf_counter() - t0
+        self.asleep = False
+        return True
 
 
 _ENGINES: OrderedDict[str, SharedEngine] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
-    """vLLM ``LLM(...)`` keyword arguments for a variant on ``device`` ("cpu" or "cuda")."""
+def engine_args(spec, model_path: str, device: str, sleep: bool = False) -> dict[str, Any]:
+    """vLLM ``LLM(...)`` keyword arguments for a variant on ``device`` ("cpu" or "cuda");
+    ``sleep``: started in sleep mode, to be interleaved with other engines on the GPU."""
     opts = spec.vllm or VllmOptions()
     if os.path.exists(model_path):  # one engine per folder, however it was reached (symlinks)
         model_path = os.path.realpath(model_path)
@@ -78,6 +111,10 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
                 "kv_cache_memory_bytes": opts.kv_cache_memory_bytes}
     if device == "cpu" and opts.kv_cache_memory_bytes is None:
         optional["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    if sleep and device == "cuda":
+        optional["enable_sleep_mode"] = True
+        if opts.gpu_memory_utilization is None and opts.kv_cache_memory_bytes is None:
+            optional["gpu_memory_utilization"] = SIDE_BY_SIDE_GPU_UTILIZATION
     args.update({k: v for k, v in optional.items() if v is not None})
     if is_random_model(model_path) and not any(Path(model_path).glob("*.safetensors")):
         # A production shape from its config alone: random weights, speed and memory only.
@@ -86,12 +123,15 @@ def engine_args(spec, model_path: str, device: str) -> dict[str, Any]:
     return args
 
 
-def get_engine(args: dict[str, Any], device: str = "cpu", name: str = "") -> SharedEngine:
+def get_engine(args: dict[str, Any], device: str = "cpu", name: str = "",
+               keep_others: bool = False) -> SharedEngine:
     """The engine for these arguments, started on first use and shared afterwards.
 
     Another running engine is shut down first (its processes gone, its memory given back),
-    except on a GPU when the new engine fits in the memory still free beside it. On a GPU an
-    engine that would find too little free memory is refused with the numbers and the fix.
+    except on a GPU when the new engine fits in the memory still free beside it (sleeping
+    engines hold little). ``keep_others``: never shut one down; raise ``NoRoomBeside``
+    instead. On a GPU an engine that would find too little free memory is refused with the
+    numbers and the fix.
     """
     key = json.dumps(args, sort_keys=True)
     with _LOCK:
@@ -99,6 +139,9 @@ def get_engine(args: dict[str, Any], device: str = "cpu", name: str = "") -> Sha
             _ENGINES.move_to_end(key)
             return _ENGINES[key]
         if device == "cuda" and _ENGINES and not _fits_beside(args):
+            if keep_others:
+                raise NoRoomBeside(f"{name or args['model']}: no room on the GPU beside the "
+                                   f"{len(_ENGINES)} engine(s) loaded")
             _shutdown_all()
         elif device != "cuda":
             _shutdown_all()  # one engine at a time on a CPU: cores and memory are few

@@ -168,6 +168,12 @@ class TimedPass:
     load_avg_1m: float | None = None  # the 1-minute load average, highest seen
     gpu_util_pct: float | None = None  # GPU utilisation (NVML), mean; None: no GPU/NVML
     gpu_other_procs: int | None = None  # other processes holding GPU memory
+    # Times the pass replayed the requests to last the minimum pass time (revision 0006);
+    # None: stored before, one replay.
+    replays: int | None = None
+    # Runnable tasks that are not this process's or its children's, mean over the pass: the
+    # load the pilot itself does not make (revision 0006).
+    others_load: float | None = None
 
 
 @dataclass(frozen=True)

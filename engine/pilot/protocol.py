@@ -1,32 +1,50 @@
 """The measurement protocol: how a variant's speed and memory are timed so that they repeat.
 
-A variant, once loaded and warmed up, runs ``repeats`` timed passes over the same requests
-(``engine.specs.pilot.MeasurementSettings``; default per device, ``DEFAULT_REPEATS``). The
-first pass's outputs are the ones scored for accuracy; decoding is greedy, so later passes
-only re-time. Where the backend allows it (``Backend.interleavable``: several variants can
-stay loaded in one process) and memory holds them, the variants are loaded side by side and
-their passes interleaved: round 1 times every variant once, round 2 again, and so on
-(``engine.pilot.rounds``), so a machine that gets busier or cooler mid-run touches every
-variant alike instead of one. Otherwise (vLLM: one engine at a time) a variant's passes run
+A variant, once loaded, is **warmed up at the shape it will be timed at** (``warm_up``): its
+own requests, untimed, in the pilot's batches and at its output length (on a GPU the whole
+request set, elsewhere one batch of each size the timed passes use), round after round
+until two rounds agree within ``WARM_UP_TOLERANCE`` (at least ``WARM_UP_ROUNDS[device][0]``
+rounds, at most the second number). A 2-token warm-up left the first timed pass to pay the
+first use of the real batch shape: on an H100 pass 1 ran 12% under passes 2-5.
+
+Then it runs ``repeats`` timed passes over the same requests
+(``engine.specs.pilot.MeasurementSettings``; default per device, ``DEFAULT_REPEATS``). **A
+pass lasts at least ``min_pass_s``** (default per device, ``DEFAULT_MIN_PASS_S``): it replays
+the request set as many times as the warm-up says that takes (the same number in every pass
+of the variant), so a one-off stall is a small part of it. Before every replay the backend
+empties its prefix cache (``Backend.begin_replay``): a replay sees the log once, as
+production would, and a variant that measures prefix caching counts only the cache built
+within it. The first replay of the first pass gives the outputs scored for accuracy
+(decoding is greedy, later ones only re-time); a request's latency in a pass is its median
+over the pass's replays.
+
+Where the backend allows it (``Backend.interleave_reason`` is None: several variants can
+stay loaded in one process; vLLM on a GPU through its sleep mode) and memory holds them, the
+variants are loaded side by side and their passes interleaved: round 1 times every variant
+once, round 2 again, and so on (``engine.pilot.rounds``), so a machine that gets busier or
+cooler mid-run touches every variant alike instead of one. Otherwise a variant's passes run
 back to back while it is loaded. Either way the baseline is timed once more at the end
-(``role="baseline_end"``; loaded again when it was not kept): how far it drifted from its
-first measurement is the run's noise floor.
+(``role="baseline_end"``; loaded again, with the same warm-up and pass length, when it was
+not kept): how far it drifted from its first measurement is the run's noise floor.
 
 Every pass is stored (``TimedPass``, table ``variant_passes``); the variant row keeps the
 medians, so the report and the business case read medians. A figure whose passes spread by
 more than ``UNSTABLE_SPREAD`` of its median, or any figure of a run whose baseline drifted by
 more than ``BASELINE_DRIFT``, is marked unstable. While each pass runs, a thread samples how
-busy the machine is besides this process (other processes' CPU, the load average, GPU
-utilisation and other processes on the GPU through NVML).
+busy the machine is besides this process: other processes' CPU share, the runnable tasks
+that are not this process's threads (``others_load``; the load average counts the pilot's
+own threads, so a pilot using every core would call a quiet machine busy), GPU utilisation
+and other processes on the GPU through NVML.
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.core.domain import Generation, TimedPass
@@ -34,9 +52,14 @@ from engine.core.domain import Generation, TimedPass
 UNSTABLE_SPREAD = 0.10  # (max - min) / median of a figure's passes above this: unstable
 BASELINE_DRIFT = 0.10  # baseline's end re-measure off its first median by more: unstable
 BUSY_CPU_PCT = 25.0  # other processes' CPU, % of the whole machine, above this: busy
-BUSY_LOAD_PER_CPU = 1.0  # 1-minute load average per CPU (this process included) above this
+BUSY_LOAD_PER_CPU = 1.0  # other processes' runnable tasks per CPU (not this one's) above this
 BUSY_GPU_OTHERS = 1  # this many other processes on the GPU: busy
 SAMPLE_S = 0.5  # how often the machine's load is sampled during a pass
+MAX_REPLAYS = 1000  # replays of the request set in one pass, at most
+WARM_UP_TOLERANCE = 0.03  # two warm-up rounds this close in tokens/s: steady state
+# Warm-up rounds per device, (at least, at most): a GPU round is a second or two, a CPU
+# round is as long as a timed pass, an endpoint's requests may be billed.
+WARM_UP_ROUNDS = {"cuda": (2, 6), "cpu": (1, 1), "endpoint": (1, 1)}
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,8 @@ class MachineSampler:
         self._cpu: list[float] = []
         self._load: list[float] = []
         self._gpu: list[float] = []
+        self._others_load: list[float] = []
+        self._pids: list[int] = []
         self._gpu_others = 0
         self._nvml = _nvml_handle()
         self._stop = threading.Event()
@@ -124,6 +149,7 @@ class MachineSampler:
             procs = [self._me, *self._me.children(recursive=True)]
         except self._psutil.Error:
             procs = [self._me]
+        self._pids = [p.pid for p in procs]
         for p in procs:
             known = self._procs.setdefault(p.pid, p)
             try:
@@ -140,6 +166,9 @@ class MachineSampler:
             self._load.append(os.getloadavg()[0])
         except OSError:
             pass
+        running = running_tasks()
+        if running is not None:
+            self._others_load.append(max(0, running - own_running_threads(self._pids)))
         if self._nvml is not None:
             self._sample_gpu()
 
@@ -158,8 +187,38 @@ class MachineSampler:
         mean = statistics.fmean
         return {"others_cpu_pct": round(mean(self._cpu), 1) if self._cpu else None,
                 "load_avg_1m": round(max(self._load), 2) if self._load else None,
+                "others_load": round(mean(self._others_load), 2) if self._others_load
+                else None,
                 "gpu_util_pct": round(mean(self._gpu), 1) if self._gpu else None,
                 "gpu_other_procs": self._gpu_others if self._nvml is not None else None}
+
+
+def running_tasks() -> int | None:
+    """Tasks (threads) runnable on the whole machine now: the kernel's ``procs_running``,
+    the numerator of /proc/loadavg's fourth field; None where there is no /proc."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_running_threads(pids: Sequence[int]) -> int:
+    """Threads of these processes in state R (running or runnable) now, from /proc."""
+    n = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            n += stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R"
+    return n
 
 
 def _nvml_handle():
@@ -182,8 +241,9 @@ def busy_reason(p: TimedPass | dict) -> str | None:
     cpus = os.cpu_count() or 1
     if (get("others_cpu_pct") or 0) > BUSY_CPU_PCT:
         return f"other processes used {get('others_cpu_pct'):.0f}% of the CPUs"
-    if (get("load_avg_1m") or 0) > BUSY_LOAD_PER_CPU * cpus:
-        return f"load average {get('load_avg_1m'):.1f} on {cpus} CPUs"
+    if (get("others_load") or 0) > BUSY_LOAD_PER_CPU * cpus:
+        return (f"{get('others_load'):.1f} runnable tasks of other processes on {cpus} "
+                "CPUs")
     if (get("gpu_other_procs") or 0) >= BUSY_GPU_OTHERS:
         return f"{get('gpu_other_procs')} other process(es) on the GPU"
     return None
@@ -215,15 +275,100 @@ def generate_batched(backend, prompts: list[list[dict]], order: list[int], batch
     return out  # type: ignore[return-value]
 
 
+# ---- warm-up at the measured shape ------------------------------------------------------
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What the warm-up ran: rounds of ``requests`` requests (in batches of ``batch_sizes``)
+    at the pass's output length, each round's tokens/s, in ``seconds`` in all, and whether
+    the last two rounds agreed within ``WARM_UP_TOLERANCE`` (``steady``; None: one round)."""
+
+    rounds: int
+    requests: int
+    batch_sizes: tuple[int, ...]
+    max_new_tokens: int
+    seconds: float
+    round_tok_s: tuple[float, ...]
+    steady: bool | None
+    replay_s: float  # one replay of the whole request set, estimated from the last round
+
+    def report(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "requests_per_round": self.requests,
+                "batch_sizes": list(self.batch_sizes), "max_new_tokens": self.max_new_tokens,
+                "seconds": round(self.seconds, 2),
+                "round_tok_s": [round(x, 1) for x in self.round_tok_s],
+                "steady": self.steady, "replay_s_estimate": round(self.replay_s, 3)}
+
+
+def warm_up_order(order: list[int], batch_size: int, whole_set: bool) -> list[int]:
+    """The requests a warm-up round runs, in timed order: the whole set, or (``whole_set``
+    False) its first batch plus its last when that one is smaller: one batch of every size
+    the timed passes use."""
+    if whole_set or len(order) <= batch_size:
+        return list(order)
+    rest = len(order) % batch_size
+    return list(order[:batch_size]) + (list(order[-rest:]) if rest else [])
+
+
+def warm_up(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
+            max_new_tokens: int, device: str, notify: Callable[[int, str], None] | None = None,
+            ) -> WarmUp:
+    """Run the variant's own requests untimed at the timed batch size and output length,
+    round after round until two rounds agree within ``WARM_UP_TOLERANCE`` (rounds per
+    ``device``, ``WARM_UP_ROUNDS``); on a GPU each round is the whole set, elsewhere one
+    batch of each size the passes use. The backend's own preparation (compiling per batch
+    shape: ``Backend.warm_up``) runs first."""
+    least, most = WARM_UP_ROUNDS.get(device, WARM_UP_ROUNDS["cpu"])
+    backend.warm_up([prompts[i] for i in order], batch_size, max_new_tokens)
+    sub = warm_up_order(order, batch_size, whole_set=device == "cuda")
+    sizes = tuple(dict.fromkeys(len(sub[i:i + batch_size]) for i in range(0, len(sub), batch_size)))
+    rates: list[float] = []
+    times: list[float] = []
+    t_all = time.perf_counter()
+    steady: bool | None = None
+    for r in range(most):
+        if notify:
+            notify(0, f"warming up: round {r + 1} ({len(sub)} requests)")
+        backend.begin_replay()
+        t0 = time.perf_counter()
+        gens = generate_batched(backend, prompts, sub, batch_size, max_new_tokens,
+                                lambda d, m: None)
+        dt = time.perf_counter() - t0
+        tokens = sum(g.output_tokens for g in gens if g is not None)
+        times.append(dt)
+        rates.append(tokens / dt if dt > 0 else 0.0)
+        if len(rates) >= 2:
+            steady = abs(rates[-1] / rates[-2] - 1) <= WARM_UP_TOLERANCE if rates[-2] else False
+            if steady and len(rates) >= least:
+                break
+    backend.warmed_up()
+    replay_s = times[-1] * len(order) / max(len(sub), 1)
+    return WarmUp(rounds=len(rates), requests=len(sub), batch_sizes=sizes,
+                  max_new_tokens=max_new_tokens, seconds=time.perf_counter() - t_all,
+                  round_tok_s=tuple(rates), steady=steady, replay_s=replay_s)
+
+
+def replays_for(min_pass_s: float, replay_s: float) -> int:
+    """Replays of the request set a pass needs to last ``min_pass_s``, given one replay's
+    seconds (from the warm-up): at least 1, at most ``MAX_REPLAYS``."""
+    if min_pass_s <= 0 or replay_s <= 0:
+        return 1
+    return max(1, min(MAX_REPLAYS, math.ceil(min_pass_s / replay_s)))
+
+
+# ---- the timed passes -------------------------------------------------------------------
+
 def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
                  max_new_tokens: int, repeats: int, prepare_s: float,
                  compress_s: Sequence[float], notify: Callable[[int, str], None],
                  role: str = "timed", first: int = 0, of: int | None = None,
-                 ) -> tuple[list[list[Generation]], list[TimedPass]]:
+                 replays: int = 1) -> tuple[list[list[Generation]], list[TimedPass]]:
     """Run ``repeats`` timed passes of the same prompts, numbered from ``first`` (of ``of``
-    in all: interleaved rounds run one at a time); each pass's generations and its
-    TimedPass. ``prepare_s`` (the seconds the prompt-stage techniques took over these
-    prompts, just before) is part of the pass's wall time, as ``compress_s`` is of each
+    in all: interleaved rounds run one at a time), each replaying the prompts ``replays``
+    times (the backend empties its prefix cache before each replay, outside the clock);
+    each pass's generations (the first replay's, with each request's median latency over the
+    replays) and its TimedPass. ``prepare_s`` (the seconds the prompt-stage techniques took
+    over these prompts) is part of each replay's wall time, as ``compress_s`` is of each
     request's latency; compile warm-up met mid-pass is not (start-up, not serving)."""
     n = len(prompts)
     of = of or first + repeats
@@ -231,21 +376,41 @@ def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_siz
     for k in range(first, first + repeats):
         backend.begin_pass()
         warm0 = backend.warm_up_s
+        runs: list[list[Generation]] = []
+        wall = 0.0
         with MachineSampler() as machine:
-            t0 = time.perf_counter()
-            gens = generate_batched(backend, prompts, order, batch_size, max_new_tokens,
-                                    lambda d, m, k=k: notify(k * n + d, _label(m, k, of)))
-            wall = time.perf_counter() - t0 - (backend.warm_up_s - warm0) + prepare_s
-        lat = [g.latency_s + cs for g, cs in zip(gens, compress_s, strict=True)]
-        tokens = sum(g.output_tokens for g in gens)
+            for r in range(replays):
+                backend.begin_replay()  # outside the clock
+                label = _label("", k, of) + (f"replay {r + 1}/{replays}: " if replays > 1
+                                              else "")
+                t0 = time.perf_counter()
+                runs.append(generate_batched(
+                    backend, prompts, order, batch_size, max_new_tokens,
+                    lambda d, m, k=k, r=r, label=label: notify(
+                        k * n + (r * n + d) // replays, label + m)))
+                wall += time.perf_counter() - t0
+            wall += replays * prepare_s - (backend.warm_up_s - warm0)
+        lat = [g.latency_s + cs for gens in runs for g, cs in zip(gens, compress_s, strict=True)]
+        tokens = sum(g.output_tokens for gens in runs for g in gens)
         passes.append(TimedPass(pass_index=k, role=role, wall_s=wall,
                                 throughput_tok_s=tokens / wall if wall > 0 else 0.0,
                                 output_tokens=tokens, latency_p50_s=_pct(lat, 50),
                                 latency_p95_s=_pct(lat, 95),
                                 peak_mem_bytes=backend.peak_memory_bytes(),
-                                **machine.summary()))
-        all_gens.append(gens)
+                                replays=replays, **machine.summary()))
+        all_gens.append(_median_over_replays(runs))
     return all_gens, passes
+
+
+def _median_over_replays(runs: list[list[Generation]]) -> list[Generation]:
+    """The first replay's generations, each with its request's median TTFT and latency over
+    every replay of the pass."""
+    if len(runs) == 1:
+        return runs[0]
+    med = statistics.median
+    return [replace(g, ttft_s=med(run[i].ttft_s for run in runs),
+                    latency_s=med(run[i].latency_s for run in runs))
+            for i, g in enumerate(runs[0])]
 
 
 def _label(message: str, k: int, repeats: int) -> str:
@@ -280,6 +445,7 @@ def measurement_report(passes: list[TimedPass], differ: int,
             report[f"{key}_spread"] = round(s.relative, 4)
     busiest = max(passes, key=lambda p: p.others_cpu_pct or 0.0)
     report["machine"] = {k: getattr(busiest, k) for k in
-                         ("others_cpu_pct", "load_avg_1m", "gpu_util_pct", "gpu_other_procs")}
+                         ("others_cpu_pct", "others_load", "load_avg_1m", "gpu_util_pct",
+                          "gpu_other_procs")}
     report["machine"]["busy"] = next((r for p in passes if (r := busy_reason(p))), None)
     return report

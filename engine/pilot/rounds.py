@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from engine.backends.base import NoRoomBeside
 from engine.core.domain import RequestResult, StoredRequest, TimedPass, VariantMeasurements
 from engine.core.settings import Settings
 from engine.pilot.variant import Calibration, LoadedVariant, Notify, load_variant
@@ -36,6 +37,7 @@ class Slot:
     repeats: int
     notify: Notify
     time_end: bool = False  # the baseline: time it once more after the last round
+    min_pass_s: float = 0.0  # a timed pass lasts at least this (engine.pilot.protocol)
 
 
 @dataclass
@@ -52,24 +54,42 @@ class Outcome:
 
 def has_room(loaded: Sequence[LoadedVariant]) -> bool:
     """Whether another variant may be loaded beside these: the free memory of the device
-    they use (the GPU's, else the machine's) holds ``HEADROOM`` x the largest of them + 1 GiB."""
+    they use (the GPU's, else the machine's) holds ``HEADROOM`` x the largest of them + 1 GiB,
+    and where suspended variants park their weights in host memory (vLLM's sleep mode), the
+    machine's free memory holds twice the largest + 2 GiB as well."""
     if len(loaded) >= MAX_SIDE_BY_SIDE:
         return False
     if not loaded:
         return True
     biggest = max(lv.info.weight_bytes or 0 for lv in loaded)
+    if any(lv.backend.suspends_to_host for lv in loaded) and \
+            free_bytes(False) < 2 * biggest + 2 * 2**30:
+        return False
     return free_bytes(any(lv.info.device.startswith("cuda") for lv in loaded)) \
         >= HEADROOM * biggest + 2**30
 
 
 def free_bytes(cuda: bool) -> int:
+    """Free bytes on GPU 0 (through NVML, so this process makes no CUDA context of its own
+    where vLLM's engines hold the GPU), else of the machine."""
     if cuda:
-        import torch
+        from engine.backends.vllm_host import gpu_memory
 
-        return int(torch.cuda.mem_get_info()[0])
+        return gpu_memory(1)[0][1]
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def switch_to(group: Sequence[tuple[Slot, LoadedVariant | None]],
+              lv: LoadedVariant | None) -> None:
+    """Suspend every loaded variant of the group but ``lv`` (vLLM: put its engine to sleep),
+    then resume ``lv`` (None: only suspend), warming it up again if it had been suspended."""
+    for _, other in group:
+        if other is not None and other is not lv:
+            other.backend.suspend()
+    if lv is not None and lv.backend.resume():
+        lv.rewarm()
 
 
 def run_rounds(slots: Sequence[Slot], requests: list[StoredRequest], calibration: Calibration,
@@ -83,9 +103,16 @@ def run_rounds(slots: Sequence[Slot], requests: list[StoredRequest], calibration
         try:
             while pending and has_room([lv for _, lv in group if lv is not None]):
                 slot = pending.pop(0)
+                switch_to(group, None)  # the one loading now finds the device free
                 try:
-                    group.append((slot, load_variant(slot.vspec, requests, calibration, slot.gen,
-                                                     settings, slot.notify)))
+                    group.append((slot, load_variant(
+                        slot.vspec, requests, calibration, slot.gen, settings, slot.notify,
+                        slot.min_pass_s, side_by_side=True)))
+                except NoRoomBeside:  # it needs the memory the loaded ones hold: next group
+                    if not any(lv is not None for _, lv in group):
+                        raise
+                    pending.insert(0, slot)
+                    break
                 except Exception as exc:  # noqa: BLE001 - recorded; the others go on
                     group.append((slot, None))
                     outcomes[slot.index] = Outcome(slot.index, error=exc)
@@ -107,6 +134,7 @@ def _time_in_rounds(group: list[tuple[Slot, LoadedVariant | None]],
             if lv is None or slot.index in outcomes or k >= slot.repeats:
                 continue
             try:
+                switch_to(group, lv)
                 lv.time(1, of=slot.repeats)
             except Exception as exc:  # noqa: BLE001 - this variant failed, not the round
                 outcomes[slot.index] = Outcome(slot.index, error=exc)
@@ -120,6 +148,7 @@ def _time_baseline_again(group: list[tuple[Slot, LoadedVariant | None]],
             continue
         outcome = outcomes[slot.index] = Outcome(slot.index)
         try:
+            switch_to(group, lv)
             outcome.end_passes = lv.time(1, "baseline_end",
                                          label="measuring the baseline again: ")
         except Exception as exc:  # noqa: BLE001 - the noise floor is a check, not a result

@@ -39,6 +39,7 @@ from engine.pilot.variant import (
 from engine.specs.pilot import (
     PilotSpec,
     VariantSpec,
+    default_min_pass_s,
     default_repeats,
     variant_generation,
 )
@@ -203,6 +204,7 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
     # The bar counts finished sections: the variants refused or done before come first.
     start = len(spec.variants) - len(todo)
     groups = _groups(spec, todo)
+    notes = _back_to_back_notes(spec, groups)
     for g, group in enumerate(groups):
         if len(group) > 1:
             start += _run_interleaved(spec, run, group, g == len(groups) - 1, start, requests,
@@ -218,7 +220,8 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
         try:
             sink.done(i, vrun, vspec, *run_variant(
                 vspec, requests, calibration, variant_generation(spec.generation, vspec),
-                settings, notify, _repeats(spec, vspec)))
+                settings, notify, _repeats(spec, vspec), _min_pass_s(spec, vspec),
+                notes.get(i)))
             notify(steps, "done")
         except Exception as exc:  # a failing variant is recorded; the others still run
             store.set_variant_status(vrun.id, Status.FAILED, _reason(exc))
@@ -246,13 +249,24 @@ class _Sink:
             self.baseline = results
 
 
+def _interleave_reason(vspec: VariantSpec) -> str | None:
+    """Why this variant cannot be loaded beside others and interleaved, or None."""
+    if vspec.compile:
+        return "torch.compile variants are timed alone (their compiled graphs and CUDA-graph " \
+               "pools are per process)"
+    try:
+        device = resolve_device(vspec.device)
+    except RoilabError:
+        device = "cpu"
+    return get_backend(vspec.backend).interleave_reason(vspec, device)
+
+
 def _groups(spec: PilotSpec, todo: list[int]) -> list[list[int]]:
     """The variants to run, in order, grouped: consecutive variants whose backend can keep
     several loaded (engine.pilot.rounds) share a group when any of them is timed more than
     once and the spec allows interleaving; every other variant is a group of its own."""
     def joins(i: int) -> bool:
-        v = spec.variants[i]
-        return get_backend(v.backend).interleavable and not v.compile
+        return _interleave_reason(spec.variants[i]) is None
 
     groups: list[list[int]] = []
     for i in todo:
@@ -264,6 +278,25 @@ def _groups(spec: PilotSpec, todo: list[int]) -> list[list[int]]:
     return [part for g in groups for part in (
         [g] if interleave and max(_repeats(spec, spec.variants[i]) for i in g) > 1
         else [[i] for i in g])]
+
+
+def _back_to_back_notes(spec: PilotSpec, groups: list[list[int]]) -> dict[int, str]:
+    """For each variant timed alone although the pilot asked to interleave (and times it
+    more than once): why, to store with its measurement and show."""
+    if not spec.measurement.interleave or len(spec.variants) < 2:
+        return {}
+    notes = {}
+    for group in groups:
+        if len(group) > 1:
+            continue
+        i = group[0]
+        if _repeats(spec, spec.variants[i]) < 2:
+            continue
+        reason = _interleave_reason(spec.variants[i])
+        notes[i] = (f"{reason}: its passes ran back to back and the baseline was measured "
+                    "again at the end with the same warm-up and pass length") if reason else \
+            "no other variant next to it could be loaded beside it"
+    return notes
 
 
 def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, start: int,
@@ -294,7 +327,7 @@ def _run_interleaved(spec: PilotSpec, run: Run, group: list[int], last: bool, st
                           _repeats(spec, vspec),
                           notifier(on_progress, vspec.name, i, _bar_steps(spec), totals[i],
                                     overall(i)),
-                          time_end=i == 0 and again))
+                          time_end=i == 0 and again, min_pass_s=_min_pass_s(spec, vspec)))
     for slot, outcome in zip(slots, run_rounds(slots, requests, calibration, sink.settings),
                              strict=True):
         vrun = run.variants[slot.index]
@@ -318,11 +351,18 @@ def _steps(spec: PilotSpec, vspec: VariantSpec, n: int) -> int:
 
 
 def _repeats(spec: PilotSpec, vspec: VariantSpec) -> int:
+    return default_repeats(spec.measurement, vspec.backend, _device(vspec))
+
+
+def _min_pass_s(spec: PilotSpec, vspec: VariantSpec) -> float:
+    return default_min_pass_s(spec.measurement, vspec.backend, _device(vspec))
+
+
+def _device(vspec: VariantSpec) -> str:
     try:
-        device = resolve_device(vspec.device)
+        return resolve_device(vspec.device)
     except RoilabError:
-        device = "cpu"  # preflight refuses it with the reason
-    return default_repeats(spec.measurement, vspec.backend, device)
+        return "cpu"  # preflight refuses it with the reason
 
 
 def _bar_steps(spec: PilotSpec) -> int:
@@ -346,9 +386,12 @@ def _remeasure_baseline(spec: PilotSpec, run: Run, requests: list[StoredRequest]
     steps = len(requests) * (1 + len(prompt_stage(vspec)))
     notify = notifier(on_progress, f"{vspec.name} (again)", len(run.variants),
                        _bar_steps(spec), steps)
+    timed = [p for p in store.get_passes(base.id) if p.role == "timed"]
     try:
         passes = time_again(vspec, requests, calibration,
-                            variant_generation(spec.generation, vspec), settings, notify)
+                            variant_generation(spec.generation, vspec), settings, notify,
+                            replays=timed[0].replays if timed else None,
+                            min_pass_s=_min_pass_s(spec, vspec))
         store.add_passes(base.id, passes)
         notify(steps, "done")
     except Exception as exc:  # noqa: BLE001 - the noise floor is a check, not a result

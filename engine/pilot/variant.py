@@ -94,6 +94,11 @@ class LoadedVariant:
     prepare_peak: int | None
     order: list[int]
     stages: int  # prompt-stage techniques
+    warm: protocol.WarmUp | None = None  # what the warm-up ran
+    replays: int = 1  # replays of the request set in each timed pass
+    min_pass_s: float = 0.0
+    device_kind: str = "cpu"  # "cuda", "cpu" or "endpoint": the warm-up's rules
+    rewarms: int = 0  # warm-ups again after being resumed beside other variants
     all_gens: list[list[Generation]] = field(default_factory=list)
     passes: list[TimedPass] = field(default_factory=list)
     compress_by_pass: list[list[float]] = field(default_factory=list)
@@ -127,7 +132,7 @@ class LoadedVariant:
                 1, sum(cs), cs,
                 lambda x, m, b=base, k=k: self.notify(b + self.stages * n + x - k * n,
                                                       label + m),
-                role, first=k, of=of)
+                role, first=k, of=of, replays=self.replays)
             out.extend(passes)
             if timed:
                 self.all_gens.extend(gens)
@@ -135,7 +140,18 @@ class LoadedVariant:
                 self.compress_by_pass.append(list(cs))
         return out
 
-    def finish(self, interleaved_with: tuple[str, ...] = ()
+    def rewarm(self) -> None:
+        """One warm-up round again (untimed), after the variant was resumed from beside
+        others: its first batch after waking must not be timed."""
+        sub = protocol.warm_up_order(self.order, self.gen.batch_size,
+                                     whole_set=self.device_kind == "cuda")
+        self.backend.begin_replay()
+        protocol.generate_batched(self.backend, self.sent, sub, self.gen.batch_size,
+                                  self.gen.max_new_tokens, lambda d, m: None)
+        self.backend.warmed_up()
+        self.rewarms += 1
+
+    def finish(self, interleaved_with: tuple[str, ...] = (), note: str | None = None,
                ) -> tuple[list[RequestResult], VariantMeasurements]:
         """The first pass's outputs with each request's median latency (compression
         included) over the passes, and the medians of the timed passes as the variant's
@@ -162,6 +178,9 @@ class LoadedVariant:
         report["memory"] = backend.memory_report()  # peak, weights, KV capacity reserved
         report["measurement"] = protocol.measurement_report(
             passes, protocol.outputs_differ(self.all_gens), interleaved_with)
+        report["measurement"].update(self.pass_report())
+        if note:
+            report["measurement"]["back_to_back_because"] = note
         peak = protocol.spread([p.peak_mem_bytes for p in protocol.memory_passes(passes)])
         peak_bytes = max(int(peak.median), self.prepare_peak or 0) if peak else self.prepare_peak
         report["memory"]["peak_bytes"] = peak_bytes
@@ -172,31 +191,47 @@ class LoadedVariant:
             throughput_tok_s=med(p.throughput_tok_s for p in passes),
             device=info.device, technique_report=report, passes=tuple(passes))
 
+    def pass_report(self) -> dict:
+        """The warm-up and the pass length, for ``technique_report["measurement"]``."""
+        out = {"min_pass_s": self.min_pass_s, "replays_per_pass": self.replays}
+        if self.warm is not None:
+            out["warm_up"] = {**self.warm.report(), "rewarms": self.rewarms}
+        return out
+
     def close(self) -> None:
         self.backend.close()
 
 
 def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
-                 gen: GenerationSettings, settings: Settings, notify: Notify) -> LoadedVariant:
-    """Load, warm up and prepare the prompts of one variant; the backend is closed again if
-    any of it fails."""
+                 gen: GenerationSettings, settings: Settings, notify: Notify,
+                 min_pass_s: float = 0.0, replays: int | None = None,
+                 side_by_side: bool = False) -> LoadedVariant:
+    """Load, prepare the prompts of and warm up one variant (at its timed batch size and
+    output length, engine.pilot.protocol.warm_up); its passes replay the requests
+    ``replays`` times (None: as often as lasts ``min_pass_s``, from the warm-up's pace).
+    ``side_by_side``: it will be loaded beside others and switched with them. The backend is
+    closed again if any of it fails."""
     notify(0, "preparing model")
     backend: Backend = get_backend(vspec.backend)(vspec, resolve_model(vspec.model, settings))
+    backend.side_by_side = side_by_side
     try:
         notify(0, "loading model")
         info = backend.load(calibration.prompts, calibration.is_eval_set)
         originals = [list(r.request.messages) for r in requests]
-        # One short untimed generation first, so the first timed batch does not pay one-off
-        # start-up costs (kernel selection, allocator growth) that every variant would
-        # otherwise pay differently depending on its position in the pilot.
-        notify(0, "warming up")
-        backend.warm_up(originals, gen.batch_size, gen.max_new_tokens)
         sent, compress_s, prompt_reports = _prepare_prompts(vspec, originals, settings, backend,
                                                             notify)
         # Whatever a prompt-stage technique loaded (LLMLingua's scoring model) counts in the
         # variant's peak; without one, what loading and warming up left is not serving.
         prepare_peak = backend.peak_memory_bytes() if prompt_reports else None
         order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
+        # The variant's own requests, untimed, at the batch size and output length of the
+        # timed passes, until the engine is at steady state: otherwise the first timed pass
+        # pays the first use of the real batch shape (kernel selection, JIT, allocator).
+        kind = _device_kind(vspec, info)
+        warm = protocol.warm_up(backend, sent, order, gen.batch_size, gen.max_new_tokens, kind,
+                                notify)
+        if replays is None:
+            replays = protocol.replays_for(min_pass_s, warm.replay_s + sum(compress_s))
     except BaseException:
         backend.close()
         raise
@@ -205,28 +240,39 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
                          report={**info.technique_report, **prompt_reports},
                          originals=originals, sent=sent, compress_s=compress_s,
                          prepare_peak=prepare_peak, order=order,
-                         stages=len(prompt_reports))
+                         stages=len(prompt_reports), warm=warm, replays=replays,
+                         min_pass_s=min_pass_s, device_kind=kind)
+
+
+def _device_kind(vspec: VariantSpec, info: LoadInfo) -> str:
+    if vspec.backend == "endpoint":
+        return "endpoint"
+    return "cuda" if info.device.startswith("cuda") else "cpu"
 
 
 def run_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
                 gen: GenerationSettings, settings: Settings, notify: Notify, repeats: int = 1,
+                min_pass_s: float = 0.0, note: str | None = None,
                 ) -> tuple[list[RequestResult], VariantMeasurements]:
-    """Load, warm up, prepare the prompts, then ``repeats`` timed passes back to back
+    """Load, prepare the prompts, warm up, then ``repeats`` timed passes back to back
     (engine.pilot.protocol): the first pass's outputs, each request's median latency, the
-    medians as measurements."""
-    loaded = load_variant(vspec, requests, calibration, gen, settings, notify)
+    medians as measurements. ``note``: why its passes were not interleaved with others'."""
+    loaded = load_variant(vspec, requests, calibration, gen, settings, notify, min_pass_s)
     try:
         loaded.time(repeats)
-        return loaded.finish()
+        return loaded.finish(note=note)
     finally:
         loaded.close()
 
 
 def time_again(vspec: VariantSpec, requests: list[StoredRequest], calibration: Calibration,
-               gen: GenerationSettings, settings: Settings, notify: Notify) -> list[TimedPass]:
-    """Load the baseline again and time it once (``role="baseline_end"``): the run's noise
-    floor, for a baseline that was not kept loaded."""
-    loaded = load_variant(vspec, requests, calibration, gen, settings, notify)
+               gen: GenerationSettings, settings: Settings, notify: Notify,
+               replays: int | None = None, min_pass_s: float = 0.0) -> list[TimedPass]:
+    """Load the baseline again and time it once (``role="baseline_end"``) with the same
+    warm-up and, given ``replays`` (its timed passes'), the same pass length: the run's
+    noise floor, for a baseline that was not kept loaded."""
+    loaded = load_variant(vspec, requests, calibration, gen, settings, notify, min_pass_s,
+                          replays)
     try:
         return loaded.time(1, "baseline_end")
     finally:

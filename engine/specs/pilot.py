@@ -25,7 +25,7 @@ __all__ = ["CompressPrompt", "QuantizeWeights", "TechniqueSpec", "VariantSpec", 
            "GenerationSettings", "MeasurementSettings", "CostSettings", "VllmOptions", "EndpointOptions",
            "BUILT_IN_VARIANTS", "DEFAULT_PILOT", "default_pilot_variants", "default_variants",
            "pilot_variants", "parse_pilot_spec", "variant_generation", "default_repeats",
-           "DEFAULT_REPEATS"]
+           "DEFAULT_REPEATS", "default_min_pass_s", "DEFAULT_MIN_PASS_S"]
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"  # the small model roilab prepares itself
 
@@ -107,6 +107,9 @@ class MeasurementSettings(_Spec):
     # Alternate the passes of variants that can stay loaded side by side (engine.pilot.rounds)
     # so a drift in the machine touches all alike; False: each variant's passes back to back.
     interleave: bool = True
+    # A timed pass lasts at least this long, replaying the requests as often as that takes
+    # (engine.pilot.protocol); None: the device's default (``default_min_pass_s``).
+    min_pass_s: float | None = Field(None, ge=0, le=3600)
 
 
 # Timed passes per variant when the spec leaves it open: a GPU pass is short and its noise
@@ -127,6 +130,32 @@ def default_repeats(measurement: MeasurementSettings, backend: str, device: str)
                             "from 1 to 20, or unset it for the per-device default.")
         return int(override)
     return DEFAULT_REPEATS["endpoint" if backend == "endpoint" else device]
+
+
+# Seconds a timed pass lasts at least, when the spec leaves it open: a GPU serves a batch of
+# 32 x 128 tokens in about a second, so one stall was over 10% of a pass (issue 18); a CPU
+# pass of the default demo already takes tens of seconds, and an endpoint bills per request.
+DEFAULT_MIN_PASS_S = {"cuda": 10.0, "cpu": 0.0, "endpoint": 0.0}
+
+
+def default_min_pass_s(measurement: MeasurementSettings, backend: str, device: str) -> float:
+    """The minimum seconds of a timed pass of a variant on ``backend`` / ``device``: the
+    spec's, else ``ROILAB_MIN_PASS_S`` (a machine-wide default), else
+    ``DEFAULT_MIN_PASS_S``."""
+    if measurement.min_pass_s is not None:
+        return measurement.min_pass_s
+    override = os.environ.get("ROILAB_MIN_PASS_S", "").strip()
+    if override:
+        try:
+            value = float(override)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 3600:
+            raise SpecError(f"ROILAB_MIN_PASS_S={override!r}: give the seconds a timed pass "
+                            "lasts at least, from 0 to 3600, or unset it for the per-device "
+                            "default.")
+        return value
+    return DEFAULT_MIN_PASS_S["endpoint" if backend == "endpoint" else device]
 
 
 class CostSettings(_Spec):

@@ -133,3 +133,5 @@ class PassRow(Base):
     load_avg_1m: Mapped[float | None] = mapped_column(Measure)
     gpu_util_pct: Mapped[float | None] = mapped_column(Measure)
     gpu_other_procs: Mapped[int | None]
+    replays: Mapped[int | None]  # revision 0006
+    others_load: Mapped[float | None] = mapped_column(Measure)  # revision 0006
