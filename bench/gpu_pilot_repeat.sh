@@ -34,10 +34,12 @@ case $1 in
     k=$2; out=$3; mkdir -p "$out"
     start=$(date +%s)
     roilab pilot --workload 1 --backend vllm --model random:llama-3.1-8b --variants fp8,fp8-kv \
-      --max-requests 32 --max-new-tokens 128 --batch-size 32 > "$out/pilot-$k.log" 2>&1 \
+      --max-requests 32 --max-new-tokens 128 --batch-size 32 ${HW:+--hardware $HW} \
+      > "$out/pilot-$k.log" 2>&1 \
       || echo "pilot $k exited $?"
     echo "pilot $k: $(( $(date +%s) - start )) s wall"
     run=$(grep -o 'Run [0-9]*' "$out/pilot-$k.log" | head -1 | cut -d' ' -f2)
+    run=${run:-$k}
     roilab show "$run" > "$out/show-$k.txt" 2>&1 || true
     passes "$run" > "$out/passes-$k.csv" || true
     tail -5 "$out/pilot-$k.log"; cat "$out/show-$k.txt"; cat "$out/passes-$k.csv" ;;
