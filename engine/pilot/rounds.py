@@ -101,9 +101,11 @@ def run_rounds(slots: Sequence[Slot], requests: list[StoredRequest], calibration
         group: list[tuple[Slot, LoadedVariant | None]] = []
         outcomes: dict[int, Outcome] = {}
         try:
-            while pending and has_room([lv for _, lv in group if lv is not None]):
+            while pending:
+                switch_to(group, None)  # the loaded ones give back what they can first
+                if not has_room([lv for _, lv in group if lv is not None]):
+                    break
                 slot = pending.pop(0)
-                switch_to(group, None)  # the one loading now finds the device free
                 try:
                     group.append((slot, load_variant(
                         slot.vspec, requests, calibration, slot.gen, settings, slot.notify,
