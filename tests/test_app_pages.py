@@ -209,6 +209,7 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     at.checkbox[4].uncheck()  # no LLMLingua: keep it tiny
     at.number_input[0].set_value(2)  # max requests
     at.number_input[1].set_value(8)  # max new tokens
+    next(n for n in at.number_input if n.label == "Minimum seconds per pass").set_value(0.5)
     at.button[0].click().run(timeout=600)
     assert not at.exception
     assert "Results stored as run #1" in at.success[-1].value
@@ -216,6 +217,9 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
     assert run.spec["max_requests"] == 2 and run.spec["generation"]["max_new_tokens"] == 8
     assert run.spec["measurement"]["repeats"] is None  # "Timed passes" left empty: per device
+    assert run.spec["measurement"]["min_pass_s"] == 0.5
+    passes = _store(env).get_passes(run.variants[0].id)
+    assert passes and passes[0].replays >= 1
 
 
 # ---- results -------------------------------------------------------------------------

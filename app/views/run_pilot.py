@@ -95,13 +95,20 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
                                          "GPUs.")
         v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
                                      step=100_000)
-        v["repeats"] = st.number_input(
+        r, m = st.columns(2)
+        v["repeats"] = r.number_input(
             "Timed passes per variant", min_value=1, max_value=20, value=None,
             placeholder="device default",
             help="Each variant is timed this many times over the same requests (the first "
                  "pass's outputs are scored); the report shows the median and the spread, and "
                  "the baseline is timed once more at the end. Empty: 3 on a GPU, 2 on CPU, 1 "
                  "for an endpoint.")
+        v["min_pass_s"] = m.number_input(
+            "Minimum seconds per pass", min_value=0.0, max_value=3600.0, value=None,
+            step=5.0, placeholder="device default",
+            help="A timed pass replays the requests until it lasts at least this long, so a "
+                 "one-off stall is a small part of it. Empty: 10 s on a GPU, one replay on a "
+                 "CPU or an endpoint.")
         submitted = st.form_submit_button("Run pilot", type="primary")
     return v if submitted else None
 
@@ -144,7 +151,9 @@ def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
             "variants": variants, "max_requests": int(v["max_requests"]),
             "generation": {"max_new_tokens": int(v["max_new_tokens"]),
                            "batch_size": int(v["batch_size"])},
-            "measurement": {"repeats": None if v.get("repeats") is None else int(v["repeats"])},
+            "measurement": {"repeats": None if v.get("repeats") is None else int(v["repeats"]),
+                            "min_pass_s": None if v.get("min_pass_s") is None
+                            else float(v["min_pass_s"])},
             "cost": {"hardware": v["hardware"], "price_per_hour": v["price"],
                      "requests_per_month": int(v["volume"])}}
 
