@@ -360,6 +360,50 @@ def test_results_pdf_is_rendered_from_the_report(results_env):
 
 
 @pytest.mark.slow
+def test_engine_start_up_is_the_stored_load_in_show_results_and_pdf(results_env, capsys):
+    """Issue 18, item 4: each variant's engine start-up, as stored (on the CPU, transformers
+    compiles nothing apart: the load itself), in `roilab show`, the Results page's table and
+    the pilot PDF; the untimed warm-up beside it."""
+    import subprocess
+
+    from engine.pilot.report import build_report
+    from engine.reports.pilot_pdf import render_pdf
+
+    store = _store(results_env)
+    run = store.get_run(1)
+    want = {v.name: f"{v.load_s:.1f}" for v in run.variants}
+    warm = {v.name: (v.technique_report.get("measurement", {}).get("warm_up") or {})
+            .get("seconds") for v in run.variants}  # None: stored without one
+    rep = build_report(store, 1)
+    assert [(v.cold_start_s, v.warm_up_s) for v in rep.variants] == \
+        [(v.load_s, warm[v.name]) for v in run.variants]
+
+    assert main(["show", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(line.split() for line in out if "start_up_s" in line.split())
+    col = header.index("start_up_s")
+    rows = [r.split() for r in out if len(r.split()) == len(header)]  # the table's rows
+    shown = {r[0]: r[col] for r in rows if r[0] in want}
+    assert shown == want
+    assert any("autoscales" in line for line in out)
+    if warm["baseline"] is not None:
+        assert any(f"baseline {warm['baseline']:.1f} s" in line for line in out)
+
+    at = page("results", run="1")
+    assert not at.exception
+    table = _frame_with(at, "start_up")
+    assert dict(zip(table.name, table.start_up, strict=True)) == want
+    assert any("autoscales" in c.value for c in at.caption)
+
+    text = " ".join(subprocess.run(["pdftotext", "-layout", "-", "-"], input=render_pdf(rep),
+                                   capture_output=True, check=True).stdout.decode().split())
+    assert "Engine start-up per variant" in text
+    for name, s in want.items():
+        w = "n/a" if warm[name] is None else f"{warm[name]:.1f}"
+        assert f"{name} {s} {s} {w}" in text
+
+
+@pytest.mark.slow
 def test_results_explains_in_plain_text(results_env):
     at = page("results", run="1")
     summary = "\n".join(_texts(at))

@@ -21,6 +21,7 @@ from engine.pilot.report import (
 )
 from engine.pilot.runner import CANCELLABLE, RESUMABLE
 from engine.pilot.stability import stability_frame
+from engine.pilot.startup import EXPLAINED as STARTUP_EXPLAINED
 
 
 def render() -> None:
@@ -205,7 +206,8 @@ _VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in 
     "base_cosine": ("cosine vs baseline", "%.2f"),
     "cost_per_1k_requests": ("unit cost $ / 1k requests", "$%.5f"),
     "cost_per_1m_output_tokens": ("unit cost $ / 1M output tokens", "$%.3f"),
-    "load_s": ("load (s)", "%.1f"), "device": ("device", None), "error": ("error", None),
+    "start_up": ("engine start-up (s)", None), "device": ("device", None),
+    "error": ("error", None),
 }
 
 
@@ -213,12 +215,14 @@ def _render_variant_table(rep: PilotReport) -> None:
     st.subheader("Per variant")
     st.caption("Each variant is priced at the $/hour above times its devices (vLLM tensor x "
                "pipeline parallel size). Peak memory, weights and the KV-cache capacity its "
-               "engine reserved are as the backend measured them (blank: not measured).")
+               "engine reserved are as the backend measured them (blank: not measured). "
+               + STARTUP_EXPLAINED)
     unscored = speed_memory_only(rep)
     frame = rep.frame().assign(peak_mem_mb=lambda f: f.peak_mem_bytes / 1e6,
                                weight_mb=lambda f: f.weight_bytes / 1e6,
                                measures=lambda f: [SPEED_MEMORY_ONLY if n in unscored else
-                                                   "speed, memory and accuracy" for n in f.name])
+                                                   "speed, memory and accuracy" for n in f.name],
+                               start_up=[v.cold_start_text for v in rep.variants])
     config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
               else st.column_config.TextColumn(label)
               for col, (label, fmt) in _VARIANT_COLUMNS.items()}

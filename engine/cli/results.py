@@ -39,6 +39,7 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
         frame[col] = [_count(None if x is None else x / 2**20) for x in frame[col]]
     frame["kv_cache_tokens"] = [_count(x) for x in frame["kv_cache_tokens"]]
     frame = _with_stability(frame, report)
+    frame.insert(len(frame.columns) - 2, "start_up_s", [v.cold_start_text for v in report.variants])
     frame = frame.rename(columns={"peak_mem_bytes": "peak_mem_MiB", "weight_bytes": "weights_MiB",
                                   "kv_cache_tokens": "kv_tokens",
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
@@ -50,6 +51,7 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
                                       v.kv_method and f"KV cache {v.kv_method}"]))
         if how:
             say(f"  {terminal_safe(v.name)} memory: {how}")
+    _say_start_up(report, say)
     for v in report.variants:
         if v.status == "failed":
             say(f"  {terminal_safe(v.name)} failed: {v.error}")
@@ -80,6 +82,17 @@ def _with_stability(frame, report):
                             and figure != "peak memory", col == "peak_mem_bytes")
                       for x, v in zip(frame[col], report.variants, strict=True)]
     return frame
+
+
+def _say_start_up(report, say) -> None:
+    """What start_up_s is, and the untimed warm-up each variant ran before its passes."""
+    from engine.pilot.startup import EXPLAINED
+
+    say(f"  start_up_s (engine start-up, seconds): {EXPLAINED}")
+    warm = [f"{terminal_safe(v.name)} {v.warm_up_s:.1f} s" for v in report.variants
+            if v.warm_up_s is not None]
+    if warm:
+        say(f"  Untimed warm-up before the timed passes: {', '.join(warm)}.")
 
 
 def _star(x, unstable: bool, mib: bool) -> str:

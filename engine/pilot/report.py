@@ -15,7 +15,7 @@ from engine.core.domain import Run, Status, Workload
 from engine.economics import cost
 from engine.economics.devices import devices_of, memory_of
 from engine.economics.hardware import Hardware
-from engine.pilot import stability
+from engine.pilot import stability, startup
 from engine.specs.pilot import PilotSpec, VariantSpec
 from engine.store.store import Store
 
@@ -83,6 +83,18 @@ class VariantSummary:
     baseline_drift: float | None = None  # the baseline only: its end re-measure vs its passes
     unstable: tuple[str, ...] = ()  # figures whose spread (or the baseline's drift) is too big
     busy: str | None = None  # why the machine was busy while it ran, else None
+    # Engine start-up (engine.pilot.startup): load + compile where reported apart; None with
+    # engine_reused when its vLLM engine was started for another variant (engine_shared_with).
+    cold_start_s: float | None = None
+    warm_up_s: float | None = None  # the protocol's untimed warm-up rounds, where stored
+    engine_reused: bool = False
+    engine_shared_with: str | None = None
+
+    @property
+    def cold_start_text(self) -> str:
+        """"12.3", "shared with baseline", "reused" or "n/a"."""
+        return startup.cold_start_text(self.cold_start_s, self.engine_reused,
+                                       self.engine_shared_with)
 
 
 @dataclass(frozen=True)
@@ -158,11 +170,15 @@ def build_report(store: Store, run_id: int, price_per_hour: float | None = None,
     costs = cost.variant_costs(measured, price, volume, run.variants[0].name)
     passes = store.passes_frame(run_id)
     run_drift = stability.baseline_drift(passes[passes.variant_id == run.variants[0].id])
+    starts = startup.cold_starts(run.variants)
     summaries = tuple(
         replace(_summarise(v, vs, results[results.variant_id == v.id], c, price),
                 **asdict(stability.variant_stability(passes[passes.variant_id == v.id],
-                                                     run_drift, i == 0)))
-        for i, (v, vs, c) in enumerate(zip(run.variants, spec.variants, costs, strict=True)))
+                                                     run_drift, i == 0)),
+                cold_start_s=s.seconds, warm_up_s=s.warm_up_s, engine_reused=s.reused,
+                engine_shared_with=s.shared_with)
+        for i, (v, vs, c, s) in enumerate(zip(run.variants, spec.variants, costs, starts,
+                                              strict=True)))
     return PilotReport(run=run, spec=spec, workload=store.get_workload(run.workload_id), hardware=hw,
                        price_per_hour=price, requests_per_month=volume, variants=summaries,
                        results=results, generated_at=datetime.now(UTC))

@@ -20,6 +20,7 @@ from engine.core.domain import Status
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.pilot.report import PilotReport, VariantSummary, speed_memory_only, technique_figures
 from engine.pilot.stability import stability_lines
+from engine.pilot.startup import EXPLAINED as STARTUP_EXPLAINED
 from engine.reports.case_words import case_headline
 from engine.reports.pdf import (
     NA,
@@ -277,6 +278,7 @@ def pilot_sections(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
              "capacity. Devices: what the variant's engine occupies (tensor x pipeline parallel "
              "size); its $ figures pay for all of them.", 8, "I")
     _memory_table(pdf, report, prefix)
+    _start_up_table(pdf, report, prefix)
     stability_section(pdf, report, prefix)
     _technique_figures(pdf, report)
 
@@ -299,6 +301,24 @@ def memory_rows(report: PilotReport) -> list[tuple[str, ...]]:
 def _memory_table(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
     pdf.heading(f"{prefix}Memory per variant")
     table(pdf, memory_rows(report), (30, 14, 14, 20, 20, 22, 20, 20, 22, 95), size=7.5)
+
+
+def start_up_rows(report: PilotReport) -> list[tuple[str, ...]]:
+    """Per variant: engine start-up (engine.pilot.startup: load plus what the backend compiled
+    apart, or whose engine it shared), the load alone and the untimed warm-up, in seconds."""
+    rows = [("Variant", "Engine start-up (s)", "Of which load (s)", "Untimed warm-up (s)")]
+    for v in report.variants:
+        load = NA if v.engine_reused or missing(v.load_s) else f"{v.load_s:.1f}"
+        rows.append((v.name, v.cold_start_text, load,
+                     NA if missing(v.warm_up_s) else f"{v.warm_up_s:.1f}"))
+    return rows
+
+
+def _start_up_table(pdf: Doc, report: PilotReport, prefix: str = "") -> None:
+    pdf.heading(f"{prefix}Engine start-up per variant")
+    table(pdf, start_up_rows(report), (60, 45, 45, 45), size=8, numeric_from=1)
+    pdf.para(f"{STARTUP_EXPLAINED} The untimed warm-up runs the variant's own requests until "
+             "its speed is steady, before the timed passes; it is not in the unit costs.", 8, "I")
 
 
 def _technique_figures(pdf: Doc, report: PilotReport) -> None:
