@@ -137,7 +137,7 @@ def test_vllm_variants_interleave_on_a_gpu_and_say_why_not_on_a_cpu() -> None:
 
 @pytest.mark.slow
 def test_the_warm_up_runs_every_timed_batch_shape_at_the_output_length_first(
-        settings, monkeypatch) -> None:
+        settings, monkeypatch, capsys) -> None:
     monkeypatch.setitem(_REGISTRY, "recording", f"{__name__}:Recording")
     Recording.calls = []
     store, run = _pilot(settings, VariantSpec(name="b", model=TINY, backend="recording"),
@@ -154,6 +154,12 @@ def test_the_warm_up_runs_every_timed_batch_shape_at_the_output_length_first(
     assert m["warm_up"]["requests_per_round"] == 3 and m["warm_up"]["max_new_tokens"] == 6
     assert m["warm_up"]["seconds"] > 0 and m["replays_per_pass"] == 1
     assert [p.replays for p in store.get_passes(run.variants[0].id)] == [1, 1]
+    from engine.cli.results import print_run
+
+    print_run(run.id, settings)  # roilab show says what the warm-up ran
+    shown = capsys.readouterr().out
+    assert "b: warm-up 1 round(s) of 3 requests (batches of 2/1, 6 tokens) in " in shown
+    assert "each pass replayed the requests 1x (minimum 0 s a pass)" in shown
 
 
 @pytest.mark.slow

@@ -93,6 +93,28 @@ def _say_start_up(report, say) -> None:
             if v.warm_up_s is not None]
     if warm:
         say(f"  Untimed warm-up before the timed passes: {', '.join(warm)}.")
+    for v in report.run.variants:
+        if line := protocol_line(v.technique_report.get("measurement") or {}):
+            say(f"  {terminal_safe(v.name)}: {line}")
+
+
+def protocol_line(m: dict) -> str | None:
+    """What the protocol did for one variant, in words: the warm-up's rounds, the replays per
+    pass, and why its passes ran back to back where interleaving was asked. None for a run
+    stored before these were recorded."""
+    parts = []
+    if w := m.get("warm_up"):
+        steady = {True: ", steady", False: ", not steady after the last round"}.get(
+            w.get("steady"), "")
+        parts.append(f"warm-up {w['rounds']} round(s) of {w['requests_per_round']} requests "
+                     f"(batches of {'/'.join(map(str, w['batch_sizes']))}, "
+                     f"{w['max_new_tokens']} tokens) in {w['seconds']:.1f} s{steady}")
+    if m.get("replays_per_pass"):
+        parts.append(f"each pass replayed the requests {m['replays_per_pass']}x (minimum "
+                     f"{m.get('min_pass_s') or 0:g} s a pass)")
+    if why := m.get("back_to_back_because"):
+        parts.append(f"passes back to back: {why}")
+    return "; ".join(parts) or None
 
 
 def _star(x, unstable: bool, mib: bool) -> str:
