@@ -15,6 +15,7 @@ from engine.backends.base import default_dtype
 from engine.core.domain import Status
 from engine.core.errors import RoilabError, SpecError
 from engine.ingest.review import default_workload, small_workload_warning
+from engine.pilot.detect import Detected, detect_hardware, runs_on_mismatch
 from engine.pilot.runner import Progress
 from engine.specs.pilot import PilotSpec, parse_pilot_spec, pilot_variants
 from engine.techniques import MODULES as TECHNIQUE_KINDS
@@ -31,10 +32,15 @@ def render() -> None:
     if values is None:
         return
     try:
+        _check_hardware(values)
         spec = parse_pilot_spec(_spec_dict(values))  # SpecError for bad JSON or fields
     except RoilabError as exc:
         ui.show_error(exc)
         return
+    mismatch = runs_on_mismatch(data.hardware_catalog()[values["hardware"]], values["device"])
+    if mismatch:
+        st.warning(ui.escape_md(f"{mismatch} The results carry this caveat."),
+                   icon=":material/warning:")
     skipped = _other_backend(values)
     if skipped:
         st.info(f"Not in this pilot: {', '.join(skipped)}.")
@@ -45,7 +51,8 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
     """The form; returns its values when submitted, else None."""
     catalog = data.hardware_catalog()  # the built-ins and the user's own entries
     hw_keys = list(catalog)
-    v: dict[str, Any] = {"workload_id": _render_workload_select(workloads)}
+    detected = detect_hardware("auto", catalog)  # the form's device default is "auto"
+    v: dict[str, Any] = {"workload_id": _render_workload_select(workloads), "detected": detected}
     with st.form("pilot"):
         v["name"] = st.text_input("Run name", value="pilot")
         st.markdown("**Variants** (the baseline always runs first; the others are compared "
@@ -86,7 +93,11 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         a, b, c = st.columns(3)
         v["hardware"] = a.selectbox(
             "Priced as hardware", hw_keys,
-            format_func=lambda k: f"{catalog[k].name} - ${catalog[k].price_per_hour:g}/h")
+            index=hw_keys.index(detected.key) if detected.key in hw_keys else None,
+            placeholder="choose what this machine costs like",
+            format_func=lambda k: f"{catalog[k].name} - ${catalog[k].price_per_hour:g}/h",
+            help="Default: the catalog entry of the device this machine runs the pilot on "
+                 "(a GPU by its name, the CPU as the smallest instance with its vCPUs).")
         v["price"] = b.number_input("$/hour", min_value=0.0, value=None, step=0.01,
                                     format="%.5f", placeholder="catalog price",
                                     help="Per GPU (per device); leave empty for the catalog "
@@ -95,6 +106,7 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
                                          "GPUs.")
         v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
                                      step=100_000)
+        st.caption(ui.escape_md(f"Default hardware: {detected.describe(catalog)}."))
         r, m = st.columns(2)
         v["repeats"] = r.number_input(
             "Timed passes per variant", min_value=1, max_value=20, value=None,
@@ -124,6 +136,15 @@ def _render_workload_select(workloads: dict) -> int:
     if warning:
         st.warning(ui.escape_md(warning), icon=":material/warning:")
     return chosen
+
+
+def _check_hardware(v: dict[str, Any]) -> None:
+    """A SpecError when no hardware was chosen (nothing detected matched the catalog)."""
+    if v.get("hardware") is None:
+        found: Detected = v["detected"]
+        raise SpecError(f"Choose 'Priced as hardware': {found.describe(data.hardware_catalog())}. "
+                        "Pick the entry closest to this machine and give its $/hour, or add "
+                        "this machine on the Hardware page.")
 
 
 def _other_backend(v: dict[str, Any]) -> list[str]:

@@ -38,9 +38,23 @@ def cmd_dashboard(args, settings: Settings) -> None:
     subprocess.run(cmd, cwd=REPO_ROOT, check=False, **terminal_stdio())
 
 
+def _check_priced(args, settings: Settings) -> None:
+    """Refuse a pilot nothing prices (no --hardware, no --price, an undetected device) before
+    the work, not at step 3; the pilot itself says what it is priced as."""
+    from engine.pilot.detect import detect_hardware, unpriced
+
+    if args.hardware is None and args.price is None and not args.spec:
+        from engine.cli.common import open_store
+
+        detected = detect_hardware(args.device, open_store(settings).hardware_catalog())
+        if detected.key is None:
+            raise unpriced(detected)
+
+
 def cmd_demo(args, settings: Settings) -> None:
     if not args.no_dashboard:  # refuse an exposed dashboard before the work, not after
         _dashboard_host(args, settings)
+    _check_priced(args, settings)
     print("1/4 Preparing the embedded model (SmolLM2-135M-Instruct)")
     args.model = settings.default_model
     cmd_prepare_model(args, settings)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from engine.cli.common import open_store
-from engine.cli.pilot_spec import Given, add_pilot_args, build_spec
+from engine.cli.pilot_spec import Given, add_pilot_args, priced_spec
 from engine.cli.results import print_run
 from engine.core.domain import Status
 from engine.core.inert import terminal_safe
@@ -53,13 +53,18 @@ def _stop_on_signals() -> dict:
 
 
 def pilot_from_args(args, settings: Settings):
-    """Build the spec from the flags (or --spec), run it watched; the finished run."""
+    """Build the spec from the flags (or --spec), priced as the device it runs on unless
+    --hardware says otherwise; run it watched; the finished run."""
     from engine.ingest.review import small_workload_warning
     from engine.pilot.runner import create_pilot_run, run_pilot
 
-    spec = build_spec(args)
     store = open_store(settings)
+    priced = priced_spec(args, store)  # SpecError when nothing prices it
+    spec = priced.spec
     run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
+    print(terminal_safe(f"Pilot {priced.line}"), flush=True)
+    if priced.warning:
+        print(f"warning: {terminal_safe(priced.warning)}", file=sys.stderr)
     warning = small_workload_warning(store.get_workload(spec.workload_id).n_requests)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -9,18 +9,38 @@ from pathlib import Path
 
 def build_spec(args):
     """The validated PilotSpec: ``--spec FILE`` with the given flags over it, else the
-    baseline plus the ``--variants`` the flags name."""
+    baseline plus the ``--variants`` the flags name. Neither --hardware nor the file naming
+    the hardware leaves CostSettings' own; ``priced_spec`` fills in the detected device's."""
+    from engine.specs.pilot import parse_pilot_spec
+
+    return parse_pilot_spec(spec_data(args))
+
+
+def priced_spec(args, store):
+    """The spec priced as the hardware --hardware (or the --spec file) names, else as the
+    detected device (engine.pilot.detect.price_pilot): its ``Priced`` (spec, line, warning)."""
+    from engine.pilot.detect import price_pilot
+    from engine.specs.pilot import parse_pilot_spec
+
+    data = spec_data(args)
+    cost = data.get("cost")
+    explicit = isinstance(cost, dict) and cost.get("hardware") is not None
+    return price_pilot(parse_pilot_spec(data), store, explicit)
+
+
+def spec_data(args) -> dict:
+    """The PilotSpec JSON the flags (or --spec with them) give; ``cost.hardware`` only where
+    the user named it."""
     from engine.specs.pilot import (
         CostSettings,
         GenerationSettings,
         MeasurementSettings,
         PilotSpec,
-        parse_pilot_spec,
         pilot_variants,
     )
 
     if args.spec:
-        return parse_pilot_spec(_spec_with_flags(_read_spec(args.spec), args))
+        return _spec_with_flags(_read_spec(args.spec), args)
     from engine.core.errors import SpecError
 
     asked = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -35,15 +55,19 @@ def build_spec(args):
     common = {"model": args.model, "backend": args.backend, "device": args.device,
               "dtype": _dtype(args)}
     variants = pilot_variants(asked, rate=args.rate, **common)  # baseline + the asked ones
-    return parse_pilot_spec(PilotSpec(
+    data = PilotSpec(
         name=args.name, workload_id=args.workload, variants=variants,
         generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
                                       batch_size=args.batch_size),
         measurement=MeasurementSettings(repeats=args.repeats, interleave=args.interleave,
                                         min_pass_s=args.min_pass_s),
-        cost=CostSettings(hardware=args.hardware, price_per_hour=args.price,
-                          requests_per_month=args.requests_per_month),
-        max_requests=args.max_requests).model_dump(mode="json"))
+        cost=CostSettings(price_per_hour=args.price, requests_per_month=args.requests_per_month),
+        max_requests=args.max_requests).model_dump(mode="json")
+    if args.hardware is None:
+        del data["cost"]["hardware"]  # not named: priced_spec detects it
+    else:
+        data["cost"]["hardware"] = args.hardware
+    return data
 
 
 FLAG_VARIANTS = ("int8", "llmlingua", "fp8", "fp8-kv")
@@ -155,8 +179,10 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
     p.add_argument("--no-interleave", dest="interleave", action=GivenFalse, nargs=0,
                    default=True, help="time each variant's passes back to back instead of "
                    "alternating them across the variants (which needs them loaded at once)")
-    p.add_argument("--hardware", action=Given, default="cpu-c7i-large",
-                   help="catalog key, see `roilab hardware`")
+    p.add_argument("--hardware", action=Given, default=None,
+                   help="catalog key the pilot is priced as, see `roilab hardware`; default: "
+                        "the device it runs on (a GPU by its NVML name, the CPU as the "
+                        "smallest catalog instance with its vCPUs)")
     p.add_argument("--price", action=Given, type=float, default=None,
                    help="$/hour per device (a tensor-parallel variant pays it per GPU); "
                         "default: catalog price")

@@ -3,7 +3,8 @@
 ``variant_stability`` turns a variant's passes into the figures a VariantSummary carries
 (passes, relative spreads, the baseline's drift, which figures are unstable, whether the
 machine was busy); ``stability_frame`` and ``stability_lines`` are what the CLI, the
-dashboard's Results page and the PDF show. Runs stored before the protocol have no passes:
+dashboard's Results page and the PDF show (the lines also flag a run priced as another kind
+of device than it was measured on: engine.pilot.detect). Runs stored before the protocol have no passes:
 one measurement, nothing flagged. (``report`` below is an engine.pilot.report.PilotReport;
 not imported, as report.py imports this module.)
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.pilot.detect import pricing_mismatch
 from engine.pilot.protocol import (
     BASELINE_DRIFT,
     UNSTABLE_SPREAD,
@@ -85,8 +87,12 @@ def stability_frame(report) -> pd.DataFrame:
 
 def stability_lines(report) -> list[str]:
     """Plain warnings about the run's measurements: unstable figures, a drifting baseline, a
-    busy machine. Empty when none applies."""
+    busy machine, a price for the other kind of device than the one measured. Empty when none
+    applies."""
     out = []
+    mismatch = pricing_mismatch(report.hardware, (v.device for v in report.variants))
+    if mismatch:
+        out.append(mismatch)
     b = report.baseline
     if b.baseline_drift is not None and abs(b.baseline_drift) > BASELINE_DRIFT:
         out.append(f"Unstable: the baseline measured again at the end ran {b.baseline_drift:+.0%} "

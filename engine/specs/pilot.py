@@ -159,7 +159,13 @@ def default_min_pass_s(measurement: MeasurementSettings, backend: str, device: s
 
 
 class CostSettings(_Spec):
-    hardware: str = "cpu-c7i-large"  # key into engine.economics.cost catalog
+    """What a pilot's figures are priced at. The CLI and the dashboard name ``hardware``
+    explicitly in every run's stored spec, by default the catalog entry of the device the
+    pilot runs on (engine.pilot.detect.price_pilot), so a report rebuilt later prices the
+    same. The default below is what a spec built in Python without one, or stored without
+    one, is priced as (the price every run had before detection)."""
+
+    hardware: str = "cpu-c7i-large"  # key into the hardware catalog (engine.economics.hardware)
     price_per_hour: float | None = Field(None, ge=0, description="None = the catalog price")
     requests_per_month: int = Field(1_000_000, ge=0)
 
