@@ -97,13 +97,12 @@ def test_our_latency_agrees_with_vllms_own_metrics(pilot) -> None:
     agreement = v.technique_report["serving"]["latency_vs_vllm_metrics"]
     assert agreement["requests"] == N and agreement["max_rel_diff"] < 0.05
     # The warm-up just ran these prompts: without emptying the prefix cache before the pass,
-    # each prompt would be served from it but its last block. Emptied, only what requests of
-    # the same replay share (the chat template's head) can hit.
+    # every prompt would be served from it but its last block. Emptied, only what requests
+    # of the same replay share (the system prompt) can hit, and the first one finds nothing.
     assert v.technique_report["serving"]["prefix_cache"].startswith("emptied before every")
-    cached = sum(metrics[r.request_index]["cached_prompt_tokens"]
-                 for r in store.get_results(v.id))
+    cached = [metrics[r.request_index]["cached_prompt_tokens"] for r in store.get_results(v.id)]
     sent = sum(r.prompt_tokens_sent for r in store.get_results(v.id))
-    assert cached < 0.5 * sent, (cached, sent)
+    assert min(cached) == 0 and sum(cached) < 0.6 * sent, (cached, sent)
     print(f"\nlatency vs vLLM's own metrics: worst {worst:.2%}, "
           f"mean {agreement['mean_rel_diff']:.2%}")
 
@@ -275,6 +274,7 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
     common = {"backend": "vllm", "dtype": "float32"}
     spec = {"name": "two engines", "max_requests": 3,
             "generation": {"max_new_tokens": 8, "batch_size": 3},
+            "measurement": {"repeats": 2},  # asked to interleave: vllm-cpu says why it cannot
             "variants": [
                 {"name": "kv-96", **common, "vllm": {"enforce_eager": True, "max_model_len": 1024,
                                                     "kv_cache_memory_bytes": 96 * 2**20}},
