@@ -33,7 +33,7 @@ case $1 in
   pilot)
     k=$2; out=$3; mkdir -p "$out"
     start=$(date +%s)
-    roilab pilot --workload 1 --backend vllm --model random:llama-3.1-8b --variants fp8,fp8-kv \
+    roilab pilot --workload 1 --backend vllm --model random:llama-3.1-8b --variants "${VARIANTS:-fp8,fp8-kv}" \
       --max-requests 32 --max-new-tokens 128 --batch-size 32 ${HW:+--hardware $HW} \
       > "$out/pilot-$k.log" 2>&1 \
       || echo "pilot $k exited $?"
