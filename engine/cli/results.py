@@ -103,7 +103,9 @@ def protocol_line(m: dict) -> str | None:
     pass, and why its passes ran back to back where interleaving was asked. None for a run
     stored before these were recorded."""
     parts = []
-    if w := m.get("warm_up"):
+    w = m.get("warm_up") or {}
+    if all(k in w for k in ("rounds", "requests_per_round", "batch_sizes", "max_new_tokens",
+                            "seconds")):
         steady = {True: ", steady", False: ", not steady after the last round"}.get(
             w.get("steady"), "")
         parts.append(f"warm-up {w['rounds']} round(s) of {w['requests_per_round']} requests "
