@@ -22,6 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Pilots in the suite time one pass per variant (the CPU default is 2): tests that check the
 # measurement protocol ask for their repeats explicitly (tests/test_pilot_protocol.py).
 os.environ.setdefault("ROILAB_REPEATS", "1")
+# One short warm-up request per variant, as before issue 18: only the protocol's own tests
+# (test_pass_length.py, test_pilot_protocol.py) warm up at the timed shape, as only they pay
+# for repeats.
+os.environ.setdefault("ROILAB_WARM_UP", "minimal")
 
 from pg_server import PostgresServer  # noqa: E402  (tests/pg_server.py)
 

@@ -57,6 +57,13 @@ def _pilot(settings, *variants: VariantSpec, n: int = 5, tokens: int = 6, batch:
     return store, run_pilot(spec, store, settings)
 
 
+@pytest.fixture(autouse=True)
+def _warm_up_at_the_timed_shape(monkeypatch):
+    """The protocol's own tests warm up as a pilot does (conftest sets a minimal warm-up
+    for every other test)."""
+    monkeypatch.setenv("ROILAB_WARM_UP", "shape")
+
+
 # ---- pure rules ---------------------------------------------------------------------------
 
 def test_the_warm_up_set_holds_one_batch_of_every_size_the_passes_use() -> None:
@@ -248,3 +255,10 @@ def test_the_pilots_own_work_is_never_called_busy_but_other_processes_are() -> N
             os.kill(pid, 9)
     assert theirs["others_load"] > cpus, theirs
     assert protocol.busy_reason(theirs) is not None
+
+
+def test_a_misspelt_warm_up_mode_says_what_it_takes(monkeypatch) -> None:
+    assert protocol.warm_up_mode() == "shape"  # what a pilot does unless told otherwise
+    monkeypatch.setenv("ROILAB_WARM_UP", "quick")
+    with pytest.raises(SpecError, match="ROILAB_WARM_UP='quick'.*'shape'.*'minimal'"):
+        protocol.warm_up_mode()

@@ -42,6 +42,13 @@ LONG_LOG = b"".join(
     + b'What can you do about the missing item and the delay?"}\n' for i in range(6))
 
 
+@pytest.fixture(autouse=True)
+def _warm_up_at_the_timed_shape(monkeypatch):
+    """The protocol's own tests warm up as a pilot does (conftest sets a minimal warm-up
+    for every other test)."""
+    monkeypatch.setenv("ROILAB_WARM_UP", "shape")
+
+
 # ---- pure figures, worked by hand ---------------------------------------------------------
 
 def test_spread_is_median_and_range_over_the_median() -> None:
