@@ -228,8 +228,9 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         # timed passes, until the engine is at steady state: otherwise the first timed pass
         # pays the first use of the real batch shape (kernel selection, JIT, allocator).
         kind = _device_kind(vspec, info)
+        done = len(prompt_reports) * len(originals)  # the prompts' preparation, on the bar
         warm = protocol.warm_up(backend, sent, order, gen.batch_size, gen.max_new_tokens, kind,
-                                notify)
+                                lambda _, m: notify(done, m))
         if replays is None:
             replays = protocol.replays_for(min_pass_s, warm.replay_s + sum(compress_s))
     except BaseException:
