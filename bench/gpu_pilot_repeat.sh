@@ -2,10 +2,15 @@
 # Issue 18's GPU runs, through `roilab` as a user types it, on an offline GPU box
 # (torch 2.11 + CUDA 13). One step per call so each fits a short lease:
 #
+#   bench/gpu_pilot_repeat.sh stash PARTS_DIR             # one carried part -> /tmp/parts
 #   bench/gpu_pilot_repeat.sh install PARTS_DIR SHA256   # bundle -> /tmp/site (15 s)
-#   bench/gpu_pilot_repeat.sh setup                       # embedded model + the sample log
+#   bench/gpu_pilot_repeat.sh setup [DATA_DIR]            # a prepared data dir, or the
+#                                                         # embedded model + the sample log
 #   bench/gpu_pilot_repeat.sh pilot K OUT                 # README's GPU pilot line, run K
-#   bench/gpu_pilot_repeat.sh spec K OUT                  # export W4A16 + bf16/FP8/W4A16 pilot
+#   bench/gpu_pilot_repeat.sh spec K OUT                  # log to PDF: export W4A16, pilot
+#                                                         # bf16/FP8/W4A16 (--spec), report
+#   bench/gpu_pilot_repeat.sh page OUT                    # the Run pilot page (AppTest) on
+#                                                         # the GPU, hardware box untouched
 #
 # The pilot line is README's with no --hardware (the GPU is detected and priced as itself)
 # and the default measurement settings. Writes OUT/pilot-K.log, OUT/show-K.txt and
@@ -14,6 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH=/tmp/site:$here PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/bundle HF_HUB_OFFLINE=1
 export ROILAB_DATA_DIR=${ROILAB_DATA_DIR:-/tmp/r18/data} PYTHONUNBUFFERED=1
+export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/tmp/r18/vllm-cache}  # compile cache across calls
 roilab() { (cd "$here" && python3 -c 'import sys; from engine.cli.main import main; sys.exit(main(sys.argv[1:]))' "$@"); }
 passes() {  # every stored pass of run $1, as CSV
   python3 - "$1" <<'PY'
@@ -24,12 +30,50 @@ frame = open_store(get_settings()).passes_frame(int(sys.argv[1]))
 print(frame.drop(columns=["variant_id"]).to_csv(index=False, float_format="%.4g"), end="")
 PY
 }
+newest_run() {  # the id of the newest stored run
+  python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
+print(open_store(get_settings()).list_runs()[0].id)'
+}
+secs() { echo $(( $(date +%s) - $1 )); }
 case $1 in
+  stash) mkdir -p /tmp/parts && cp "$2"/part.* /tmp/parts/ && ls -l /tmp/parts | tail -n +2 ;;
   install) bash "$here/bench/gpu_box_install.sh" "$2" "$3" /tmp/site ;;
   setup)
-    roilab prepare-model
-    roilab ingest "$here/data/samples/support_chat.jsonl" --name "support chat"
+    if [ -n "${2:-}" ]; then mkdir -p "$ROILAB_DATA_DIR" && cp -r "$2"/. "$ROILAB_DATA_DIR"/
+    else
+      roilab prepare-model
+      roilab ingest "$here/data/samples/support_chat.jsonl" --name "support chat"
+    fi
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv ;;
+  spec)  # log to PDF on the 8B shape, timed step by step
+    k=$2; out=$3; mkdir -p "$out"; w4=$ROILAB_DATA_DIR/exports/w4a16-8b
+    start=$(date +%s)
+    [ -d "$w4" ] || roilab export --model random:llama-3.1-8b -o "$w4" --bits 4 --group-size 128 \
+      > "$out/export-$k.log" 2>&1 || echo "export exited $?"
+    echo "export: $(secs "$start") s"
+    cat > "$out/spec.json" <<JSON
+{"name": "8B shape: bf16, FP8, W4A16", "workload_id": 1, "max_requests": 32,
+ "generation": {"max_new_tokens": 128, "batch_size": 32},
+ "variants": [
+  {"name": "bf16", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16"},
+  {"name": "fp8-weights", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16",
+   "vllm": {"quantization": "fp8"}},
+  {"name": "w4a16", "backend": "vllm", "model": "$w4", "dtype": "bfloat16"}]}
+JSON
+    p=$(date +%s)
+    roilab pilot --workload 1 --spec "$out/spec.json" > "$out/spec-pilot-$k.log" 2>&1 \
+      || echo "spec pilot $k exited $?"
+    echo "pilot: $(secs "$p") s"
+    run=$(cd "$here" && newest_run)
+    r=$(date +%s)
+    roilab report "$run" -o "$out/spec-$k.pdf" > "$out/spec-report-$k.log" 2>&1 || echo "report exited $?"
+    echo "report: $(secs "$r") s; log to PDF: $(secs "$start") s"
+    roilab show "$run" > "$out/spec-show-$k.txt" 2>&1 || true
+    passes "$run" > "$out/spec-passes-$k.csv" || true
+    tail -5 "$out/spec-pilot-$k.log"; cat "$out/spec-show-$k.txt" "$out/spec-passes-$k.csv" ;;
+  page)  # the Run pilot page through Streamlit's AppTest, on this GPU box
+    out=$2; mkdir -p "$out"
+    (cd "$here" && python3 bench/gpu_page_check.py) 2>&1 | tee "$out/page.log" | tail -40 ;;
   pilot)
     k=$2; out=$3; mkdir -p "$out"
     start=$(date +%s)
@@ -38,8 +82,7 @@ case $1 in
       > "$out/pilot-$k.log" 2>&1 \
       || echo "pilot $k exited $?"
     echo "pilot $k: $(( $(date +%s) - start )) s wall"
-    run=$(grep -o 'Run [0-9]*' "$out/pilot-$k.log" | head -1 | cut -d' ' -f2)
-    run=${run:-$k}
+    run=$(cd "$here" && newest_run)
     roilab show "$run" > "$out/show-$k.txt" 2>&1 || true
     passes "$run" > "$out/passes-$k.csv" || true
     tail -5 "$out/pilot-$k.log"; cat "$out/show-$k.txt"; cat "$out/passes-$k.csv" ;;
