@@ -17,7 +17,7 @@ from engine.backends import _REGISTRY
 from engine.backends.transformers_backend import TransformersBackend
 from engine.core.errors import SpecError
 from engine.ingest.logs import parse_log
-from engine.pilot import protocol, runner
+from engine.pilot import protocol, runner, warmup
 from engine.pilot.runner import run_pilot
 from engine.specs.pilot import (
     GenerationSettings,
@@ -68,18 +68,18 @@ def _warm_up_at_the_timed_shape(monkeypatch):
 
 def test_the_warm_up_set_holds_one_batch_of_every_size_the_passes_use() -> None:
     order = [9, 3, 5, 1, 0, 2, 8, 7, 6, 4]
-    assert protocol.warm_up_order(order, 4, whole_set=False) == [9, 3, 5, 1, 6, 4]
-    assert protocol.warm_up_order(order, 5, whole_set=False) == [9, 3, 5, 1, 0]
-    assert protocol.warm_up_order(order, 16, whole_set=False) == order
-    assert protocol.warm_up_order(order, 4, whole_set=True) == order
+    assert warmup.warm_up_order(order, 4, whole_set=False) == [9, 3, 5, 1, 6, 4]
+    assert warmup.warm_up_order(order, 5, whole_set=False) == [9, 3, 5, 1, 0]
+    assert warmup.warm_up_order(order, 16, whole_set=False) == order
+    assert warmup.warm_up_order(order, 4, whole_set=True) == order
 
 
 def test_replays_fill_the_minimum_pass_time() -> None:
-    assert protocol.replays_for(0.0, 0.3) == 1
-    assert protocol.replays_for(10.0, 1.1) == 10  # 9 would be 9.9 s
-    assert protocol.replays_for(10.0, 12.0) == 1
-    assert protocol.replays_for(10.0, 0.0) == 1
-    assert protocol.replays_for(10.0, 1e-6) == protocol.MAX_REPLAYS
+    assert warmup.replays_for(0.0, 0.3) == 1
+    assert warmup.replays_for(10.0, 1.1) == 10  # 9 would be 9.9 s
+    assert warmup.replays_for(10.0, 12.0) == 1
+    assert warmup.replays_for(10.0, 0.0) == 1
+    assert warmup.replays_for(10.0, 1e-6) == protocol.MAX_REPLAYS
 
 
 def test_minimum_pass_time_per_device_the_machine_default_and_the_spec(monkeypatch) -> None:
@@ -180,12 +180,12 @@ def test_a_gpu_style_warm_up_repeats_the_whole_set_until_two_rounds_agree(settin
     try:
         prompts = [[{"role": "user", "content": f"Tell me about item {i}."}] for i in range(5)]
         order = protocol.batch_order(backend, prompts)
-        warm = protocol.warm_up(backend, prompts, order, 2, 4, "cuda")
+        warm = warmup.warm_up(backend, prompts, order, 2, 4, "cuda")
     finally:
         backend.close()
-    least, most = protocol.WARM_UP_ROUNDS["cuda"]
+    least, most = warmup.WARM_UP_ROUNDS["cuda"]
     assert least <= warm.rounds <= most and warm.requests == 5 and warm.batch_sizes == (2, 1)
-    agree = abs(warm.round_tok_s[-1] / warm.round_tok_s[-2] - 1) <= protocol.WARM_UP_TOLERANCE
+    agree = abs(warm.round_tok_s[-1] / warm.round_tok_s[-2] - 1) <= warmup.WARM_UP_TOLERANCE
     assert warm.steady == agree and (agree or warm.rounds == most)
     assert warm.replay_s > 0 and warm.seconds >= sum([warm.replay_s])
 
@@ -258,7 +258,7 @@ def test_the_pilots_own_work_is_never_called_busy_but_other_processes_are() -> N
 
 
 def test_a_misspelt_warm_up_mode_says_what_it_takes(monkeypatch) -> None:
-    assert protocol.warm_up_mode() == "shape"  # what a pilot does unless told otherwise
+    assert warmup.warm_up_mode() == "shape"  # what a pilot does unless told otherwise
     monkeypatch.setenv("ROILAB_WARM_UP", "quick")
     with pytest.raises(SpecError, match="ROILAB_WARM_UP='quick'.*'shape'.*'minimal'"):
-        protocol.warm_up_mode()
+        warmup.warm_up_mode()

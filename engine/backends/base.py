@@ -100,7 +100,7 @@ class Backend(ABC):
     def warm_up(self, prompts: list[Messages], batch_size: int,  # noqa: B027 - optional
                 max_new_tokens: int) -> None:
         """The backend's own preparation before the protocol's warm-up generation
-        (engine.pilot.protocol.warm_up, which then runs the variant's requests untimed at the
+        (engine.pilot.warmup.warm_up, which then runs the variant's requests untimed at the
         timed batch size and output length): e.g. compiling for each batch shape. ``prompts``
         are all the requests the pilot will send, in the order and batches of ``batch_size``
         it will use. By default nothing."""

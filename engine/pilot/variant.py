@@ -20,7 +20,7 @@ from engine.core.domain import (
 )
 from engine.core.settings import Settings
 from engine.models.prep import resolve_model
-from engine.pilot import protocol
+from engine.pilot import protocol, warmup
 from engine.specs.pilot import GenerationSettings, VariantSpec
 from engine.techniques import technique_module
 from engine.techniques.base import PromptContext
@@ -94,7 +94,7 @@ class LoadedVariant:
     prepare_peak: int | None
     order: list[int]
     stages: int  # prompt-stage techniques
-    warm: protocol.WarmUp | None = None  # what the warm-up ran
+    warm: warmup.WarmUp | None = None  # what the warm-up ran
     replays: int = 1  # replays of the request set in each timed pass
     min_pass_s: float = 0.0
     device_kind: str = "cpu"  # "cuda", "cpu" or "endpoint": the warm-up's rules
@@ -143,7 +143,7 @@ class LoadedVariant:
     def rewarm(self) -> None:
         """One warm-up round again (untimed), after the variant was resumed from beside
         others: its first batch after waking must not be timed."""
-        sub = protocol.warm_up_order(self.order, self.gen.batch_size,
+        sub = warmup.warm_up_order(self.order, self.gen.batch_size,
                                      whole_set=self.device_kind == "cuda")
         self.backend.begin_replay()
         protocol.generate_batched(self.backend, self.sent, sub, self.gen.batch_size,
@@ -207,7 +207,7 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
                  min_pass_s: float = 0.0, replays: int | None = None,
                  side_by_side: bool = False) -> LoadedVariant:
     """Load, prepare the prompts of and warm up one variant (at its timed batch size and
-    output length, engine.pilot.protocol.warm_up); its passes replay the requests
+    output length, engine.pilot.warmup.warm_up); its passes replay the requests
     ``replays`` times (None: as often as lasts ``min_pass_s``, from the warm-up's pace).
     ``side_by_side``: it will be loaded beside others and switched with them. The backend is
     closed again if any of it fails."""
@@ -229,10 +229,10 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         # pays the first use of the real batch shape (kernel selection, JIT, allocator).
         kind = _device_kind(vspec, info)
         done = len(prompt_reports) * len(originals)  # the prompts' preparation, on the bar
-        warm = protocol.warm_up(backend, sent, order, gen.batch_size, gen.max_new_tokens, kind,
+        warm = warmup.warm_up(backend, sent, order, gen.batch_size, gen.max_new_tokens, kind,
                                 lambda _, m: notify(done, m))
         if replays is None:
-            replays = protocol.replays_for(min_pass_s, warm.replay_s + sum(compress_s))
+            replays = warmup.replays_for(min_pass_s, warm.replay_s + sum(compress_s))
     except BaseException:
         backend.close()
         raise
