@@ -11,6 +11,10 @@
 #                                                         # bf16/FP8/W4A16 (--spec), report
 #   bench/gpu_pilot_repeat.sh page OUT                    # the Run pilot page (AppTest) on
 #                                                         # the GPU, hardware box untouched
+#   bench/gpu_pilot_repeat.sh all OUT                     # pilot 1-3, spec 1, page, detached
+#                                                         # (outlives the call that starts it)
+#   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all`, copy
+#                                                         # OUT so far to COPY
 #
 # The pilot line is README's with no --hardware (the GPU is detected and priced as itself)
 # and the default measurement settings. Writes OUT/pilot-K.log, OUT/show-K.txt and
@@ -35,6 +39,7 @@ newest_run() {  # the id of the newest stored run
 print(open_store(get_settings()).list_runs()[0].id)'
 }
 secs() { echo $(( $(date +%s) - $1 )); }
+start0=$(date +%s)
 case $1 in
   stash) mkdir -p /tmp/parts && cp "$2"/part.* /tmp/parts/ && ls -l /tmp/parts | tail -n +2 ;;
   install) bash "$here/bench/gpu_box_install.sh" "$2" "$3" /tmp/site ;;
@@ -71,6 +76,16 @@ JSON
     roilab show "$run" > "$out/spec-show-$k.txt" 2>&1 || true
     passes "$run" > "$out/spec-passes-$k.csv" || true
     tail -5 "$out/spec-pilot-$k.log"; cat "$out/spec-show-$k.txt" "$out/spec-passes-$k.csv" ;;
+  all)  # every step back to back, detached, so no call's time limit cuts a step
+    out=$2; mkdir -p "$out"
+    setsid nohup bash -c "for k in 1 2 3; do bash '$0' pilot \$k '$out'; done; bash '$0' spec 1 '$out'; \
+      bash '$0' page '$out'; echo all done" > "$out/all.log" 2>&1 < /dev/null &
+    echo "started: $out/all.log" ;;
+  watch)
+    out=$2; until grep -q "all done" "$out/all.log" 2>/dev/null || [ "$(secs "$start0")" -ge "$3" ]; do
+      sleep 5; done
+    mkdir -p "$4" && cp -r "$out"/. "$4"/ && cp "$ROILAB_DATA_DIR"/logs/*.log "$4"/ 2>/dev/null
+    tail -c 2500 "$out/all.log"; nvidia-smi --query-gpu=memory.used --format=csv,noheader ;;
   page)  # the Run pilot page through Streamlit's AppTest, on this GPU box
     out=$2; mkdir -p "$out"
     (cd "$here" && python3 bench/gpu_page_check.py) 2>&1 | tee "$out/page.log" | tail -40 ;;
