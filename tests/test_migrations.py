@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -103,7 +104,7 @@ def test_the_code_lists_the_revisions_the_script_directory_has() -> None:
     scripts = ScriptDirectory(str(migrate.SCRIPTS))
     assert tuple(s.revision for s in reversed(list(scripts.walk_revisions()))) == \
         migrate.REVISIONS
-    assert migrate.head_revision() == migrate.HEAD == "0006"
+    assert migrate.head_revision() == migrate.HEAD == "0007"
 
 
 # ---- SQLite stores made by old code ---------------------------------------------------------
@@ -448,3 +449,31 @@ def _parsed():
 
     req = LogRequest(line=1, messages=({"role": "user", "content": "hi"},))
     return ParsedLog("prompt_jsonl", (req,), (), 1)
+
+
+def test_revision_0007_gives_stored_variants_the_time_of_one_replay(tmp_path) -> None:
+    """A store an H100 pilot wrote at revision 0006 (tests/data/stores/h100-0006.db: two runs
+    of README's GPU pilot line, passes of 11-15 replays) kept each variant's median pass wall,
+    so its tokens/s read 11x too slow (411.7 for passes of 4,529). Upgraded, a variant's
+    wall_s is its passes' median over their replays and the report's tokens/s are the
+    passes' again; a pass and a result are untouched."""
+    from engine.pilot.report import build_report
+
+    committed = _sha(STORES / "h100-0006.db")
+    target = tmp_path / "h100.db"
+    shutil.copyfile(STORES / "h100-0006.db", target)
+    url = f"sqlite:///{target}"
+    assert migrate.current_revision(url) == "0006"
+    store = Store(url)
+    assert migrate.current_revision(store.engine) == migrate.HEAD
+    for run in store.list_runs():
+        report = build_report(store, run.id)
+        for v, s in zip(run.variants, report.variants, strict=True):
+            timed = [p for p in store.get_passes(v.id) if p.role == "timed"]
+            assert {p.replays for p in timed} and min(p.replays for p in timed) > 1
+            assert v.wall_s == pytest.approx(statistics.median(p.wall_s / p.replays
+                                                               for p in timed))
+            assert s.tokens_per_s == pytest.approx(
+                statistics.median(p.throughput_tok_s for p in timed), rel=0.02)
+    store.engine.dispose()
+    assert _sha(STORES / "h100-0006.db") == committed  # the committed file is untouched

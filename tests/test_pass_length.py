@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from engine.backends.transformers_backend import TransformersBackend
 from engine.core.errors import SpecError
 from engine.ingest.logs import parse_log
 from engine.pilot import protocol, runner, warmup
+from engine.pilot.report import build_report
 from engine.pilot.runner import run_pilot
 from engine.specs.pilot import (
     GenerationSettings,
@@ -211,6 +213,15 @@ def test_a_pass_replays_the_requests_until_it_lasts_the_minimum_time(settings) -
             assert len(store.get_results(v.id)) == 4
             m = v.technique_report["measurement"]
             assert m["min_pass_s"] == 1.5 and m["replays_per_pass"] == timed[0].replays
+            # the variant's time is one replay's: its tokens/s and cost per request are
+            # the passes', not divided by the replays (an H100 run showed 411 for 4,529)
+            assert v.wall_s == pytest.approx(
+                statistics.median(p.wall_s / p.replays for p in timed))
+        report = build_report(store, run.id)
+        for v, s in zip(run.variants, report.variants, strict=True):
+            timed = [p for p in store.get_passes(v.id) if p.role == "timed"]
+            assert s.tokens_per_s == pytest.approx(
+                statistics.median(p.throughput_tok_s for p in timed), rel=0.1), s
         assert [p.role for p in store.get_passes(run.variants[0].id)].count("baseline_end") == 1
 
 

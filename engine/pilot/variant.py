@@ -187,7 +187,8 @@ class LoadedVariant:
         info = self.info
         return results, VariantMeasurements(
             load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
-            wall_s=med(p.wall_s for p in passes),
+            # one replay of the request set (what the cost per request divides)
+            wall_s=med(p.wall_s / (p.replays or 1) for p in passes),
             throughput_tok_s=med(p.throughput_tok_s for p in passes),
             device=info.device, technique_report=report, passes=tuple(passes))
 
