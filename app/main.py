@@ -14,6 +14,6 @@ import streamlit as st  # noqa: E402
 
 from app import login, nav  # noqa: E402
 
-st.set_page_config(page_title="roilab", page_icon=":material/savings:", layout="wide")
+st.set_page_config(page_title="roilab", page_icon=nav.FAVICON, layout="wide")
 if login.allowed():  # before any page, and before navigation lists them
     st.navigation(nav.sections()).run()

@@ -6,8 +6,13 @@ pages themselves import this module to link to each other.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import streamlit as st
+
+# The browser tab's icon: a file, not a ":material/...:" name, which Streamlit's frontend
+# loads from fonts.gstatic.com on every page (failing offline); a file is sent inline.
+FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
 
 _PAGES = {  # url path: (module in app.views, title, icon)
     "overview": ("overview", "Overview", ":material/dashboard:"),
@@ -25,6 +30,11 @@ def page(key: str) -> st.Page:
     module, title, icon = _PAGES[key]
     render = importlib.import_module(f"app.views.{module}").render
     return st.Page(render, title=title, icon=icon, url_path=key, default=key == "overview")
+
+
+def url_paths() -> tuple[str, ...]:
+    """Every page's url path, e.g. for a test that visits them all."""
+    return tuple(_PAGES)
 
 
 def sections() -> dict[str, list[st.Page]]:
