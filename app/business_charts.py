@@ -9,6 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from engine.business.case import BusinessCase
+from engine.economics.decision import metric_label
 from engine.reports.case_charts import (
     AFTER,
     BAD,
@@ -16,6 +17,7 @@ from engine.reports.case_charts import (
     GOOD,
     before_after_title,
     before_after_values,
+    point_label,
 )
 from engine.reports.case_words import TORNADO_LABELS, fmt_months
 
@@ -26,28 +28,29 @@ def cost_accuracy(case: BusinessCase) -> go.Figure:
     """Monthly cost vs the gate metric; hollow = projected, star = recommended; the Pareto
     front as a dashed line and the quality gate as a dotted one."""
     a = case.assumptions
+    label = metric_label(a.accuracy_metric)
     pts = {r.name: r for r in case.rows if r.monthly_cost is not None and r.accuracy is not None}
     fig = go.Figure()
     for r in pts.values():
         color = GOOD if r.passes_gate else BAD
         fig.add_trace(go.Scatter(
             x=[r.monthly_cost], y=[r.accuracy], mode="markers+text", name=r.name,
-            text=[r.name], textposition="top center", showlegend=False, cliponaxis=False,
+            text=[point_label(r)], textposition="top center", showlegend=False, cliponaxis=False,
             marker=dict(size=18 if r.recommended else 12, color=color,
                         symbol=("star" if r.recommended else "circle")
                         + ("-open" if r.projected else ""), line=dict(width=2, color=color)),
-            hovertemplate=f"{r.name}<br>%{{x:$,.2f}}/month<br>{a.accuracy_metric} %{{y:.3f}}"
+            hovertemplate=f"{r.name}<br>%{{x:$,.2f}}/month<br>{label} %{{y:.3f}}"
                           f"<br>{'projected: ' + r.method if r.projected else 'measured'}"
                           "<extra></extra>"))
     front = [pts[n] for n in case.pareto if n in pts]
-    if front:
+    if len(front) > 1:  # one point draws no line: no "Pareto front" legend entry for it
         fig.add_trace(go.Scatter(x=[r.monthly_cost for r in front], y=[r.accuracy for r in front],
                                  mode="lines", name="Pareto front",
                                  line=dict(dash="dash", color=AFTER)))
     fig.add_hline(y=a.accuracy_threshold, line_dash="dot", line_color=BAD,
                   annotation_text=f"gate {a.accuracy_threshold:g}")
     fig.update_layout(title="Monthly cost vs accuracy (hollow = projected)",
-                      xaxis_title="USD / month", yaxis_title=a.accuracy_metric, **_LAYOUT)
+                      xaxis_title="USD / month", yaxis_title=label, **_LAYOUT)
     if pts:  # room for the labels beside the outermost points
         costs = [r.monthly_cost for r in pts.values()]
         pad = max(max(costs) - min(costs), max(costs) * 0.1) * 0.25
@@ -56,16 +59,47 @@ def cost_accuracy(case: BusinessCase) -> go.Figure:
     return fig
 
 
-def before_after(case: BusinessCase) -> go.Figure:
-    """Before and (only on a move) after, each bar labelled with its bill and devices."""
+def before_after(case: BusinessCase, compact: bool = False) -> go.Figure:
+    """Before and (only on a move) after, each bar labelled with its bill and devices
+    (projected and unstable bills say so). ``compact``: horizontal and short, for the top
+    of a page."""
     bars = before_after_values(case)
     values = [v for _, v, _ in bars]
-    fig = go.Figure(go.Bar(x=[label for label, _, _ in bars], y=values,
-                           marker_color=[BEFORE, AFTER][:len(bars)],
-                           text=[t.replace("\n", "<br>") for _, _, t in bars],
+    labels = [label for label, _, _ in bars]
+    texts = [t.replace("\n", " on " if compact else "<br>") for _, _, t in bars]
+    colors = [BEFORE, AFTER][:len(bars)]
+    if compact:
+        fig = go.Figure(go.Bar(y=labels[::-1], x=values[::-1], orientation="h",
+                               marker_color=colors[::-1], text=texts[::-1],
+                               textposition="outside", cliponaxis=False))
+        fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), height=150, showlegend=False)
+        fig.update_xaxes(range=[0, max(values + [1.0]) * 2.2], title="USD / month")
+        return fig
+    fig = go.Figure(go.Bar(x=labels, y=values, marker_color=colors, text=texts,
                            textposition="outside"))
     fig.update_layout(title=before_after_title(case), yaxis_title="USD / month", **_LAYOUT)
     fig.update_yaxes(range=[0, max(values + [1.0]) * 1.35])
+    return fig
+
+
+def latency(case: BusinessCase) -> go.Figure:
+    """Each variant's p95 latency on its target hardware against the p95 target (a dashed
+    line); projected bars hollow and labelled, unstable ones marked ``*``."""
+    rows = [r for r in case.rows if r.provisioning is not None]
+    target = case.assumptions.p95_target_s
+    fig = go.Figure(go.Bar(
+        x=[point_label(r) for r in rows], y=[r.provisioning.latency_p95_s for r in rows],
+        marker=dict(color=["white" if r.projected else (GOOD if r.meets_slo else BAD)
+                           for r in rows],
+                    line=dict(width=2, color=[GOOD if r.meets_slo else BAD for r in rows])),
+        text=[f"{r.provisioning.latency_p95_s:,.2f} s" + ("*" if r.latency_unstable else "")
+              for r in rows], textposition="outside", cliponaxis=False))
+    fig.add_hline(y=target, line_dash="dash", line_color=BAD,
+                  annotation_text=f"p95 target {target:g} s")
+    fig.update_layout(title="p95 latency on the target hardware (s)", yaxis_title="seconds",
+                      showlegend=False, **_LAYOUT)
+    top = max([r.provisioning.latency_p95_s for r in rows] + [target])
+    fig.update_yaxes(range=[0, top * 1.3])
     return fig
 
 

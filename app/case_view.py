@@ -1,44 +1,77 @@
-"""The business case's answer as the pages draw it: the same headline and figures on the
-Overview, the Results page and the Business case page.
+"""The business case's answer as the pages draw it: the CFO's page on screen (the twin of
+page 1 of the business-case PDF) at the top of the Overview and Business case pages, and the
+same answer on the Results page.
 
 Every string comes from engine.reports.case_words (as in the PDFs and `roilab show`);
-this module only lays them out. Flags (no variant passes, the baseline misses the target,
-a hosted API is cheaper, a minimum bill) are warnings, never silent.
+this module only lays them out: the decision once, in one sentence (no warning styling for
+keeping the baseline); the monthly figures; the volume and hardware priced; the before/after
+chart when something moves; one line per caveat that applies, in one box.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from app import ui
+from app import business_charts, ui
 from engine.business.types import BusinessCase
-from engine.reports.case_words import business_figures, case_headline
+from engine.reports.case_words import (
+    UNSTABLE_LEGEND,
+    business_figures,
+    caveats,
+    decision_sentence,
+    priced_at,
+    star,
+)
 
 
-def render_answer(case: BusinessCase, with_payback: bool = True) -> None:
-    """The recommendation (or why there is none) and the monthly figures, devices beside
-    each bill; no "After" figure when nothing moves, the decision instead."""
-    f, rec = business_figures(case), case.recommended
-    first, priced, *flags = case_headline(case)
-    if rec is None:
-        st.error(ui.escape_md(first), icon=":material/block:")
-    elif rec.is_baseline:
-        st.warning(ui.escape_md(first), icon=":material/balance:")
-    else:
-        st.success(ui.escape_md(first), icon=":material/thumb_up:")
-    cols = st.columns(4 if with_payback else 3)
-    cols[0].metric("Before / month", f["baseline_monthly"],
-                   help=f"{case.rows[0].name} on {f['baseline_devices']}")
+def render_answer(case: BusinessCase, with_payback: bool = True,
+                  with_chart: bool = False) -> None:
+    """The decision in one sentence, the monthly figures (devices beside each bill; no
+    "after" figure when nothing moves), how it was priced, the before/after chart
+    (``with_chart``, only on a move) and the caveats."""
+    _render_decision(case)
+    _render_figures(case, with_payback)
+    if with_chart and case.moves:
+        st.plotly_chart(business_charts.before_after(case, compact=True), key="answer.chart")
+    _render_caveats(case)
+
+
+def _render_decision(case: BusinessCase) -> None:
+    text = ui.escape_md(decision_sentence(case))
     if case.moves:
-        cols[1].metric("After / month", f["recommended_monthly"],
-                       help=f"{f['recommended']} on {f['recommended_devices']}")
-    else:
-        cols[1].metric("Decision", f["decision"], help=case.recommendation.reason)
-    cols[2].metric("Saving / month", f["monthly_savings"])
+        st.success(text, icon=":material/thumb_up:")
+    elif case.recommended is None:
+        st.error(text, icon=":material/block:")
+    else:  # keeping the baseline is a plain answer, not a warning
+        st.info(text, icon=":material/balance:")
+
+
+def _render_figures(case: BusinessCase, with_payback: bool) -> None:
+    f, base, rec = business_figures(case), case.rows[0], case.recommended
+    moves = case.moves and rec is not None
+    tiles = [("Before / month" + (", projected" if base.projected else ""),
+              star(f["baseline_monthly"], base.cost_unstable),
+              f"{base.name} on {f['baseline_devices']}")]
+    if moves:
+        tiles.append(("After / month" + (", projected" if rec.projected else ""),
+                      star(f["recommended_monthly"], rec.cost_unstable),
+                      f"{rec.name} on {f['recommended_devices']}"))
+    tiles.append(("Saving / month", star(f["monthly_savings"], moves and (
+        base.cost_unstable or rec.cost_unstable)), f"range {f['savings_range']}" if moves
+        else "nothing moves"))
     if with_payback:
-        cols[3].metric("Payback", f["payback"])
-    after = (f"; after: {f['recommended_monthly']} on {f['recommended_devices']}"
-             if case.moves else "; no 'after': nothing moves")
+        tiles.append(("Payback", f["payback"], f"one-time {f['one_time']}" if moves else None))
+    for col, (label, value, why) in zip(st.columns(len(tiles)), tiles, strict=True):
+        col.metric(label, value, help=ui.escape_md(why) if why else None)
+    after = (f"; after: {f['recommended_monthly']} on {f['recommended_devices']}; saving "
+             f"range {f['savings_range']}" if moves else "")
     st.caption(ui.escape_md(f"Before: {f['baseline_monthly']} on {f['baseline_devices']}{after}. "
-                            + priced))
-    for flag in flags:
-        st.warning(ui.escape_md(flag), icon=":material/flag:")
+                            + priced_at(case)))
+
+
+def _render_caveats(case: BusinessCase) -> None:
+    lines = caveats(case)
+    if not lines:
+        return
+    if any(r.cost_unstable or r.latency_unstable for r in case.rows if r.ok):
+        lines = [*lines, UNSTABLE_LEGEND]
+    st.warning("  \n".join(ui.escape_md(line) for line in lines), icon=":material/flag:")

@@ -37,11 +37,16 @@ from engine.load.replay import LoadProgress, load_levels, run_load
 from engine.load.spec import LoadSpec
 from engine.models.prep import embedded_model_dir, is_prepared
 from engine.pilot.liveness import reap_dead_runs
-from engine.pilot.report import PilotReport, build_report, side_by_side
+from engine.pilot.report import PilotReport, build_report, side_by_side, technique_figures
 from engine.pilot.runner import Progress, create_pilot_run, resume_pilot, run_pilot
 from engine.pilot.runner import cancel_run as cancel_pilot_run
 from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
-from engine.reports.pilot_pdf import assumptions, render_pdf, summary_paragraphs
+from engine.reports.pilot_pdf import (
+    assumptions,
+    readable_figures,
+    render_pdf,
+    summary_paragraphs,
+)
 from engine.specs.pilot import PilotSpec
 from engine.store.store import Store
 
@@ -346,6 +351,11 @@ def pdf_report(rep: PilotReport, case: BusinessCase | None = None) -> bytes:
 def summary_sentences(rep: PilotReport) -> list[str]:
     """The headline in plain sentences, worded as in the PDF."""
     return summary_paragraphs(rep)
+
+
+def technique_figures_frame(rep: PilotReport) -> pd.DataFrame:
+    """What each technique did, in words (peak memory, not peak_bytes; MiB, not bytes)."""
+    return readable_figures(technique_figures(rep))
 
 
 def assumptions_frame(rep: PilotReport) -> pd.DataFrame:

@@ -87,9 +87,9 @@ def test_accuracy_value_and_gate():
     assert accuracy_value("ref_contains_retention", base, base, is_baseline=True) == 1.0
     assert gate("base_cosine", 0.9, 0.93) == (True, "")
     ok, why = gate("ref_contains", 0.9, 0.6)
-    assert not ok and why == "ref_contains 0.600 is below the required 0.9"
+    assert not ok and why == "reference answer contained 0.600 is below the required 0.9"
     ok, why = gate("ref_f1", 0.5, None)
-    assert not ok and why == "no ref_f1 figure for this variant"
+    assert not ok and why == "no figure for word overlap (F1) with the reference answer"
     with pytest.raises(SpecError, match="ref_contains_retention"):  # lists the known ones
         accuracy_value("bleu", var, base)
 
@@ -127,7 +127,7 @@ def test_recommend_cheapest_passing_gate_and_slo():
              Candidate("c", 120.0, 0.92, True, False, "too slow"),
              Candidate("d", 200.0, 0.99, True, True, "")]
     rec = recommend(cands)
-    assert rec.name == "b" and "$150/month" in rec.reason  # a fails gate, c fails SLO
+    assert rec.name == "b" and "($150.00 per month)" in rec.reason  # a fails gate, c fails SLO
     none = recommend([cands[0], cands[2]])
     assert none.name is None and "a: below gate" in none.reason and "c: too slow" in none.reason
 
@@ -225,7 +225,7 @@ def test_business_case_from_a_stored_run_by_hand(store: Store):
     # lingua: 16e9 + 131,072 x 700 x 64 (5.87e9) + 2.4e9 = 24.27e9 > 24e9 -> A100, $1,306.70;
     # below the gate: kept in the table, never recommended, with the reason
     assert lingua.monthly_cost == pytest.approx(1306.70) and not lingua.passes_gate
-    assert "base_cosine 0.500 is below the required 0.9" in lingua.reason
+    assert "similarity to the baseline's answers (cosine) 0.500 is below the required 0.9" in lingua.reason
     assert int4.accuracy == pytest.approx(0.94) and base.accuracy == 1.0
 
     # recommendation and ROI: one-time = 10 x 800 + 20 h x $1.006 (A10G) = $8,020.12
@@ -286,7 +286,7 @@ def test_business_case_when_no_cheaper_variant_passes_and_portfolio(store: Store
     keep = build_business_case(store, run_id, strict, catalog=CAT)
     assert keep.recommendation.name == "baseline" and keep.monthly_savings == 0.0
     assert keep.roi.one_time == 0.0 and keep.roi.payback_months is None
-    assert "ref_contains_retention 0.750 is below the required 0.8" in keep.rows[1].reason
+    assert "share of the baseline's reference answer contained kept 0.750 is below the required 0.8" in keep.rows[1].reason
     # SLO of 1 s: nothing meets it -> no recommendation, and it says why
     none = build_business_case(store, run_id, Assumptions(**{**ASSUME.__dict__,
                                                              "p95_target_s": 1.0}), catalog=CAT)
@@ -369,4 +369,4 @@ def test_all_random_weights_show_every_cost_if_quality_holds(store: Store):
     header, *pdf_rows = variant_rows(case)
     acc, saving = header.index("Accuracy"), header.index("Saving/month")
     assert [r[acc] for r in pdf_rows] == ["not measured"] * 3
-    assert pdf_rows[1][saving] == "$572.32 if quality holds"  # int4
+    assert pdf_rows[1][saving] == "$572.32 saved (projected) if quality holds"  # int4

@@ -14,7 +14,13 @@ from test_business import _stored_run
 
 from engine.business.case import build_business_case
 from engine.core.settings import Settings
-from engine.reports.business_pdf import basis, basis_detail, fmt_money, fmt_months
+from engine.reports.business_pdf import (
+    basis,
+    basis_detail,
+    decision_sentence,
+    fmt_money,
+    fmt_months,
+)
 from engine.store.store import Store
 
 
@@ -29,7 +35,8 @@ def run_env(env) -> tuple[Settings, int]:
 
 
 def _metrics(at) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Tiles by label; a projected bill's label ends ", projected" (dropped here)."""
+    return {m.label.removesuffix(", projected"): m.value for m in at.metric}
 
 
 def _plain(element) -> str:
@@ -60,15 +67,22 @@ def test_business_case_renders_the_engines_figures(run_env):
     assert m["Before / month"] == fmt_money(case.baseline_monthly_cost)
     assert m["After / month"] == fmt_money(case.recommended_monthly_cost)
     assert m["Net after 36 months"] == fmt_money(case.roi.net_36)
-    assert "Recommended: 'int4'" in _plain(at.success[0])
-    assert len(at.get("plotly_chart")) == 4  # Pareto, before/after, payback, tornado
-    table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
-    assert list(table.variant) == ["baseline", "int4", "lingua"]
-    assert list(table.figures) == [basis(r) for r in case.rows]
-    assert list(table.basis) == [basis_detail(r) for r in case.rows]
-    assert "decode memory-bandwidth bound" in table.basis[1]
+    # the decision once, in one sentence, at the top; projected bills say so on their tile
+    assert _plain(at.success[0]) == decision_sentence(case) and len(at.success) == 1
+    labels = [m.label for m in at.metric]
+    assert ("After / month, projected" in labels) == case.recommended.projected
+    assert "Decision" not in labels
+    # before/after at the top, then cost vs accuracy, p95 latency, payback, tornado
+    assert len(at.get("plotly_chart")) == 5
+    table = next(d.value for d in at.dataframe if "Figures" in d.value.columns)
+    assert list(table.Variant) == ["baseline", "int4", "lingua"]
+    assert list(table.Figures) == [basis(r) for r in case.rows]
+    assert list(table["Where the figures come from"]) == [basis_detail(r) for r in case.rows]
+    assert "decode memory-bandwidth bound" in table["Where the figures come from"][1]
+    assert "None" not in table.to_string()
     # the quality-gate reason of the variant that is shown but not recommended
-    assert any("lingua: base_cosine 0.500 is below the required 0.9" in t.value for t in at.text)
+    assert any("'lingua' (similarity to the baseline's answers (cosine) 0.500 is below the "
+               "required 0.9)" in t.value for t in at.text)
     portfolio = next(d.value for d in at.dataframe if "annual_savings" in d.value.columns)
     assert list(portfolio.name) == ["support pilot", "Total"]
     assert portfolio.annual_savings.iloc[-1] == pytest.approx(12 * case.monthly_savings)
@@ -89,8 +103,10 @@ def test_changing_an_assumption_changes_the_payback(run_env):
     # a threshold nothing but the baseline passes: no saving, so it never pays back
     _number(at, "Accuracy threshold").set_value(0.99).run()
     assert _metrics(at)["Payback"] == "never"
-    assert "baseline is the cheapest" in _plain(at.warning[0])
-    assert _metrics(at)["Decision"] == "keep the baseline" and "After / month" not in _metrics(at)
+    # keeping the baseline is one plain sentence, not a warning, and no "Decision" tile
+    assert _plain(at.info[0]).startswith("Keep the baseline: ")
+    assert not any("Keep the baseline" in _plain(w) for w in at.warning)
+    assert "Decision" not in _metrics(at) and "After / month" not in _metrics(at)
 
 
 def test_no_recommendation_says_why(run_env):
@@ -98,10 +114,10 @@ def test_no_recommendation_says_why(run_env):
     at = page("business_case", run=str(run_id))
     at.selectbox(key=f"bc.accuracy_metric.{run_id}").select("ref_f1").run()  # the log has no F1 figures
     assert not at.exception
-    assert "No variant passes the quality gate" in _plain(at.error[0])
-    # the log has references (ref_contains is stored); only F1 was never stored
-    assert ("no ref_f1 figure was stored for this variant (4 of the 4 requests replayed have "
-            "a reference answer)") in _plain(at.error[0])
+    assert "No variant is recommended: none passes the quality gate" in _plain(at.error[0])
+    # why, below: the log has references (ref_contains is stored); only F1 was never stored
+    assert any("no ref_f1 figure was stored for this variant (4 of the 4 requests replayed "
+               "have a reference answer)" in t.value for t in at.text)
     assert _metrics(at)["Payback"] == "never"
 
 
@@ -132,7 +148,8 @@ def test_hardware_add_override_delete(env):
     a10g = store.hardware_catalog()["nvidia-a10g"]
     assert (a10g.price_per_hour, a10g.price_source, a10g.user_defined) == (0.5, "1-year reserved", True)
     table = at.dataframe[0].value.set_index("key")
-    assert table.loc["nvidia-a10g", "price_per_hour"] == 0.5 and table.loc["nvidia-a10g", "overrides"]
+    assert table.loc["nvidia-a10g", "$/hour"] == "$0.50"
+    assert table.loc["nvidia-a10g", "overrides built-in"] == "yes"
 
     at.selectbox(key="hw.delete.key").select("onprem-a100")
     at.button(key="FormSubmitter:hw.delete-Delete").click().run()

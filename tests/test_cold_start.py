@@ -122,13 +122,13 @@ def test_a_shared_engine_reads_shared_on_every_surface(settings, monkeypatch, ca
 
     at = page("results", run=str(run_id))
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "start_up" in d.value.columns)
-    assert list(table.start_up) == ["41.0", "shared with baseline"]
+    table = next(d.value for d in at.dataframe if "engine start-up (s)" in d.value.columns)
+    assert list(table["engine start-up (s)"]) == ["41.0", "shared with baseline"]
     assert any("autoscales" in c.value for c in at.caption)
 
     text = _pdf_text(render_pdf(rep))
     assert "Engine start-up per variant" in text
-    assert "baseline 41.0 41.0 3.0" in text and "same-engine shared with baseline n/a 2.0" in text
+    assert "baseline 41.0 41.0 3.0" in text and "same-engine shared with baseline - 2.0" in text
 
 
 def test_bench_pilot_time_splits_the_stored_wall_time(settings):

@@ -7,7 +7,6 @@ Streamlit AppTest, real PDF through pdftotext).
 """
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 
@@ -229,21 +228,22 @@ def test_results_page_shows_devices_and_kv_capacity(settings, monkeypatch):
     run_id = _stored_tp_run(Store(_use(settings, monkeypatch).resolved_db_url()))
     at = page("results", run=str(run_id))
     assert not at.exception
-    table = _frame_with(at, "cost_per_1k_requests")
-    assert list(table.devices) == [1, 2, 1]
-    assert list(table.kv_cache_tokens[:2]) == [800_000, 1_700_000]
-    assert math.isnan(table.kv_cache_tokens[2])  # not measured: blank, not 0
-    assert list(table.peak_mem_mb[:2]) == [120_000, 240_000]
+    table = _frame_with(at, "$ per 1k requests")
+    assert list(table["pilot devices"]) == ["1", "2", "1"]
+    assert list(table["KV cache (tokens)"]) == ["800,000", "1,700,000", "-"]  # '-': not measured
+    # 120e9 and 240e9 bytes in MiB, as `roilab show` prints them
+    assert list(table["peak memory (MiB)"][:2]) == ["114,440.9", "228,881.8"]
 
 
 def test_business_page_shows_devices_per_replica(settings, monkeypatch):
     run_id = _stored_tp_run(Store(_use(settings, monkeypatch).resolved_db_url()))
     at = page("business_case", run=str(run_id))
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "figures" in d.value.columns)
-    assert list(table.devices_per_replica) == [1, 2, 1]
-    assert table.gpus[1] % 2 == 0  # whole replicas of 2 devices
-    assert "measured: reserved by vLLM" in table.basis[0]
+    table = next(d.value for d in at.dataframe if "Figures" in d.value.columns)
+    # devices in all, and for a replica of several, how many replicas of how many
+    assert [d.endswith(" of 2)") for d in table.Devices] == [False, True, False]
+    assert int(table.Devices[1].split()[0].replace(",", "")) % 2 == 0  # whole replicas of 2
+    assert "measured: reserved by vLLM" in table["Where the figures come from"][0]
 
 
 def test_pdf_shows_devices_and_memory(store: Store, tmp_path):
@@ -255,12 +255,14 @@ def test_pdf_shows_devices_and_memory(store: Store, tmp_path):
                                    capture_output=True, text=True).stdout.split())
     # the business case: tp2 is 8 GPUs as 4 replicas of 2, and no saving
     assert "$20,440.00 on 8 x NVIDIA H200 141 GB (4 replicas of 2)" in text
-    # per variant: devices per replica 2, 8 GPUs, p95 2.5 / 1.4 = 1.79 s, saving -$7,665
-    assert "tp2 none (baseline) 1.000 pass measured NVIDIA H200 141 GB 2 8 1.79 $20,440.00 -$7,665.00" \
-        in text
+    # per variant: 8 GPUs as 4 replicas of 2 (the cell wraps), p95 2.5 / 1.4 = 1.79 s, and
+    # $7,665 a month more than the baseline, said in words
+    assert "tp2 none (baseline) 1.000 pass measured NVIDIA H200 141 GB" in text
+    assert "1.79 yes $20,440.00 $7,665.00 more" in text and "replicas of" in text
     # the pilot as measured: $/1k requests 7.00 / (0.56 x 3600) x 1000 = $3.47 for tp2
     assert "Memory per variant" in text and "Devices per variant" in text
     assert "$3.47" in text and "$2.43" in text
-    # memory per variant: tp2 2 devices, peak 240,000 MB, weights 16,060 MB, 1,700,000 tokens
-    assert "tp2 2 cuda 240,000.0 16,060.0 1,700,000 222,822.4 131,072 141,000.0" in text
-    assert "hf-old 1 cuda n/a 16,060.0 n/a n/a n/a n/a n/a" in text
+    # memory per variant in MiB: tp2 2 devices, peak 240e9 B, weights 16.06e9 B, 1,700,000
+    # tokens, KV 222,822,400,000 B, 131,072 B/token, device 141e9 B; '-' where not measured
+    assert "tp2 2 cuda 228,881.8 15,316.0 1,700,000 212,500.0 131,072 134,468.1" in text
+    assert "hf-old 1 cuda - 15,316.0 - - - - -" in text

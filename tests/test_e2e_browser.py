@@ -6,6 +6,9 @@ that shares the prepared embedded model, and drives it with Playwright through D
 figures are checked against ``headline_figures(build_report(...))`` computed from the same
 database, so the browser, the page and the PDF must all agree with the stored measurements.
 
+Every test's browser fails it if any request leaves 127.0.0.1 (an air-gapped install is a
+stated use); test_no_request_leaves_the_machine_on_any_page visits every page to check it.
+
 Screenshots land in /tmp/e2e_upload.png, /tmp/e2e_results.png and /tmp/e2e_business.png.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import make_settings
@@ -75,10 +79,13 @@ def dashboard(tmp_path: Path, embedded_model_dir: Path) -> Iterator[tuple[str, S
 
 @pytest.fixture
 def browser_page():
+    """A Chromium page; afterwards, no JavaScript error and no request off this machine."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(accept_downloads=True,
                                       viewport={"width": 1400, "height": 1000})
+        requests: list[str] = []
+        context.on("request", lambda r: requests.append(r.url))  # every page, every type
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -90,9 +97,19 @@ def browser_page():
             context.close()
             browser.close()
         assert not errors, f"JavaScript errors in the page: {errors}"
+        outside = sorted({u for u in requests if not _on_this_machine(u)})
+        assert not outside, f"requests left 127.0.0.1 (fails air-gapped): {outside}"
 
 
 # ---- helpers -----------------------------------------------------------------------------
+def _on_this_machine(url: str) -> bool:
+    """Served by the dashboard on loopback, or inline (data:, blob:)."""
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob") or (
+        parts.scheme in ("http", "https", "ws", "wss")
+        and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
+
 def _settled(page) -> None:
     """Wait until Streamlit is not running a script (the 'Running...' widget is gone)."""
     sync_api.expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_MS)
@@ -129,9 +146,12 @@ def _grid_with(page, column: str, n_rows: int, timeout_s: float = 30) -> dict[st
 
 
 def _metric(page, label: str) -> str:
+    """The value of the tile labelled ``label`` (or ``label, projected``), without the '*'
+    that marks an unstable figure."""
     box = page.get_by_test_id("stMetric").filter(
-        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
-    return box.get_by_test_id("stMetricValue").inner_text().strip()
+        has=page.get_by_test_id("stMetricLabel").get_by_text(
+            re.compile(rf"^{re.escape(label)}(, projected)?$")))
+    return box.get_by_test_id("stMetricValue").inner_text().strip().rstrip("*")
 
 
 def _screenshot(page, path: Path) -> None:
@@ -291,7 +311,8 @@ def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, brow
     default = case()
     expect(payback).to_have_text(fmt_months(default.roi.payback_months), timeout=PAGE_MS)
     assert _metric(page, "Saving / month") == fmt_money(default.monthly_savings)
-    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=PAGE_MS)
+    # cost vs accuracy, p95 latency with its target, payback, tornado, and before/after
+    expect(page.locator(".js-plotly-plot")).to_have_count(5, timeout=PAGE_MS)
 
     box = page.get_by_label("Day rate ($)", exact=True)
     box.fill("2000")
@@ -302,3 +323,113 @@ def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, brow
     _settled(page)
     assert _metric(page, "One-time cost") == fmt_money(changed.roi.one_time)
     _screenshot(page, BUSINESS_PNG)
+
+
+def test_no_request_leaves_the_machine_on_any_page(dashboard, browser_page):
+    """Every page in app.nav, over a stored pilot run and a stored load sweep, with every
+    expander opened: icons, fonts, scripts and charts all come from the dashboard itself.
+    The browser_page fixture records each request and fails on one that left 127.0.0.1."""
+    from test_business import _stored_run
+    from test_load_page import _stored_sweep
+
+    from app import nav
+
+    url, settings = dashboard
+    page, expect = browser_page, sync_api.expect
+    run_id = _stored_run(Store(settings.resolved_db_url()))
+    _stored_sweep(settings)
+    charted = {"upload", "results", "load"}  # pages sure to draw Plotly charts over this data
+    for key in nav.url_paths():
+        page.goto(f"{url}/{key}?run={run_id}")
+        expect(page.get_by_test_id("stMain").locator("h1").first).to_be_visible(timeout=PAGE_MS)
+        _settled(page)
+        if key in charted:
+            expect(page.locator(".js-plotly-plot .main-svg").first).to_be_visible(timeout=PAGE_MS)
+        for summary in page.locator("[data-testid=stExpander] summary").all():
+            summary.click()  # content drawn only when opened still gets its chance to fetch
+        page.wait_for_load_state("networkidle")
+    # the tab's icon is roilab's own, inline (a ":material/...:" page_icon came from
+    # fonts.gstatic.com)
+    icon = page.locator("link[rel='shortcut icon']").get_attribute("href")
+    assert icon.startswith("data:image/svg+xml"), icon
+
+
+def test_login_screen_fetches_nothing_from_outside(tmp_path: Path, browser_page):
+    """With a password set, the first screen is the login form: it too is served locally."""
+    settings = make_settings(tmp_path / "data", None)
+    env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
+               ROILAB_DB_URL=settings.resolved_db_url(), ROILAB_DASHBOARD_PASSWORD="s3cret-e2e")
+    page, expect = browser_page, sync_api.expect
+    with streamlit_server(env, tmp_path / "streamlit.log", BOOT_S) as url:
+        page.goto(url)
+        page.get_by_label("Password", exact=True).fill("wrong")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Wrong password.")).to_be_visible(timeout=PAGE_MS)
+        page.get_by_label("Password", exact=True).fill("s3cret-e2e")
+        page.get_by_role("button", name="Log in").click()
+        # the form's title is "roilab" too: the page list appears only once logged in
+        expect(page.get_by_test_id("stSidebarNav")).to_be_visible(timeout=PAGE_MS)
+        _settled(page)
+        page.wait_for_load_state("networkidle")
+
+
+def _in_first_screen(page, text: str) -> None:
+    """``text`` (a prefix of a sentence the page draws) is shown whole inside the first
+    1440x900 screen, before any scrolling."""
+    node = page.get_by_text(text).first
+    sync_api.expect(node).to_be_visible(timeout=PAGE_MS)
+    box = node.bounding_box()
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= 900, (text, box)
+
+
+def test_the_decision_and_its_caveats_show_without_scrolling(dashboard, browser_page):
+    """Issue 19: on Overview and Business case, at 1440x900, the decision sentence and
+    every caveat line of the CFO's screen are visible before the reader scrolls."""
+    from test_business import _stored_run
+
+    from engine.reports.case_words import caveats, decision_sentence
+
+    url, settings = dashboard
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    store = Store(settings.resolved_db_url())
+    run_id = _stored_run(store, random=("lingua",))  # a random-weights caveat applies
+    case = build_business_case(store, run_id)
+    lines = caveats(case)
+    assert lines, "the run should carry at least one caveat"
+    for path, heading in (("/", "roilab"), (f"/business?run={run_id}", "Business case")):
+        page.goto(url + path)
+        sync_api.expect(page.get_by_role("heading", name=heading)).to_be_visible(
+            timeout=PAGE_MS)
+        _settled(page)
+        _in_first_screen(page, decision_sentence(case).split("$")[0][:60])
+        for line in lines:
+            _in_first_screen(page, line.split("$")[0][:50])
+        name = "overview" if path == "/" else "business"
+        page.screenshot(path=f"/tmp/e2e_first_screen_{name}.png")  # the 1440x900 screen
+
+
+def test_a_csv_download_has_readable_headers(dashboard, browser_page):
+    """Issue 19: the per-variant CSV of the Results page has the table's labels as headers
+    (no snake_case keys), values rounded as shown, and a file name naming the run."""
+    import csv
+    import io
+
+    from test_business import _stored_run
+
+    url, settings = dashboard
+    page = browser_page
+    run_id = _stored_run(Store(settings.resolved_db_url()))
+    page.goto(f"{url}/results?run={run_id}")
+    sync_api.expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download per-variant CSV").click()
+    download = got.value
+    assert f"run-{run_id}" in download.suggested_filename, download.suggested_filename
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+    header = rows[0]
+    assert not [h for h in header if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", h)], header
+    assert any("per 1k requests" in h for h in header), header
+    long_floats = [c for r in rows[1:] for c in r if re.fullmatch(r"-?\d+\.\d{6,}", c)]
+    assert not long_floats, long_floats

@@ -59,7 +59,7 @@ def test_toolbar_download_as_csv_has_no_live_formula(hostile_dashboard, tmp_path
                 .to_be_visible(timeout=PAGE_MS)
             expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_MS)
             grid = page.get_by_test_id("stDataFrame").filter(
-                has=page.locator("table[role=grid] th", has_text="baseline_output"))
+                has=page.locator("table[role=grid] th", has_text="baseline output"))
             expect(grid).to_have_count(1)
             grid.scroll_into_view_if_needed()
             grid.hover()
@@ -77,6 +77,6 @@ def test_toolbar_download_as_csv_has_no_live_formula(hostile_dashboard, tmp_path
     text = saved.read_text(encoding="utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
     header, cells = rows[0], [c for row in rows[1:] for c in row]
-    assert {"prompt", "baseline_output", "variant_output"} <= set(header), header
+    assert {"prompt", "baseline output", "variant output"} <= set(header), header
     assert "'" + HYPERLINK in cells and "'@SUM(1+1)" in cells, rows
     assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))], rows

@@ -146,7 +146,7 @@ def test_upload_page_shows_the_stored_stats_without_reading_every_request(settin
     at = AppTest.from_string("from app.views import upload\nupload.render()",
                              default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert "1234 of 5678 requests have a reference answer" in [t.value for t in at.text][0]
+    assert "1,234 of 5,678 requests have a reference answer" in [t.value for t in at.text][0]
     words = next(d.value for d in at.dataframe if "words" in d.value.columns)
     assert words["words"]["max"] == stored["prompt_words"]["max"]
     [chart] = at.get("plotly_chart")
@@ -207,8 +207,8 @@ def test_results_page_reads_only_the_runs_requests(settings, monkeypatch):
     at.query_params["run"] = str(run.id)
     at.run()
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "variant_output" in d.value.columns)
-    assert list(table.request) == [0, 1] and "capital of France" in table.prompt[0]
+    table = next(d.value for d in at.dataframe if "variant output" in d.value.columns)
+    assert list(table.request) == ["1", "2"] and "capital of France" in table.prompt[0]
 
 
 @pytest.mark.slow

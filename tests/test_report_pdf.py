@@ -21,12 +21,13 @@ from engine.pilot.report import build_report, side_by_side, technique_figures
 from engine.pilot.runner import run_pilot
 from engine.reports.pilot_pdf import (
     assumptions,
-    fmt_mb,
+    fmt_mib,
     fmt_money,
     fmt_pct,
     fmt_tok_s,
     headline_figures,
     render_pdf,
+    signed_change,
     summary_paragraphs,
     to_latin1,
     write_pdf,
@@ -99,10 +100,10 @@ def test_headline_figures_follow_from_stored_measurements(pilot):
     assert f["best_variant"] == "int8-weights"  # the only other variant that ran
     assert f["best_cost_per_1k"] == fmt_money(per_1k["int8-weights"])
     change = per_1k["int8-weights"] / per_1k["baseline"] - 1
-    assert f["unit_cost_change"] == fmt_pct(change)
+    assert f["unit_cost_change"] == signed_change(change)  # "+14.2% more", in words
     assert f["best_tokens_per_s"] == fmt_tok_s(tok_s["int8-weights"])
     int8 = next(v for v in run.variants if v.name == "int8-weights")
-    assert f["best_weights"] == fmt_mb(int8.weight_bytes)
+    assert f["best_weights"] == fmt_mib(int8.weight_bytes)
     contains = results[results.variant == "int8-weights"].ref_contains.mean()
     assert f["best_ref_contains"] == fmt_pct(contains)
 
@@ -182,7 +183,7 @@ def test_formatters():
     assert fmt_money(None) == fmt_money(float("nan")) == "n/a"
     assert fmt_pct(1 / 3) == "33.3%" and fmt_pct(-9.197236) == "-919.7%"
     assert fmt_tok_s(14.182543) == "14.18 tok/s"
-    assert fmt_mb(538060288) == "538.1 MB"
+    assert fmt_mib(538060288) == "513.1 MiB" and fmt_mib(20 * 2**30) == "20.0 GiB"
 
 
 def test_summary_when_a_variant_saves_money(pilot):
@@ -195,7 +196,7 @@ def test_summary_when_a_variant_saves_money(pilot):
     f = headline_figures(saving)
     first = summary_paragraphs(saving)[1]
     assert first.startswith(f"The lowest unit cost beside it is '{other.name}'")
-    assert f["best_cost_per_1k"] in first and f["unit_cost_change"] == "-40.0%"
+    assert f["best_cost_per_1k"] in first and f["unit_cost_change"] == "-40.0% less"
     assert "see the business case" in first  # a unit cost is not a monthly saving
     assert "In short: faster" in summary_paragraphs(saving)[3]
     text = _text(render_pdf(saving), pilot["dir"], "saving.pdf")
@@ -229,4 +230,4 @@ def test_technique_figures_read_back_from_the_model_are_in_the_pdf(pilot):
     assert int8["layers_quantized"] == "210" and int8["weight_type"] == "Int8Tensor"
     assert int8["parameters"] == f"{134_515_008:,}"  # SmolLM2-135M, tied embeddings once
     text = _text(pilot["pdf"], pilot["dir"], "figures.pdf")
-    assert "What each technique did" in text and "layers_quantized 210" in text
+    assert "What each technique did" in text and "layers quantized 210" in text

@@ -1,26 +1,30 @@
 """Business case: one run's answer for a CFO, recomputed live as the assumptions change.
 
 Every figure comes from engine.business.case (through app/data.py); this page only lays out
-inputs, the answer, charts and tables. Its inputs start at the run's stored assumptions, so
-untouched it shows the same case as the Overview, the Results page, `roilab show` and the
-PDFs. Projected figures are labelled with their method.
+inputs, the answer, charts and tables. Its top is the CFO's page (app/case_view, the twin of
+page 1 of the PDF), drawn above the inputs it is computed from. Its inputs start at the
+run's stored assumptions, so untouched it shows the same case as the Overview, the Results
+page, `roilab show` and the PDFs. Projected figures are labelled with their method; unstable
+ones carry "*".
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app import business_charts, case_view, data, nav, stability_view, ui
 from engine.business.case import Assumptions, BusinessCase, require_measured_baseline
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
-from engine.economics.decision import ACCURACY_METRICS, SPEED_MEMORY_ONLY, threshold_bounds
+from engine.economics import traffic
+from engine.economics.decision import ACCURACY_METRICS, threshold_bounds
 from engine.reports.case_charts import chart_notes
 from engine.reports.case_words import (
+    UNSTABLE_LEGEND,
     basis_detail,
     executive_summary,
     fmt_money,
-    fmt_range,
-    if_quality_holds,
+    variant_rows,
 )
 
 AUTO = "auto (right-size over the catalog)"
@@ -39,12 +43,16 @@ def render() -> None:
     except RoilabError as exc:
         ui.show_error(exc)
         return
+    top = st.container()  # the answer, drawn above the inputs it is computed from
     a = _render_assumptions(run_id, data.run_case_assumptions(run_id))
     if a is None:
         return
     case = data.business_case(run_id, a)
-    stability_view.render_warnings(data.report(run_id))  # unstable figures, a busy machine
-    _render_answer(case)
+    with top:
+        case_view.render_answer(case, with_chart=True)
+    _render_detail(case)
+    with st.expander("How the speed figures were measured"):
+        stability_view.render_warnings(data.report(run_id))  # unstable figures, a busy machine
     _render_charts(case)
     _render_variant_table(case)
     _render_methods(case)
@@ -71,9 +79,10 @@ def _render_assumptions(run_id: int, _D: Assumptions) -> Assumptions | None:
     c = st.columns(4)
     low, high = threshold_bounds(_D.accuracy_metric)
     fields = dict(
-        requests_per_day=c[0].number_input("Requests per day", min_value=0.0, step=1000.0,
-                                           value=float(_D.requests_per_day), format="%.0f",
-                                           key=f"bc.requests_per_day.{run_id}"),
+        requests_per_day=traffic.requests_per_day(c[0].number_input(
+            "Requests per month", min_value=0.0, step=100_000.0, format="%.0f",
+            value=float(round(traffic.requests_per_month(_D.requests_per_day))),
+            key=f"bc.requests_per_month.{run_id}")),
         peak_factor=c[1].number_input("Peak-to-average factor", min_value=1.0, step=0.5,
                                       value=_D.peak_factor, key=f"bc.peak_factor.{run_id}"),
         p95_target_s=c[2].number_input("p95 latency target (s)", min_value=0.01, step=1.0,
@@ -135,8 +144,9 @@ def _render_capacity_source() -> dict:
     return data.load_capacity_fields(choice) if choice is not None else {}
 
 
-def _render_answer(case: BusinessCase) -> None:
-    case_view.render_answer(case)
+def _render_detail(case: BusinessCase) -> None:
+    """What follows the answer: the other figures, then why, what it takes and what was left
+    out (``executive_summary``, as on page 2 of the PDF)."""
     r = case.roi
     row2 = st.columns(4)
     row2[0].metric("Hosted API / month", fmt_money(case.api_baseline_monthly_cost),
@@ -145,29 +155,14 @@ def _render_answer(case: BusinessCase) -> None:
     row2[1].metric("One-time cost", fmt_money(r.one_time))
     row2[2].metric("Net after 12 months", fmt_money(r.net_12))
     row2[3].metric("Net after 36 months", fmt_money(r.net_36))
-    iv = case.savings_interval
-    st.caption(ui.escape_md(f"Saving range (p5-p95): {fmt_range(iv)} - {iv.method}" if iv else
-                            "Saving range: none (no move to compare, or no paired requests)."))
-    rec = case.recommended
-    if rec is not None and rec.projected and case.moves:
-        st.caption(ui.escape_md(f"After is projected: {basis_detail(rec)}"))
-    reasons = [f"{x.name}: {x.reason}" for x in case.rows if x.reason]
-    if reasons:
-        st.caption("Shown but not recommended (quality gate and latency target):")
-        st.text("\n".join(reasons))  # quotes variant names: plain text
-    holds = if_quality_holds(case)
-    if holds or case.quality_check:
-        st.caption(f"If quality holds ({SPEED_MEMORY_ONLY}: random weights, accuracy not "
-                   "measured):")
-        st.text("\n".join([*holds, case.quality_check]))
-    with st.expander("In words (as in the PDF)"):
-        st.text("\n\n".join(executive_summary(case)))
+    with st.expander("Why, and what it takes (as on page 2 of the PDF)", expanded=True):
+        st.text("\n\n".join(executive_summary(case)))  # quotes variant names: plain text
 
 
 def _render_charts(case: BusinessCase) -> None:
     """The four charts; a sentence instead of one that would be empty or flat."""
     notes = chart_notes(case)
-    charts = [("scatter", business_charts.cost_accuracy), ("before_after", business_charts.before_after),
+    charts = [("scatter", business_charts.cost_accuracy), ("latency", business_charts.latency),
               ("payback", business_charts.payback), ("tornado", business_charts.tornado)]
     for pair in (charts[:2], charts[2:]):
         for col, (name, draw) in zip(st.columns(2), pair, strict=True):
@@ -177,33 +172,18 @@ def _render_charts(case: BusinessCase) -> None:
                 col.plotly_chart(draw(case), key=f"bc.chart.{name}")
 
 
-_COLUMNS = {  # variant_table column -> (label, format)
-    "variant": ("variant", None), "techniques": ("techniques", None),
-    "accuracy": ("accuracy (gate metric)", "%.3f"), "passes_gate": ("passes gate", None),
-    "meets_slo": ("meets p95", None), "figures": ("figures", None),
-    "target_name": ("target hardware", None),
-    "devices_per_replica": ("devices per replica", "%d"), "replicas": ("replicas", "%d"),
-    "gpus": ("devices", "%d"),
-    "latency_p95_s": ("p95 there (s)", "%.2f"), "monthly_cost": ("$ / month", "dollar"),
-    "monthly_savings": ("saving $ / month", "dollar"),
-    "cost_per_1m_input": ("$ / 1M input (measured)", "$%.4f"),
-    "cost_per_1m_output": ("$ / 1M output (measured)", "$%.4f"),
-    "api_monthly_cost": ("hosted API $ / month", "dollar"), "recommended": ("recommended", None),
-    "speed_memory_only": (SPEED_MEMORY_ONLY, None),
-    "reason": ("why not", None), "basis": ("where the figures come from", None)}
-
-
 def _render_variant_table(case: BusinessCase) -> None:
     st.subheader("Per variant")
-    st.caption("'figures' says whether the serving figures were measured on the pilot's "
-               "hardware or projected to the target hardware; the last column gives the method "
-               "and whether weights and KV cache were measured. A replica spans 'devices per "
-               "replica' devices (tensor x pipeline parallel size); devices = replicas x that, "
-               "each at the per-device $/hour.")
-    config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
-              else st.column_config.Column(label) for col, (label, fmt) in _COLUMNS.items()}
-    ui.dataframe(data.variant_table(case)[list(_COLUMNS)], hide_index=True,
-                 column_config=config, key="bc.table.variants")
+    st.caption("The same table as the PDF's. 'Figures' says whether the serving figures were "
+               "measured on the pilot's hardware or projected to the target (every projected "
+               "cell says so; 'indicative' = projected from another kind of device, never "
+               "counted as meeting the p95 target); the last column gives the method. "
+               + (UNSTABLE_LEGEND if any(r.cost_unstable or r.latency_unstable
+                                         for r in case.rows if r.ok) else ""))
+    header, *rows = variant_rows(case)
+    frame = pd.DataFrame(rows, columns=header).assign(
+        **{"Where the figures come from": [basis_detail(r) for r in case.rows]})
+    ui.dataframe(frame, hide_index=True, key="bc.table.variants")
 
 
 def _render_methods(case: BusinessCase) -> None:

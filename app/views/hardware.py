@@ -18,23 +18,32 @@ def render() -> None:
     flash = st.session_state.pop("hw.flash", None)  # what the last write did (a plain str)
     if flash:
         st.success(ui.escape_md(flash))
-    st.caption("Editable defaults, not live quotes: each price names the public list it came "
-               "from and the month it held. Add what you actually pay below; the business "
-               "case uses it at once.")
-    ui.dataframe(
-        data.catalog_frame(), hide_index=True, key="hw.table",
-        column_config={"price_per_hour": st.column_config.NumberColumn("$/hour", format="%.4f"),
-                       "memory_gb": st.column_config.NumberColumn("memory (GB)"),
-                       "bandwidth_gbs": st.column_config.NumberColumn("bandwidth (GB/s)"),
-                       "bf16_tflops": st.column_config.NumberColumn("bf16 TFLOP/s"),
-                       "price_source": "source", "price_date": "as of",
-                       "user_defined": "your entry", "overrides": "overrides built-in"})
+    frame = data.catalog_frame()
+    built_in = frame.loc[~frame.user_defined, "price_date"].tolist()
+    span, age = ui.price_dates(built_in)
+    st.caption(f"Editable defaults, not live quotes: each price names the public list it came "
+               f"from and the month it held (built-in {span}). Add what you actually pay "
+               "below; the business case uses it at once.")
+    if age:
+        st.warning(ui.escape_md(age.replace("Prices as of", "Built-in prices as of", 1)),
+                   icon=":material/event_busy:")
+    ui.dataframe(ui.readable(frame, CATALOG_COLUMNS), hide_index=True, key="hw.table")
     left, right = st.columns(2)
     with left:
         _render_add()
     with right:
         _render_override()
         _render_delete()
+
+
+CATALOG_COLUMNS = {  # the $/hour exactly as stored and priced: 0.08925, not 0.0892
+    "key": ui.Col("key"), "name": ui.Col("name"), "kind": ui.Col("kind"),
+    "memory_gb": ui.Col("memory (GB)", "g"), "price_per_hour": ui.Col("$/hour", "price"),
+    "price_source": ui.Col("source"), "price_date": ui.Col("prices as of"),
+    "bandwidth_gbs": ui.Col("bandwidth (GB/s)", "g"), "bf16_tflops": ui.Col("bf16 TFLOP/s", "g"),
+    "user_defined": ui.Col("your entry", "yesno"),
+    "overrides": ui.Col("overrides built-in", "yesno"),
+}
 
 
 def _apply(action, success: str) -> None:
@@ -56,7 +65,7 @@ def _render_add() -> None:
         name = st.text_input("Name", placeholder="A100 80 GB (3-year reserved)")
         kind = st.selectbox("Kind", KINDS)
         memory = st.number_input("Memory (GB)", min_value=0.0, value=80.0)
-        price = st.number_input("$/hour", min_value=0.0, value=1.0, format="%.4f",
+        price = st.number_input("$/hour", min_value=0.0, value=1.0, format="%.5f",
                                 help="For owned hardware: purchase price / (months of use x "
                                      "730) plus power and hosting per hour.")
         source = st.text_input("Price source", placeholder="our 3-year reserved contract")
@@ -76,8 +85,8 @@ def _render_override() -> None:
     catalog = data.hardware_catalog()
     with st.form("hw.override"):
         key = st.selectbox("Hardware", list(catalog), key="hw.override.key",
-                           format_func=lambda k: f"{k} (${catalog[k].price_per_hour:g}/h)")
-        price = st.number_input("New $/hour", min_value=0.0, value=None, format="%.4f",
+                           format_func=lambda k: f"{k} ({ui.price(catalog[k].price_per_hour)})")
+        price = st.number_input("New $/hour", min_value=0.0, value=None, format="%.5f",
                                 key="hw.override.price")
         source = st.text_input("Price source", key="hw.override.source",
                                placeholder="1-year reserved contract")
@@ -86,7 +95,7 @@ def _render_override() -> None:
         if st.form_submit_button("Save price"):
             changes = dict(price_per_hour=price, price_source=source, price_date=date)
             _apply(lambda: data.update_hardware(key, **changes),
-                   f"{key} now costs ${price}/h ({source}, {date}).")
+                   f"{key} now costs {ui.price(price)} ({source}, {date}).")
 
 
 def _render_delete() -> None:

@@ -7,8 +7,8 @@ import streamlit as st
 from app import case_view, data, nav, stability_view, ui
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
-from engine.economics.decision import RANDOM_WEIGHTS
-from engine.pilot.report import speed_memory_only
+from engine.pilot.stability import stability_lines
+from engine.reports.pdf import fmt_price
 
 
 def render() -> None:
@@ -37,22 +37,25 @@ def _render_empty() -> None:
 
 
 def _render_headline(run: Run) -> None:
+    """The CFO's page on screen (app/case_view, the twin of the PDF's page 1), then the
+    measurement warnings in full."""
     rep = data.report(run.id)
     st.subheader(f"Latest finished run #{run.id}")
-    st.text(f"{run.name} - {rep.workload.name} - measured on {rep.hardware.name} at "
-            f"${rep.price_per_hour:g}/h per device")
+    st.caption(ui.escape_md(f"{run.name} - {rep.workload.name} - measured on "
+                            f"{rep.hardware.name} at {fmt_price(rep.price_per_hour)}/h per "
+                            "device"))
     if run.status == Status.PARTIAL:
         st.warning(ui.escape_md(f"Partial run: {run.error}"))
-    stability_view.render_warnings(rep)  # unstable figures, a busy machine
-    unscored = speed_memory_only(rep)
-    if unscored:
-        st.caption(ui.escape_md(f"{', '.join(unscored)}: {RANDOM_WEIGHTS}."))
     try:
         case = data.run_case(run.id)
     except RoilabError as exc:  # no measured baseline: say why, no figures
         ui.show_error(exc)
+        stability_view.render_warnings(rep)
     else:
-        case_view.render_answer(case)
+        case_view.render_answer(case, with_chart=True)
+        if stability_lines(rep):  # the caveats above say it in short
+            with st.expander("How the speed figures were measured"):
+                stability_view.render_warnings(rep)
     st.page_link(nav.page("results"), label=f"Open run #{run.id}",
                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")
     st.page_link(nav.page("business"), label="Business case: change the assumptions",

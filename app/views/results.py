@@ -1,5 +1,10 @@
 """Results: one run's business case, re-priced live, with every number traceable.
 
+The answer comes first, its caveats (unstable figures, random weights, failed variants, the
+age of the prices) right under it, then the downloads; the detail follows. Tables read in
+labels and units (app.ui.readable), '-' where a figure was not measured and '*' after one the
+protocol found unstable; each CSV download holds the same table, rounded as shown.
+
 Prompts and model outputs are user content: they are shown only through st.dataframe,
 st.text and st.json, never as markdown or HTML.
 """
@@ -9,6 +14,7 @@ import streamlit as st
 
 from app import case_view, charts, data, nav, stability_view, ui
 from engine.business.case import require_measured_baseline
+from engine.business.types import BusinessCase
 from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError
 from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
@@ -17,11 +23,11 @@ from engine.pilot.report import (
     PilotReport,
     speed_memory_findings,
     speed_memory_only,
-    technique_figures,
 )
 from engine.pilot.runner import CANCELLABLE, RESUMABLE
-from engine.pilot.stability import stability_frame
+from engine.pilot.stability import stability_frame, stability_lines
 from engine.pilot.startup import EXPLAINED as STARTUP_EXPLAINED
+from engine.reports.pilot_pdf import UNSTABLE_LEGEND, any_unstable, unstable_flags
 
 
 def render() -> None:
@@ -34,16 +40,18 @@ def render() -> None:
     run = runs[_select_run(runs)]
     _render_status(run)
     rep = _render_assumptions(run)
-    _render_kpis(rep)
+    case = _render_kpis(rep)
+    _render_caveats(rep, case)
+    _render_downloads(rep, case)
     _render_summary(rep)
-    _render_failures(rep)
-    _render_charts(rep)
+    _render_charts(rep, case)
     _render_variant_table(rep)
     _render_stability(rep)
     _render_technique_figures(rep)
     _render_side_by_side(rep)
     _render_traceability(run)
-    _render_pdf(rep)
+    st.page_link(nav.page("business"), label="Business case: right-sizing, ROI, payback and "
+                 "the CFO PDF", icon=":material/savings:", query_params={"run": rep.run.id})
 
 
 def _select_run(runs: dict[int, Run]) -> int:
@@ -132,7 +140,7 @@ def _render_assumptions(run: Run) -> PilotReport:
     hw = a.selectbox("Hardware", keys, index=keys.index(hw0), key=f"results.hw.{run.id}",
                      format_func=lambda k: catalog[k].name)
     default_price = price0 if hw == hw0 else catalog[hw].price_per_hour
-    price = b.number_input("$/hour", min_value=0.0, value=default_price, step=0.01,
+    price = b.number_input("$/hour", min_value=0.0, value=default_price, step=0.001,
                            format="%.5f", key=f"results.price.{run.id}.{hw}",
                            help="Per device: a variant that spans several devices (tensor or "
                                 "pipeline parallel) pays this times its device count.")
@@ -140,19 +148,47 @@ def _render_assumptions(run: Run) -> PilotReport:
                             key=f"results.volume.{run.id}",
                             help="The business case's volume (served as requests/month x "
                                  "24 / 730 a day); the Business case page changes the rest.")
+    entry = catalog[hw]
+    own = "" if abs(float(price) - entry.price_per_hour) < 1e-12 else \
+        f"; your price, the catalog's is {ui.price(entry.price_per_hour)}"
+    st.caption(ui.escape_md(
+        f"{int(volume):,} requests/month on {entry.name} at {ui.price(float(price))} per "
+        f"device{own} ({entry.price_source}, prices as of {entry.price_date})."))
     return data.report(run.id, price=float(price), volume=int(volume), hardware=hw)
 
 
-def _render_kpis(rep: PilotReport) -> None:
+def _render_kpis(rep: PilotReport) -> BusinessCase | None:
     """The run's business case at these inputs: the same answer as every other page."""
     try:
         case = data.run_case(rep.run.id, rep.price_per_hour, rep.requests_per_month,
                              rep.hardware.key)
-    except RoilabError:  # no measured baseline: the PDF section below says why and what to do
+    except RoilabError:  # no measured baseline: the downloads below say why and what to do
         st.caption("No business case for this run: its baseline was not measured (why, and "
-                   "what to do, at the bottom of the page).")
-        return
+                   "what to do, just below).")
+        return None
     case_view.render_answer(case)
+    return case
+
+
+def _render_caveats(rep: PilotReport, case: BusinessCase | None) -> None:
+    """What limits the answer above, right under it: how the figures were measured
+    (unstable, drifting, busy, priced as another device), the '*' legend, failed variants,
+    random weights, and a catalog price past its age. The answer's own caveat box (when
+    there is a case) says the first ones in short, with the legend: here they are in full,
+    folded, and the legend is not repeated."""
+    if case is None:
+        stability_view.render_warnings(rep)
+    elif stability_lines(rep):
+        with st.expander("How the speed figures were measured"):
+            stability_view.render_warnings(rep)
+    legend_shown = case is not None and any(
+        r.cost_unstable or r.latency_unstable for r in case.rows if r.ok)
+    if any_unstable(rep) and not legend_shown:  # the page's one legend of the '*'
+        st.caption(UNSTABLE_LEGEND)
+    _render_failures(rep)
+    _, age = ui.price_dates([rep.hardware.price_date])
+    if age and not rep.hardware.user_defined:
+        st.warning(ui.escape_md(age), icon=":material/event_busy:")
 
 
 def _render_summary(rep: PilotReport) -> None:
@@ -175,85 +211,129 @@ def _render_failures(rep: PilotReport) -> None:
                 icon=":material/speed:")
 
 
-def _render_charts(rep: PilotReport) -> None:
+def _render_downloads(rep: PilotReport, case: BusinessCase | None) -> None:
+    """The PDF and the per-variant CSV, near the top: what a reader forwards."""
+    try:  # a report of n/a figures helps no one: say why there is none
+        require_measured_baseline(rep.run)
+    except RoilabError as exc:
+        ui.show_error(exc)
+        return
+    left, right, _ = st.columns([2, 2, 3])
+    with left:  # built on click (deferred), so live re-pricing does not re-render the PDF
+        st.download_button("Download pilot measurements PDF",
+                           data=lambda: data.pdf_report(rep, case),
+                           file_name=ui.file_name(rep.run.id, "measurements", "pdf"),
+                           mime="application/pdf", icon=":material/picture_as_pdf:",
+                           on_click="ignore")
+    with right:
+        ui.download_csv(ui.csv_frame(_variant_frame(rep), _variant_columns(rep)),
+                        ui.file_name(rep.run.id, "per variant"),
+                        "Download per-variant CSV", key="results.csv.variants")
+
+
+def _render_charts(rep: PilotReport, case: BusinessCase | None) -> None:
     if not any(v.status == Status.DONE for v in rep.variants):
         st.info("No variant finished, so there is nothing to chart yet.")
         return
-    frame = rep.frame()
+    frame, marks = rep.frame(), unstable_flags(rep)
+    if not charts.compares(frame, ["cost_per_1k_requests"]):
+        st.caption("Only one variant has figures, so there is nothing to compare in a chart; "
+                   "its figures are in the table below.")
+        return
+    target = case.assumptions.p95_target_s if case is not None else None
     left, right = st.columns(2)
     left.plotly_chart(charts.cost_chart(frame, rep.price_per_hour, rep.hardware.name),
                       key="chart.cost")
-    right.plotly_chart(charts.latency_chart(frame), key="chart.latency")
-    st.plotly_chart(charts.accuracy_chart(frame), key="chart.accuracy")
+    right.plotly_chart(charts.latency_chart(frame, target, marks), key="chart.latency")
+    if charts.compares(frame, list(charts.ACCURACY), skip_baseline=True):
+        st.plotly_chart(charts.accuracy_chart(frame), key="chart.accuracy")
+    else:
+        st.caption("No accuracy to compare: no variant beside the baseline has an accuracy "
+                   "figure (random weights, or it failed).")
     st.caption("Speed and memory are measured separately: a quantized model can be smaller "
                "yet slower (e.g. int8 weights on a CPU without fast int8 kernels).")
     for finding in speed_memory_findings(rep):
         st.warning(ui.escape_md(finding), icon=":material/balance:")
     left, right = st.columns(2)
-    left.plotly_chart(charts.speed_chart(frame), key="chart.speed")
-    right.plotly_chart(charts.memory_chart(frame), key="chart.memory")
+    left.plotly_chart(charts.speed_chart(frame, marks), key="chart.speed")
+    right.plotly_chart(charts.memory_chart(frame, marks), key="chart.memory")
 
 
-_VARIANT_COLUMNS = {  # frame column -> (label, format); MB = 10^6 bytes, as in the PDF
-    "name": ("variant", None), "status": ("status", None), "techniques": ("techniques", None),
-    "measures": ("measured", None),
-    "devices": ("devices", "%d"), "tokens_per_s": ("tokens/s", "%.1f"), "latency_p50_s": ("p50 latency (s)", "%.2f"),
-    "latency_p95_s": ("p95 latency (s)", "%.2f"), "ttft_p50_s": ("p50 TTFT (s)", "%.3f"),
-    "peak_mem_mb": ("peak memory (MB)", "%.0f"), "weight_mb": ("weights (MB)", "%.0f"),
-    "kv_cache_tokens": ("KV cache (tokens)", "%d"),
-    "ref_contains": ("reference contained", "%.2f"), "ref_f1": ("token F1", "%.2f"),
-    "base_rouge_l": ("ROUGE-L vs baseline", "%.2f"),
-    "base_cosine": ("cosine vs baseline", "%.2f"),
-    "cost_per_1k_requests": ("unit cost $ / 1k requests", "$%.5f"),
-    "cost_per_1m_output_tokens": ("unit cost $ / 1M output tokens", "$%.3f"),
-    "start_up": ("engine start-up (s)", None), "device": ("device", None),
-    "error": ("error", None),
+_VARIANT_COLUMNS = {  # frame column -> how a person reads it; memory in MiB, as `roilab show`
+    "name": ui.Col("variant"), "status": ui.Col("status"), "techniques": ui.Col("techniques"),
+    "measures": ui.Col("measured"), "devices": ui.Col("pilot devices", "int"),
+    "tokens_per_s": ui.Col("tokens/s", "f1"), "latency_p50_s": ui.Col("p50 latency (s)", "f2"),
+    "latency_p95_s": ui.Col("p95 latency (s)", "f2"), "ttft_p50_s": ui.Col("p50 TTFT (s)", "f3"),
+    "peak_mem_bytes": ui.Col("peak memory (MiB)", "mib"),
+    "weight_bytes": ui.Col("weights (MiB)", "mib"),
+    "kv_cache_tokens": ui.Col("KV cache (tokens)", "int"),
+    "ref_contains": ui.Col("reference contained", "f2"), "ref_f1": ui.Col("token F1", "f2"),
+    "base_rouge_l": ui.Col("ROUGE-L vs baseline", "f2"),
+    "base_cosine": ui.Col("cosine vs baseline", "f2"),
+    "cost_per_1k_requests": ui.Col("$ per 1k requests", "money"),
+    "cost_per_1m_output_tokens": ui.Col("$ per 1M output tokens", "money"),
+    "start_up": ui.Col("engine start-up (s)"), "unstable_figures": ui.Col("unstable figures"),
+    "device": ui.Col("device"), "error": ui.Col("error"),
 }
+
+
+def _variant_columns(rep: PilotReport) -> dict[str, ui.Col]:
+    """The per-variant columns; "unstable figures" only when the protocol found one."""
+    return {k: c for k, c in _VARIANT_COLUMNS.items()
+            if k != "unstable_figures" or any(v.unstable for v in rep.variants)}
+
+
+def _variant_frame(rep: PilotReport):
+    unscored = speed_memory_only(rep)
+    return rep.frame().assign(
+        measures=lambda f: [SPEED_MEMORY_ONLY if n in unscored else
+                            "speed, memory and accuracy" for n in f.name],
+        start_up=[v.cold_start_text for v in rep.variants],
+        unstable_figures=[", ".join(v.unstable) or None for v in rep.variants])
 
 
 def _render_variant_table(rep: PilotReport) -> None:
     st.subheader("Per variant")
-    st.caption("Each variant is priced at the $/hour above times its devices (vLLM tensor x "
-               "pipeline parallel size). Peak memory, weights and the KV-cache capacity its "
-               "engine reserved are as the backend measured them (blank: not measured). "
+    st.caption("Each variant is priced at the $/hour above times the devices its engine "
+               "occupied in the pilot (vLLM tensor x pipeline parallel size; the business case "
+               "right-sizes the count it bills). Peak memory, weights and the KV-cache capacity "
+               "its engine reserved are as the backend measured them ('-': not measured). "
                + STARTUP_EXPLAINED)
-    unscored = speed_memory_only(rep)
-    frame = rep.frame().assign(peak_mem_mb=lambda f: f.peak_mem_bytes / 1e6,
-                               weight_mb=lambda f: f.weight_bytes / 1e6,
-                               measures=lambda f: [SPEED_MEMORY_ONLY if n in unscored else
-                                                   "speed, memory and accuracy" for n in f.name],
-                               start_up=[v.cold_start_text for v in rep.variants])
-    config = {col: st.column_config.NumberColumn(label, format=fmt) if fmt
-              else st.column_config.TextColumn(label)
-              for col, (label, fmt) in _VARIANT_COLUMNS.items()}
-    ui.dataframe(frame[list(_VARIANT_COLUMNS)], hide_index=True, column_config=config,
-                 key="table.variants")
+    ui.dataframe(ui.readable(_variant_frame(rep), _variant_columns(rep), unstable_flags(rep)),
+                 hide_index=True, key="table.variants")
+
+
+_STABILITY_COLUMNS = {
+    "variant": ui.Col("variant"), "passes": ui.Col("timed passes", "int"),
+    "tokens_per_s": ui.Col("tokens/s (median)", "f1"),
+    "tokens_per_s_spread": ui.Col("tokens/s spread", "pct"),
+    "latency_p95_s": ui.Col("p95 latency (s)", "f2"),
+    "latency_p95_spread": ui.Col("p95 latency spread", "pct"),
+    "peak_mem_spread": ui.Col("peak memory spread", "pct"),
+    "baseline_drift": ui.Col("baseline drift", "pct"),
+    "unstable": ui.Col("unstable figures"), "machine_busy": ui.Col("machine busy"),
+}
 
 
 def _render_stability(rep: PilotReport) -> None:
     """The measurement protocol: timed passes per variant, medians and spreads, the figures
-    found unstable, the baseline's drift and how busy the machine was (engine.pilot.stability)."""
+    found unstable, the baseline's drift and how busy the machine was (engine.pilot.stability);
+    its warnings are under the headline."""
     st.subheader("Measurement stability")
     st.caption(f"Each variant's speed, latency and peak memory above are medians over its timed "
                f"passes; spread is (max - min) / median over them. A figure is unstable when it "
                f"spreads by more than {UNSTABLE_SPREAD:.0%}, or when the baseline, timed again "
                f"after every other variant, drifted by more than {BASELINE_DRIFT:.0%}. Machine "
                "busy: other processes' CPU or GPU use while a pass ran.")
-    stability_view.render_warnings(rep)
-    pct = {"format": "%.1f%%"}
-    frame = stability_frame(rep)
-    for col in ("tokens_per_s_spread", "latency_p95_spread", "peak_mem_spread", "baseline_drift"):
-        frame[col] = frame[col] * 100
-    config = {"tokens_per_s": st.column_config.NumberColumn("tokens/s (median)", format="%.1f"),
-              "latency_p95_s": st.column_config.NumberColumn("p95 latency (s)", format="%.2f"),
-              **{c: st.column_config.NumberColumn(c.replace("_", " "), **pct) for c in
-                 ("tokens_per_s_spread", "latency_p95_spread", "peak_mem_spread",
-                  "baseline_drift")}}
-    ui.dataframe(frame, hide_index=True, column_config=config, key="table.stability")
+    marks = unstable_flags(rep)
+    ui.dataframe(ui.readable(stability_frame(rep), _STABILITY_COLUMNS,
+                             {"tokens_per_s": marks["tokens_per_s"],
+                              "latency_p95_s": marks["latency_p95_s"]}),
+                 hide_index=True, key="table.stability")
 
 
 def _render_technique_figures(rep: PilotReport) -> None:
-    figures = technique_figures(rep)
+    figures = data.technique_figures_frame(rep)
     if figures.empty:
         return
     st.subheader("What each technique did")
@@ -270,17 +350,34 @@ def _render_side_by_side(rep: PilotReport) -> None:
     variant = st.selectbox("Variant", names, index=min(1, len(names) - 1),
                            key="results.sbs_variant")
     table = data.comparison(rep, variant)
-    ui.dataframe(table, hide_index=True, key="table.side_by_side")
     if table.empty:
+        st.caption("No requests to compare.")
         return
+    table = table.assign(request=table["request"] + 1)  # request 1 is the first, as line 1
+    ui.dataframe(ui.readable(table, _REQUEST_COLUMNS), hide_index=True,
+                 key="table.side_by_side")
+    ui.download_csv(ui.csv_frame(table, _REQUEST_COLUMNS),
+                    ui.file_name(rep.run.id, f"per request {variant}"),
+                    "Download per-request CSV", key="results.csv.requests")
     rows = table.to_dict("records")
     pick = st.selectbox("Request", list(range(len(rows))), key="results.sbs_request",
                         format_func=lambda i: f"request {rows[i]['request']} "
                                               f"(line {rows[i]['line']})")
     for column in ("prompt", "reference", "baseline_output", "variant_output"):
         value = rows[pick][column]
-        st.caption(column.replace("_", " "))
+        st.caption(_REQUEST_COLUMNS[column].label)
         st.text(value if isinstance(value, str) else "(none)")
+
+
+_REQUEST_COLUMNS = {
+    "request": ui.Col("request", "int"), "line": ui.Col("line", "int"),
+    "prompt": ui.Col("prompt"), "reference": ui.Col("reference"),
+    "baseline_output": ui.Col("baseline output"), "variant_output": ui.Col("variant output"),
+    "latency_s": ui.Col("latency (s)", "f2"), "tokens_sent": ui.Col("prompt tokens sent", "int"),
+    "ref_contains": ui.Col("contains the reference", "yesno"),
+    "rouge_l_vs_base": ui.Col("ROUGE-L vs baseline", "f2"),
+    "cosine_vs_base": ui.Col("cosine vs baseline", "f2"),
+}
 
 
 def _render_traceability(run: Run) -> None:
@@ -294,19 +391,3 @@ def _render_traceability(run: Run) -> None:
     with st.expander("Pilot spec"):
         st.json(run.spec, expanded=False)
 
-
-def _render_pdf(rep: PilotReport) -> None:
-    try:  # a report of n/a figures helps no one: say why there is none
-        require_measured_baseline(rep.run)
-    except RoilabError as exc:
-        ui.show_error(exc)
-    else:  # built on click (deferred), so live re-pricing does not re-render the PDF each time
-        case = data.run_case(rep.run.id, rep.price_per_hour, rep.requests_per_month,
-                             rep.hardware.key)
-        st.download_button("Download pilot measurements PDF",
-                           data=lambda: data.pdf_report(rep, case),
-                           file_name=f"roilab-run-{rep.run.id}-measurements.pdf",
-                           mime="application/pdf", icon=":material/picture_as_pdf:",
-                           on_click="ignore")
-    st.page_link(nav.page("business"), label="Business case: right-sizing, ROI, payback and "
-                 "the CFO PDF", icon=":material/savings:", query_params={"run": rep.run.id})

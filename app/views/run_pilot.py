@@ -95,7 +95,7 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
             "Priced as hardware", hw_keys,
             index=hw_keys.index(detected.key) if detected.key in hw_keys else None,
             placeholder="choose what this machine costs like",
-            format_func=lambda k: f"{catalog[k].name} - ${catalog[k].price_per_hour:g}/h",
+            format_func=lambda k: f"{catalog[k].name} - {ui.price(catalog[k].price_per_hour)}",
             help="Default: the catalog entry of the device this machine runs the pilot on "
                  "(a GPU by its name, the CPU as the smallest instance with its vCPUs).")
         v["price"] = b.number_input("$/hour", min_value=0.0, value=None, step=0.01,
@@ -106,7 +106,12 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
                                          "GPUs.")
         v["volume"] = c.number_input("Requests / month", min_value=0, value=1_000_000,
                                      step=100_000)
-        st.caption(ui.escape_md(f"Default hardware: {detected.describe(catalog)}."))
+        span, age = ui.price_dates([hw.price_date for hw in catalog.values()
+                                    if not hw.user_defined])
+        st.caption(ui.escape_md(f"Default hardware: {detected.describe(catalog)}. Catalog "
+                                f"{span}: each entry's date is on the Hardware page."))
+        if age:
+            st.warning(ui.escape_md(age), icon=":material/event_busy:")
         r, m = st.columns(2)
         v["repeats"] = r.number_input(
             "Timed passes per variant", min_value=1, max_value=20, value=None,

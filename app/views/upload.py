@@ -100,9 +100,9 @@ def _render_validation(workload: Workload) -> None:
     st.subheader("Validation report")
     cols = st.columns(4)
     cols[0].metric("Format", workload.format)
-    cols[1].metric("Valid requests", workload.n_requests)
-    cols[2].metric("Invalid rows", workload.n_issues)
-    cols[3].metric("Rows read", workload.n_requests + workload.n_issues)
+    cols[1].metric("Valid requests", f"{workload.n_requests:,}")
+    cols[2].metric("Invalid rows", f"{workload.n_issues:,}")
+    cols[3].metric("Rows read", f"{workload.n_requests + workload.n_issues:,}")
     for note in st.session_state.get(NOTES, {}).get(workload.id, ()):
         st.caption(ui.escape_md(note))  # reference column, ignored columns
     if workload.issues:
@@ -118,13 +118,13 @@ def _render_statistics(workload: Workload) -> None:
     stats = data.workload_profile(workload.id)  # stored at ingest: no request is read
     units = [u for u in ("prompt_tokens", "prompt_words", "prompt_chars") if u in stats]
     table = {u.removeprefix("prompt_"): stats[u] for u in units}
-    ui.dataframe(table, column_config={u: st.column_config.NumberColumn(format="%.1f")
-                                       for u in table})
+    ui.dataframe(table, column_config={u: st.column_config.NumberColumn(format="localized")
+                                       for u in table})  # thousands separated
     if "prompt_tokens" not in stats:
         st.caption("Token counts need the embedded model, which is not prepared yet "
                    "(it is on the first pilot run); showing words and characters.")
-    st.text(f"{stats['with_reference']} of {stats['n']} requests have a reference answer; "
-            f"{stats['with_logged_output']} have a logged output.")
+    st.text(f"{stats['with_reference']:,} of {stats['n']:,} requests have a reference answer; "
+            f"{stats['with_logged_output']:,} have a logged output.")
     if not stats["with_reference"]:
         st.caption(ui.escape_md("A reference answer is read from a column (or JSON field) named "
                                 f"one of {', '.join(REFERENCE_KEYS)} (any case)."))

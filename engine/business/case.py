@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from engine.business.flags import case_flags
 from engine.business.measured import measured_variants, random_weights
 from engine.business.ranges import BOOTSTRAP_METHOD, savings_interval, with_intervals
-from engine.business.types import Assumptions, BusinessCase, MeasuredVariant, VariantCase
+from engine.business.types import (
+    Alternative,
+    Assumptions,
+    BusinessCase,
+    MeasuredVariant,
+    VariantCase,
+)
 from engine.core.domain import Run, Status
 from engine.core.errors import RunError
 from engine.economics import cost, roi, sizing, traffic
@@ -121,7 +127,10 @@ def _scaled(hw: Hardware, factor: float) -> Hardware:
 
 def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
            base: MeasuredVariant | None = None):
-    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan, note).
+    """Right-size, provision on every fitting device, pick the target; (sizing, option, plan,
+    note, alternative). A plan on a projection across device kinds never meets the p95
+    target (``_gate_indicative``); where the chosen plan misses it and such a projection
+    would meet it, that device is the ``alternative`` a pilot there would settle.
 
     ``base`` (the pilot's baseline, for a variant) makes a CPU-to-GPU projection carry the
     variant's measured speed relative to the baseline instead of crediting its own bytes.
@@ -148,10 +157,38 @@ def _place(mv: MeasuredVariant, a: Assumptions, catalog: Mapping[str, Hardware],
              for o in rs.options if o.fit.fits and o.projection and o.projection.requests_per_s > 0]
     if not plans:
         notes = "; ".join(f"{o.hardware.key}: {o.note}" for o in rs.options if o.note)
-        return rs, None, None, f"no device can serve it ({notes or rs.reason})"
-    option, plan = min(plans, key=lambda op: (not op[1].meets_slo, op[1].monthly_bill,
-                                              op[0].price_per_hour))
-    return rs, option, plan, plan.reason
+        return rs, None, None, f"no device can serve it ({notes or rs.reason})", None
+    gated = [(o, _gate_indicative(o, p, mv, a)) for o, p in plans]
+    # a measured (or same-kind) bill before an indicative one, even when neither meets the target
+    option, plan = min(gated, key=lambda op: (not op[1].meets_slo, _indicative(op[0], mv),
+                                              op[1].monthly_bill, op[0].price_per_hour))
+    alternative = None
+    if not plan.meets_slo:
+        hope = [(o, p) for o, p in plans if _indicative(o, mv) and p.meets_slo]
+        if hope:
+            o, p = min(hope, key=lambda op: (op[1].monthly_bill, op[0].price_per_hour))
+            alternative = Alternative(o.hardware.name, p.gpus, p.latency_p95_s, p.monthly_bill)
+    return rs, option, plan, plan.reason, alternative
+
+
+def _indicative(option: sizing.SizingOption, mv: MeasuredVariant) -> bool:
+    """Projected across device kinds: indicative only (sizing.CROSS_KIND_CHECK)."""
+    return bool(option.projection and option.projection.projected
+                and option.hardware.kind != mv.hardware.kind)
+
+
+def _gate_indicative(option: sizing.SizingOption, plan: traffic.Provisioning,
+                     mv: MeasuredVariant, a: Assumptions) -> traffic.Provisioning:
+    """A plan on an indicative projection never meets the p95 target: the project measured
+    such projections 23x to 191x off (sizing.CROSS_KIND_CHECK), so only a pilot on that
+    device can say it does."""
+    if not (plan.meets_slo and _indicative(option, mv)):
+        return plan
+    return replace(plan, meets_slo=False, reason=(
+        f"p95 {plan.latency_p95_s:,.2f} s on {option.hardware.name} is projected from a "
+        f"{mv.hardware.kind.upper()} measurement (indicative only), so it does not count as "
+        f"meeting the {a.p95_target_s:g} s target; run the pilot on {option.hardware.name} "
+        "to measure it"))
 
 
 def memory_method(mv: MeasuredVariant, a: Assumptions) -> str:
@@ -184,7 +221,8 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
                   measured_latency_p95_s=mv.latency_p95_s, accuracy=acc, passes_gate=passes,
                   speed_memory_only=mv.ok and mv.random_weights,
                   api_monthly_cost=api, monthly_savings=None, api_monthly_savings=None,
-                  devices=mv.devices, measured_hardware_name=mv.hardware.name)
+                  devices=mv.devices, measured_hardware_name=mv.hardware.name,
+                  measured_kind=mv.hardware.kind, unstable=mv.unstable, busy=mv.busy)
     if not mv.ok:
         return VariantCase(**common, unit_costs=None, sizing=None, target=None,
                            provisioning=None, monthly_cost=None,
@@ -192,11 +230,11 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
     uc = cost.unit_costs(mv.price_per_hour, mv.wall_s, mv.n_requests,
                          mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
                          mv.decode_s, a.utilisation)
-    rs, option, plan, note = _place(mv, a, catalog, base)
+    rs, option, plan, note, alternative = _place(mv, a, catalog, base)
     reason = "; ".join(filter(None, [gate_reason, note]))
     return VariantCase(**common, unit_costs=uc, sizing=rs, target=option, provisioning=plan,
                        monthly_cost=plan.monthly_bill if plan else None, reason=reason,
-                       memory_method=memory_method(mv, a))
+                       memory_method=memory_method(mv, a), alternative=alternative)
 
 
 def _missing_accuracy(mv: MeasuredVariant, base: MeasuredVariant, metric: str) -> str:

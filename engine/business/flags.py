@@ -14,11 +14,21 @@ from collections.abc import Sequence
 
 from engine.business.types import Assumptions, VariantCase
 from engine.economics import traffic
-from engine.economics.decision import Recommendation
+from engine.economics.decision import Recommendation, metric_label
 
 
 def _money(x: float) -> str:
     return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
+
+
+def volume_words(a: Assumptions) -> str:
+    """The volume as every surface states it: ``1,000,000 requests/month``."""
+    return f"{traffic.requests_per_month(a.requests_per_day):,.0f} requests/month"
+
+
+def gate_words(a: Assumptions) -> str:
+    """The quality gate in words: ``similarity to the baseline's answers (cosine) >= 0.9``."""
+    return f"{metric_label(a.accuracy_metric)} >= {a.accuracy_threshold:g}"
 
 
 def baseline_label(row: VariantCase) -> str:
@@ -38,11 +48,16 @@ def case_flags(rows: Sequence[VariantCase], rec: Recommendation, a: Assumptions,
                    "'after' figure and nothing to pay back; each variant's reason is beside it.")
     elif chosen.is_baseline:
         out.append(f"No move: keep {baseline_label(base)}. No variant costs less while passing "
-                   f"the quality gate ({a.accuracy_metric} >= {a.accuracy_threshold:g}) and the "
-                   f"{a.p95_target_s:g} s p95 target, so there is no 'after' figure.")
+                   f"the quality gate ({gate_words(a)}) and the {a.p95_target_s:g} s p95 "
+                   "target, so there is no 'after' figure.")
     if base.provisioning is None:
         out.append(f"{baseline_label(base).capitalize()} has no monthly cost: "
                    f"{base.reason or 'no device can serve it'}.")
+    elif base.indicative:
+        out.append(f"{baseline_label(base).capitalize()}'s p95 on {base.devices_label} is "
+                   f"projected from a {base.measured_kind.upper()} measurement (indicative "
+                   f"only), so it does not count as meeting the {a.p95_target_s:g} s target; "
+                   "the 'before' bill is not a measured service either.")
     elif not base.provisioning.meets_slo:
         plan = base.provisioning
         out.append(f"{baseline_label(base).capitalize()} itself misses the p95 target: "
@@ -69,7 +84,7 @@ def _minimum_bills(rows: Sequence[VariantCase], a: Assumptions) -> list[str]:
         share = plan.peak_rps / plan.capacity_rps_per_gpu
         if share >= 0.5:
             continue
-        out.append(f"At {a.requests_per_day:,.0f} requests/day (peak {plan.peak_rps:,.3g} req/s) "
+        out.append(f"At {volume_words(a)} (peak {plan.peak_rps:,.3g} req/s) "
                    f"one replica of '{r.name}' ({r.devices_label}) is loaded to {share:.0%} of "
                    f"what it may serve at peak; its {_money(plan.monthly_bill)} is the minimum "
                    f"bill ({traffic.COST_MODEL}), so it does not fall with less traffic.")

@@ -71,7 +71,8 @@ def measured_variants(report) -> list[MeasuredVariant]:
             n_references=_references(sub) if ok and not random_weights(vs) else None,
             per_request={m: tuple(float(x) for x in sub[m].astype(float)) for m in _METRICS}
             if ok else {}, devices=devices_of(v.spec), kv_source=kv_source,
-            speed_spread=s.tokens_per_s_spread or 0.0))
+            speed_spread=s.tokens_per_s_spread or 0.0, unstable=tuple(s.unstable),
+            busy=s.busy))
     return out
 
 

@@ -126,11 +126,30 @@ class MeasuredVariant:
     # (max - min) / median of tokens/s over the variant's timed passes (engine.pilot.protocol):
     # engine.business.ranges widens the bill's range by half of it either way.
     speed_spread: float = 0.0
+    # figures the measurement protocol found unstable (engine.pilot.stability): "tokens/s",
+    # "p95 latency", "peak memory", "baseline drift"; and why the machine was busy, if it was
+    unstable: tuple[str, ...] = ()
+    busy: str | None = None
 
     @property
     def price_per_hour(self) -> float:
         """What one replica costs an hour on the measured hardware: devices x $/device-hour."""
         return cost.occupied_price_per_hour(self.hardware.price_per_hour, self.devices)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A device of the other kind than the one measured on, where the indicative projection
+    meets the p95 target: what it would take there, until a pilot on it measures it."""
+
+    hardware_name: str
+    gpus: int  # devices in all
+    latency_p95_s: float  # projected
+    monthly_bill: float  # projected
+
+    @property
+    def devices_label(self) -> str:
+        return f"{self.gpus:,} x {self.hardware_name}"
 
 
 @dataclass(frozen=True)
@@ -166,10 +185,34 @@ class VariantCase:
     devices: int = 1  # devices one replica occupies (tensor x pipeline parallel size)
     memory_method: str = ""  # where the sizing's weight and KV figures come from
     measured_hardware_name: str = ""  # readable name of measured_hardware (a catalog key)
+    measured_kind: str = ""  # "cpu" or "gpu": the kind of device the pilot measured it on
+    unstable: tuple[str, ...] = ()  # as MeasuredVariant.unstable
+    busy: str | None = None  # why the machine was busy while it was measured
+    # A device of the other kind whose indicative projection (``indicative``) would meet the
+    # p95 target where the chosen one does not: not counted, named so a pilot there settles it.
+    alternative: Alternative | None = None
 
     @property
     def projected(self) -> bool:
         return bool(self.target and self.target.projection and self.target.projection.projected)
+
+    @property
+    def indicative(self) -> bool:
+        """Projected across device kinds (CPU to GPU or back): a bound the project measured
+        to be far off (engine.economics.sizing.CROSS_KIND_CHECK), never counted as meeting
+        the p95 target nor recommended."""
+        return self.projected and bool(self.measured_kind) and \
+            self.target.hardware.kind != self.measured_kind  # type: ignore[union-attr]
+
+    @property
+    def cost_unstable(self) -> bool:
+        """Its speed (and so its bill) rests on passes that spread too far, or on a run whose
+        baseline drifted."""
+        return "tokens/s" in self.unstable or "baseline drift" in self.unstable
+
+    @property
+    def latency_unstable(self) -> bool:
+        return "p95 latency" in self.unstable or "baseline drift" in self.unstable
 
     @property
     def method(self) -> str:
@@ -250,12 +293,14 @@ class BusinessCase:
             "cost_per_1m_input": r.unit_costs.cost_per_1m_input_tokens if r.unit_costs else None,
             "cost_per_1m_output": r.unit_costs.cost_per_1m_output_tokens if r.unit_costs else None,
             "cost_per_1k_requests": r.unit_costs.cost_per_1k_requests if r.unit_costs else None,
-            "target_hardware": r.target_hardware, "projected": r.projected, "method": r.method,
+            "target_hardware": r.target_hardware, "projected": r.projected,
+            "indicative": r.indicative, "method": r.method,
             "gpus": r.provisioning.gpus if r.provisioning else None,
             "devices_per_replica": r.devices,
             "replicas": r.provisioning.replicas if r.provisioning else None,
             "latency_p95_s": r.provisioning.latency_p95_s if r.provisioning else None,
             "monthly_cost": r.monthly_cost, "monthly_savings": r.monthly_savings,
             "api_monthly_cost": r.api_monthly_cost, "recommended": r.recommended,
-            "speed_memory_only": r.speed_memory_only, "reason": r.reason} for r in self.rows])
+            "speed_memory_only": r.speed_memory_only, "unstable": ", ".join(r.unstable),
+            "reason": r.reason} for r in self.rows])
 

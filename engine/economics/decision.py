@@ -28,6 +28,21 @@ SPEED_MEMORY_ONLY = "speed and memory only"  # the label of a random-weights var
 RANDOM_WEIGHTS = f"random weights: {SPEED_MEMORY_ONLY}; accuracy not measured"
 
 
+METRIC_LABELS = {"ref_exact": "exact match with the reference answer",
+                 "ref_contains": "reference answer contained",
+                 "ref_f1": "word overlap (F1) with the reference answer",
+                 "base_rouge_l": "overlap (ROUGE-L) with the baseline's answers",
+                 "base_cosine": "similarity to the baseline's answers (cosine)"}
+
+
+def metric_label(metric: str) -> str:
+    """A gate metric in words, e.g. ``similarity to the baseline's answers (cosine)``; a
+    retention is ``... kept vs the baseline``."""
+    raw = metric.removesuffix("_retention")
+    label = METRIC_LABELS.get(raw, raw)
+    return f"share of the baseline's {label} kept" if metric.endswith("_retention") else label
+
+
 def threshold_bounds(metric: str) -> tuple[float, float]:
     """The values a threshold on ``metric`` can take: every metric is a mean of per-request
     scores in [0, 1] (a retention is the share of the baseline's kept), so [0, 1]."""
@@ -79,9 +94,9 @@ def gate(metric: str, threshold: float, value: float | None,
     """``(passes, reason)``; reason is "" when it passes. ``missing`` says why ``value`` is
     None (``missing_reason``); without it the reason only says that there is no figure."""
     if value is None:
-        return False, missing or f"no {metric} figure for this variant"
+        return False, missing or f"no figure for {metric_label(metric)}"
     if value < threshold:
-        return False, f"{metric} {value:.3f} is below the required {threshold:g}"
+        return False, f"{metric_label(metric)} {value:.3f} is below the required {threshold:g}"
     return True, ""
 
 
@@ -140,12 +155,13 @@ def recommend(candidates: Iterable[Candidate]) -> Recommendation:
     ok = [c for c in cands if c.passes_gate and c.meets_slo and c.monthly_cost is not None]
     if not ok:
         why = "; ".join(f"{c.name}: {c.reason or 'no monthly cost'}" for c in cands)
-        return Recommendation(None, f"No variant passes the quality gate and the latency "
-                                    f"SLO ({why}). Relax the threshold or the p95 target.")
+        return Recommendation(None, f"No variant passes the quality gate and the p95 latency "
+                                    f"target ({why}). Relax the threshold or the p95 target.")
     best = min(ok, key=lambda c: (c.monthly_cost, -(c.accuracy or 0.0)))
-    return Recommendation(best.name, f"{best.name} is the cheapest of the {len(ok)} variant(s) "
-                                     f"that pass the quality gate and meet the latency SLO "
-                                     f"(${best.monthly_cost:,.0f}/month).")
+    which = ("the only variant that passes the quality gate and meets" if len(ok) == 1 else
+             f"the cheapest of the {len(ok)} variants that pass the quality gate and meet")
+    return Recommendation(best.name, f"'{best.name}' is {which} the p95 latency target "
+                                     f"(${best.monthly_cost:,.2f} per month).")
 
 
 def pareto_front(points: Iterable[tuple[str, float | None, float | None]]) -> list[str]:

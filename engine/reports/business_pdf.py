@@ -1,10 +1,12 @@
 """The business case (engine.business.case.BusinessCase) as PDF pages.
 
-Page 1 says the answer: the recommendation (or why there is none), the volume, target
-hardware and cost model it was priced with, the flags (engine.business.flags), the headline
-figures and the before/after chart. Then the assumptions and methodology, the four charts
-(engine.reports.case_charts), the per-variant table, and the pilot's measurements
-(engine.reports.pilot_pdf) with its appendix of sample outputs. The words are
+Page 1 is the CFO's page: the decision in one sentence, the monthly before / after /
+saving with its range, payback, the volume and the hardware priced, the before/after chart
+(a sentence when nothing moves) and one line per caveat that applies. The rest follows in
+the order a reader asks next, never repeating page 1: why, what getting there costs and
+risks, what was left out (engine.reports.case_words.executive_summary), the per-variant
+table, the charts (engine.reports.case_charts), the assumptions and methodology, and the
+pilot's measurements (engine.reports.pilot_pdf) with its appendix of sample outputs. The words are
 engine.reports.case_words (re-exported here); ``business_pdf_for_run`` builds everything from
 a stored run. Every projected figure is labelled projected, with its method.
 """
@@ -17,7 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from engine.business.case import Assumptions, BusinessCase, case_from_report
+from engine.business.flags import gate_words
 from engine.core.domain import Status
+from engine.economics import traffic
 from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.economics.hardware import Hardware
 from engine.economics.traffic import COST_MODEL
@@ -33,24 +37,30 @@ from engine.reports.case_charts import (
 )
 from engine.reports.case_words import (
     TORNADO_LABELS,
+    UNSTABLE_LEGEND,
     basis,
     basis_detail,
     business_figures,
     case_headline,
+    caveats,
+    cfo_figures,
+    decision_sentence,
     executive_summary,
     fmt_months,
     fmt_range,
     if_quality_holds,
     priced_at,
+    variant_rows,
 )
-from engine.reports.pdf import NA, fmt_money, fmt_pct, fmt_score, new_doc, table, write_file
+from engine.reports.pdf import NA, fmt_money, fmt_pct, new_doc, table, write_file
 from engine.reports.pilot_pdf import appendix, pilot_sections, title_block
 
 __all__ = ["AFTER", "BAD", "BEFORE", "GOOD", "TORNADO_LABELS", "assumption_rows", "basis",
            "basis_detail", "business_figures", "business_pdf_for_run", "business_title",
-           "case_headline", "charts_png", "executive_summary", "fmt_money", "fmt_months",
-           "fmt_range", "if_quality_holds", "methodology", "priced_at", "render_business_pdf",
-           "variant_rows", "write_business_pdf"]
+           "case_headline", "caveats", "cfo_figures", "cfo_page", "charts_png",
+           "decision_sentence", "executive_summary", "fmt_money", "fmt_months", "fmt_range",
+           "if_quality_holds", "methodology", "priced_at", "render_business_pdf", "variant_rows",
+           "write_business_pdf"]
 
 _METHOD_LABELS = {"measured": "Measured prices", "unit_costs": "Unit costs ($/1M, $/1k)",
                   "sizing": "Right-sizing", "traffic": "Traffic and bill", "roi": "ROI",
@@ -69,7 +79,7 @@ def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
         f", else {a.kv_bytes_per_token:,.0f} bytes" if a.kv_bytes_per_token is not None
         else ", else not counted")
     return [
-        ("Requests per day", f"{a.requests_per_day:,.0f}"),
+        ("Requests per month", f"{traffic.requests_per_month(a.requests_per_day):,.0f}"),
         ("Peak-to-average traffic", f"{a.peak_factor:g}x"),
         ("p95 latency target", f"{a.p95_target_s:g} s"),
         ("Utilisation", f"{fmt_pct(a.utilisation)} of measured capacity"),
@@ -81,7 +91,7 @@ def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
                                                   f"p95 target ({', '.join(a.candidate_kinds)})"),
         ("Engineering days x day rate", f"{a.engineering_days:g} x {fmt_money(a.day_rate)}"),
         ("GPU hours (compression, validation)", f"{a.gpu_hours:g} h at the target's $/hour"),
-        ("Quality gate", f"{a.accuracy_metric} >= {a.accuracy_threshold:g}"),
+        ("Quality gate", f"{gate_words(a)} (metric {a.accuracy_metric})"),
         ("Hosted API price", f"{fmt_money(a.api_price_in_per_1m)} in / "
                              f"{fmt_money(a.api_price_out_per_1m)} out per 1M tokens"),
         ("Hosted API source", a.api_price_source),
@@ -91,26 +101,6 @@ def assumption_rows(case: BusinessCase) -> list[tuple[str, str]]:
         ("Measured on", f"{hw.name} at {fmt_money(hw.price_per_hour)}/hour per device "
                         f"({hw.price_source}, {hw.price_date}); a variant pays that x its "
                         "devices (tensor x pipeline parallel size)")]
-
-
-def variant_rows(case: BusinessCase) -> list[tuple[str, ...]]:
-    """The per-variant table: accuracy and gate, measured vs projected, devices and bills."""
-    rows = [("Variant", "Techniques", "Accuracy", "Gate", "Figures", "Target hardware",
-             "Per replica", "GPUs", "p95 (s)", "$/month", "Saving/month", "API $/month",
-             "Decision")]
-    for r in case.rows:
-        plan = r.provisioning
-        decision = "RECOMMENDED" if r.recommended else (r.reason or "eligible, not cheapest")
-        unscored = r.speed_memory_only and r.ok  # random weights: no gate to pass or fail
-        rows.append((r.name, r.techniques, "not measured" if unscored else fmt_score(r.accuracy),
-                     NA if unscored else "pass" if r.passes_gate else "fail", basis(r),
-                     r.target_name or NA,
-                     str(r.devices), f"{plan.gpus:,}" if plan else NA,
-                     f"{plan.latency_p95_s:.2f}" if plan else NA, fmt_money(r.monthly_cost),
-                     fmt_money(r.monthly_savings) + (" if quality holds" if unscored and
-                                                     not r.is_baseline else ""),
-                     fmt_money(r.api_monthly_cost), decision))
-    return rows
 
 
 def methodology(case: BusinessCase, report: PilotReport) -> list[tuple[str, str]]:
@@ -140,52 +130,42 @@ def _hw_line(h: Hardware) -> str:
 # ---- the document ------------------------------------------------------------------------
 def render_business_pdf(case: BusinessCase, report: PilotReport,
                         samples: pd.DataFrame | None = None) -> bytes:
-    """The answer and the before/after chart on page 1, then the executive summary,
-    assumptions, methodology, charts, per-variant table, the pilot's measurements and the
-    appendix of sample outputs (engine.reports.pilot_pdf)."""
+    """The CFO's page (``cfo_page``), then the detail in the order a reader asks next: why
+    and what it takes (``executive_summary``), the per-variant table, the charts, the
+    assumptions and methodology, the pilot's measurements and the appendix of sample outputs
+    (engine.reports.pilot_pdf)."""
     title = business_title(report)
     pdf = new_doc(title)
     pdf.add_page()
-    title_block(pdf, title, report)
-    pdf.heading("The answer")
-    for text in case_headline(case):
-        pdf.para(text, 9.5)
-    pdf.image(io.BytesIO(before_after_png(case)), w=pdf.epw * 0.8)
-    f = business_figures(case)
-    table(pdf, [("Figure", "Value"), ("Decision", f["decision"]),
-                ("Monthly cost before", f"{f['baseline_monthly']} on {f['baseline_devices']}"),
-                ("Monthly cost after", f"{f['recommended_monthly']} on "
-                                       f"{f['recommended_devices']}" if case.moves else
-                 "none: nothing moves"),
-                ("Monthly saving (bootstrap range)", f"{f['monthly_savings']} ({f['savings_range']})"),
-                ("One-time cost", f["one_time"]), ("Payback", f["payback"]),
-                ("Net after 12 / 36 months", f"{f['net_12']} / {f['net_36']}")], (60, 120))
+    cfo_page(pdf, case, title, report)
     pdf.add_page()
-    pdf.heading("Executive summary")
+    pdf.heading("Why, and what it takes")
     for text in executive_summary(case):
-        pdf.para(text, 9.5)
-    pdf.heading("Assumptions")
-    table(pdf, [("Assumption", "Value"), *assumption_rows(case)], (58, 122), size=8)
-    pdf.heading("Methodology")
-    table(pdf, [("What", "How"), *methodology(case, report)], (36, 144), size=7.5)
+        pdf.para(text, 9)
+    pdf.add_page(orientation="L")
+    pdf.heading("Per variant (measured vs projected)")
+    table(pdf, variant_rows(case), (22, 32, 15, 10, 19, 30, 14, 17, 17, 22, 22, 18, 39), size=7)
+    pdf.para("Where each row's serving figures come from:", 8, "B")
+    for r in case.rows:
+        pdf.para(f"{r.name}: {basis_detail(r)}", 7.5)
+    pdf.para(f"Accuracy is the quality-gate metric ({gate_words(case.assumptions)}); a variant "
+             "that fails the gate or the p95 target is shown but never recommended, nor is one "
+             "whose p95 is projected from another kind of device (indicative only). $/month is "
+             f"the monthly cost ({COST_MODEL}) on the target hardware; saving is against the "
+             "baseline's.", 7.5, "I")
+    if any(r.speed_memory_only for r in case.rows):
+        pdf.para(f"Accuracy 'not measured': random weights, {SPEED_MEMORY_ONLY}; such a "
+                 "variant's saving holds only if its quality does, so it is never recommended. "
+                 + case.quality_check, 7.5, "I")
     pdf.add_page()
     pdf.heading("Charts (as on the dashboard)")
     pdf.image(io.BytesIO(charts_png(case)), w=pdf.epw)
     for note in chart_notes(case).values():  # the sentences drawn in place of a chart
         pdf.para(note, 8, "I")
-    pdf.add_page(orientation="L")
-    pdf.heading("Per variant (measured vs projected)")
-    table(pdf, variant_rows(case), (24, 36, 16, 11, 18, 30, 12, 11, 13, 20, 20, 20, 46), size=7)
-    pdf.para("Where each row's serving figures come from:", 8, "B")
-    for r in case.rows:
-        pdf.para(f"{r.name}: {basis_detail(r)}", 7.5)
-    pdf.para("Accuracy is the quality-gate metric; a variant that fails the gate or the p95 "
-             f"target is shown but never recommended. $/month is the monthly cost ({COST_MODEL}) "
-             "on the target hardware; saving is against the baseline's.", 7.5, "I")
-    if any(r.speed_memory_only for r in case.rows):
-        pdf.para(f"Accuracy 'not measured': random weights, {SPEED_MEMORY_ONLY}; such a "
-                 "variant's saving holds only if its quality does, so it is never recommended. "
-                 + case.quality_check, 7.5, "I")
+    pdf.heading("Assumptions")
+    table(pdf, [("Assumption", "Value"), *assumption_rows(case)], (58, 122), size=8)
+    pdf.heading("Methodology")
+    table(pdf, [("What", "How"), *methodology(case, report)], (36, 144), size=7.5)
     pdf.add_page()
     pdf.para("The pages below are the pilot as measured, on the hardware it ran on: unit costs "
              "($/1k requests, $/1M tokens) for its busy time only. Every monthly figure is the "
@@ -193,6 +173,27 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     pilot_sections(pdf, report, prefix="Pilot measurements: ")
     appendix(pdf, report, samples)
     return bytes(pdf.output())
+
+
+def cfo_page(pdf, case: BusinessCase, title: str, report: PilotReport) -> None:
+    """Page 1: the decision in one sentence, the figures beside it, the before/after chart
+    (only when something moves: otherwise the sentence says it) and one line per caveat."""
+    title_block(pdf, title, report)
+    pdf.heading("The answer")
+    pdf.para(decision_sentence(case), 11, "B")
+    table(pdf, [("Figure", "Value"), *cfo_figures(case)], (40, 140), size=9)
+    pdf.para(priced_at(case), 7.5, "I")
+    if case.moves:
+        pdf.image(io.BytesIO(before_after_png(case)), w=pdf.epw * 0.8)
+    elif "before_after" in chart_notes(case) and case.baseline_monthly_cost is None:
+        pdf.para(chart_notes(case)["before_after"], 8, "I")
+    lines = caveats(case)
+    if lines:
+        pdf.heading("Caveats")
+        for line in lines:
+            pdf.para(line, 8.5)
+        if any(r.cost_unstable or r.latency_unstable for r in case.rows if r.ok):
+            pdf.para(UNSTABLE_LEGEND, 7.5, "I")
 
 
 def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = None,

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from engine.business.flags import baseline_label
 from engine.business.types import BusinessCase
-from engine.reports.case_words import TORNADO_LABELS, fmt_months
+from engine.economics.decision import metric_label
+from engine.reports.case_words import TORNADO_LABELS, fmt_months, on_devices, star
 from engine.reports.pdf import fmt_money, png, to_latin1
 
 BEFORE, AFTER, GOOD, BAD = "#8C8C8C", "#4C72B0", "#55A868", "#C44E52"
@@ -26,6 +27,12 @@ def chart_notes(case: BusinessCase) -> dict[str, str]:
     if case.baseline_monthly_cost is None:
         notes["before_after"] = ("No before/after: the baseline has no monthly cost "
                                  f"({case.rows[0].reason or 'no device can serve it'}).")
+    elif not case.moves:  # one bar would only restate the decision
+        base = case.rows[0]
+        notes["before_after"] = (f"No before/after chart: nothing moves, so "
+                                 f"{baseline_label(base)}'s "
+                                 f"{fmt_money(case.baseline_monthly_cost)} per month on "
+                                 f"{on_devices(base)} stays the bill.")
     if not case.moves:
         why = ("no variant passes the quality gate and the p95 target" if rec is None else
                f"the case keeps {baseline_label(case.rows[0])}")
@@ -41,14 +48,22 @@ def chart_notes(case: BusinessCase) -> dict[str, str]:
 
 
 def before_after_values(case: BusinessCase) -> list[tuple[str, float, str]]:
-    """(label, USD per month, bar text) of the before/after bars: "after" only on a move."""
+    """(label, USD per month, bar text) of the before/after bars: "after" only on a move;
+    a projected bill says so, an unstable one carries ``*``."""
     base, rec = case.rows[0], case.recommended
     bars = [(f"before: {base.name}", case.baseline_monthly_cost or 0.0,
-             f"{fmt_money(case.baseline_monthly_cost)}\n{base.devices_label}")]
+             f"{star(fmt_money(case.baseline_monthly_cost), base.cost_unstable)}\n"
+             f"{on_devices(base)}")]
     if case.moves and rec is not None:
         bars.append((f"after: {rec.name}", case.recommended_monthly_cost or 0.0,
-                     f"{fmt_money(case.recommended_monthly_cost)}\n{rec.devices_label}"))
+                     f"{star(fmt_money(case.recommended_monthly_cost), rec.cost_unstable)}\n"
+                     f"{on_devices(rec)}"))
     return bars
+
+
+def point_label(row) -> str:
+    """A chart marker's label: the name, ``*`` when its bill is unstable, ``(projected)``."""
+    return star(row.name, row.cost_unstable) + (" (projected)" if row.projected else "")
 
 
 def before_after_title(case: BusinessCase) -> str:
@@ -99,18 +114,18 @@ def _scatter(ax, case: BusinessCase) -> None:
         ax.scatter([r.monthly_cost], [r.accuracy], s=90 if r.recommended else 40,
                    marker="*" if r.recommended else "o", edgecolors=color,
                    facecolors="none" if r.projected else color, zorder=3)
-        ax.annotate(to_latin1(r.name) + (" (projected)" if r.projected else ""),
+        ax.annotate(to_latin1(point_label(r)),
                     (r.monthly_cost, r.accuracy), fontsize=6, xytext=(4, 4),
                     textcoords="offset points")
     front = [pts[n] for n in case.pareto if n in pts]
-    if front:
+    if len(front) > 1:  # a front of one point draws no line: no legend entry for it
         ax.plot([r.monthly_cost for r in front], [r.accuracy for r in front], "--", color=AFTER,
                 lw=1, label="Pareto front")
     ax.axhline(case.assumptions.accuracy_threshold, color=BAD, lw=0.8, ls=":",
                label=f"gate {case.assumptions.accuracy_threshold:g}")
     ax.set_title("Monthly cost vs accuracy", fontsize=9)
     ax.set_xlabel("USD / month (hollow = projected)", fontsize=7)
-    ax.set_ylabel(case.assumptions.accuracy_metric, fontsize=7)
+    ax.set_ylabel(to_latin1(metric_label(case.assumptions.accuracy_metric)), fontsize=7)
     ax.tick_params(labelsize=6)
     ax.margins(x=0.25, y=0.15)
     ax.legend(fontsize=6, loc="best")

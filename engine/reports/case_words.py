@@ -2,22 +2,38 @@
 page, command and PDF prints for it.
 
 ``business_figures(case)`` holds the headline strings, so a test can compute them from the
-case; ``case_headline(case)`` is the short answer the Overview, the Results page,
-``roilab show`` and the pilot measurements PDF print; ``executive_summary(case)`` is the
-business-case PDF's first page. Every bill names the devices it pays for and the one cost
-model (``engine.economics.traffic.COST_MODEL``); every hardware is named, not keyed.
+case; ``decision_sentence(case)`` is the decision in one sentence, ``cfo_figures(case)`` the
+figures beside it and ``caveats(case)`` one short line per caveat that applies: together the
+CFO's page (page 1 of the business-case PDF, the top of the Overview and Business case
+pages). ``case_headline(case)`` is the short answer ``roilab show`` and the pilot
+measurements PDF print; ``executive_summary(case)`` is the detail that follows page 1
+(why, what it takes, what is left out), never repeating it. Every bill names the devices it
+pays for and the one cost model (``engine.economics.traffic.COST_MODEL``); every hardware is
+named, not keyed; every projected figure says so and every unstable one carries ``*``.
 """
 from __future__ import annotations
 
-from engine.business.flags import baseline_label
+import re
+
+from engine.business.flags import baseline_label, volume_words
 from engine.business.types import BusinessCase, VariantCase
-from engine.economics.decision import SPEED_MEMORY_ONLY
+from engine.economics.decision import SPEED_MEMORY_ONLY, metric_label
 from engine.economics.roi import Interval
+from engine.economics.sizing import CROSS_KIND_CHECK
 from engine.economics.traffic import COST_MODEL
+from engine.pilot.protocol import BASELINE_DRIFT, UNSTABLE_SPREAD
 from engine.reports.pdf import NA, fmt_money, fmt_score
 
+DASH = "-"  # a missing figure, wherever a person reads it
+UNSTABLE_MARK = "*"
+UNSTABLE_LEGEND = (f"* unstable: the figure's timed passes spread more than "
+                   f"{UNSTABLE_SPREAD:.0%} (or the baseline drifted more than "
+                   f"{BASELINE_DRIFT:.0%} by the end of the run), so it may move when measured "
+                   "again.")
+_DECISION_FLAGS = ("No move:", "No variant passes")  # case.flags that repeat the decision
+
 TORNADO_LABELS = {"price_factor": "hardware $/hour -/+20%",
-                  "requests_per_day": "requests per day -/+20%",
+                  "requests_per_day": "requests per month -/+20%",
                   "utilisation": "utilisation -/+0.2",
                   "accuracy_threshold": "accuracy threshold -/+0.05"}
 
@@ -56,7 +72,7 @@ def priced_at(case: BusinessCase) -> str:
     target = (f"on {case.rows[0].target_name or a.target_hardware}" if a.target_hardware else
               "on the device with the lowest monthly cost that meets the p95 target, per "
               f"variant ({', '.join(k.upper() for k in a.candidate_kinds)} in the catalog)")
-    return (f"Priced at {a.requests_per_day:,.0f} requests/day ({a.peak_factor:g}x at peak, "
+    return (f"Priced at {volume_words(a)} ({a.peak_factor:g}x at peak, "
             f"p95 target {a.p95_target_s:g} s, {a.utilisation:.0%} utilisation) {target}; "
             f"monthly cost = {COST_MODEL}.")
 
@@ -77,6 +93,7 @@ def business_figures(case: BusinessCase) -> dict[str, str]:
             "one_time": fmt_money(r.one_time), "payback": fmt_months(r.payback_months),
             "net_12": fmt_money(r.net_12), "net_36": fmt_money(r.net_36),
             "requests_per_day": f"{case.assumptions.requests_per_day:,.0f}",
+            "volume": volume_words(case.assumptions),
             "cost_model": COST_MODEL}
 
 
@@ -89,50 +106,184 @@ def decision(case: BusinessCase) -> str:
 
 
 def case_headline(case: BusinessCase) -> list[str]:
-    """The answer in two or three sentences, then the flags (engine.business.flags)."""
+    """The decision in one sentence, its payback on a move, how it was priced, then the flags
+    (engine.business.flags) that do not repeat the decision."""
+    f = business_figures(case)
+    pays = ([f"Payback {f['payback']} on a one-time {f['one_time']}."] if case.moves else [])
+    return [decision_sentence(case), *pays, priced_at(case), *other_flags(case)]
+
+
+def other_flags(case: BusinessCase) -> list[str]:
+    """``case.flags`` without the one that restates the decision."""
+    return [f for f in case.flags if not f.startswith(_DECISION_FLAGS)]
+
+
+def star(text: str, unstable: bool) -> str:
+    """``text`` with the unstable mark when the figure is unstable (``UNSTABLE_LEGEND``)."""
+    return text + UNSTABLE_MARK if unstable and text not in (NA, DASH) else text
+
+
+def dash(text: str) -> str:
+    """"-" for a missing figure (the PDF helpers write "n/a")."""
+    return DASH if text in (NA, "None", "nan", "") else text
+
+
+def on_devices(row: VariantCase) -> str:
+    """``3 x AWS c7i.large``, with ``(projected)`` when its figures are not measured there."""
+    return row.devices_label + (" (projected)" if row.projected else "")
+
+
+def decision_sentence(case: BusinessCase) -> str:
+    """The decision in one sentence, starting with a capital, the bills rounded as in
+    ``business_figures``."""
     f, base, rec = business_figures(case), case.rows[0], case.recommended
-    before = f"{f['baseline_monthly']} per month on {f['baseline_devices']}"
+    before = f"{f['baseline_monthly']} per month on {on_devices(base)}"
     if case.moves and rec is not None:
-        first = (f"Recommended: '{rec.name}' ({rec.techniques}). Monthly cost "
-                 f"{f['baseline_monthly']} on {f['baseline_devices']} -> "
-                 f"{f['recommended_monthly']} on {f['recommended_devices']}: a saving of "
-                 f"{f['monthly_savings']} per month; payback {f['payback']}.")
-    elif rec is not None:
-        first = f"Keep {baseline_label(base)}: {before}. {case.recommendation.reason}"
+        return (f"Move to '{rec.name}' ({rec.techniques}): {f['recommended_monthly']} per month "
+                f"on {on_devices(rec)} instead of {before}, a saving of "
+                f"{f['monthly_savings']} per month.")
+    if rec is not None:
+        return (f"Keep {baseline_label(base)}: {before}; no variant costs less while passing "
+                f"the quality gate and the {case.assumptions.p95_target_s:g} s p95 target.")
+    if all(r.speed_memory_only for r in case.rows if r.ok):
+        why = ("every measured variant has random weights, so none has an accuracy figure "
+               "yet")
     else:
-        first = (f"No variant is recommended. {case.recommendation.reason} Today "
-                 f"{baseline_label(base)} costs {before}.")
-    return [first, priced_at(case), *case.flags]
+        why = (f"none passes the quality gate and the {case.assumptions.p95_target_s:g} s p95 "
+               "target")
+    today = f"today {baseline_label(base)} costs {before}" if case.baseline_monthly_cost \
+        is not None else f"{baseline_label(base)} has no monthly cost either"
+    return f"No variant is recommended: {why}; {today}."
+
+
+def cfo_figures(case: BusinessCase) -> list[tuple[str, str]]:
+    """(label, value) of the CFO's figures: before / after / saving with its range, payback,
+    the volume and the hardware priced; unstable bills marked ``*``."""
+    f, a, base, rec = business_figures(case), case.assumptions, case.rows[0], case.recommended
+    moves = case.moves and rec is not None
+    saving = star(f["monthly_savings"], moves and (base.cost_unstable or rec.cost_unstable))
+    iv = case.savings_interval
+    rng = f" (range {f['savings_range']})" if iv and moves else ""
+    payback = (f"{f['payback']} on a one-time {f['one_time']}" if moves else
+               "none: nothing is spent or saved")
+    return [
+        ("Monthly cost before", f"{star(f['baseline_monthly'], base.cost_unstable)} on "
+                                f"{on_devices(base)}"),
+        ("Monthly cost after", f"{star(f['recommended_monthly'], rec.cost_unstable)} on "
+                               f"{on_devices(rec)}" if moves and rec else
+         "no change: nothing moves"),
+        ("Monthly saving", f"{saving}{rng}"),
+        ("Payback", payback),
+        ("Volume", f"{volume_words(a)} ({a.peak_factor:g}x at peak, p95 target "
+                   f"{a.p95_target_s:g} s)"),
+        ("Hardware priced", hardware_priced(case))]
+
+
+def hardware_priced(case: BusinessCase) -> str:
+    """Each bill's device and its $/hour, and whether the figures were measured there."""
+    rows = [case.rows[0]] + ([case.recommended] if case.moves and case.recommended else [])
+    parts = []
+    for r in rows:
+        if r.target is None:
+            parts.append(f"{r.name}: no device can serve it")
+            continue
+        how = (f"projected from the {_measured_on(r)} the pilot ran on" if r.projected else
+               "measured there")
+        parts.append(f"{r.target_name} at {fmt_money(r.target.hardware.price_per_hour)}/h "
+                     f"per device ({how})")
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _check_error() -> str:
+    """The error the project measured for a CPU-to-GPU projection, e.g. ``23x to 191x``."""
+    m = re.search(r"(\d+x)\b.*?to (\d+x)", CROSS_KIND_CHECK)
+    return f"{m.group(1)} to {m.group(2)}" if m else "far"
+
+
+def caveats(case: BusinessCase) -> list[str]:
+    """One short line per caveat that applies, most decisive first: unstable speed figures,
+    random weights, figures projected to other hardware (with the error measured for such a
+    projection) or not settled until a pilot on another device, a busy machine; then the
+    case's other flags (the baseline missing the target, a cheaper hosted API, a minimum
+    bill). Empty when none applies."""
+    rows = [r for r in case.rows if r.ok]
+    out = []
+    shaky = [r.name for r in rows if r.cost_unstable or r.latency_unstable]
+    if shaky:
+        drift = any("baseline drift" in r.unstable for r in rows)
+        out.append(f"* Speed figures unstable ({', '.join(shaky)}"
+                   + ("; the baseline drifted by the end of the run" if drift else "")
+                   + "): the bills and p95 figures marked * may move; run the pilot again on a "
+                   "quiet machine.")
+    unscored = [r.name for r in rows if r.speed_memory_only]
+    if unscored:
+        out.append(f"Random weights ({', '.join(unscored)}): {SPEED_MEMORY_ONLY}, accuracy not "
+                   "measured, so never recommended until it is.")
+    out.extend(_projection_caveats(case))
+    busy = [f"{r.name} ({r.busy})" for r in rows if r.busy]
+    if busy:
+        out.append(f"Machine busy during the run: {'; '.join(busy)}; speed figures are low "
+                   "and noisy.")
+    return out + other_flags(case)
+
+
+def _projection_caveats(case: BusinessCase) -> list[str]:
+    shown = [case.rows[0]] + ([case.recommended] if case.moves and case.recommended else [])
+    out = []
+    for r in dict.fromkeys(x for x in shown if x.projected):
+        if r.indicative:
+            out.append(f"Indicative only: '{r.name}' is priced on {r.devices_label}, projected "
+                       f"from the {_measured_on(r)} it ran on; a CPU-to-GPU projection was "
+                       f"{_check_error()} too fast when checked, so it never counts as meeting "
+                       f"the p95 target. Run the pilot on {r.target_name} to measure it.")
+        else:
+            out.append(f"Projected: the pilot ran on {_measured_on(r)}; '{r.name}' is priced "
+                       f"on {r.devices_label} by the memory-bandwidth ratio (capped by compute), "
+                       f"not measured there. Run the pilot on {r.target_name} to measure it.")
+    hopes: dict[str, list[str]] = {}
+    for r in case.rows:
+        if r.alternative is not None:
+            hopes.setdefault(r.alternative.hardware_name, []).append(f"'{r.name}'")
+    for hw, names in hopes.items():
+        out.append(f"Not settled: projected from the {_measured_on(case.rows[0])}, "
+                   f"{', '.join(names)} would meet the {case.assumptions.p95_target_s:g} s p95 "
+                   f"target on {hw}, but such a projection was {_check_error()} too fast when "
+                   f"checked, so it is not counted. Run the pilot on {hw} to measure it.")
+    return out
+
+
+def settle_lines(case: BusinessCase) -> list[str]:
+    """Per variant with an uncounted projection to another kind of device: what it would
+    take there, and the pilot that would settle it."""
+    out = []
+    for r in case.rows:
+        alt, plan = r.alternative, r.provisioning
+        if alt is None or plan is None:
+            continue
+        out.append(f"'{r.name}' misses the {case.assumptions.p95_target_s:g} s p95 target on "
+                   f"{r.devices_label} (p95 {plan.latency_p95_s:,.2f} s); projected to "
+                   f"{alt.devices_label} it would take {alt.latency_p95_s:,.2f} s at "
+                   f"{fmt_money(alt.monthly_bill)} per month (projected, indicative only). Run "
+                   f"the pilot on {alt.hardware_name} to measure it.")
+    return out
 
 
 def executive_summary(case: BusinessCase) -> list[str]:
-    """The one-page summary in plain sentences, written from the case's numbers."""
-    f, a, base, rec = business_figures(case), case.assumptions, case.rows[0], case.recommended
-    gate = f"{a.accuracy_metric} >= {a.accuracy_threshold:g}"
-    if rec is None:
-        out = [f"No variant is recommended. {case.recommendation.reason}"]
-    elif rec.is_baseline:
-        out = [f"Keep {baseline_label(base)} on {base.devices_label} ({f['baseline_monthly']} "
-               f"per month): no variant is cheaper while passing the quality gate ({gate}) and "
-               f"the p95 latency target of {a.p95_target_s:g} s."]
-        if base.projected:
-            out.append(f"That bill is projected, not measured ({base.method}); the pilot ran on "
-                       f"{_measured_on(base)}.")
-    else:
+    """What follows the CFO's page, in the order a reader asks next: why this decision, what
+    getting there costs and risks, what was left out and why, what would settle the rest,
+    and the hosted-API comparison. Never repeats page 1 (``decision_sentence``,
+    ``cfo_figures``, ``caveats``, ``priced_at``)."""
+    f, a, rec = business_figures(case), case.assumptions, case.recommended
+    out = [f"Why: {case.recommendation.reason}"]
+    if case.moves and rec is not None:
         iv = case.savings_interval
-        rng = (f" (range {f['savings_range']}: {iv.method})"
-               if iv else " (no range: the pilot has no paired requests to resample)")
-        out = [f"Recommendation: serve '{case.workload}' with '{rec.name}' ({rec.techniques}) on "
-               f"{rec.devices_label} instead of '{base.name}' on {base.devices_label}.",
-               f"Monthly cost goes from {f['baseline_monthly']} to {f['recommended_monthly']}: "
-               f"a saving of {f['monthly_savings']} per month{rng}.",
-               f"Getting there costs {f['one_time']} once ({a.engineering_days:g} engineering "
-               f"days at {fmt_money(a.day_rate)}/day plus {a.gpu_hours:g} GPU hours), which pays "
-               f"back in {f['payback']}; the net after 12 months is {f['net_12']} and after 36 "
-               f"months {f['net_36']}.",
-               _risk(case, rec, base)]
-    out.append(priced_at(case))
-    out.extend(case.flags)
+        out.append(f"Range of the saving: {iv.method}." if iv else
+                   "No range for the saving: the pilot has no paired requests to resample.")
+        out.append(f"Getting there costs {f['one_time']} once ({a.engineering_days:g} "
+                   f"engineering days at {fmt_money(a.day_rate)}/day plus {a.gpu_hours:g} GPU "
+                   f"hours); the net after 12 months is {f['net_12']} and after 36 months "
+                   f"{f['net_36']}.")
+        out.append(_risk(case, rec, case.rows[0]))
     excluded = [f"'{r.name}' ({r.reason})" for r in case.rows if r.reason and not r.recommended]
     if excluded:
         out.append("Shown but not recommended: " + "; ".join(excluded) + ".")
@@ -140,6 +291,7 @@ def executive_summary(case: BusinessCase) -> list[str]:
                 if not r.reason and not r.recommended and r.monthly_cost is not None]
     if eligible and rec is not None:
         out.append("Pass the gate but cost no less at this volume: " + "; ".join(eligible) + ".")
+    out.extend(settle_lines(case))
     holds = if_quality_holds(case)
     if holds:
         out.append(f"{SPEED_MEMORY_ONLY.capitalize()} (random weights, accuracy not measured): "
@@ -149,6 +301,56 @@ def executive_summary(case: BusinessCase) -> list[str]:
     if case.api_baseline_monthly_cost is not None:
         out.append(_api_sentence(case))
     return out
+
+
+VARIANT_HEADER = ("Variant", "Techniques", "Accuracy", "Gate", "Figures", "Target hardware",
+                  "Devices", "p95 (s)", "Meets p95", "$/month", "Saving/month", "API $/month",
+                  "Decision")
+
+
+def variant_rows(case: BusinessCase) -> list[tuple[str, ...]]:
+    """The per-variant table, heading first, as the PDF and the Business case page show it:
+    accuracy and gate, measured or projected (in every projected cell), the devices the bill
+    pays for, unstable figures marked ``*``, "-" where a figure is missing."""
+    rows = [VARIANT_HEADER]
+    for r in case.rows:
+        plan = r.provisioning
+        unscored = r.speed_memory_only and r.ok  # random weights: no gate to pass or fail
+        proj = " (projected)" if r.projected else ""
+        if plan is None:
+            meets = DASH
+        elif r.indicative and r.target and plan.latency_p95_s <= case.assumptions.p95_target_s:
+            meets = "not counted (indicative)"
+        else:
+            meets = "yes" if plan.meets_slo else "no"
+        saving = (DASH if r.monthly_savings is None else
+                  signed_money(r.monthly_savings, "saved", "more") + proj
+                  + (" if quality holds" if unscored and not r.is_baseline else ""))
+        decision = "RECOMMENDED" if r.recommended else (r.reason or "eligible, not cheapest")
+        rows.append((r.name, r.techniques, "not measured" if unscored else dash(fmt_score(r.accuracy)),
+                     DASH if unscored else "pass" if r.passes_gate else "fail",
+                     figures_label(r), r.target_name or DASH,
+                     f"{plan.gpus:,} ({plan.replicas:,} replica{'s' if plan.replicas > 1 else ''}"
+                     f" of {r.devices})" if plan and r.devices > 1 else
+                     f"{plan.gpus:,}" if plan else DASH,
+                     star(f"{plan.latency_p95_s:,.2f}", r.latency_unstable) + proj if plan
+                     else DASH, meets,
+                     star(dash(fmt_money(r.monthly_cost)), r.cost_unstable) + (proj if plan else ""),
+                     DASH if r.is_baseline else saving,
+                     dash(fmt_money(r.api_monthly_cost)), decision))
+    return rows
+
+
+def figures_label(row: VariantCase) -> str:
+    """``measured``, ``projected`` or ``projected (indicative)`` (CPU to GPU or back)."""
+    return "projected (indicative)" if row.indicative else basis(row)
+
+
+def signed_money(x: float, plus: str, minus: str) -> str:
+    """``$572.32 saved`` / ``$12.00 more``: a difference in words, never a bare sign."""
+    if x == 0:
+        return "$0.00"
+    return f"{fmt_money(abs(x))} {plus if x > 0 else minus}"
 
 
 def if_quality_holds(case: BusinessCase) -> list[str]:
@@ -175,7 +377,8 @@ def _risk(case: BusinessCase, rec: VariantCase, base: VariantCase) -> str:
     a = case.assumptions
     acc = rec.accuracy_interval
     rng = f" (range {fmt_score(acc.low)} to {fmt_score(acc.high)})" if acc else ""
-    text = (f"Risk: on {a.accuracy_metric}, '{rec.name}' scores {fmt_score(rec.accuracy)}{rng} "
+    text = (f"Risk: on {metric_label(a.accuracy_metric)}, '{rec.name}' scores "
+            f"{fmt_score(rec.accuracy)}{rng} "
             f"against {fmt_score(base.accuracy)} for the baseline; the workflow requires "
             f"{a.accuracy_threshold:g}. ")
     text += (f"Its cost is projected, not measured ({rec.method}); the pilot ran on "

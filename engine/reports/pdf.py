@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import unicodedata
+from datetime import date
 from pathlib import Path
 
 from fpdf import FPDF
@@ -71,6 +72,57 @@ fmt_s = _formatter("{:.2f} s")
 fmt_tok_s = _formatter("{:,.2f} tok/s")
 fmt_count = _formatter("{:,.0f}")  # tokens, bytes per token
 fmt_cell, fmt_cell_mb = _formatter("{:,.2f}"), _formatter("{:,.1f}", 1e-6)  # table cells, unit in header
+MIB = 2**20  # memory as `roilab show` and the dashboard print it: MiB (GiB from 10 GiB on)
+fmt_cell_mib = _formatter("{:,.1f}", 1 / MIB)  # a table cell, "MiB" in the header
+
+
+def fmt_mib(x: float | None) -> str:
+    """Bytes in binary units: ``513.1 MiB``, ``15.4 GiB`` (from 10 GiB on)."""
+    if missing(x):
+        return NA
+    return f"{x / 2**30:,.1f} GiB" if abs(x) >= 10 * 2**30 else f"{x / MIB:,.1f} MiB"
+
+
+def fmt_price(x: float | None) -> str:
+    """A $/hour price exactly as stored (``$0.08925``, ``$2.95``, ``$1.006``): the figure the
+    costs are worked out with, never rounded to 4 digits (0.0892) for show."""
+    if missing(x):
+        return NA
+    text = f"{x:,.6f}".rstrip("0")
+    whole, _, decimals = text.partition(".")
+    return f"${whole}.{decimals.ljust(2, '0')}"
+
+
+def signed_change(change: float | None, what: str = "") -> str:
+    """A relative difference in words: ``+14.2% more``, ``-30.1% less``, ``no change``;
+    ``what`` follows (``+14.2% more per 1k requests``)."""
+    if missing(change):
+        return NA
+    words = "no change" if round(change * 100, 1) == 0 else \
+        f"{change * 100:+.1f}% {'more' if change > 0 else 'less'}"
+    return f"{words} {what}".rstrip()
+
+
+PRICE_STALE_MONTHS = 6  # a catalog price older than this gets a warning beside it
+
+
+def price_age_months(price_date: str, today: date | None = None) -> int | None:
+    """Whole months from a "YYYY-MM" price date to ``today`` (None if unreadable)."""
+    try:
+        year, month = (int(x) for x in price_date.split("-")[:2])
+    except ValueError:
+        return None
+    today = today or date.today()
+    return (today.year - year) * 12 + today.month - month
+
+
+def price_age_note(price_date: str, today: date | None = None) -> str | None:
+    """A warning when a price is older than PRICE_STALE_MONTHS, else None."""
+    age = price_age_months(price_date, today)
+    if age is None or age <= PRICE_STALE_MONTHS:
+        return None
+    return (f"Prices as of {price_date} are {age} months old: check them against today's "
+            "list (or enter what you pay on the Hardware page) before relying on the dollars.")
 
 
 # ---- the document ------------------------------------------------------------------------
