@@ -45,7 +45,9 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
     say(f"\nRun {run_id} measured on {report.hardware.name} at ${report.price_per_hour}/h per "
         "device (a variant pays that x its devices); unit costs are its busy time only:")
-    say(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for col in frame.columns[frame.dtypes == object]:  # '-' for a figure not measured
+        frame[col] = ["-" if x is None else x for x in frame[col]]
+    say(frame.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
     for v in report.variants:
         how = "; ".join(filter(None, [v.peak_method and f"peak {v.peak_method}",
                                       v.kv_method and f"KV cache {v.kv_method}"]))
