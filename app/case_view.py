@@ -3,9 +3,11 @@ page 1 of the business-case PDF) at the top of the Overview and Business case pa
 same answer on the Results page.
 
 Every string comes from engine.reports.case_words (as in the PDFs and `roilab show`);
-this module only lays them out: the decision once, in one sentence (no warning styling for
-keeping the baseline); the monthly figures; the volume and hardware priced; the before/after
-chart when something moves; one line per caveat that applies, in one box.
+this module only lays them out: the decision once, in one sentence (no warning or error
+styling for keeping the baseline or recommending nothing yet); the monthly figures once
+("Monthly cost" alone when nothing moves); the volume and hardware priced; the before/after
+chart when something moves; one line per caveat that applies, in one box (its unstable line
+is the legend of the '*').
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import streamlit as st
 from app import business_charts, ui
 from engine.business.types import BusinessCase
 from engine.reports.case_words import (
-    UNSTABLE_LEGEND,
+    NOTHING_SPENT,
     business_figures,
     caveats,
     decision_sentence,
+    hardware_priced,
     priced_at,
     star,
 )
@@ -36,19 +39,25 @@ def render_answer(case: BusinessCase, with_payback: bool = True,
 
 
 def _render_decision(case: BusinessCase) -> None:
+    """A move in green; keeping the baseline, or no variant to recommend yet, in a neutral
+    box: neither is the tool failing (red is for real errors)."""
     text = ui.escape_md(decision_sentence(case))
     if case.moves:
         st.success(text, icon=":material/thumb_up:")
     elif case.recommended is None:
-        st.error(text, icon=":material/block:")
+        st.info(text, icon=":material/pause_circle:")
     else:  # keeping the baseline is a plain answer, not a warning
         st.info(text, icon=":material/balance:")
 
 
 def _render_figures(case: BusinessCase, with_payback: bool) -> None:
+    """The tiles (before, after on a move, saving, payback), then a caption with only what
+    they and the sentence do not say: the saving's range, the hardware and its $/hour, the
+    volume and the cost model."""
     f, base, rec = business_figures(case), case.rows[0], case.recommended
     moves = case.moves and rec is not None
-    tiles = [("Before / month" + (", projected" if base.projected else ""),
+    tiles = [(("Before / month" if moves else "Monthly cost")
+              + (", projected" if base.projected else ""),
               star(f["baseline_monthly"], base.cost_unstable),
               f"{base.name} on {f['baseline_devices']}")]
     if moves:
@@ -59,19 +68,18 @@ def _render_figures(case: BusinessCase, with_payback: bool) -> None:
         base.cost_unstable or rec.cost_unstable)), f"range {f['savings_range']}" if moves
         else "nothing moves"))
     if with_payback:
-        tiles.append(("Payback", f["payback"], f"one-time {f['one_time']}" if moves else None))
+        tiles.append(("Payback", f["payback"] if moves else "none",
+                      f"one-time {f['one_time']}" if moves else NOTHING_SPENT))
     for col, (label, value, why) in zip(st.columns(len(tiles)), tiles, strict=True):
         col.metric(label, value, help=ui.escape_md(why) if why else None)
-    after = (f"; after: {f['recommended_monthly']} on {f['recommended_devices']}; saving "
-             f"range {f['savings_range']}" if moves else "")
-    st.caption(ui.escape_md(f"Before: {f['baseline_monthly']} on {f['baseline_devices']}{after}. "
+    rng = (f"Saving range {f['savings_range']}. "
+           if moves and case.savings_interval is not None else "")
+    st.caption(ui.escape_md(f"{rng}Hardware priced: {hardware_priced(case)}. "
                             + priced_at(case)))
 
 
 def _render_caveats(case: BusinessCase) -> None:
+    """One line per caveat; the unstable one says what '*' means (the legend)."""
     lines = caveats(case)
-    if not lines:
-        return
-    if any(r.cost_unstable or r.latency_unstable for r in case.rows if r.ok):
-        lines = [*lines, UNSTABLE_LEGEND]
-    st.warning("  \n".join(ui.escape_md(line) for line in lines), icon=":material/flag:")
+    if lines:
+        st.warning("  \n".join(ui.escape_md(line) for line in lines), icon=":material/flag:")

@@ -117,7 +117,11 @@ def test_every_page_command_and_pdf_gives_the_same_case(run_env, tmp_path, capsy
         assert {k: m.get(k) for k in want} == want, name
         said = _page_texts(at)
         assert _plain(at.success[0].value) == decision_sentence(case), name
-        assert f"{f['baseline_monthly']} on {f['baseline_devices']}" in said, name
+        # the bills with their devices once, in the sentence: the caption under the tiles
+        # adds only what they do not say (range, hardware and $/hour, volume, cost model)
+        assert f"{f['baseline_monthly']} per month on {f['baseline_devices']}" in said, name
+        assert not any(_plain(c.value).startswith("Before:") for c in at.caption), name
+        assert f"Saving range {f['savings_range']}" in said, name
         assert traffic.COST_MODEL in said, name
     # the command line names the cost model and gives the same figures
     assert main(["show", str(run_id)]) == 0
@@ -174,7 +178,10 @@ def test_no_variant_passes_has_no_after_and_says_why(run_env, tmp_path):
     assert not at.exception
     m = _metrics(at)
     assert "After / month" not in m and "Decision" not in m
-    assert _plain(at.error[0].value).startswith("No variant is recommended: none passes")
+    # a neutral box, not a red one: nothing failed, nothing is recommended yet
+    assert not at.error
+    assert _plain(at.info[0].value).startswith("No variant is recommended: none passes")
+    assert "Monthly cost" in m and "Before / month" not in m  # no "after": one monthly cost
     assert "exceeds the 0.01 s target" in _page_texts(at)
 
 

@@ -20,7 +20,6 @@ from engine.economics import traffic
 from engine.economics.decision import ACCURACY_METRICS, threshold_bounds
 from engine.reports.case_charts import chart_notes
 from engine.reports.case_words import (
-    UNSTABLE_LEGEND,
     basis_detail,
     executive_summary,
     fmt_money,
@@ -177,9 +176,9 @@ def _render_variant_table(case: BusinessCase) -> None:
     st.caption("The same table as the PDF's. 'Figures' says whether the serving figures were "
                "measured on the pilot's hardware or projected to the target (every projected "
                "cell says so; 'indicative' = projected from another kind of device, never "
-               "counted as meeting the p95 target); the last column gives the method. "
-               + (UNSTABLE_LEGEND if any(r.cost_unstable or r.latency_unstable
-                                         for r in case.rows if r.ok) else ""))
+               "counted as meeting the p95 target); the last column gives the method."
+               + (" '*': unstable, as the caveats at the top say." if any(
+                   r.cost_unstable or r.latency_unstable for r in case.rows if r.ok) else ""))
     header, *rows = variant_rows(case)
     frame = pd.DataFrame(rows, columns=header).assign(
         **{"Where the figures come from": [basis_detail(r) for r in case.rows]})

@@ -19,7 +19,7 @@ def render() -> None:
     if not data.workloads():
         _render_empty()
         return
-    # partial: the baseline and some variants were measured, the rest failed (said below)
+    # partial: the baseline and some variants were measured, the rest failed (a caveat below)
     finished = next((r for r in runs if r.status in (Status.DONE, Status.PARTIAL)), None)
     if finished:
         _render_headline(finished)
@@ -37,18 +37,18 @@ def _render_empty() -> None:
 
 
 def _render_headline(run: Run) -> None:
-    """The CFO's page on screen (app/case_view, the twin of the PDF's page 1), then the
-    measurement warnings in full."""
+    """The CFO's page on screen (app/case_view, the twin of the PDF's page 1: a partial run
+    is one of its caveat lines), then the measurement warnings in full."""
     rep = data.report(run.id)
     st.subheader(f"Latest finished run #{run.id}")
     st.caption(ui.escape_md(f"{run.name} - {rep.workload.name} - measured on "
                             f"{rep.hardware.name} at {fmt_price(rep.price_per_hour)}/h per "
                             "device"))
-    if run.status == Status.PARTIAL:
-        st.warning(ui.escape_md(f"Partial run: {run.error}"))
     try:
         case = data.run_case(run.id)
     except RoilabError as exc:  # no measured baseline: say why, no figures
+        if run.status == Status.PARTIAL:
+            st.warning(ui.escape_md(f"Partial run: {run.error}"))
         ui.show_error(exc)
         stability_view.render_warnings(rep)
     else:

@@ -187,7 +187,7 @@ def _render_caveats(rep: PilotReport, case: BusinessCase | None) -> None:
         st.caption(UNSTABLE_LEGEND)
     _render_failures(rep)
     _, age = ui.price_dates([rep.hardware.price_date])
-    if age and not rep.hardware.user_defined:
+    if age and not rep.hardware.user_defined and case is None:  # else among the caveats
         st.warning(ui.escape_md(age), icon=":material/event_busy:")
 
 

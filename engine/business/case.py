@@ -33,6 +33,7 @@ from engine.business.flags import case_flags
 from engine.business.measured import measured_variants, random_weights
 from engine.business.ranges import BOOTSTRAP_METHOD, savings_interval, with_intervals
 from engine.business.types import (
+    FAILED_IN_PILOT,
     Alternative,
     Assumptions,
     BusinessCase,
@@ -226,7 +227,7 @@ def _row(mv: MeasuredVariant, base: MeasuredVariant, a: Assumptions,
     if not mv.ok:
         return VariantCase(**common, unit_costs=None, sizing=None, target=None,
                            provisioning=None, monthly_cost=None,
-                           reason=f"the variant failed in the pilot: {mv.error or 'no output'}")
+                           reason=f"{FAILED_IN_PILOT}{mv.error or 'no output'}")
     uc = cost.unit_costs(mv.price_per_hour, mv.wall_s, mv.n_requests,
                          mv.input_tokens_total, mv.output_tokens_total, mv.prefill_s,
                          mv.decode_s, a.utilisation)

@@ -16,6 +16,8 @@ from engine.economics.hardware import Hardware
 
 DEFAULT_API = ("GPT-4o list price, $2.50 / 1M input, $10.00 / 1M output tokens "
                "(openai.com/api/pricing, as of 2025-01)")
+# a failed variant's reason (VariantCase.reason): this, then the error the pilot stored
+FAILED_IN_PILOT = "the variant failed in the pilot: "
 
 
 @dataclass(frozen=True)

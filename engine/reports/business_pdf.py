@@ -37,7 +37,6 @@ from engine.reports.case_charts import (
 )
 from engine.reports.case_words import (
     TORNADO_LABELS,
-    UNSTABLE_LEGEND,
     basis,
     basis_detail,
     business_figures,
@@ -190,10 +189,8 @@ def cfo_page(pdf, case: BusinessCase, title: str, report: PilotReport) -> None:
     lines = caveats(case)
     if lines:
         pdf.heading("Caveats")
-        for line in lines:
+        for line in lines:  # the unstable line, when shown, is the legend of the '*'
             pdf.para(line, 8.5)
-        if any(r.cost_unstable or r.latency_unstable for r in case.rows if r.ok):
-            pdf.para(UNSTABLE_LEGEND, 7.5, "I")
 
 
 def business_pdf_for_run(store, run_id: int, assumptions: Assumptions | None = None,

@@ -6,6 +6,8 @@ bill pays for; no "after" bar when nothing moves), the payback curve and the tor
 """
 from __future__ import annotations
 
+import textwrap
+
 from matplotlib.figure import Figure
 
 from engine.business.flags import baseline_label
@@ -100,8 +102,6 @@ def before_after_png(case: BusinessCase, dpi: int = 150) -> bytes:
 
 
 def _note(ax, text: str) -> None:
-    import textwrap
-
     ax.text(0.5, 0.5, to_latin1(textwrap.fill(text, 42)), ha="center", va="center", fontsize=7,
             transform=ax.transAxes)
     ax.set_axis_off()
@@ -137,12 +137,16 @@ def _before_after(ax, case: BusinessCase, horizontal: bool = False) -> None:
     values = [v for _, v, _ in bars]
     texts = [to_latin1(t) for _, _, t in bars]
     colors = [BEFORE, AFTER][:len(bars)]
-    if horizontal:
-        drawn = ax.barh(labels[::-1], values[::-1], color=colors[::-1], height=0.55)
-        ax.bar_label(drawn, labels=[t.replace("\n", " on ") for t in texts[::-1]], fontsize=7,
-                     padding=3)
+    if horizontal:  # the devices go under the bar's name (the layout makes room for tick
+        # labels), only the bill beside the bar: a long "... (projected)" never runs past
+        # the frame
+        money = [t.split("\n", 1)[0] for t in texts]
+        ticks = [f"{to_latin1(label)}\n" + "\n".join(textwrap.wrap(t.split("\n", 1)[-1], 34))
+                 for (label, _, _), t in zip(bars, texts, strict=True)]
+        drawn = ax.barh(ticks[::-1], values[::-1], color=colors[::-1], height=0.55)
+        ax.bar_label(drawn, labels=money[::-1], fontsize=7, padding=3)
         ax.set_xlabel("USD / month", fontsize=7)
-        ax.margins(x=1.0)
+        ax.set_xlim(0, max(values + [1.0]) * 1.3)
     else:
         drawn = ax.bar(labels, values, color=colors, width=0.55)
         ax.bar_label(drawn, labels=texts, fontsize=6)
