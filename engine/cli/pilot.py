@@ -1,5 +1,6 @@
 """``roilab pilot``, ``roilab resume`` and ``roilab cancel``: run a pilot under a progress
-bar, stopped cleanly by Ctrl+C or SIGTERM, and the exit status that says how it went."""
+bar, stopped cleanly by Ctrl+C or SIGTERM, and the exit status that says how it went; or,
+with ``--detach``, submit it to Ray (engine.jobs) and print the run id at once."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from engine.cli.common import open_store
 from engine.cli.pilot_spec import Given, add_pilot_args, priced_spec
 from engine.cli.results import print_run
 from engine.core.domain import Status
+from engine.core.errors import SpecError
 from engine.core.inert import terminal_safe
 from engine.core.settings import Settings
 
@@ -28,7 +30,11 @@ PILOT_EXIT_HELP = """exit status:
 
 
 def cmd_pilot(args, settings: Settings) -> int:
-    """Run the pilot, print its table; the exit status says whether every variant ran."""
+    """Run the pilot, print its table; the exit status says whether every variant ran.
+    With --detach: submit it to Ray, print the run id, exit 0."""
+    if args.detach:
+        return detach_pilot(args, settings)
+    _refuse_ray_address(args)
     return PILOT_EXIT.get(pilot_from_args(args, settings).status, 1)  # print_run said why
 
 
@@ -68,18 +74,99 @@ def pilot_from_args(args, settings: Settings):
     warning = small_workload_warning(store.get_workload(spec.workload_id).n_requests)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    _record_node(store, run.id)
     return _watched(run.id, settings, lambda progress: run_pilot(
         spec, store, settings, on_progress=progress, run_id=run.id))
 
 
-def cmd_resume(args, settings: Settings) -> int:
-    """Run the unfinished variants of a stopped run; exit status as `roilab pilot`'s."""
-    from engine.pilot.runner import resume_pilot
+def detach_pilot(args, settings: Settings) -> int:
+    """``roilab pilot --detach``: the spec as the foreground builds it; Ray reached (and able
+    to give what the pilot needs) before the run is created, so an unreachable address
+    leaves nothing behind; then the run created and submitted, its id printed."""
+    from engine.jobs.ray_executor import connect_for
+    from engine.pilot.runner import create_pilot_run
 
     store = open_store(settings)
+    priced = priced_spec(args, store)  # SpecError when nothing prices it
+    spec = priced.spec
+    store.get_workload(spec.workload_id)  # an unknown workload before Ray is started
+    _, need = connect_for(spec, settings, args.ray_address)
+    run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
+    print(terminal_safe(f"Pilot {priced.line}"), flush=True)
+    if priced.warning:
+        print(f"warning: {terminal_safe(priced.warning)}", file=sys.stderr)
+    return _submit(spec, run.id, settings, args, store, need)
+
+
+def _submit(spec, run_id: int, settings: Settings, args, store, need) -> int:
+    from engine.jobs.ray_executor import submit
+
+    try:
+        sub = submit(spec, run_id, settings, args.ray_address, need)
+    except Exception as exc:
+        if store.get_run(run_id).status == Status.PENDING and not args.command == "resume":
+            store.set_run_status(run_id, Status.FAILED, f"Not submitted to Ray: {exc}")
+        raise
+    where = f"{sub.address} (local)" if sub.local else sub.address
+    asks = f"{sub.resources['num_gpus']:g} GPU(s)" if sub.resources["num_gpus"] else "1 CPU"
+    print(f"Run {run_id} submitted to Ray at {where}, asking {asks}; follow it with "
+          f"`roilab runs` / `roilab show {run_id}`.", flush=True)
+    return 0
+
+
+def _refuse_ray_address(args) -> None:
+    if getattr(args, "ray_address", None):
+        raise SpecError("--ray-address picks the Ray cluster of a detached pilot; add "
+                        "--detach (a pilot without it runs here, in the foreground).")
+
+
+def _record_node(store, run_id: int) -> None:
+    """Where this pilot runs (host, GPUs), stored with the run (engine.jobs.node)."""
+    from engine.jobs.node import this_node
+
+    store.set_run_node(run_id, this_node())
+
+
+def cmd_resume(args, settings: Settings) -> int:
+    """Run the unfinished variants of a stopped run; exit status as `roilab pilot`'s."""
+    from engine.pilot.liveness import reap_dead_runs
+    from engine.pilot.runner import RESUMABLE, resume_pilot
+
+    if args.detach:
+        return detach_resume(args, settings)
+    _refuse_ray_address(args)
+    store = open_store(settings)
+    reap_dead_runs(store)
+    if store.get_run(args.run).status in RESUMABLE:  # else resume_pilot refuses it below
+        _record_node(store, args.run)
     run = _watched(args.run, settings, lambda progress: resume_pilot(
         args.run, store, settings, on_progress=progress))
     return PILOT_EXIT.get(run.status, 1)
+
+
+def detach_resume(args, settings: Settings) -> int:
+    """``roilab resume RUN --detach``: the same checks as a foreground resume, then the
+    stored spec submitted to Ray; only the variants not done run (run_pilot skips them)."""
+    from engine.jobs.ray_executor import connect_for
+    from engine.pilot.liveness import reap_dead_runs
+    from engine.pilot.runner import RESUMABLE
+    from engine.specs.pilot import PilotSpec
+
+    store = open_store(settings)
+    reap_dead_runs(store)  # a run whose process died is interrupted, so resumable at once
+    run = store.get_run(args.run)
+    if run.status not in RESUMABLE:
+        raise SpecError(f"Run {run.id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
+                        "be resumed (a pending or running one is still going: `roilab show "
+                        f"{run.id}`).")
+    spec = PilotSpec.from_run(run)
+    _, need = connect_for(spec, settings, args.ray_address)
+    store.requeue_run(run.id)  # pending (queued) until the task claims it
+    try:
+        return _submit(spec, run.id, settings, args, store, need)
+    except Exception:
+        store.set_run_status(run.id, run.status, run.error)  # as it was: still resumable
+        raise
 
 
 def cmd_cancel(args, settings: Settings) -> None:
@@ -128,11 +215,24 @@ def add_parsers(sub) -> None:
     p.add_argument("--workload", type=int, required=True)
     p.add_argument("--name", action=Given, default="pilot")
     add_pilot_args(p, max_requests=None)
+    _add_detach_args(p)
     p.set_defaults(func=cmd_pilot)
     p = sub.add_parser("resume", help="run the unfinished variants of an interrupted run",
                        epilog=PILOT_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=int)
+    _add_detach_args(p)
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("cancel", help="mark a pending, running or interrupted run cancelled")
     p.add_argument("run", type=int)
     p.set_defaults(func=cmd_cancel)
+
+
+def _add_detach_args(p) -> None:
+    p.add_argument("--detach", action="store_true",
+                   help="submit the pilot to Ray and return at once with the run id (exit 0); "
+                        "it runs where Ray has the GPUs (or a CPU) it needs, on a local Ray "
+                        "started on first use unless --ray-address / ROILAB_RAY_ADDRESS names "
+                        "a cluster")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="the Ray cluster of a --detach pilot: HOST:PORT of `ray start --head`, "
+                        "ray://HOST:10001, or auto (default: ROILAB_RAY_ADDRESS, else local)")

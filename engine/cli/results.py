@@ -45,7 +45,11 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
                                   "cost_per_1m_output_tokens": "cost_per_1m_out"})
     say(f"\nRun {run_id} measured on {report.hardware.name} at ${report.price_per_hour}/h per "
         "device (a variant pays that x its devices); unit costs are its busy time only:")
-    for col in frame.columns[frame.dtypes == object]:  # '-' for a figure not measured
+    if (node := store.get_run_node(run_id)) is not None:  # revision 0008: where it ran
+        from engine.jobs.node import node_text
+
+        say(f"  Ran on {node_text(node)}; priced as {report.hardware.name}.")
+    for col in frame.select_dtypes(include="object").columns:  # "-" for a figure not measured
         frame[col] = ["-" if x is None else x for x in frame[col]]
     say(frame.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
     for v in report.variants:

@@ -1,7 +1,10 @@
-"""Which process runs a pilot run: its id, host and heartbeat (revision 0003). Mixed into
-``engine.store.store.Store``; ``engine.pilot.liveness`` decides from these whether the
-process is gone. ORM rows never leave this module."""
+"""Which process runs a pilot run: its id, host and heartbeat (revision 0003), and the node
+it ran on (revision 0008). Mixed into ``engine.store.store.Store``; ``engine.pilot.liveness``
+decides from these whether the process is gone. ORM rows never leave this module."""
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -35,3 +38,25 @@ class RunOwnerStoreMixin:
                                      RunRow.owner_pid.is_not(None))
             return [RunOwner(r.id, Status(r.status), r.owner_pid, r.owner_host or "",
                              r.heartbeat_at) for r in s.scalars(q)]
+
+    def requeue_run(self, run_id: int) -> None:
+        """A stopped run handed to an executor again (``roilab resume --detach``): pending,
+        with no owner until the process that picks it up claims it, so the liveness check
+        does not take the old, dead owner for the queued run's."""
+        with self._session() as s:
+            row = self._get(s, RunRow, run_id)
+            row.status, row.error, row.finished_at = Status.PENDING.value, None, None
+            row.owner_pid = row.owner_host = row.heartbeat_at = None
+
+    def set_run_node(self, run_id: int, node: dict[str, Any]) -> None:
+        """Record where the run's pilot runs (engine.jobs.node.this_node: host, GPUs, Ray
+        node id), written by the process that runs it when the pilot starts."""
+        with self._session() as s:
+            self._get(s, RunRow, run_id).node_json = json.dumps(node, sort_keys=True)
+
+    def get_run_node(self, run_id: int) -> dict[str, Any] | None:
+        """Where the run's pilot ran; None for a run stored before revision 0008 or one
+        whose pilot has not started."""
+        with self._session() as s:
+            text = s.scalar(select(RunRow.node_json).where(RunRow.id == run_id))
+        return json.loads(text) if text else None

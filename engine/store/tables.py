@@ -74,6 +74,8 @@ class RunRow(Base):
     owner_pid: Mapped[int | None]
     owner_host: Mapped[str | None] = mapped_column(CleanText)
     heartbeat_at: Mapped[datetime | None]
+    # Where it ran (revision 0008): host, GPUs, Ray node id as JSON (engine.jobs.node)
+    node_json: Mapped[str | None] = mapped_column(CleanText)
 
 
 class VariantRow(Base):

@@ -1,0 +1,105 @@
+"""Issue 20, phase 1: `roilab pilot --detach` on the local default Ray (a head this module's
+data dir starts on first use, stopped at the end), real SQLite, the real tiny model
+``random:tiny-llama`` (two layers: seconds a pilot). A detached pilot finishes with the same
+shape of figures as the same pilot in the foreground, records the node it ran on (shown by
+`roilab show`), and `roilab resume --detach` finishes a stopped run."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from conftest import make_settings
+
+from engine.cli.main import main
+from engine.core.domain import Status
+from engine.jobs.cluster import disconnect, stop_local_head
+from engine.pilot.runner import cancel_run, create_pilot_run
+from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
+from engine.store.store import Store
+
+pytestmark = pytest.mark.slow  # Ray and a pilot
+TINY = "random:tiny-llama"
+FINISHED = (Status.DONE, Status.PARTIAL, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+PILOT = ["pilot", "--workload", "1", "--model", TINY, "--variants", "int8",
+         "--max-requests", "4", "--max-new-tokens", "4", "--batch-size", "2", "--price", "1"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One data dir (and so one local Ray head) for the module, with a workload stored."""
+    settings = make_settings(tmp_path_factory.mktemp("jobs") / "data", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
+        mp.setenv("ROILAB_DB_URL", settings.resolved_db_url())
+        mp.delenv("ROILAB_RAY_ADDRESS", raising=False)
+        log = settings.data_dir / "w.jsonl"
+        log.write_text("".join(f'{{"prompt": "Tell me about item {i}."}}\n' for i in range(6)))
+        assert main(["ingest", str(log)]) == 0
+        try:
+            yield settings
+        finally:
+            disconnect()
+            stop_local_head(settings)
+
+
+def wait_finished(store: Store, run_id: int, timeout_s: float = 420.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = store.get_run(run_id)
+        if run.status in FINISHED:
+            return run
+        time.sleep(1.0)
+    raise AssertionError(f"run {run_id} still {store.get_run(run_id).status} after {timeout_s} s")
+
+
+def shape(store: Store, run_id: int):
+    """What a pilot's figures look like, whatever their values."""
+    run = store.get_run(run_id)
+    return run.status, [(v.name, v.status, len(store.get_results(v.id)),
+                         sorted(p.role for p in store.get_passes(v.id))) for v in run.variants]
+
+
+def test_a_detached_pilot_finishes_like_one_in_the_foreground(local_ray, capsys) -> None:
+    store = Store(local_ray.resolved_db_url())
+    t0 = time.monotonic()
+    assert main([*PILOT, "--detach"]) == 0
+    submit_s = time.monotonic() - t0
+    out = capsys.readouterr().out
+    [run] = store.list_runs()
+    assert f"Run {run.id} submitted to Ray at 127.0.0.1:" in out and "(local)" in out
+    assert f"roilab show {run.id}" in out and "asking 1 CPU" in out
+    assert store.get_run(run.id).status in (Status.PENDING, Status.RUNNING)  # returned at once
+    detached = wait_finished(store, run.id)
+    assert main(PILOT) == 0  # the same pilot in the foreground, in this process
+    foreground = store.list_runs()[0]
+    assert foreground.id != detached.id
+    assert shape(store, detached.id) == shape(store, foreground.id)
+    status, variants = shape(store, detached.id)
+    assert status == Status.DONE and [v[:3] for v in variants] == [
+        ("baseline", "done", 4), ("int8-weights", "done", 4)]
+    node = store.get_run_node(detached.id)
+    assert node["host"] == socket.gethostname() and node["ray_node_id"]
+    here = store.get_run_node(foreground.id)
+    assert here["host"] == node["host"] and "ray_node_id" not in here
+    capsys.readouterr()
+    assert main(["show", str(detached.id)]) == 0
+    shown = capsys.readouterr().out
+    gpus = " (no GPU)" if not node["gpu_count"] else f": {node['gpu_count']} x"
+    assert f"Ran on {node['host']}{gpus}" in shown and "Ray node" in shown and "priced as" in shown
+    print(f"submit returned in {submit_s:.1f} s (the local head started in it)")
+
+
+def test_resume_detach_runs_a_stopped_run_on_ray(local_ray, capsys) -> None:
+    store = Store(local_ray.resolved_db_url())
+    spec = PilotSpec(workload_id=1, name="stopped", max_requests=3,
+                     variants=[VariantSpec(name="base", model=TINY)],
+                     generation=GenerationSettings(max_new_tokens=4))
+    run = create_pilot_run(spec, store)
+    cancel_run(run.id, store)  # stopped before it ran: resumable
+    assert main(["resume", str(run.id), "--detach"]) == 0
+    assert f"Run {run.id} submitted to Ray" in capsys.readouterr().out
+    done = wait_finished(store, run.id)
+    assert done.status == Status.DONE and len(store.get_results(done.variants[0].id)) == 3
+    assert main(["resume", str(run.id), "--detach"]) == 2  # done: nothing to resume
+    assert "can be resumed" in capsys.readouterr().err
