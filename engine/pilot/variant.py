@@ -231,7 +231,8 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
         kind = _device_kind(vspec, info)
         done = len(prompt_reports) * len(originals)  # the prompts' preparation, on the bar
         warm = warmup.warm_up(backend, sent, order, gen.batch_size, gen.max_new_tokens, kind,
-                                lambda _, m: notify(done, m))
+                              lambda _, m: notify(done, m),
+                              paces_passes=replays is None and min_pass_s > 0)
         if replays is None:
             replays = warmup.replays_for(min_pass_s, warm.replay_s + sum(compress_s))
     except BaseException:

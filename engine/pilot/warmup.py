@@ -61,13 +61,18 @@ def warm_up_order(order: list[int], batch_size: int, whole_set: bool) -> list[in
 
 def warm_up(backend, prompts: list[list[dict]], order: list[int], batch_size: int,
             max_new_tokens: int, device: str, notify: Callable[[int, str], None] | None = None,
-            ) -> WarmUp:
+            paces_passes: bool = False) -> WarmUp:
     """Run the variant's own requests untimed at the timed batch size and output length,
     round after round until two rounds agree within ``WARM_UP_TOLERANCE`` (rounds per
     ``device``, ``WARM_UP_ROUNDS``); on a GPU each round is the whole set, elsewhere one
     batch of each size the passes use. The backend's own preparation (compiling per batch
-    shape: ``Backend.warm_up``) runs first."""
+    shape: ``Backend.warm_up``) runs first. ``paces_passes``: the last round's time sets how
+    many replays a pass needs (a minimum pass time is asked), so at least two rounds run: a
+    first round that pays cold costs would promise a replay several times slower than a
+    warm one, and passes that fall short of their minimum."""
     least, most = WARM_UP_ROUNDS.get(device, WARM_UP_ROUNDS["cpu"])
+    if paces_passes:
+        least, most = max(least, 2), max(most, 2)
     backend.warm_up([prompts[i] for i in order], batch_size, max_new_tokens)
     n_all = len(order)
     if warm_up_mode() == "minimal":  # one short request: only for test suites (see below)
