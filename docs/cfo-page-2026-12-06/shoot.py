@@ -1,10 +1,17 @@
 """Start the dashboard from a repo root over a data dir, screenshot / at 1440x900, stop it."""
-import os, socket, subprocess, sys, time, urllib.request
-from playwright.sync_api import sync_playwright, expect
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
 
 root, data, out, path = sys.argv[1], sys.argv[2], sys.argv[3], (sys.argv[4] if len(sys.argv) > 4 else "/")
 with socket.socket() as s:
-    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
 env = dict(os.environ, ROILAB_DATA_DIR=data, PYTHONPATH=root, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 env.pop("ROILAB_DB_URL", None)
 log = open(out + ".streamlit.log", "wb")
@@ -19,8 +26,10 @@ try:
         assert proc.poll() is None, "streamlit exited"
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok": break
-        except OSError: pass
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
         assert time.monotonic() < deadline, "no health"
         time.sleep(0.5)
     with sync_playwright() as p:
@@ -40,5 +49,8 @@ try:
         b.close()
 finally:
     proc.terminate()
-    try: proc.wait(timeout=15)
-    except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
