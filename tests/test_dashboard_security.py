@@ -44,12 +44,12 @@ def test_results_tables_show_formulas_neutralised(env):
     at.query_params["run"] = str(run_id)
     at.run()
     assert not at.exception
-    side = next(d.value for d in at.dataframe if "baseline_output" in d.value.columns)
+    side = next(d.value for d in at.dataframe if "baseline output" in d.value.columns)
     assert side["prompt"].iloc[0] == "'" + HYPERLINK
-    assert side["baseline_output"].iloc[0] == "'" + HYPERLINK
+    assert side["baseline output"].iloc[0] == "'" + HYPERLINK
     assert side["reference"].iloc[0] == "'@SUM(1+1)"
-    variants = next(d.value for d in at.dataframe if "cost_per_1k_requests" in d.value.columns)
-    assert list(variants["name"]) == ["baseline", "'+1+1 variant"]
+    variants = next(d.value for d in at.dataframe if "techniques" in d.value.columns)
+    assert list(variants["variant"]) == ["baseline", "'+1+1 variant"]
     # the detail below the table is the literal text, unchanged
     assert HYPERLINK in [t.value for t in at.text]
 
