@@ -256,6 +256,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def _import_ray():
+    # Ray's tqdm_ray replaces builtins.print with its own the first time this driver prints a
+    # cluster message (a worker that died, say); every later print of the process would then
+    # reach engine.core.logfile's router from a Ray frame and be sent to the log, not the
+    # terminal (`roilab portfolio-pilot`'s lines and roll-up, a dashboard's). Kept off.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     try:
         import ray
     except ImportError:

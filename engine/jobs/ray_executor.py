@@ -94,6 +94,15 @@ def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None
     return Submitted(run_id, conn.address, conn.local, need, task_name(run_id))
 
 
+def active_runs(settings: Settings, address: str | None = None) -> list[int]:
+    """The runs whose pilot task Ray holds now (queued or running), as the cluster's
+    dispatcher knows them; connects first when this process has not."""
+    import ray
+
+    connect(settings, address)
+    return ray.get(_dispatcher().active.remote(), timeout=30)
+
+
 def task_name(run_id: int) -> str:
     return f"pilot-run-{run_id}"
 
