@@ -109,27 +109,52 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
     if "model_type" not in config:
         raise ModelPrepError(f"{source} has no model_type; copy the model's config.json whole.")
     target = settings.models_dir / f"random-{name}"
-    marker = target / RANDOM_MARKER
-    if marker.is_file():
-        made = json.loads(marker.read_text())
-        if made.get("config") == config and "tokenizer_padded_to" in made:
-            return target
+    if _random_folder_holds(target, config):
+        return target
     tokenizer_dir = prepare_embedded_model(settings, progress)
     vocab = _tokenizer_size(tokenizer_dir)
     if config.get("vocab_size", 0) < vocab:
         raise ModelPrepError(f"{source}: vocab_size {config.get('vocab_size')} is smaller than "
                              f"the embedded tokenizer's {vocab} ids; raise it to at least {vocab}.")
-    target.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
-    (target / "config.json").write_text(json.dumps(config, indent=1))
-    for f in tokenizer_dir.iterdir():  # tokenizer.json, tokenizer_config.json, chat template
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copyfile(f, target / f.name)
-    padded = pad_tokenizer(target / "tokenizer.json", int(config.get("vocab_size", 0)))
-    marker.write_text(json.dumps({"source": str(source), "tokenizer": f"{EMBEDDED_PREFIX}"
-                                  f"{EMBEDDED_NAME}", "tokenizer_padded_to": padded,
-                                  "config": config}, indent=1))
+    # Built in a staging folder beside the target and renamed into place: pilots started at
+    # once (Ray jobs on one node) each prepare it, and one of them read a tokenizer.json
+    # another was rewriting ("Couldn't instantiate the backend tokenizer").
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".random-{name}-", dir=settings.models_dir))
+    try:
+        (staging / "config.json").write_text(json.dumps(config, indent=1))
+        for f in tokenizer_dir.iterdir():  # tokenizer.json, tokenizer_config.json, template
+            if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                shutil.copyfile(f, staging / f.name)
+        padded = pad_tokenizer(staging / "tokenizer.json", int(config.get("vocab_size", 0)))
+        (staging / RANDOM_MARKER).write_text(json.dumps(
+            {"source": str(source), "tokenizer": f"{EMBEDDED_PREFIX}{EMBEDDED_NAME}",
+             "tokenizer_padded_to": padded, "config": config}, indent=1))
+        if target.exists() and not _random_folder_holds(target, config):  # stale: set aside
+            old = target.with_name(f".{target.name}-old-{staging.name}")
+            try:
+                target.rename(old)
+            except OSError:  # another process moved or replaced it first
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            staging.rename(target)
+        except OSError:  # another process put a folder there first: use it if complete
+            if not _random_folder_holds(target, config):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _random_folder_holds(target: Path, config: dict) -> bool:
+    """``target`` is a finished random-model folder for ``config`` (its marker, written
+    last, names the same config and a padded tokenizer)."""
+    try:
+        made = json.loads((target / RANDOM_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return made.get("config") == config and "tokenizer_padded_to" in made
 
 
 def pad_tokenizer(tokenizer_json: Path, vocab_size: int) -> int:
