@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import make_settings
 
 from engine.cli.main import main
 from engine.core.domain import Status
+from engine.core.settings import Settings
 from engine.jobs.cluster import disconnect, stop_local_head
 from engine.pilot.runner import cancel_run, create_pilot_run
 from engine.specs.pilot import GenerationSettings, PilotSpec, VariantSpec
@@ -25,22 +29,35 @@ PILOT = ["pilot", "--workload", "1", "--model", TINY, "--variants", "int8",
          "--max-requests", "4", "--max-new-tokens", "4", "--batch-size", "2", "--price", "1"]
 
 
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    """One data dir (and so one local Ray head) for the module, with a workload stored."""
-    settings = make_settings(tmp_path_factory.mktemp("jobs") / "data", None)
+@contextmanager
+def local_ray_dir(data_dir: Path, ingest: Callable[[Path], None]) -> Iterator[Settings]:
+    """A data dir (and so one local Ray head) with what ``ingest`` stores in it, as the
+    environment's data dir; the head is stopped afterwards. For a module-scoped fixture."""
+    settings = make_settings(data_dir, None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
         mp.setenv("ROILAB_DB_URL", settings.resolved_db_url())
         mp.delenv("ROILAB_RAY_ADDRESS", raising=False)
-        log = settings.data_dir / "w.jsonl"
-        log.write_text("".join(f'{{"prompt": "Tell me about item {i}."}}\n' for i in range(6)))
-        assert main(["ingest", str(log)]) == 0
+        ingest(settings.data_dir)
         try:
             yield settings
         finally:
             disconnect()
             stop_local_head(settings)
+
+
+def ingest_prompts(data_dir: Path) -> None:
+    """Workload 1: six short prompts."""
+    log = data_dir / "w.jsonl"
+    log.write_text("".join(f'{{"prompt": "Tell me about item {i}."}}\n' for i in range(6)))
+    assert main(["ingest", str(log)]) == 0
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One data dir (and so one local Ray head) for the module, with a workload stored."""
+    with local_ray_dir(tmp_path_factory.mktemp("jobs") / "data", ingest_prompts) as settings:
+        yield settings
 
 
 def wait_finished(store: Store, run_id: int, timeout_s: float = 420.0):

@@ -14,12 +14,10 @@ from collections import Counter
 
 import psutil
 import pytest
-from conftest import make_settings
-from test_jobs import TINY, wait_finished
+from test_jobs import TINY, ingest_prompts, local_ray_dir, wait_finished
 
 from engine.cli.main import main
 from engine.core.domain import Status
-from engine.jobs.cluster import disconnect, stop_local_head
 from engine.jobs.ray_executor import task_name
 from engine.store.store import Store
 
@@ -32,19 +30,8 @@ PILOT = ["pilot", "--workload", "1", "--model", TINY, "--variants", "int8", "--m
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("faults") / "data", None)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
-        mp.setenv("ROILAB_DB_URL", settings.resolved_db_url())
-        mp.delenv("ROILAB_RAY_ADDRESS", raising=False)
-        log = settings.data_dir / "w.jsonl"
-        log.write_text("".join(f'{{"prompt": "Tell me about item {i}."}}\n' for i in range(6)))
-        assert main(["ingest", str(log)]) == 0
-        try:
-            yield settings
-        finally:
-            disconnect()
-            stop_local_head(settings)
+    with local_ray_dir(tmp_path_factory.mktemp("faults") / "data", ingest_prompts) as settings:
+        yield settings
 
 
 def second_variant_started(store: Store, run_id: int, timeout_s: float = 300.0):

@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import make_settings
-from test_jobs import TINY, shape, wait_finished
+from test_jobs import TINY, local_ray_dir, shape, wait_finished
 
 from engine.cli.main import main
 from engine.core.domain import Status
-from engine.jobs.cluster import disconnect, stop_local_head
 from engine.store.store import Store
 
 SMALL = ["--model", TINY, "--variants", "int8", "--max-requests", "3", "--max-new-tokens", "4",
@@ -54,17 +52,9 @@ def main_err(argv, capsys) -> str:
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("portfolio") / "data", None)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
-        mp.setenv("ROILAB_DB_URL", settings.resolved_db_url())
-        mp.delenv("ROILAB_RAY_ADDRESS", raising=False)
-        ingest(settings.data_dir, ["support", "claims", "search"])
-        try:
-            yield settings
-        finally:
-            disconnect()
-            stop_local_head(settings)
+    with local_ray_dir(tmp_path_factory.mktemp("portfolio") / "data",
+                       lambda d: ingest(d, ["support", "claims", "search"])) as settings:
+        yield settings
 
 
 @pytest.mark.slow
