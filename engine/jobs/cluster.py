@@ -149,7 +149,7 @@ def stop_nodes(temp_dir: str, grace_s: float = 10.0) -> int:
     """Stop every Ray process started with ``--temp-dir temp_dir`` (a head, its worker nodes
     and their workers), found by that folder in their command lines: SIGTERM, then SIGKILL
     after ``grace_s``. Never touches another Ray on the machine (``ray stop`` would stop
-    them all). The number of processes signalled."""
+    them all). Their children go too. The number of processes signalled."""
     import psutil
 
     mine = []
@@ -159,7 +159,14 @@ def stop_nodes(temp_dir: str, grace_s: float = 10.0) -> int:
                 mine.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    mine = [p for p in mine if p.pid != os.getpid()]
+    # and their children: the agents rename themselves (ray::DashboardAgent), so they
+    # outlived the head when only the command lines were matched
+    for proc in list(mine):
+        try:
+            mine.extend(proc.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    mine = list({p.pid: p for p in mine if p.pid != os.getpid()}.values())
     for proc in mine:
         try:
             proc.send_signal(signal.SIGTERM)
