@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.models.prep import _MARKER, _is_complete
+from engine.models.prep import _MARKER, EMBEDDED_NAME, _is_complete
 
 
 @pytest.mark.slow
@@ -52,5 +52,48 @@ def test_pilots_preparing_one_random_model_at_once_all_get_a_whole_folder(tmp_pa
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(prepare_and_load, range(4)))
     assert len({folder for folder, _ in got}) == 1 and len({n for _, n in got}) == 1
-    leftovers = [p.name for p in settings.models_dir.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in settings.models_dir.iterdir()
+                 if p.name.startswith(".") and not p.name.endswith(".lock")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_pilots_converting_the_embedded_model_at_once_convert_it_once(tmp_path, monkeypatch,
+                                                                      embedded_model_dir):
+    """Three Ray pilots on a fresh data dir each found no embedded model, converted it side by
+    side and removed each other's finished folder while it was read (CI: "Couldn't
+    instantiate the backend tokenizer"). Under the lock one converts and the others wait and
+    reuse it. The wheel download is stubbed (no index in tests) and the conversion copies
+    the real converted folder slowly, so the processes overlap on demand."""
+    import shutil
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import make_settings
+    from transformers import AutoTokenizer
+
+    from engine.models import prep
+
+    settings = make_settings(tmp_path / "data", None)
+    conversions = []
+
+    def slow_convert(gguf, out):
+        conversions.append(out)
+        out.mkdir()
+        for f in sorted(embedded_model_dir.iterdir()):
+            shutil.copyfile(f, out / f.name)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(prep, "_extract_gguf", lambda tmp: tmp / "model.gguf")
+    monkeypatch.setattr(prep, "_convert", slow_convert)
+
+    def prepare_and_load(_):
+        folder = prep.prepare_embedded_model(settings)
+        return folder, len(AutoTokenizer.from_pretrained(folder))
+
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(prepare_and_load, range(3)))
+    assert len(conversions) == 1
+    assert {folder for folder, _ in got} == {settings.models_dir / EMBEDDED_NAME}
+    assert {n for _, n in got} == {49152}
+    assert prep._is_complete(settings.models_dir / EMBEDDED_NAME)

