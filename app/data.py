@@ -32,14 +32,14 @@ from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log
 from engine.ingest.review import field_notes
 from engine.ingest.stats import TokenCounter, is_current, tokenizer_counter
+from engine.jobs.queue import job_state, queue_places
+from engine.jobs.ray_executor import Submitted, cancel_pilot, submit_new, submit_resume
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, load_levels, run_load
 from engine.load.spec import LoadSpec
 from engine.models.prep import embedded_model_dir, is_prepared
 from engine.pilot.liveness import reap_dead_runs
 from engine.pilot.report import PilotReport, build_report, side_by_side, technique_figures
-from engine.pilot.runner import Progress, create_pilot_run, resume_pilot, run_pilot
-from engine.pilot.runner import cancel_run as cancel_pilot_run
 from engine.reports.business_pdf import basis, basis_detail, business_pdf_for_run
 from engine.reports.pilot_pdf import (
     assumptions,
@@ -99,8 +99,9 @@ def runs() -> list[Run]:
 def runs_frame() -> pd.DataFrame:
     """Earlier runs, newest first, as a display table."""
     names = {w.id: w.name for w in workloads()}
+    places = queue_places(runs())
     rows = [{"run": r.id, "name": r.name, "workload": names.get(r.workload_id, r.workload_id),
-             "status": r.status,
+             "status": job_state(r, places),
              "variants ok": f"{sum(v.status == Status.DONE for v in r.variants)}/{len(r.variants)}",
              "created": r.created_at, "finished": r.finished_at} for r in runs()]
     return pd.DataFrame(rows)
@@ -225,36 +226,43 @@ def ingest_log(name: str, filename: str, raw: bytes) -> tuple[Workload, list[str
     return workload, field_notes(parsed)
 
 
-def create_run(spec: PilotSpec) -> Run:
-    run = create_pilot_run(spec, store())
-    clear_queries()
-    return run
-
-
-def execute_run(spec: PilotSpec, run_id: int,
-                on_progress: Callable[[Progress], None] | None = None) -> Run:
-    """Run a created pilot in this script run; the results land in the store."""
-    try:  # run_pilot marks the run interrupted if a rerun or closed tab stops it
-        return run_pilot(spec, store(), settings(), on_progress=on_progress, run_id=run_id)
+def submit_run(spec: PilotSpec) -> tuple[Run, Submitted]:
+    """Create the pilot's run and hand it to Ray (engine.jobs: the local head, started on
+    first use, or ROILAB_RAY_ADDRESS's cluster), as `roilab pilot --detach` does. It runs in
+    a Ray worker, not in this script: a closed tab, a reload or a second browser change
+    nothing. Ray that cannot be reached is a ClusterError and nothing is created."""
+    try:
+        return submit_new(spec, store(), settings())
     finally:
         clear_queries()
 
 
-def resume_run(run_id: int, on_progress: Callable[[Progress], None] | None = None) -> Run:
-    """Run the unfinished variants of a stopped run in this script run (as `roilab resume`);
+def resume_run(run_id: int) -> Submitted:
+    """Hand the unfinished variants of a stopped run to Ray (as `roilab resume --detach`);
     SpecError says why a run cannot be resumed (finished, or still running elsewhere)."""
     try:
-        return resume_pilot(run_id, store(), settings(), on_progress=on_progress)
+        return submit_resume(run_id, store(), settings())
     finally:
         clear_queries()
 
 
 def cancel_run(run_id: int) -> Run:
-    """Mark a stopped or orphaned run cancelled (as `roilab cancel`); results are kept."""
+    """Cancel a run (as `roilab cancel`): its Ray task, queued or running, cancelled first;
+    the run stored cancelled, finished variants' results kept."""
     try:
-        return cancel_pilot_run(run_id, store())
+        return cancel_pilot(run_id, store(), settings())
     finally:
         clear_queries()
+
+
+def live_run(run_id: int) -> tuple[Run, str]:
+    """The run as stored now (never cached: a page watching a job polls this) and where it
+    stands as a job: "queued (2nd in line)", "running (1 of 3 variants done)", or its status.
+    A run whose process died is marked interrupted first."""
+    reap_dead_runs(store())
+    runs_now = store().list_runs()
+    run = next((r for r in runs_now if r.id == run_id), None) or store().get_run(run_id)
+    return run, job_state(run, queue_places(runs_now))
 
 
 def add_hardware(**fields: Any) -> Hardware:

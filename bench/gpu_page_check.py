@@ -1,6 +1,7 @@
 """The dashboard's Run pilot page on a GPU box, through Streamlit's AppTest (issue 18): the
 "Priced as hardware" box defaults to the detected GPU, and a pilot submitted without touching
-it is stored and priced as that GPU. Runs FP8 weights against bf16 with vLLM on the 8B shape
+it is stored and priced as that GPU. The page hands the pilot to Ray (a local head started on
+first use, or ROILAB_RAY_ADDRESS) and the script waits for the run in the store. Runs FP8 weights against bf16 with vLLM on the 8B shape
 (random weights; a short pilot: 8 requests x 32 tokens, passes of at least 2 s).
 
     ROILAB_DATA_DIR=... python3 bench/gpu_page_check.py   # a store with workload 1 in it
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ beside engine/
@@ -55,7 +57,13 @@ def main() -> int:
     if not new:
         print("FAIL: no run stored")
         return 1
-    run = store.get_run(new[0].id)
+    run = store.get_run(new[0].id)  # handed to Ray (the local head): wait for it
+    deadline = time.monotonic() + 1800
+    while not run.status.finished and time.monotonic() < deadline:
+        time.sleep(5)
+        run = store.get_run(run.id)
+    at.run()  # as the page's watch does every few seconds
+    print("after:", [s.value for s in at.success] or "none", [e.value for e in at.error] or "")
     hw = run.spec.get("cost", {}).get("hardware")
     print(f"run #{run.id}: {run.status}; variants "
           f"{[(v.name, v.status) for v in run.variants]}; priced as {hw}")

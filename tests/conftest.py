@@ -36,7 +36,9 @@ from engine.store.store import Store  # noqa: E402
 
 # --- the fast subset is hermetic: enforced for every test marked neither slow nor browser ---
 
-MODEL_FIXTURES = ("embedded_model_dir", "model_settings", "vllm_server")
+# the embedded model, and the processes a fast test must not start (Ray)
+MODEL_FIXTURES = ("embedded_model_dir", "model_settings", "vllm_server", "dashboard_ray_head",
+                  "dashboard_ray")
 MARK_IT_SLOW = "mark it slow (@pytest.mark.slow) or keep the fast subset hermetic"
 
 
@@ -49,8 +51,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if _is_fast(item):
         wanted = [f for f in MODEL_FIXTURES if f in getattr(item, "fixturenames", ())]
         if wanted:
-            pytest.fail(f"{item.nodeid} uses the embedded model ({', '.join(wanted)}) but is "
-                        f"not marked slow: {MARK_IT_SLOW}.", pytrace=False)
+            pytest.fail(f"{item.nodeid} uses the embedded model or Ray ({', '.join(wanted)}) "
+                        f"but is not marked slow: {MARK_IT_SLOW}.", pytrace=False)
 
 
 def _loopback(address) -> bool:
@@ -199,3 +201,27 @@ def postgres_url(postgres_server: PostgresServer):
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def dashboard_ray_head() -> Iterator[str]:
+    """One Ray head for the session's dashboard tests (the Run pilot page and Resume hand
+    pilots to Ray): started once with ``ray start --head`` and one CPU, so a second pilot
+    queues behind the first as it would behind the box's one GPU. Every submitted task
+    carries its own data dir and store (its settings), so tests with their own data dirs
+    share it. Stopped, with its workers, at the end."""
+    from engine.jobs.cluster import disconnect, start_head, stop_nodes
+
+    head = start_head(num_cpus=1)
+    try:
+        yield head["address"]
+    finally:
+        disconnect()
+        stop_nodes(head["temp_dir"])
+
+
+@pytest.fixture
+def dashboard_ray(dashboard_ray_head: str, monkeypatch) -> str:
+    """ROILAB_RAY_ADDRESS set to the session's shared head (see ``dashboard_ray_head``)."""
+    monkeypatch.setenv("ROILAB_RAY_ADDRESS", dashboard_ray_head)
+    return dashboard_ray_head

@@ -208,8 +208,22 @@ def test_run_pilot_refuses_bad_extra_variants_and_stores_nothing(env, extra, nee
     assert _store(env).list_runs() == []
 
 
+def _submitted_and_finished(at: AppTest, settings: Settings, run_id: int = 1) -> AppTest:
+    """The Run pilot page after its form was submitted: the pilot was handed to Ray (it runs
+    in a Ray worker, not in the page); wait for it in the store, then run the page again, as
+    its watch fragment does every few seconds."""
+    from test_jobs import wait_finished
+
+    assert not at.exception
+    said = at.success[0].value.replace("\\", "")
+    assert said.startswith(f"Pilot #{run_id} (") and "handed to Ray at 127.0.0.1:" in said
+    assert "close this tab or reload and it goes on" in said
+    wait_finished(_store(settings), run_id)
+    return at.run()
+
+
 @pytest.mark.slow
-def test_run_pilot_form_runs_a_real_pilot(model_env):
+def test_run_pilot_form_runs_a_real_pilot(model_env, dashboard_ray):
     env = model_env
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")
@@ -217,9 +231,10 @@ def test_run_pilot_form_runs_a_real_pilot(model_env):
     at.number_input[0].set_value(2)  # max requests
     at.number_input[1].set_value(8)  # max new tokens
     next(n for n in at.number_input if n.label == "Minimum seconds per pass").set_value(0.5)
-    at.button[0].click().run(timeout=600)
+    at = _submitted_and_finished(at.button[0].click().run(timeout=600), env)
     assert not at.exception
     assert "Results stored as run #1" in at.success[-1].value
+    assert at.get("progress")[0].proto.text == "Pilot #1: done"
     run = _store(env).get_run(1)
     assert run.status == "done" and [v.name for v in run.variants] == ["baseline", "int8-weights"]
     assert run.spec["max_requests"] == 2 and run.spec["generation"]["max_new_tokens"] == 8
@@ -284,13 +299,14 @@ def test_results_of_an_interrupted_run_say_so_and_keep_the_finished_variant(mode
     assert _frame_with(at, "$ per 1k requests").status.tolist() == ["done", "cancelled"]
 
 
-def test_run_pilot_form_says_a_failed_pilot_failed(env):
+@pytest.mark.slow
+def test_run_pilot_form_says_a_failed_pilot_failed(env, dashboard_ray):
     _store(env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
     at = page("run_pilot")
     at.checkbox[1].uncheck()  # the baseline alone, on a model folder that does not exist
     at.checkbox[4].uncheck()
     at.text_input[1].set_value("/nonexistent/model")
-    at.button[0].click().run()
+    at = _submitted_and_finished(at.button[0].click().run(), env)
     assert not at.exception
     said = at.error[0].value.replace("\\", "")
     assert said.startswith("Pilot #1 failed, stored as such. The baseline 'baseline' failed: "

@@ -6,6 +6,10 @@ that shares the prepared embedded model, and drives it with Playwright through D
 figures are checked against ``headline_figures(build_report(...))`` computed from the same
 database, so the browser, the page and the PDF must all agree with the stored measurements.
 
+Pilots go to Ray (the session's shared head, ``dashboard_ray_head``), not into the Streamlit
+script: test_a_dashboard_pilot_outlives_its_browser_session closes the tab mid-pilot and
+watches it finish from a new browser.
+
 Every test's browser fails it if any request leaves 127.0.0.1 (an air-gapped install is a
 stated use); test_no_request_leaves_the_machine_on_any_page visits every page to check it.
 
@@ -48,6 +52,9 @@ BOOT_S = 60        # server up and answering /_stcore/health
 PAGE_MS = 120_000  # a script run: the first one imports torch/transformers on 2 cores
 PILOT_MS = 300_000  # the whole pilot: load, quantize, generate, score
 WORKLOAD = "e2e chat log"
+# the Run pilot page's answer to "Run pilot": the pilot went to Ray, not into this script
+HANDED_TO_RAY = re.compile(r"Pilot #1 \(2 variants\) handed to Ray at \S+, asking 1 CPU "
+                           r"\(a whole node[^)]*\)\. It runs on its own")
 BAD_LINE = 2  # the deliberately broken row of the log below
 LOG_LINES = [
     json.dumps({"messages": [{"role": "user", "content": "What is 2 + 2? Answer with a number."}],
@@ -63,12 +70,15 @@ LOG_LINES = [
 
 
 @pytest.fixture
-def dashboard(tmp_path: Path, embedded_model_dir: Path) -> Iterator[tuple[str, Settings]]:
-    """The real dashboard on a free port over a fresh data dir; stopped afterwards."""
+def dashboard(tmp_path: Path, embedded_model_dir: Path,
+              dashboard_ray_head: str) -> Iterator[tuple[str, Settings]]:
+    """The real dashboard on a free port over a fresh data dir; stopped afterwards. Its
+    pilots go to the session's shared Ray head (ROILAB_RAY_ADDRESS), as a deployment's
+    would go to its cluster: without one it would start a local head in the data dir."""
     settings = make_settings(tmp_path / "data", embedded_model_dir)
     env = dict(os.environ, ROILAB_DATA_DIR=str(settings.data_dir),
                ROILAB_DB_URL=settings.resolved_db_url(), HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+               TOKENIZERS_PARALLELISM="false", ROILAB_RAY_ADDRESS=dashboard_ray_head)
     log_path = tmp_path / "streamlit.log"
     try:
         with streamlit_server(env, log_path, BOOT_S) as url:
@@ -78,27 +88,38 @@ def dashboard(tmp_path: Path, embedded_model_dir: Path) -> Iterator[tuple[str, S
 
 
 @pytest.fixture
-def browser_page():
-    """A Chromium page; afterwards, no JavaScript error and no request off this machine."""
+def chromium_pages():
+    """Opens Chromium pages, each in a browser context of its own (so closing one ends its
+    Streamlit session); afterwards, no JavaScript error in any of them and no request off
+    this machine from any of them."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(accept_downloads=True,
-                                      viewport={"width": 1400, "height": 1000})
-        requests: list[str] = []
-        context.on("request", lambda r: requests.append(r.url))  # every page, every type
-        page = context.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(30_000)
+        requests: list[str] = []
+
+        def new_page():
+            context = browser.new_context(accept_downloads=True,
+                                          viewport={"width": 1400, "height": 1000})
+            context.on("request", lambda r: requests.append(r.url))  # every page, every type
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(30_000)
+            return page
+
         sync_api.expect.set_options(timeout=30_000)
         try:
-            yield page
+            yield new_page
         finally:
-            context.close()
-            browser.close()
+            browser.close()  # and every context still open
         assert not errors, f"JavaScript errors in the page: {errors}"
         outside = sorted({u for u in requests if not _on_this_machine(u)})
         assert not outside, f"requests left 127.0.0.1 (fails air-gapped): {outside}"
+
+
+@pytest.fixture
+def browser_page(chromium_pages):
+    """A Chromium page; afterwards, no JavaScript error and no request off this machine."""
+    return chromium_pages()
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -228,10 +249,9 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
         box.press("Tab")  # number inputs commit on blur
         expect(box).to_have_value(value)
     form.get_by_role("button", name="Run pilot").click()
-    expect(page.get_by_text("Running pilot #1 (2 variants)")).to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_text(HANDED_TO_RAY)).to_be_visible(timeout=PAGE_MS)
     expect(page.get_by_text("Results stored as run #1.")).to_be_visible(timeout=PILOT_MS)
-    expect(page.get_by_text("Pilot #1 finished")).to_be_visible()
-    expect(page.get_by_text("Done", exact=True)).to_be_visible()  # the progress bar's text
+    expect(page.get_by_text("Pilot #1: done", exact=True)).to_be_visible()  # the progress bar
     expect(page.get_by_text("variants failed")).to_have_count(0)
     _settled(page)
     run = store.get_run(1)
@@ -284,6 +304,94 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
         assert _squash(figures[key]) in flat, f"{key}={figures[key]!r} not in the PDF"
     for name in ("baseline", "int8-weights", WORKLOAD):
         assert name in flat, f"{name!r} not in the PDF"
+
+
+def test_a_dashboard_pilot_outlives_its_browser_session(dashboard, chromium_pages):
+    """Issue 20: a pilot started on Run pilot runs in Ray, not in the Streamlit script, so
+    closing the tab (its browser context: the Streamlit session ends, which stopped the pilot
+    before) changes nothing. A new browser opening Results watches it running and, without
+    a reload, shows the finished run; the store has every variant done, each request's
+    result stored once."""
+    from engine.ingest.logs import parse_log
+
+    url, settings = dashboard
+    expect = sync_api.expect
+    store = Store(settings.resolved_db_url())
+    raw = ("\n".join(line for i, line in enumerate(LOG_LINES, 1) if i != BAD_LINE) + "\n").encode()
+    store.add_workload(WORKLOAD, "e2e-chat.jsonl", raw, parse_log(raw, "e2e-chat.jsonl"))
+
+    # -- 1. start the pilot from a first browser ------------------------------------------
+    page = chromium_pages()
+    page.goto(url)
+    expect(page.get_by_role("heading", name="roilab")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+    _go(page, "Run pilot", "Run a pilot")
+    expect(page.get_by_role("combobox", name="Workload", exact=True)) \
+        .to_have_value(f"#1 {WORKLOAD} (3 requests)")
+    form = page.get_by_test_id("stForm")
+    form.get_by_text("LLMLingua prompt compression").click()
+    expect(form.get_by_role("checkbox", name="LLMLingua prompt compression")).not_to_be_checked()
+    expect(form.get_by_role("checkbox", name="int8 weights")).to_be_checked()
+    # long enough to be still going when the tab closes (two variants of 48 tokens each)
+    for label, value in (("Max requests", "3"), ("Max new tokens", "48")):
+        box = form.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Tab")  # number inputs commit on blur
+        expect(box).to_have_value(value)
+    form.get_by_role("button", name="Run pilot").click()
+    expect(page.get_by_text(HANDED_TO_RAY)).to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_text(re.compile(
+        r"^Pilot #1: (queued \(1st in line\)|running \(\d of 2 variants done\))$"))) \
+        .to_be_visible(timeout=PAGE_MS)  # the watch fragment
+    deadline = time.monotonic() + PILOT_MS / 1000
+    while (status := store.get_run(1).status) == "pending":  # queued until a worker starts it
+        assert time.monotonic() < deadline, "the pilot never started in Ray"
+        time.sleep(0.5)
+    assert status == "running", (status, store.get_run(1).error)
+
+    # -- 2. close the tab: its context too, so the Streamlit session ends ---------------------
+    context = page.context
+    page.close()
+    context.close()
+    time.sleep(8)
+    run = store.get_run(1)
+    assert run.status in ("pending", "running"), (run.status, run.error)
+    assert [v.status for v in run.variants if v.status not in ("pending", "running", "done")] \
+        == [], run.variants
+
+    # -- 3. a new browser: Results watches the run and shows it finished, with no reload ------
+    page = chromium_pages()
+    page.goto(f"{url}/results?run=1")
+    expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=PAGE_MS)
+    page.evaluate("() => { window.__sameDocument = true; }")  # gone if the page reloads
+    # the pilot (~60 s on 2 busy cores) is still running: the page says so and watches it
+    expect(page.get_by_text(re.compile(r"^Run #1 is running;"))).to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_text(re.compile(r"^Pilot #1: running \(\d of 2 variants done\)$"))) \
+        .to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_role("combobox", name="Run", exact=True)) \
+        .to_have_value(re.compile(r"^#1 pilot - done - "), timeout=PILOT_MS)
+    expect(page.get_by_text(re.compile(r"^Run #1 is (queued|running);"))).to_have_count(0)
+    expect(page.get_by_role("button", name="Download pilot measurements PDF")) \
+        .to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_role("heading", name="Per variant")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+    per_variant = _grid_with(page, "techniques", 2)  # the per-variant table's own column
+    assert per_variant["variant"] == ["baseline", "int8-weights"], per_variant
+    assert per_variant["status"] == ["done", "done"], per_variant
+    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+
+    # -- 4. the store: done, each variant's requests measured once -----------------------------
+    run = store.get_run(1)
+    assert run.status == "done", (run.status, run.error)
+    assert [(v.name, v.status) for v in run.variants] == [("baseline", "done"),
+                                                          ("int8-weights", "done")]
+    assert run.spec["generation"]["max_new_tokens"] == 48
+    indexes = {}
+    for variant in run.variants:
+        got = [r.request_index for r in store.get_results(variant.id)]
+        assert len(got) == 3 and len(set(got)) == 3, (variant.name, got)
+        indexes[variant.name] = sorted(got)
+    assert indexes["baseline"] == indexes["int8-weights"] == store.result_indices(1), indexes
 
 
 def test_business_case_payback_follows_an_assumption_in_chromium(dashboard, browser_page):

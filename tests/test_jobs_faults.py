@@ -54,7 +54,7 @@ def test_a_worker_killed_mid_variant_is_interrupted_and_resumed_exactly_once(
     owner = second_variant_started(store, run.id)
     worker = psutil.Process(owner.pid)
     title = " ".join(worker.cmdline())
-    assert owner.pid != os.getpid() and task_name(run.id) in title, title  # the Ray worker
+    assert owner.pid != os.getpid() and task_name(local_ray, run.id) in title, title  # Ray
     base = run.variants[0]
     base_passes = Counter(p.role for p in store.get_passes(base.id))
     os.kill(owner.pid, signal.SIGKILL)

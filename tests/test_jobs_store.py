@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli.main import main
 from engine.jobs.cluster import free_port
 from engine.jobs.node import node_text, this_node
-from engine.jobs.ray_executor import pilot_resources
+from engine.jobs.ray_executor import asked, pilot_resources
 from engine.specs.pilot import PilotSpec, VariantSpec, VllmOptions
 from engine.store import migrate
 from engine.store.store import Store
@@ -21,9 +21,10 @@ def test_a_0006_store_gains_the_node_column_and_old_runs_have_none(tmp_path) -> 
     target = tmp_path / "h100.db"
     shutil.copyfile(STORES / "h100-0006.db", target)
     store = Store(f"sqlite:///{target}")
-    assert migrate.current_revision(store.engine) == migrate.HEAD == "0008"
+    assert migrate.current_revision(store.engine) == migrate.HEAD == "0009"
     run = store.list_runs()[0]
     assert store.get_run_node(run.id) is None  # stored before: not recorded
+    assert run.queued_at is None and not run.queued  # run in a process, never queued
     store.set_run_node(run.id, {"host": "gpu-1", "gpu_count": 1,
                                 "gpu_name": "NVIDIA H100 80GB HBM3", "ray_node_id": "ab" * 28})
     assert store.get_run_node(run.id)["gpu_name"] == "NVIDIA H100 80GB HBM3"
@@ -41,9 +42,14 @@ def test_the_node_in_words() -> None:
     assert (here["gpu_count"] == 0) == (here["gpu_name"] is None)
 
 
-def test_a_pilot_asks_for_its_largest_cuda_variant_in_gpus_else_one_cpu() -> None:
+def test_a_pilot_asks_for_its_largest_cuda_variant_in_gpus_else_a_whole_node() -> None:
     cpu = PilotSpec(workload_id=1, variants=[VariantSpec(name="b", device="cpu")])
     assert pilot_resources(cpu, cluster_gpus=8) == {"num_cpus": 1.0, "num_gpus": 0.0}
+    # measured on the CPU: the largest node's CPUs, so no other pilot shares its cores
+    assert pilot_resources(cpu, cluster_gpus=8, node_cpus=16) == {"num_cpus": 16.0,
+                                                                  "num_gpus": 0.0}
+    assert asked({"num_cpus": 2.0, "num_gpus": 0.0}).startswith("2 CPUs (a whole node")
+    assert asked({"num_cpus": 1.0, "num_gpus": 2.0}) == "2 GPUs"
     auto = PilotSpec(workload_id=1, variants=[VariantSpec(name="b")])
     assert pilot_resources(auto, cluster_gpus=0)["num_gpus"] == 0  # no GPU in the cluster
     assert pilot_resources(auto, cluster_gpus=1)["num_gpus"] == 1
@@ -51,7 +57,8 @@ def test_a_pilot_asks_for_its_largest_cuda_variant_in_gpus_else_one_cpu() -> Non
         VariantSpec(name="b", device="cuda"),
         VariantSpec(name="tp2", device="cuda", backend="vllm",
                     vllm=VllmOptions(tensor_parallel_size=2))])
-    assert pilot_resources(tp, cluster_gpus=4) == {"num_cpus": 1.0, "num_gpus": 2.0}
+    assert pilot_resources(tp, cluster_gpus=4, node_cpus=16) == {"num_cpus": 1.0,
+                                                                 "num_gpus": 2.0}
 
 
 def test_an_unreachable_ray_address_is_one_clear_error_and_creates_no_run(
@@ -75,3 +82,50 @@ def test_an_unreachable_ray_address_is_one_clear_error_and_creates_no_run(
     # --ray-address belongs to --detach; a foreground pilot refuses it
     assert main(pilot[:-1] + ["--ray-address", address]) == 2
     assert "add --detach" in capsys.readouterr().err
+
+
+def test_queued_runs_have_their_place_in_line_and_a_refused_submit_undoes_the_queueing(
+        store) -> None:
+    """Revision 0009: a run handed to Ray is pending with a queued_at and no owner; its
+    place is its rank by queued_at among such runs (engine.jobs.queue). Its variants not
+    done are pending again; Ray refusing it puts back the run and variants as they were."""
+    from engine.core.domain import Status
+    from engine.ingest.logs import parse_log
+    from engine.jobs.queue import job_state, ordinal, queue_places
+
+    raw = b'{"prompt": "hi"}\n'
+    w = store.add_workload("w", "w.jsonl", raw, parse_log(raw, "w.jsonl"))
+    ids = [store.create_run(w.id, f"r{i}", {}, [{"name": "b"}, {"name": "v"}]).id
+           for i in range(3)]
+    assert queue_places(store.list_runs()) == {}  # created, never handed to Ray
+    store.requeue_run(ids[2])
+    store.requeue_run(ids[0])
+    runs = {r.id: r for r in store.list_runs()}
+    places = queue_places(runs.values())
+    assert places == {ids[2]: 1, ids[0]: 2}
+    assert job_state(runs[ids[0]], places) == "queued (2nd in line)"
+    assert job_state(runs[ids[1]], places) == "pending"
+    store.claim_run(ids[2], 4242, "box")  # a worker picked it up
+    store.set_run_status(ids[2], Status.RUNNING)
+    store.set_variant_status(runs[ids[2]].variants[0].id, Status.DONE)
+    runs = {r.id: r for r in store.list_runs()}
+    assert queue_places(runs.values()) == {ids[0]: 1}
+    assert job_state(runs[ids[2]], {}) == "running (1 of 2 variants done)"
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
+
+    # a stopped run handed back: its failed variant is pending (to be run), the done one kept
+    run = store.get_run(ids[1])
+    store.set_variant_status(run.variants[0].id, Status.DONE)
+    store.set_variant_status(run.variants[1].id, Status.FAILED, "Interrupted: SIGKILL")
+    store.set_run_status(ids[1], Status.INTERRUPTED, "Interrupted: SIGKILL")
+    before = store.get_run(ids[1])
+    store.requeue_run(ids[1])
+    queued = store.get_run(ids[1])
+    assert queued.queued and [v.status for v in queued.variants] == [Status.DONE, Status.PENDING]
+    store.unqueue_run(ids[1], before.status, before.error, before.variants)  # Ray said no
+    back = store.get_run(ids[1])
+    assert (back.status, back.error, back.queued) == (Status.INTERRUPTED,
+                                                      "Interrupted: SIGKILL", False)
+    assert [(v.status, v.error) for v in back.variants] == \
+        [(Status.DONE, None), (Status.FAILED, "Interrupted: SIGKILL")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,9 +197,13 @@ def _errors_beside_the_decision(at) -> list[str]:
     return [e.value for e in at.error if "No variant is recommended" not in e.value]
 
 
-def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings) -> None:
+def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings,
+                                                 dashboard_ray) -> None:
     """SIGKILL mid-variant; the Results page shows the run interrupted (its process is gone)
-    with a Resume button, which runs only the unfinished variants: each result once."""
+    with a Resume button, which hands only the unfinished variants to Ray: the page then
+    shows the run queued or running, and once it is done, each result once."""
+    from test_jobs import wait_finished
+
     store = Store(model_settings.resolved_db_url())
     assert _stop_mid_pilot(pilot_cmd, store, signal.SIGKILL).returncode == -signal.SIGKILL
     kept = store.get_results(store.get_run(1).variants[0].id)
@@ -206,6 +211,12 @@ def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings) -> N
     assert not at.exception
     assert any("was interrupted" in w.value for w in at.warning)
     at.button(key="results.resume.1").click().run()
+    assert not at.exception
+    assert store.get_run(1).queued_at is not None  # handed to Ray
+    assert any(re.match(r"Run #1 is (queued|running); ", i.value) for i in at.info), at.info
+    assert not _errors_beside_the_decision(at)  # no "no measured baseline" while it runs
+    wait_finished(store, 1)
+    at.run()
     assert not at.exception and not _errors_beside_the_decision(at)
     indices = _results_once_each(store, 1)
     assert all(ix == list(range(4)) for ix in indices.values()), indices

@@ -335,14 +335,16 @@ def test_fp8_weights_in_float32_are_refused_with_the_dtype_to_use() -> None:
 
 
 def test_the_run_pilot_page_runs_two_vllm_variants(tmp_path, embedded_model_dir,
-                                                   monkeypatch) -> None:
+                                                   monkeypatch, dashboard_ray) -> None:
     """The dashboard's front door: Serving backend "vllm" on the Run pilot page, the baseline
-    plus a variant from "More variants" with other engine options, run from the form; both
-    are measured by vLLM with their KV capacity, one engine after the other."""
+    plus a variant from "More variants" with other engine options, run from the form (in a
+    Ray worker, as every dashboard pilot); both are measured by vLLM with their KV capacity,
+    one engine after the other."""
     import json
 
     import streamlit as st
     from streamlit.testing.v1 import AppTest
+    from test_jobs import wait_finished
 
     from tests.conftest import make_settings
 
@@ -367,6 +369,9 @@ def test_the_run_pilot_page_runs_two_vllm_variants(tmp_path, embedded_model_dir,
     at.button[0].click().run(timeout=600)
     assert not at.exception, at.exception
     assert "int8 weights" in at.info[0].value  # ticked, but a transformers technique
+    assert "handed to Ray" in at.success[0].value.replace("\\", "")
+    wait_finished(store, 1, timeout_s=900)
+    at.run()
     assert "Results stored as run #1" in at.success[-1].value
     run = store.get_run(1)
     assert run.status == "done", run.error

@@ -13,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import case_view, charts, data, nav, stability_view, ui
+from app.views import run_pilot
 from engine.business.case import require_measured_baseline
 from engine.business.types import BusinessCase
 from engine.core.domain import Run, Status
@@ -61,19 +62,19 @@ def _select_run(runs: dict[int, Run]) -> int:
         st.warning(f"There is no run {ui.escape_md(wanted)}; showing the latest.")
     index = ids.index(int(wanted)) if wanted.isdigit() and int(wanted) in runs else 0
     chosen = st.selectbox("Run", ids, index=index, format_func=lambda i: (
-        f"#{i} {runs[i].name} - {runs[i].status} - {runs[i].created_at:%Y-%m-%d %H:%M}"))
+        f"#{i} {runs[i].name} - {'queued' if runs[i].queued else runs[i].status} - "
+        f"{runs[i].created_at:%Y-%m-%d %H:%M}"))
     st.query_params["run"] = str(chosen)  # the URL always names the run shown
     return chosen
 
 
 def _render_status(run: Run) -> None:
     if not run.status.finished:
-        st.info(f"Run #{run.id} is {run.status}; figures below cover the variants finished "
-                "so far. If its process dies (killed, machine restarted), the run shows here "
-                "as interrupted, ready to resume.")
-        if st.button("Refresh", key=f"results.refresh.{run.id}"):
-            data.clear_queries()
-            st.rerun()
+        st.info(f"Run #{run.id} is {'queued' if run.queued else run.status}; figures below "
+                "cover the variants finished so far and follow as it goes. If its process "
+                "dies (killed, machine restarted), the run shows here as interrupted, ready "
+                "to resume.")
+        run_pilot.watch_run(run.id, rerun_page_when_finished=True)
     elif run.status == Status.FAILED and run.error:
         st.error(f"Run #{run.id} failed.")
         st.code(run.error, language=None)
@@ -91,9 +92,9 @@ def _render_status(run: Run) -> None:
 
 
 def _render_resume_cancel(run: Run) -> None:
-    """Resume (the unfinished variants, in this page, with a progress bar) and Cancel, for
-    the runs the CLI's `roilab resume` / `roilab cancel` accept; the engine refuses the rest
-    (a live run elsewhere) with the reason."""
+    """Resume (the unfinished variants, handed to Ray) and Cancel (its Ray task too, queued
+    or running), for the runs the CLI's `roilab resume` / `roilab cancel` accept; the engine
+    refuses the rest (a live foreground run elsewhere) with the reason."""
     resumable, cancellable = run.status in RESUMABLE, run.status in CANCELLABLE
     if not (resumable or cancellable):
         return
@@ -103,10 +104,13 @@ def _render_resume_cancel(run: Run) -> None:
                                       "ones keep their results."):
         _resume(run)
     if cancellable and right.button("Cancel run", key=f"results.cancel.{run.id}",
-                                    help="Mark it cancelled; finished variants keep their "
-                                         "results, and it can be resumed later."):
+                                    help="Stop it (a queued pilot leaves Ray's queue, a "
+                                         "running one stops) and mark it cancelled; finished "
+                                         "variants keep their results, and it can be resumed "
+                                         "later."):
         try:
-            data.cancel_run(run.id)
+            with st.spinner(f"Cancelling run #{run.id}"):
+                data.cancel_run(run.id)
         except RoilabError as exc:
             ui.show_error(exc)
         else:
@@ -114,21 +118,13 @@ def _render_resume_cancel(run: Run) -> None:
 
 
 def _resume(run: Run) -> None:
-    bar = st.progress(0.0, text="Resuming")
-    line = st.empty()
-
-    def on_progress(p) -> None:
-        bar.progress(p.fraction, text=f"Variant {p.variant_index + 1} of {p.n_variants}")
-        line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
-
     try:
-        finished = data.resume_run(run.id, on_progress)
+        with st.spinner(f"Handing run #{run.id}'s unfinished variants to Ray"):
+            data.resume_run(run.id)
     except RoilabError as exc:
         ui.show_error(exc)
         return
-    bar.progress(1.0, text="Done")
-    st.success(f"Run #{run.id} resumed: {finished.status}. Refreshing the figures...")
-    st.rerun()
+    st.rerun()  # the run is queued now: the page watches it
 
 
 def _render_assumptions(run: Run) -> PilotReport:
@@ -163,8 +159,9 @@ def _render_kpis(rep: PilotReport) -> BusinessCase | None:
         case = data.run_case(rep.run.id, rep.price_per_hour, rep.requests_per_month,
                              rep.hardware.key)
     except RoilabError:  # no measured baseline: the downloads below say why and what to do
-        st.caption("No business case for this run: its baseline was not measured (why, and "
-                   "what to do, just below).")
+        if rep.run.status not in _BASELINE_TO_COME:
+            st.caption("No business case for this run: its baseline was not measured (why, "
+                       "and what to do, just below).")
         return None
     case_view.render_answer(case)
     return case
@@ -211,12 +208,21 @@ def _render_failures(rep: PilotReport) -> None:
                 icon=":material/speed:")
 
 
+# a run whose baseline is still to be measured (queued, running, or stopped by the user
+# before it was): no business case yet, which is not an error to show
+_BASELINE_TO_COME = (Status.PENDING, Status.RUNNING, Status.INTERRUPTED, Status.CANCELLED)
+
+
 def _render_downloads(rep: PilotReport, case: BusinessCase | None) -> None:
     """The PDF and the per-variant CSV, near the top: what a reader forwards."""
     try:  # a report of n/a figures helps no one: say why there is none
         require_measured_baseline(rep.run)
     except RoilabError as exc:
-        ui.show_error(exc)
+        if rep.run.status in _BASELINE_TO_COME:  # not a failure: the status above says so
+            st.caption(f"No downloads yet: run #{rep.run.id}'s baseline is not measured; "
+                       f"{'they appear once it is' if not rep.run.status.finished else 'Resume measures it'}.")
+        else:
+            ui.show_error(exc)
         return
     left, right, _ = st.columns([2, 2, 3])
     with left:  # built on click (deferred), so live re-pricing does not re-render the PDF

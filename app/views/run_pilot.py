@@ -1,7 +1,8 @@
-"""Run pilot: a form that builds a PilotSpec and runs it, writing everything to the store.
-
-The run happens inside this script run (synchronously), with a progress bar; the run is
-created first so it is listed (as "running") on other pages while it works.
+"""Run pilot: a form that builds a PilotSpec and hands it to Ray (engine.jobs), as
+`roilab pilot --detach` does. The pilot runs in a Ray worker, not in this script: closing the
+tab, reloading or a second browser changes nothing. The page then watches the run from the
+store (queued with its place, running with its variants done, then the outcome), re-read
+every few seconds; Results shows the same for any run.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from engine.backends.base import default_dtype
 from engine.core.domain import Status
 from engine.core.errors import RoilabError, SpecError
 from engine.ingest.review import default_workload, small_workload_warning
+from engine.jobs.ray_executor import asked
 from engine.pilot.detect import Detected, detect_hardware, runs_on_mismatch
-from engine.pilot.runner import Progress
 from engine.specs.pilot import PilotSpec, parse_pilot_spec, pilot_variants
 from engine.techniques import MODULES as TECHNIQUE_KINDS
+
+WATCH_EVERY_S = 3.0  # how often a page watching a pilot re-reads the store
 
 
 def render() -> None:
@@ -30,6 +33,7 @@ def render() -> None:
         return
     values = _render_form(workloads)
     if values is None:
+        _render_watch()
         return
     try:
         _check_hardware(values)
@@ -45,6 +49,7 @@ def render() -> None:
     if skipped:
         st.info(f"Not in this pilot: {', '.join(skipped)}.")
     _run(spec)
+    _render_watch()
 
 
 def _render_form(workloads: dict) -> dict[str, Any] | None:
@@ -201,32 +206,57 @@ def _extra_variants(text: str) -> list[dict[str, Any]]:
 
 
 def _run(spec: PilotSpec) -> None:
+    """Hand the pilot to Ray; it runs in a Ray worker, so the page only watches it."""
     try:
-        run = data.create_run(spec)
-    except RoilabError as exc:
+        with st.spinner("Handing the pilot to Ray (its first use on this machine starts it, "
+                        "10-30 s)"):
+            run, sub = data.submit_run(spec)
+    except RoilabError as exc:  # Ray unreachable, unknown workload: nothing was created
         ui.show_error(exc)
         return
     st.session_state["run_pilot.last_run_id"] = run.id
-    bar = st.progress(0.0, text="Starting")
-    with st.status(f"Running pilot #{run.id} ({len(spec.variants)} variants)",
-                   expanded=True) as status:
-        line = st.empty()
+    where = f"{sub.address} (local)" if sub.local else sub.address
+    asks = asked(sub.resources)
+    st.success(ui.escape_md(
+        f"Pilot #{run.id} ({len(spec.variants)} variants) handed to Ray at {where}, asking "
+        f"{asks}. It runs on its own: close this tab or reload and it goes on; follow it here "
+        "or on Results."), icon=":material/send:")
 
-        def on_progress(p: Progress) -> None:
-            bar.progress(p.fraction, text=f"Variant {p.variant_index + 1} of {p.n_variants}")
-            line.text(f"{p.variant}: {p.message}")  # text, never markdown: may quote errors
 
-        finished = data.execute_run(spec, run.id, on_progress)
-        done = finished.status == Status.DONE
-        status.update(label=f"Pilot #{run.id} {'finished' if done else finished.status}",
-                      state="complete" if done else "error", expanded=not done)
-    bar.progress(1.0, text="Done")
-    if finished.status == Status.FAILED:  # engine.pilot.runner.pilot_outcome says which and why
-        st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {finished.error}"))
-    elif finished.status == Status.PARTIAL:
-        st.warning(ui.escape_md(f"Pilot #{run.id} is partial: {finished.error} Each reason is "
+def _render_watch() -> None:
+    """The pilot this session last started, as the store says it stands now."""
+    run_id = st.session_state.get("run_pilot.last_run_id")
+    if run_id is not None:
+        watch_run(run_id)
+
+
+@st.fragment(run_every=WATCH_EVERY_S)
+def watch_run(run_id: int, rerun_page_when_finished: bool = False) -> None:
+    """Queued / running / finished, re-read from the store every few seconds while the page
+    is open (the pilot runs in Ray: nothing here drives it). Results passes
+    ``rerun_page_when_finished`` so its figures follow once the run ends."""
+    run, state = data.live_run(run_id)
+    if run.status.finished and rerun_page_when_finished:
+        data.clear_queries()
+        st.rerun(scope="app")
+    n = len(run.variants)
+    done = sum(v.status == Status.DONE for v in run.variants)
+    st.progress(done / n if n else 0.0, text=f"Pilot #{run.id}: {state}")
+    if not run.status.finished:
+        current = next((v for v in run.variants if v.status == Status.RUNNING), None)
+        if current is not None:
+            st.caption(ui.escape_md(f"Now measuring '{current.name}' (variant "
+                                    f"{run.variants.index(current) + 1} of {n})."))
+        return
+    if run.status == Status.FAILED:  # engine.pilot.runner.pilot_outcome says which and why
+        st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {run.error}"))
+    elif run.status == Status.PARTIAL:
+        st.warning(ui.escape_md(f"Pilot #{run.id} is partial: {run.error} Each reason is "
                                 "also on the Results page."))
-    if finished.status != Status.FAILED:
+    elif run.status in (Status.INTERRUPTED, Status.CANCELLED):
+        st.warning(ui.escape_md(f"Pilot #{run.id} was {run.status}: {run.error} Results "
+                                "resumes it."))
+    if run.status in (Status.DONE, Status.PARTIAL):
         st.success(f"Results stored as run #{run.id}.")
     st.page_link(nav.page("results"), label=f"Open results of run #{run.id}",
-                 query_params={"run": str(run.id)}, icon=":material/bar_chart:")
+                  query_params={"run": str(run.id)}, icon=":material/bar_chart:")

@@ -101,17 +101,18 @@ def detach_pilot(args, settings: Settings) -> int:
 def _submit(spec, run_id: int, settings: Settings, args, store, need) -> int:
     from engine.jobs.ray_executor import submit
 
-    try:
-        sub = submit(spec, run_id, settings, args.ray_address, need)
-    except Exception as exc:
-        if store.get_run(run_id).status == Status.PENDING and not args.command == "resume":
-            store.set_run_status(run_id, Status.FAILED, f"Not submitted to Ray: {exc}")
-        raise
+    _say_submitted(submit(spec, run_id, settings, args.ray_address, need))  # stored queued
+    return 0
+
+
+def _say_submitted(sub) -> None:
+    from engine.jobs.ray_executor import asked
+
+    run_id = sub.run_id
     where = f"{sub.address} (local)" if sub.local else sub.address
-    asks = f"{sub.resources['num_gpus']:g} GPU(s)" if sub.resources["num_gpus"] else "1 CPU"
+    asks = asked(sub.resources)  # engine.jobs.ray_executor
     print(f"Run {run_id} submitted to Ray at {where}, asking {asks}; follow it with "
           f"`roilab runs` / `roilab show {run_id}`.", flush=True)
-    return 0
 
 
 def _refuse_ray_address(args) -> None:
@@ -147,32 +148,16 @@ def cmd_resume(args, settings: Settings) -> int:
 def detach_resume(args, settings: Settings) -> int:
     """``roilab resume RUN --detach``: the same checks as a foreground resume, then the
     stored spec submitted to Ray; only the variants not done run (run_pilot skips them)."""
-    from engine.jobs.ray_executor import connect_for
-    from engine.pilot.liveness import reap_dead_runs
-    from engine.pilot.runner import RESUMABLE
-    from engine.specs.pilot import PilotSpec
+    from engine.jobs.ray_executor import submit_resume
 
-    store = open_store(settings)
-    reap_dead_runs(store)  # a run whose process died is interrupted, so resumable at once
-    run = store.get_run(args.run)
-    if run.status not in RESUMABLE:
-        raise SpecError(f"Run {run.id} is {run.status}; only an {', '.join(RESUMABLE)} run can "
-                        "be resumed (a pending or running one is still going: `roilab show "
-                        f"{run.id}`).")
-    spec = PilotSpec.from_run(run)
-    _, need = connect_for(spec, settings, args.ray_address)
-    store.requeue_run(run.id)  # pending (queued) until the task claims it
-    try:
-        return _submit(spec, run.id, settings, args, store, need)
-    except Exception:
-        store.set_run_status(run.id, run.status, run.error)  # as it was: still resumable
-        raise
+    _say_submitted(submit_resume(args.run, open_store(settings), settings, args.ray_address))
+    return 0
 
 
 def cmd_cancel(args, settings: Settings) -> None:
-    from engine.pilot.runner import cancel_run
+    from engine.jobs.ray_executor import cancel_pilot
 
-    run = cancel_run(args.run, open_store(settings))
+    run = cancel_pilot(args.run, open_store(settings), settings)  # its Ray task too, if any
     print(f"Run {run.id} cancelled; {sum(v.status == Status.DONE for v in run.variants)} finished "
           f"variant(s) keep their results. `roilab resume {run.id}` runs the others.")
 

@@ -171,13 +171,17 @@ def _count(x) -> str:
 
 
 def cmd_runs(args, settings: Settings) -> None:
+    from engine.jobs.queue import job_state, queue_places
     from engine.pilot.liveness import reap_dead_runs
 
     store = open_store(settings)
     reap_dead_runs(store)  # a run whose process died is listed as interrupted, not running
-    for run in store.list_runs():
+    runs = store.list_runs()
+    places = queue_places(runs)  # a pilot handed to Ray and not started: its place in line
+    for run in runs:
         names = ", ".join(f"{terminal_safe(v.name)} ({v.status})" for v in run.variants)
-        print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {run.status:8} workload "
+        state = job_state(run, places) if run.id in places else str(run.status)
+        print(f"#{run.id} {run.created_at:%Y-%m-%d %H:%M} {state:8} workload "
               f"{run.workload_id} '{terminal_safe(run.name)}': {names}")
 
 

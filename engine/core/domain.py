@@ -209,6 +209,12 @@ class Run:
     finished_at: datetime | None = None
     error: str | None = None
     variants: tuple[VariantRun, ...] = ()
+    queued_at: datetime | None = None  # handed to Ray (engine.jobs); None: run in a process
+
+    @property
+    def queued(self) -> bool:
+        """Waiting in Ray's queue: pending, handed to Ray, not yet started by a worker."""
+        return self.status == Status.PENDING and self.queued_at is not None
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ def configured_address(settings: Settings, given: str | None = None) -> str | No
     return given or getattr(settings, "ray_address", None) or os.environ.get(ADDRESS_ENV) or None
 
 
-def connect(settings: Settings, address: str | None = None) -> Connection:
+def connect(settings: Settings, address: str | None = None, start: bool = True) -> Connection:
     """Connect this process to Ray (once; later calls reuse the connection): the cluster at
-    ``address`` (or the configured one), else the local head, started if need be."""
+    ``address`` (or the configured one), else the local head, started if need be (with
+    ``start=False``: ClusterError when none runs)."""
     global _connected
     ray = _import_ray()
     given = configured_address(settings, address)
@@ -64,7 +65,11 @@ def connect(settings: Settings, address: str | None = None) -> Connection:
             return _connected.connection
         ray.shutdown()  # another cluster than the one this process is connected to
     target = given
-    if given is None:
+    if given is None and not start:
+        target = _local_address(settings)
+        if not (target and _reachable(target)):
+            raise ClusterError("No local Ray head runs for this data dir.")
+    elif given is None:
         target = ensure_local_head(settings)
     elif given != "auto":
         _probe(given)

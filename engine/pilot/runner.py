@@ -104,15 +104,17 @@ def resume_pilot(run_id: int, store: Store, settings: Settings,
     return run_pilot(PilotSpec.from_run(run), store, settings, on_progress, run_id)
 
 
-def cancel_run(run_id: int, store: Store) -> Run:
+def cancel_run(run_id: int, store: Store, task_ended: bool = False) -> Run:
     """Mark a pending, running or interrupted run and its unfinished variants cancelled
-    (a process that was killed cannot do it itself); finished results are kept."""
+    (a process that was killed cannot do it itself); finished results are kept.
+    ``task_ended``: its Ray task was cancelled and has ended (engine.jobs.ray_executor.cancel),
+    so an owner whose heartbeat has not gone stale yet is gone all the same."""
     reap_dead_runs(store)
     run = store.get_run(run_id)
     if run.status not in CANCELLABLE:
         raise SpecError(f"Run {run_id} is {run.status}, already finished; only a "
                         f"{', '.join(CANCELLABLE)} run can be cancelled.")
-    if any(o.run_id == run_id for o in store.active_run_owners()):
+    if not task_ended and any(o.run_id == run_id for o in store.active_run_owners()):
         raise SpecError(f"Run {run_id} is still running{_still_running(run_id, store)}")
     for v in run.variants:
         if v.status != Status.DONE:

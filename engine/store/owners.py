@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from engine.core.domain import RunOwner, Status
+from engine.core.domain import RunOwner, Status, VariantRun
 from engine.store.base import _now
-from engine.store.tables import RunRow
+from engine.store.tables import RunRow, VariantRow
 
 
 class RunOwnerStoreMixin:
@@ -40,13 +40,32 @@ class RunOwnerStoreMixin:
                              r.heartbeat_at) for r in s.scalars(q)]
 
     def requeue_run(self, run_id: int) -> None:
-        """A stopped run handed to an executor again (``roilab resume --detach``): pending,
-        with no owner until the process that picks it up claims it, so the liveness check
-        does not take the old, dead owner for the queued run's."""
+        """A run handed to Ray (new, or stopped and resumed): pending and queued from now,
+        with no owner until the worker that picks it up claims it, so the liveness check
+        does not take an old, dead owner for the queued run's.
+        Its variants not done are pending again (to be run), not "failed" by the stop that
+        ended the run before."""
         with self._session() as s:
             row = self._get(s, RunRow, run_id)
             row.status, row.error, row.finished_at = Status.PENDING.value, None, None
             row.owner_pid = row.owner_host = row.heartbeat_at = None
+            row.queued_at = _now()
+            s.execute(update(VariantRow).where(VariantRow.run_id == run_id,
+                                               VariantRow.status != Status.DONE.value)
+                      .values(status=Status.PENDING.value, error=None))
+
+    def unqueue_run(self, run_id: int, status: Status, error: str | None,
+                    variants: tuple[VariantRun, ...] = ()) -> None:
+        """Ray did not take the run after all: back to ``status`` (as it was), not queued,
+        and ``variants`` (as they were before ``requeue_run``) with their statuses."""
+        with self._session() as s:
+            row = self._get(s, RunRow, run_id)
+            row.status, row.error, row.queued_at = Status(status).value, error, None
+            if Status(status).finished:
+                row.finished_at = _now()
+            for v in variants:
+                s.execute(update(VariantRow).where(VariantRow.id == v.id)
+                          .values(status=Status(v.status).value, error=v.error))
 
     def set_run_node(self, run_id: int, node: dict[str, Any]) -> None:
         """Record where the run's pilot runs (engine.jobs.node.this_node: host, GPUs, Ray

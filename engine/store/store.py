@@ -285,7 +285,7 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
         return Run(id=row.id, workload_id=row.workload_id, name=row.name,
                    spec=json.loads(row.spec_json), status=Status(row.status), error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
-                   variants=tuple(_variant(v) for v in s.scalars(vq)))
+                   queued_at=row.queued_at, variants=tuple(_variant(v) for v in s.scalars(vq)))
 
 
 _INSERT_BATCH = 5_000  # requests per bulk INSERT: fast, and a bounded list of parameters

@@ -76,6 +76,8 @@ class RunRow(Base):
     heartbeat_at: Mapped[datetime | None]
     # Where it ran (revision 0008): host, GPUs, Ray node id as JSON (engine.jobs.node)
     node_json: Mapped[str | None] = mapped_column(CleanText)
+    # When it was handed to Ray (revision 0009): a pending run with one and no owner is queued
+    queued_at: Mapped[datetime | None]
 
 
 class VariantRow(Base):
