@@ -203,13 +203,14 @@ def postgres_url(postgres_server: PostgresServer):
     postgres_server.drop_database(url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dashboard_ray_head() -> Iterator[str]:
-    """One Ray head for the session's dashboard tests (the Run pilot page and Resume hand
-    pilots to Ray): started once with ``ray start --head`` and one CPU, so a second pilot
-    queues behind the first as it would behind the box's one GPU. Every submitted task
-    carries its own data dir and store (its settings), so tests with their own data dirs
-    share it. Stopped, with its workers, at the end."""
+    """One Ray head for a module's dashboard tests (the Run pilot page and Resume hand
+    pilots to Ray): started with ``ray start --head`` and one CPU, so a second pilot queues
+    behind the first as it would behind the box's one GPU. Every submitted task carries its
+    own data dir and store (its settings), so tests with their own data dirs share it.
+    Stopped, with its workers, at the module's end: Ray's idle processes must not sit beside
+    the other modules' timings."""
     from engine.jobs.cluster import disconnect, start_head, stop_nodes
 
     head = start_head(num_cpus=1)

@@ -19,6 +19,7 @@ from test_e2e_browser import (  # noqa: F401 - fixtures used by name
     _screenshot,
     _settled,
     browser_page,
+    chromium_pages,
     dashboard,
     sync_api,
 )

@@ -123,3 +123,63 @@ def test_resume_detach_runs_a_stopped_run_on_ray(local_ray, capsys) -> None:
     assert done.status == Status.DONE and len(store.get_results(done.variants[0].id)) == 3
     assert main(["resume", str(run.id), "--detach"]) == 2  # done: nothing to resume
     assert "can be resumed" in capsys.readouterr().err
+
+
+def test_a_pilot_on_a_named_cluster_runs_as_a_task_and_is_followed_here(local_ray,
+                                                                       capsys) -> None:
+    """`roilab pilot --ray-address ADDR` without --detach: the pilot runs as a Ray task and
+    the command follows it from the store, printing the run's table and exiting as a pilot
+    run here would (0 when every variant ran)."""
+    from engine.jobs.cluster import ensure_local_head
+
+    store = Store(local_ray.resolved_db_url())
+    address = ensure_local_head(local_ray)
+    capsys.readouterr()
+    assert main([*PILOT, "--ray-address", address]) == 0
+    out = capsys.readouterr().out
+    run = store.list_runs()[0]
+    assert f"Run {run.id} submitted to Ray at {address}," in out
+    assert run.status == Status.DONE and "baseline" in out and "int8-weights" in out
+    assert store.get_run_node(run.id)["ray_node_id"]  # it ran in a Ray worker
+
+
+def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
+        local_ray) -> None:
+    """Ctrl+C on a followed pilot: the Ray task is cancelled, the run stored interrupted
+    with its finished variants, exit 130 and one line; `roilab resume --detach` then runs
+    only the rest, each result once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from engine.core.settings import REPO_ROOT
+    from engine.jobs.cluster import ensure_local_head
+
+    store = Store(local_ray.resolved_db_url())
+    before = {r.id for r in store.list_runs()}
+    cmd = [sys.executable, "-m", "engine.cli.main", *PILOT[:-2], "--price", "1",
+           "--max-new-tokens", "128", "--ray-address", ensure_local_head(local_ray)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=os.environ.copy(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    run_id = None
+    while time.monotonic() < deadline:
+        new = [r for r in store.list_runs() if r.id not in before]
+        if new and new[0].status == Status.RUNNING:
+            run_id = new[0].id
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.3)
+    assert run_id is not None, "the followed pilot never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"interrupted: run {run_id} stopped by SIGINT" in err and "Traceback" not in err
+    stopped = store.get_run(run_id)
+    assert stopped.status == Status.INTERRUPTED, (stopped.status, stopped.error)
+    assert main(["resume", str(run_id), "--detach"]) == 0
+    done = wait_finished(store, run_id)
+    assert done.status == Status.DONE
+    for v in done.variants:
+        assert sorted(r.request_index for r in store.get_results(v.id)) == [0, 1, 2, 3]

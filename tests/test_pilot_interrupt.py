@@ -198,7 +198,7 @@ def _errors_beside_the_decision(at) -> list[str]:
 
 
 def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings,
-                                                 dashboard_ray) -> None:
+                                                 dashboard_ray_head, monkeypatch) -> None:
     """SIGKILL mid-variant; the Results page shows the run interrupted (its process is gone)
     with a Resume button, which hands only the unfinished variants to Ray: the page then
     shows the run queued or running, and once it is done, each result once."""
@@ -207,6 +207,9 @@ def test_the_results_page_resumes_a_killed_pilot(pilot_cmd, model_settings,
     store = Store(model_settings.resolved_db_url())
     assert _stop_mid_pilot(pilot_cmd, store, signal.SIGKILL).returncode == -signal.SIGKILL
     kept = store.get_results(store.get_run(1).variants[0].id)
+    # the dashboard's Ray from here on (the pilot above ran in its own process, no cluster
+    # named: a cluster would have run it as a Ray task)
+    monkeypatch.setenv("ROILAB_RAY_ADDRESS", dashboard_ray_head)
     at = _results_page(1)
     assert not at.exception
     assert any("was interrupted" in w.value for w in at.warning)

@@ -31,11 +31,70 @@ PILOT_EXIT_HELP = """exit status:
 
 def cmd_pilot(args, settings: Settings) -> int:
     """Run the pilot, print its table; the exit status says whether every variant ran.
-    With --detach: submit it to Ray, print the run id, exit 0."""
+    With --detach: submit it to Ray, print the run id, exit 0. With a Ray cluster named
+    (--ray-address, ROILAB_RAY_ADDRESS) and no --detach: run it there as a Ray task and
+    follow it here as in the foreground."""
     if args.detach:
         return detach_pilot(args, settings)
-    _refuse_ray_address(args)
+    from engine.jobs.cluster import configured_address
+
+    if configured_address(settings, args.ray_address):
+        return PILOT_EXIT.get(followed_pilot(args, settings).status, 1)
     return PILOT_EXIT.get(pilot_from_args(args, settings).status, 1)  # print_run said why
+
+
+def followed_pilot(args, settings: Settings):
+    """The pilot as a Ray task on the named cluster, followed from the store under the same
+    progress bar, exit status and Ctrl+C as a pilot run here: Ctrl+C or SIGTERM cancels the
+    task (the pilot stores the run interrupted; a pilot still queued is stored interrupted
+    here) and exits 130/143. The finished run."""
+    from engine.jobs.ray_executor import submit_new
+
+    store = open_store(settings)
+    priced = priced_spec(args, store)  # SpecError when nothing prices it
+    store.get_workload(priced.spec.workload_id)  # an unknown workload before Ray is reached
+    run, sub = submit_new(priced.spec, store, settings, args.ray_address)
+    print(terminal_safe(f"Pilot {priced.line}"), flush=True)
+    if priced.warning:
+        print(f"warning: {terminal_safe(priced.warning)}", file=sys.stderr)
+    _say_submitted(sub)
+    return _watched(run.id, settings, lambda progress: _follow(
+        store, run.id, settings, args.ray_address, progress))
+
+
+FOLLOW_EVERY_S = 1.0  # how often a followed pilot's progress is read from the store
+
+
+def _follow(store, run_id: int, settings: Settings, address, on_progress):
+    """Poll the run until it finishes, reporting progress as the runner would (the fraction
+    of variants finished, the one running now); on Ctrl+C, cancel its Ray task first."""
+    import time
+    from types import SimpleNamespace
+
+    from engine.jobs.queue import job_state, queue_places
+    from engine.pilot.liveness import reap_dead_runs, stop_run
+
+    try:
+        while True:
+            reap_dead_runs(store)  # a worker that died mid-variant: interrupted
+            runs = store.list_runs()
+            run = next(r for r in runs if r.id == run_id)
+            if run.status.finished:
+                return run
+            n = len(run.variants) or 1
+            finished = sum(v.status.finished for v in run.variants)
+            current = next((v.name for v in run.variants if v.status == Status.RUNNING), "-")
+            on_progress(SimpleNamespace(fraction=finished / n, variant=current,
+                                        message=job_state(run, queue_places(runs))))
+            time.sleep(FOLLOW_EVERY_S)
+    except _Stopped as stop:
+        from engine.jobs.ray_executor import cancel
+
+        cancel(run_id, settings, address)  # KeyboardInterrupt in the pilot: interrupted
+        if not store.get_run(run_id).status.finished:  # it never started, or was killed
+            stop_run(store, run_id, Status.INTERRUPTED, f"Interrupted: {stop.signame} while "
+                     "it ran as a Ray task; `roilab resume` finishes it.")
+        raise
 
 
 class _Stopped(KeyboardInterrupt):
@@ -117,8 +176,8 @@ def _say_submitted(sub) -> None:
 
 def _refuse_ray_address(args) -> None:
     if getattr(args, "ray_address", None):
-        raise SpecError("--ray-address picks the Ray cluster of a detached pilot; add "
-                        "--detach (a pilot without it runs here, in the foreground).")
+        raise SpecError("--ray-address picks the Ray cluster of a detached resume; add "
+                        "--detach (a resume without it runs here, in the foreground).")
 
 
 def _record_node(store, run_id: int) -> None:
@@ -135,7 +194,7 @@ def cmd_resume(args, settings: Settings) -> int:
 
     if args.detach:
         return detach_resume(args, settings)
-    _refuse_ray_address(args)
+    _refuse_ray_address(args)  # resume on a cluster: --detach
     store = open_store(settings)
     reap_dead_runs(store)
     if store.get_run(args.run).status in RESUMABLE:  # else resume_pilot refuses it below
@@ -219,5 +278,8 @@ def _add_detach_args(p) -> None:
                         "started on first use unless --ray-address / ROILAB_RAY_ADDRESS names "
                         "a cluster")
     p.add_argument("--ray-address", metavar="ADDR", default=None,
-                   help="the Ray cluster of a --detach pilot: HOST:PORT of `ray start --head`, "
-                        "ray://HOST:10001, or auto (default: ROILAB_RAY_ADDRESS, else local)")
+                   help="the Ray cluster that runs the pilot: HOST:PORT of `ray start --head`, "
+                        "ray://HOST:10001, or auto (default: ROILAB_RAY_ADDRESS). Without "
+                        "--detach the pilot runs there and is followed here (progress bar, "
+                        "exit status, Ctrl+C stops it); with neither, `roilab pilot` runs in "
+                        "this process and --detach uses a local Ray")

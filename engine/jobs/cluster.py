@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,13 @@ def configured_address(settings: Settings, given: str | None = None) -> str | No
 def connect(settings: Settings, address: str | None = None, start: bool = True) -> Connection:
     """Connect this process to Ray (once; later calls reuse the connection): the cluster at
     ``address`` (or the configured one), else the local head, started if need be (with
-    ``start=False``: ClusterError when none runs)."""
+    ``start=False``: ClusterError when none runs). Thread-safe: the dashboard's sessions
+    each run in a thread of one process, and a second ray.init would fail."""
+    with _connect_lock:
+        return _connect(settings, address, start)
+
+
+def _connect(settings: Settings, address: str | None, start: bool) -> Connection:
     global _connected
     ray = _import_ray()
     given = configured_address(settings, address)
@@ -89,6 +96,7 @@ class _Connected:
 
 
 _connected: _Connected | None = None  # this process's connection, and the address it asked
+_connect_lock = threading.Lock()
 
 
 def disconnect() -> None:
