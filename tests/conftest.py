@@ -218,7 +218,7 @@ def dashboard_ray_head() -> Iterator[str]:
         yield head["address"]
     finally:
         disconnect()
-        stop_nodes(head["temp_dir"])
+        stop_nodes(head["temp_dir"], address=head["address"])
 
 
 @pytest.fixture

@@ -153,22 +153,28 @@ def stop_local_head(settings: Settings) -> bool:
     if not state.exists():
         return False
     info = json.loads(state.read_text())
-    stopped = stop_nodes(info["temp_dir"])
+    stopped = stop_nodes(info["temp_dir"], address=info.get("address"))
     state.unlink(missing_ok=True)
     return stopped > 0
 
 
-def stop_nodes(temp_dir: str, grace_s: float = 10.0) -> int:
+def stop_nodes(temp_dir: str, grace_s: float = 10.0, address: str | None = None) -> int:
     """Stop every Ray process started with ``--temp-dir temp_dir`` (a head, its worker nodes
     and their workers), found by that folder in their command lines: SIGTERM, then SIGKILL
     after ``grace_s``. Never touches another Ray on the machine (``ray stop`` would stop
-    them all). Their children go too. The number of processes signalled."""
+    them all). Their children go too, and, given the head's ``address``, its Ray Client
+    server (``--address=IP:PORT`` with the head's port: it outlived every head before). The
+    number of processes signalled."""
     import psutil
 
+    port = address.rsplit(":", 1)[-1] if address else None
     mine = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or ()):
+            cmd = proc.info["cmdline"] or ()
+            client_server = port is not None and "ray.util.client.server" in cmd and any(
+                a.startswith("--address=") and a.endswith(f":{port}") for a in cmd)
+            if client_server or any(temp_dir in part for part in cmd):
                 mine.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
