@@ -79,8 +79,12 @@ def test_an_unreachable_ray_address_is_one_clear_error_and_creates_no_run(
     monkeypatch.setenv("ROILAB_RAY_ADDRESS", address)  # the environment variable, the same
     assert main(pilot) == 2 and f"not reachable at {address}" in capsys.readouterr().err
     assert Store(settings.resolved_db_url()).list_runs() == []  # nothing half-created
-    # --ray-address belongs to --detach; a foreground pilot refuses it
+    # a pilot followed here on a named cluster: the same error, nothing created either
     assert main(pilot[:-1] + ["--ray-address", address]) == 2
+    assert f"not reachable at {address}" in capsys.readouterr().err
+    assert Store(settings.resolved_db_url()).list_runs() == []
+    # --ray-address on a resume belongs to --detach; a foreground resume refuses it
+    assert main(["resume", "1", "--ray-address", address]) == 2
     assert "add --detach" in capsys.readouterr().err
 
 
