@@ -32,7 +32,7 @@ from engine.economics.hardware import CATALOG, Hardware
 from engine.ingest.logs import parse_log
 from engine.ingest.review import field_notes
 from engine.ingest.stats import TokenCounter, is_current, tokenizer_counter
-from engine.jobs.queue import job_state, queue_places
+from engine.jobs.queue import job_state, queue_places, run_now
 from engine.jobs.ray_executor import Submitted, cancel_pilot, submit_new, submit_resume
 from engine.load.metrics import Capacity, capacity_at_slo
 from engine.load.replay import LoadProgress, load_levels, run_load
@@ -259,10 +259,7 @@ def live_run(run_id: int) -> tuple[Run, str]:
     """The run as stored now (never cached: a page watching a job polls this) and where it
     stands as a job: "queued (2nd in line)", "running (1 of 3 variants done)", or its status.
     A run whose process died is marked interrupted first."""
-    reap_dead_runs(store())
-    runs_now = store().list_runs()
-    run = next((r for r in runs_now if r.id == run_id), None) or store().get_run(run_id)
-    return run, job_state(run, queue_places(runs_now))
+    return run_now(store(), run_id)
 
 
 def add_hardware(**fields: Any) -> Hardware:

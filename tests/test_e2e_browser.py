@@ -123,6 +123,23 @@ def browser_page(chromium_pages):
 
 
 # ---- helpers -----------------------------------------------------------------------------
+def _submit_pilot(page, form, new_tokens: int) -> None:
+    """The Run pilot form as a new user fills it for a tiny pilot: LLMLingua unticked (int8
+    weights stays ticked), 3 requests, ``new_tokens`` new tokens; submitted, and the page
+    says the pilot went to Ray."""
+    expect = sync_api.expect
+    form.get_by_text("LLMLingua prompt compression").click()
+    expect(form.get_by_role("checkbox", name="LLMLingua prompt compression")).not_to_be_checked()
+    expect(form.get_by_role("checkbox", name="int8 weights")).to_be_checked()
+    for label, value in (("Max requests", "3"), ("Max new tokens", str(new_tokens))):
+        box = form.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Tab")  # number inputs commit on blur
+        expect(box).to_have_value(value)
+    form.get_by_role("button", name="Run pilot").click()
+    expect(page.get_by_text(HANDED_TO_RAY)).to_be_visible(timeout=PAGE_MS)
+
+
 def _on_this_machine(url: str) -> bool:
     """Served by the dashboard on loopback, or inline (data:, blob:)."""
     parts = urlsplit(url)
@@ -239,17 +256,7 @@ def test_upload_run_results_pdf_in_chromium(dashboard, browser_page, tmp_path: P
     select = page.get_by_role("combobox", name="Workload", exact=True)  # outside the form
     expect(select).to_have_value(f"#1 {WORKLOAD} (3 requests)")
     expect(page.get_by_text("This workload has 3 requests: a pilot on 3 requests")).to_be_visible()
-    lingua = form.get_by_role("checkbox", name="LLMLingua prompt compression")
-    form.get_by_text("LLMLingua prompt compression").click()
-    expect(lingua).not_to_be_checked()
-    expect(form.get_by_role("checkbox", name="int8 weights")).to_be_checked()
-    for label, value in (("Max requests", "3"), ("Max new tokens", "8")):
-        box = form.get_by_label(label, exact=True)
-        box.fill(value)
-        box.press("Tab")  # number inputs commit on blur
-        expect(box).to_have_value(value)
-    form.get_by_role("button", name="Run pilot").click()
-    expect(page.get_by_text(HANDED_TO_RAY)).to_be_visible(timeout=PAGE_MS)
+    _submit_pilot(page, form, new_tokens=8)
     expect(page.get_by_text("Results stored as run #1.")).to_be_visible(timeout=PILOT_MS)
     expect(page.get_by_text("Pilot #1: done", exact=True)).to_be_visible()  # the progress bar
     expect(page.get_by_text("variants failed")).to_have_count(0)
@@ -329,17 +336,8 @@ def test_a_dashboard_pilot_outlives_its_browser_session(dashboard, chromium_page
     expect(page.get_by_role("combobox", name="Workload", exact=True)) \
         .to_have_value(f"#1 {WORKLOAD} (3 requests)")
     form = page.get_by_test_id("stForm")
-    form.get_by_text("LLMLingua prompt compression").click()
-    expect(form.get_by_role("checkbox", name="LLMLingua prompt compression")).not_to_be_checked()
-    expect(form.get_by_role("checkbox", name="int8 weights")).to_be_checked()
     # long enough to be still going when the tab closes (two variants of 48 tokens each)
-    for label, value in (("Max requests", "3"), ("Max new tokens", "48")):
-        box = form.get_by_label(label, exact=True)
-        box.fill(value)
-        box.press("Tab")  # number inputs commit on blur
-        expect(box).to_have_value(value)
-    form.get_by_role("button", name="Run pilot").click()
-    expect(page.get_by_text(HANDED_TO_RAY)).to_be_visible(timeout=PAGE_MS)
+    _submit_pilot(page, form, new_tokens=48)
     expect(page.get_by_text(re.compile(
         r"^Pilot #1: (queued \(1st in line\)|running \(\d of 2 variants done\))$"))) \
         .to_be_visible(timeout=PAGE_MS)  # the watch fragment

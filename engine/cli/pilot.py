@@ -71,21 +71,18 @@ def _follow(store, run_id: int, settings: Settings, address, on_progress):
     import time
     from types import SimpleNamespace
 
-    from engine.jobs.queue import job_state, queue_places
-    from engine.pilot.liveness import reap_dead_runs, stop_run
+    from engine.jobs.queue import run_now
+    from engine.pilot.liveness import stop_run
 
     try:
         while True:
-            reap_dead_runs(store)  # a worker that died mid-variant: interrupted
-            runs = store.list_runs()
-            run = next(r for r in runs if r.id == run_id)
+            run, state = run_now(store, run_id)  # a worker that died: interrupted
             if run.status.finished:
                 return run
             n = len(run.variants) or 1
             finished = sum(v.status.finished for v in run.variants)
             current = next((v.name for v in run.variants if v.status == Status.RUNNING), "-")
-            on_progress(SimpleNamespace(fraction=finished / n, variant=current,
-                                        message=job_state(run, queue_places(runs))))
+            on_progress(SimpleNamespace(fraction=finished / n, variant=current, message=state))
             time.sleep(FOLLOW_EVERY_S)
     except _Stopped as stop:
         from engine.jobs.ray_executor import cancel
@@ -160,7 +157,7 @@ def detach_pilot(args, settings: Settings) -> int:
 def _submit(spec, run_id: int, settings: Settings, args, store, need) -> int:
     from engine.jobs.ray_executor import submit
 
-    _say_submitted(submit(spec, run_id, settings, args.ray_address, need))  # stored queued
+    _say_submitted(submit(spec, run_id, settings, args.ray_address, need, store))  # queued
     return 0
 
 

@@ -18,6 +18,17 @@ def queue_places(runs: Iterable[Run]) -> dict[int, int]:
     return {r.id: i for i, r in enumerate(queued, 1)}
 
 
+def run_now(store, run_id: int) -> tuple[Run, str]:
+    """The run as stored now and ``job_state`` of it, for whatever polls a job (the Run pilot
+    page's watch, a followed CLI pilot). A run whose process died is marked interrupted
+    first; the other runs are read only while this one is queued (for its place)."""
+    from engine.pilot.liveness import reap_dead_runs
+
+    reap_dead_runs(store)
+    run = store.get_run(run_id)
+    return run, job_state(run, queue_places(store.list_runs()) if run.queued else {})
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"

@@ -95,7 +95,7 @@ def connect_for(spec: PilotSpec, settings: Settings,
 
 
 def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None = None,
-           resources: dict[str, float] | None = None) -> Submitted:
+           resources: dict[str, float] | None = None, store=None) -> Submitted:
     """Submit the pilot of the created run ``run_id`` (engine.pilot.runner.create_pilot_run)
     to Ray and return once Ray holds it (queued or running); the run's status and figures
     arrive in the store. A resumed run (its finished variants kept) is submitted the same
@@ -115,7 +115,7 @@ def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None
     # Ray sets OMP_NUM_THREADS to 1 in its workers: torch would measure a CPU pilot on one
     # core of the machine it is priced as. The pilot's own CPUs instead (or the caller's).
     env.setdefault("OMP_NUM_THREADS", str(int(need["num_cpus"])))
-    store = Store(settings.resolved_db_url())
+    store = store or Store(settings.resolved_db_url())
     before = store.get_run(run_id)
     store.requeue_run(run_id)
     try:
@@ -143,7 +143,7 @@ def submit_new(spec: PilotSpec, store, settings: Settings, address: str | None =
 
     _, need = connect_for(spec, settings, address)
     run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
-    done = submit(spec, run.id, settings, address, need)
+    done = submit(spec, run.id, settings, address, need, store)
     return store.get_run(run.id), done
 
 
@@ -163,7 +163,7 @@ def submit_resume(run_id: int, store, settings: Settings, address: str | None = 
                         f"{run.id}`).")
     spec = PilotSpec.from_run(run)
     _, need = connect_for(spec, settings, address)
-    return submit(spec, run.id, settings, address, need)  # queued; as it was if refused
+    return submit(spec, run.id, settings, address, need, store)  # queued; as it was if refused
 
 
 def cancel(run_id: int, settings: Settings, address: str | None = None,
