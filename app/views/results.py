@@ -44,6 +44,8 @@ def render() -> None:
     case = _render_kpis(rep)
     _render_caveats(rep, case)
     _render_downloads(rep, case)
+    if rep.run.status in _BASELINE_TO_COME and rep.run.variants[0].status != Status.DONE:
+        return  # nothing measured to explain yet: the status above says where it stands
     _render_summary(rep)
     _render_charts(rep, case)
     _render_variant_table(rep)
