@@ -13,15 +13,23 @@
 #                                                         # the GPU, hardware box untouched
 #   bench/gpu_pilot_repeat.sh all OUT                     # pilot 1-3, spec 1, page, detached
 #                                                         # (outlives the call that starts it)
-#   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all`, copy
-#                                                         # OUT so far to COPY
+#   bench/gpu_pilot_repeat.sh queue OUT K                 # issue 20 on one GPU: the pilot
+#                                                         # line (run K) and the spec pilot
+#                                                         # submitted at once with --detach
+#                                                         # to the local Ray; GPU memory
+#                                                         # sampled every second, `roilab
+#                                                         # runs` every 5 s (detached)
+#   bench/gpu_pilot_repeat.sh raywheel PARTS_DIR          # Ray's wheel (carried in parts,
+#                                                         # `split -b 40000000`) -> /tmp/site
+#   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all` or
+#                                                         # `queue`, copy OUT so far to COPY
 #
 # The pilot line is README's with no --hardware (the GPU is detected and priced as itself)
 # and the default measurement settings. Writes OUT/pilot-K.log, OUT/show-K.txt and
 # OUT/passes-K.csv (every stored pass) for run K.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-export PYTHONPATH=/tmp/site:$here PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/bundle HF_HUB_OFFLINE=1
+export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$here${PYTHONPATH:+:$PYTHONPATH} PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/bundle HF_HUB_OFFLINE=1
 export ROILAB_DATA_DIR=${ROILAB_DATA_DIR:-/tmp/r18/data} PYTHONUNBUFFERED=1
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/tmp/r18/vllm-cache}  # compile cache across calls
 roilab() { (cd "$here" && python3 -c 'import sys; from engine.cli.main import main; sys.exit(main(sys.argv[1:]))' "$@"); }
@@ -37,6 +45,17 @@ PY
 newest_run() {  # the id of the newest stored run
   python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
 print(open_store(get_settings()).list_runs()[0].id)'
+}
+spec_json() {  # $1: where; $2: the W4A16 export's folder
+  cat > "$1" <<JSON
+{"name": "8B shape: bf16, FP8, W4A16", "workload_id": 1, "max_requests": 32,
+ "generation": {"max_new_tokens": 128, "batch_size": 32},
+ "variants": [
+  {"name": "bf16", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16"},
+  {"name": "fp8-weights", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16",
+   "vllm": {"quantization": "fp8"}},
+  {"name": "w4a16", "backend": "vllm", "model": "$2", "dtype": "bfloat16"}]}
+JSON
 }
 secs() { echo $(( $(date +%s) - $1 )); }
 start0=$(date +%s)
@@ -56,15 +75,7 @@ case $1 in
     [ -d "$w4" ] || roilab export --model random:llama-3.1-8b -o "$w4" --bits 4 --group-size 128 \
       > "$out/export-$k.log" 2>&1 || echo "export exited $?"
     echo "export: $(secs "$start") s"
-    cat > "$out/spec.json" <<JSON
-{"name": "8B shape: bf16, FP8, W4A16", "workload_id": 1, "max_requests": 32,
- "generation": {"max_new_tokens": 128, "batch_size": 32},
- "variants": [
-  {"name": "bf16", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16"},
-  {"name": "fp8-weights", "backend": "vllm", "model": "random:llama-3.1-8b", "dtype": "bfloat16",
-   "vllm": {"quantization": "fp8"}},
-  {"name": "w4a16", "backend": "vllm", "model": "$w4", "dtype": "bfloat16"}]}
-JSON
+    spec_json "$out/spec.json" "$w4"
     p=$(date +%s)
     roilab pilot --workload 1 --spec "$out/spec.json" > "$out/spec-pilot-$k.log" 2>&1 \
       || echo "spec pilot $k exited $?"
@@ -76,6 +87,52 @@ JSON
     roilab show "$run" > "$out/spec-show-$k.txt" 2>&1 || true
     passes "$run" > "$out/spec-passes-$k.csv" || true
     tail -5 "$out/spec-pilot-$k.log"; cat "$out/spec-show-$k.txt" "$out/spec-passes-$k.csv" ;;
+  raywheel)
+    mkdir -p /tmp/raywhl && cat "$2"/ray.whl.* > /tmp/raywhl/ray-2.58.0-cp312-cp312-manylinux2014_x86_64.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+      /tmp/raywhl/*.whl && python3 -c 'import ray; print("ray", ray.__version__)' ;;
+  queue)  # two pilots at once on the box's one GPU, through the local Ray (detached)
+    out=$2; k=${3:-3}; mkdir -p "$out"
+    setsid nohup bash -c "bash '$0' queue-steps '$out' $k; echo all done" > "$out/all.log" 2>&1 \
+      < /dev/null &
+    echo "started: $out/all.log" ;;
+  queue-steps)
+    out=$2; k=$3; w4=$ROILAB_DATA_DIR/exports/w4a16-8b; mkdir -p "$out"
+    nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,nounits -lms 1000 \
+      > "$out/gpu-memory.csv" 2>/dev/null &
+    sampler=$!
+    start=$(date +%s)
+    if [ -n "${QUEUE_SPEC:-}" ]; then cp "$QUEUE_SPEC" "$out/spec.json"  # a CPU dry run
+    else
+      [ -d "$w4" ] || roilab export --model random:llama-3.1-8b -o "$w4" --bits 4 --group-size 128 \
+        > "$out/export.log" 2>&1 || echo "export exited $?"
+      echo "export: $(secs "$start") s"
+      spec_json "$out/spec.json" "$w4"
+    fi
+    t0=$(date +%s.%N); echo "submit at $(date -u +%H:%M:%S.%N)"
+    # shellcheck disable=SC2086
+    roilab pilot --workload 1 ${QUEUE_A:---backend vllm --model random:llama-3.1-8b --variants \
+      fp8,fp8-kv --max-requests 32 --max-new-tokens 128 --batch-size 32} --detach \
+      > "$out/submit-a.log" 2>&1 || echo "submit a exited $?"
+    roilab pilot --workload 1 --spec "$out/spec.json" --detach > "$out/submit-b.log" 2>&1 \
+      || echo "submit b exited $?"
+    cat "$out/submit-a.log" "$out/submit-b.log"
+    ids=$(grep -ho "^Run [0-9]*" "$out/submit-a.log" "$out/submit-b.log" | awk '{print $2}')
+    echo "runs: $ids"
+    while :; do
+      { echo "== $(date -u +%H:%M:%S)"; roilab runs 2>&1 | head -8; } >> "$out/runs-timeline.log"
+      busy=0; for id in $ids; do roilab runs 2>/dev/null | grep -E "^#$id " | grep -qE \
+        "queued|running|pending" && busy=1; done
+      [ $busy = 0 ] && break; sleep 5
+    done
+    echo "both ended: $(secs "${t0%.*}") s after submit"
+    kill $sampler 2>/dev/null || true
+    n=a; for id in $ids; do
+      roilab show "$id" > "$out/show-$n.txt" 2>&1 || true; passes "$id" > "$out/passes-$n.csv" || true
+      roilab report "$id" -o "$out/report-$n.pdf" > "$out/report-$n.log" 2>&1 || true
+      n=b; done
+    cat "$out/show-a.txt" "$out/show-b.txt"
+    tar czf "$out/vllm-cache.tgz" -C "$VLLM_CACHE_ROOT" . 2>/dev/null || true ;;
   all)  # every step back to back, detached, so no call's time limit cuts a step
     out=$2; mkdir -p "$out"
     setsid nohup bash -c "for k in 1 2 3; do bash '$0' pilot \$k '$out'; done; bash '$0' spec 1 '$out'; \

@@ -207,10 +207,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ray_cli() -> list[str]:
+    """The venv's ``ray`` script, else the one on PATH, else ``python -m ray.scripts.scripts``
+    (Ray installed with ``pip --target`` has no script on PATH, as on an offline GPU box)."""
+    import shutil
+
+    beside = Path(sys.executable).with_name("ray")
+    if beside.exists():
+        return [str(beside)]
+    on_path = shutil.which("ray")
+    return [on_path] if on_path else [sys.executable, "-m", "ray.scripts.scripts"]
+
+
 def _ray_start(args: list[str], temp_dir: str) -> None:
     """Run ``ray start`` (the venv's) with ports that cannot clash with another Ray here."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", *args,
+    cmd = [*_ray_cli(), "start", *args,
            "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
            f"--dashboard-agent-listen-port={free_port()}",
            f"--dashboard-agent-grpc-port={free_port()}",
