@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -62,6 +63,15 @@ def _progress(at: AppTest) -> list[str]:
     return [p.proto.text for p in at.get("progress")]
 
 
+def _owner_pid(store: Store, run_id: int) -> int:
+    """The pid of the Ray worker running ``run_id`` (the owner it claimed the run as)."""
+    deadline = time.monotonic() + 60
+    while not (owners := [o for o in store.active_run_owners() if o.run_id == run_id]):
+        assert time.monotonic() < deadline, f"run {run_id} running with no owner"
+        time.sleep(0.3)
+    return owners[0].pid
+
+
 def _wait_status(store: Store, run_id: int, status: Status, timeout_s: float = 240.0) -> None:
     deadline = time.monotonic() + timeout_s
     while store.get_run(run_id).status != status:
@@ -78,6 +88,7 @@ def test_a_second_pilot_queues_behind_the_first_and_leaves_the_queue_when_cancel
                                                                    Status.RUNNING)
     _wait_status(store, 1, Status.RUNNING)
     assert store.get_run(2).queued  # the head's one CPU is the first pilot's
+    worker = _owner_pid(store, 1)
     assert _progress(second.run()) == ["Pilot #2: queued (1st in line)"]
     assert _progress(first.run())[0].startswith("Pilot #1: running (")
     capsys.readouterr()
@@ -100,6 +111,12 @@ def test_a_second_pilot_queues_behind_the_first_and_leaves_the_queue_when_cancel
     done = wait_finished(store, 1)
     assert done.status == Status.DONE
     assert store.get_run(2).status == Status.CANCELLED  # the freed CPU did not start it
+    # the worker process ends with its pilot: the next pilot on that node gets a fresh one,
+    # not one holding the last pilot's engines (and their memory)
+    deadline = time.monotonic() + 60
+    while psutil.pid_exists(worker) and psutil.Process(worker).status() != "zombie":
+        assert time.monotonic() < deadline, f"the worker {worker} of run 1 outlived its pilot"
+        time.sleep(0.5)
     assert "Results stored as run #1." in [s.value for s in first.run().success]
 
 

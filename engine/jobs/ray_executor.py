@@ -262,7 +262,12 @@ class Dispatcher:
             if key in self._tasks:
                 return False
             name = task_name(Settings.model_validate(settings_json), run_id)
-            task = ray.remote(run_pilot_task).options(
+            # max_calls=1: the worker process ends with its pilot. Ray reuses a worker for
+            # the next task of the same shape otherwise (GPU asks given in .options() do
+            # not turn that off), and the next pilot found the last one's vLLM engines
+            # still alive in it, asleep in GPU memory, and "reused" them (seen on an H100:
+            # its start-up shown as "reused", ~6 GiB held between the pilots).
+            task = ray.remote(max_calls=1)(run_pilot_task).options(
                 name=name, max_retries=0, runtime_env={"env_vars": env}, **need)
             self._tasks[key] = task.remote(spec_json, run_id, settings_json)
             return True
