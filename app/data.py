@@ -226,13 +226,15 @@ def ingest_log(name: str, filename: str, raw: bytes) -> tuple[Workload, list[str
     return workload, field_notes(parsed)
 
 
-def submit_run(spec: PilotSpec) -> tuple[Run, Submitted]:
+def submit_run(spec: PilotSpec, reprice: bool = False) -> tuple[Run, Submitted]:
     """Create the pilot's run and hand it to Ray (engine.jobs: the local head, started on
     first use, or ROILAB_RAY_ADDRESS's cluster), as `roilab pilot --detach` does. It runs in
     a Ray worker, not in this script: a closed tab, a reload or a second browser change
-    nothing. Ray that cannot be reached is a ClusterError and nothing is created."""
+    nothing. Ray that cannot be reached is a ClusterError and nothing is created.
+    ``reprice``: the spec is priced as this machine's detected device; the node that runs
+    it prices it as its own."""
     try:
-        return submit_new(spec, store(), settings())
+        return submit_new(spec, store(), settings(), reprice=reprice)
     finally:
         clear_queries()
 

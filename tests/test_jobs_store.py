@@ -133,3 +133,34 @@ def test_queued_runs_have_their_place_in_line_and_a_refused_submit_undoes_the_qu
                                                       "Interrupted: SIGKILL", False)
     assert [(v.status, v.error) for v in back.variants] == \
         [(Status.DONE, None), (Status.FAILED, "Interrupted: SIGKILL")]
+
+
+def test_a_pilot_priced_as_the_submitters_device_is_priced_as_the_node_that_runs_it(
+        store) -> None:
+    """Issue 20: a pilot priced as the device detected where it was submitted (a laptop, the
+    dashboard's server) is priced, once a node picks it up, as that node's device, and the
+    run's stored spec says so (show, pages and PDF read it). A price the user chose stands:
+    only a detected one is re-detected. Here the node is this machine; the submitter is one
+    that detected an 8-vCPU instance (what its spec stored)."""
+    from engine.ingest.logs import parse_log
+    from engine.jobs.ray_executor import price_on_node
+    from engine.pilot.detect import detect_hardware, price_pilot
+
+    raw = b'{"prompt": "hi"}\n'
+    w = store.add_workload("w", "w.jsonl", raw, parse_log(raw, "w.jsonl"))
+    here = detect_hardware("cpu", store.hardware_catalog()).key
+    laptop = next(k for k in ("cpu-c7i-2xlarge", "cpu-c7i-large")
+                  if k != here)
+    spec = PilotSpec.model_validate({"name": "p", "workload_id": w.id,
+                                     "variants": [{"name": "baseline", "device": "cpu"}],
+                                     "cost": {"hardware": laptop}})
+    assert price_pilot(spec, store, explicit=False).detected is (here is not None)
+    assert price_pilot(spec, store, explicit=True).detected is False  # chosen: kept as is
+    run = store.create_run(w.id, "p", spec.model_dump(mode="json"), [{"name": "baseline"}])
+
+    priced = price_on_node(spec, store, run.id)
+    stored = PilotSpec.from_run(store.get_run(run.id)).cost.hardware
+    if here is None:  # this machine matches no catalog entry: the submitter's price stands
+        assert priced.cost.hardware == stored == laptop
+    else:
+        assert priced.cost.hardware == stored == here != laptop

@@ -48,7 +48,8 @@ def render() -> None:
     skipped = _other_backend(values)
     if skipped:
         st.info(f"Not in this pilot: {', '.join(skipped)}.")
-    _run(spec)
+    # left at the detected device: the node that runs it prices it as its own device
+    _run(spec, reprice=values["hardware"] == values["detected"].key and values["price"] is None)
     _render_watch()
 
 
@@ -205,12 +206,13 @@ def _extra_variants(text: str) -> list[dict[str, Any]]:
     return extra
 
 
-def _run(spec: PilotSpec) -> None:
-    """Hand the pilot to Ray; it runs in a Ray worker, so the page only watches it."""
+def _run(spec: PilotSpec, reprice: bool = False) -> None:
+    """Hand the pilot to Ray; it runs in a Ray worker, so the page only watches it.
+    ``reprice``: priced as the device detected here, to be priced as the node's instead."""
     try:
         with st.spinner("Handing the pilot to Ray (its first use on this machine starts it, "
                         "10-30 s)"):
-            run, sub = data.submit_run(spec)
+            run, sub = data.submit_run(spec, reprice)
     except RoilabError as exc:  # Ray unreachable, unknown workload: nothing was created
         ui.show_error(exc)
         return

@@ -53,7 +53,8 @@ def followed_pilot(args, settings: Settings):
     store = open_store(settings)
     priced = priced_spec(args, store)  # SpecError when nothing prices it
     store.get_workload(priced.spec.workload_id)  # an unknown workload before Ray is reached
-    run, sub = submit_new(priced.spec, store, settings, args.ray_address)
+    run, sub = submit_new(priced.spec, store, settings, args.ray_address,
+                          reprice=priced.detected)
     print(terminal_safe(f"Pilot {priced.line}"), flush=True)
     if priced.warning:
         print(f"warning: {terminal_safe(priced.warning)}", file=sys.stderr)
@@ -151,13 +152,17 @@ def detach_pilot(args, settings: Settings) -> int:
     print(terminal_safe(f"Pilot {priced.line}"), flush=True)
     if priced.warning:
         print(f"warning: {terminal_safe(priced.warning)}", file=sys.stderr)
-    return _submit(spec, run.id, settings, args, store, need)
+    return _submit(spec, run.id, settings, args, store, need, priced.detected)
 
 
-def _submit(spec, run_id: int, settings: Settings, args, store, need) -> int:
+def _submit(spec, run_id: int, settings: Settings, args, store, need, reprice: bool) -> int:
     from engine.jobs.ray_executor import submit
 
-    _say_submitted(submit(spec, run_id, settings, args.ray_address, need, store))  # queued
+    sub = submit(spec, run_id, settings, args.ray_address, need, store, reprice)  # queued
+    _say_submitted(sub)
+    if reprice and not sub.local:
+        print("Priced as the device detected here until the node that runs it detects its "
+              "own; `roilab show` says which it was priced as.", flush=True)
     return 0
 
 

@@ -105,10 +105,10 @@ def cmd_portfolio_pilot(args, settings: Settings) -> int:
     _, need = connect_for(specs[0][1], settings, args.ray_address)  # Ray, before any run
     submitted: list[tuple[int, object]] = []
     t0 = time.monotonic()
-    for w, spec, _ in specs:
+    for w, spec, priced in specs:
         run = create_pilot_run(spec, store)
         try:
-            _submit(spec, run.id, settings, args, store, need)
+            _submit(spec, run.id, settings, args, store, need, priced.detected)
         except RoilabError as exc:
             if submitted:
                 ids = ", ".join(str(r) for r, _ in submitted)

@@ -1,7 +1,7 @@
 """One executor for pilots: ``submit`` runs ``run_pilot`` for an already created run on Ray.
 
 The pilot runs as a Ray task named ``pilot-run-<id>-store-<hash of the DB URL>``, submitted by the cluster's detached
-``roilab-dispatcher-2`` actor (namespace ``roilab``) rather than by the CLI itself: a task dies
+``roilab-dispatcher-3`` actor (namespace ``roilab``) rather than by the CLI itself: a task dies
 with the process that submitted it, and ``roilab pilot --detach`` returns at once. What a
 pilot asks Ray for (``pilot_resources``): the largest
 device count (engine.economics.devices.devices_of) of its variants that run on CUDA, as
@@ -14,6 +14,7 @@ process go with it, so the pilot measures as it would have here.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -95,11 +96,14 @@ def connect_for(spec: PilotSpec, settings: Settings,
 
 
 def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None = None,
-           resources: dict[str, float] | None = None, store=None) -> Submitted:
+           resources: dict[str, float] | None = None, store=None,
+           reprice: bool = False) -> Submitted:
     """Submit the pilot of the created run ``run_id`` (engine.pilot.runner.create_pilot_run)
     to Ray and return once Ray holds it (queued or running); the run's status and figures
     arrive in the store. A resumed run (its finished variants kept) is submitted the same
-    way. Connects first (see ``connect_for``) when the caller has not.
+    way. Connects first (see ``connect_for``) when the caller has not. ``reprice``: the
+    spec is priced as the device detected where it was submitted; the node that runs it
+    detects its own and prices the run as that (``price_on_node``).
 
     The run is stored queued (pending, ``queued_at`` now, no owner) before Ray gets it, so a
     worker that starts it at once is not overwritten; if Ray does not take it, a new run is
@@ -121,7 +125,8 @@ def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None
     try:
         accepted = ray.get(_dispatcher().submit.remote(
             job_key(settings, run_id), spec.model_dump(mode="json"), run_id,
-            settings.model_dump(mode="json", exclude=set(_NOT_PASSED_SETTINGS)), need, env),
+            settings.model_dump(mode="json", exclude=set(_NOT_PASSED_SETTINGS)), need, env,
+            reprice),
             timeout=120)
         if not accepted:
             raise ClusterError(f"Run {run_id} is already on Ray at {conn.address} (queued or "
@@ -135,15 +140,16 @@ def submit(spec: PilotSpec, run_id: int, settings: Settings, address: str | None
     return Submitted(run_id, conn.address, conn.local, need, task_name(settings, run_id))
 
 
-def submit_new(spec: PilotSpec, store, settings: Settings, address: str | None = None):
+def submit_new(spec: PilotSpec, store, settings: Settings, address: str | None = None,
+               reprice: bool = False):
     """Create the pilot's run and submit it: Ray reached (and able to give what the pilot
     asks) before the run is created, so an unreachable cluster leaves nothing behind.
-    ``(run, Submitted)``, the run as stored once queued."""
+    ``(run, Submitted)``, the run as stored once queued. ``reprice``: see ``submit``."""
     from engine.pilot.runner import create_pilot_run
 
     _, need = connect_for(spec, settings, address)
     run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
-    done = submit(spec, run.id, settings, address, need, store)
+    done = submit(spec, run.id, settings, address, need, store, reprice)
     return store.get_run(run.id), done
 
 
@@ -223,7 +229,7 @@ def task_name(settings: Settings, run_id: int) -> str:
 
 
 # numbered: its methods changed (a head still running the older actor keeps that one)
-DISPATCHER = "roilab-dispatcher-2"
+DISPATCHER = "roilab-dispatcher-3"
 
 
 def _dispatcher():
@@ -252,7 +258,7 @@ class Dispatcher:
 
     def submit(self, key: str, spec_json: dict[str, Any], run_id: int,
                settings_json: dict[str, Any], need: dict[str, float],
-               env: dict[str, str]) -> bool:
+               env: dict[str, str], reprice: bool = False) -> bool:
         """Queue the pilot of ``run_id`` (``key``: job_key); False when it is queued or
         running already."""
         import ray
@@ -269,7 +275,7 @@ class Dispatcher:
             # its start-up shown as "reused", ~6 GiB held between the pilots).
             task = ray.remote(max_calls=1)(run_pilot_task).options(
                 name=name, max_retries=0, runtime_env={"env_vars": env}, **need)
-            self._tasks[key] = task.remote(spec_json, run_id, settings_json)
+            self._tasks[key] = task.remote(spec_json, run_id, settings_json, reprice)
             return True
 
     def cancel(self, key: str, grace_s: float) -> bool:
@@ -304,8 +310,11 @@ class Dispatcher:
             self._tasks = {r: t for r, t in self._tasks.items() if t not in done}
 
 
-def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[str, Any]) -> str:
-    """The Ray task: run the pilot of run ``run_id`` in this worker; its final status."""
+def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[str, Any],
+                   reprice: bool = False) -> str:
+    """The Ray task: run the pilot of run ``run_id`` in this worker; its final status.
+    ``reprice``: priced as the device detected where it was submitted, so priced here as
+    this node's (``price_on_node``) before anything is measured."""
     import ray
 
     from engine.jobs.node import this_node
@@ -316,9 +325,34 @@ def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[s
     store = Store(settings.resolved_db_url())  # a StorageError fails the task; the run stays
     # pending, and `roilab cancel` ends it
     store.set_run_node(run_id, this_node(ray_node_id=ray.get_runtime_context().get_node_id()))
+    spec = PilotSpec.model_validate(spec_json)
+    if reprice:
+        spec = price_on_node(spec, store, run_id)
     with _library_log(settings, run_id):
-        run = run_pilot(PilotSpec.model_validate(spec_json), store, settings, run_id=run_id)
+        run = run_pilot(spec, store, settings, run_id=run_id)
     return str(run.status)
+
+def price_on_node(spec: PilotSpec, store, run_id: int) -> PilotSpec:
+    """A pilot priced as the device detected where it was submitted (a laptop, the
+    dashboard's server) is priced as the device of the node that runs it: detected here, in
+    the task, and stored with the run, so `roilab show`, the pages and the PDF price what
+    measured it. Where this node detects nothing in the catalog, the submitter's price
+    stands (its line said which device that was)."""
+    from engine.core.errors import SpecError
+    from engine.pilot.detect import price_pilot
+
+    try:
+        priced = price_pilot(spec, store, explicit=False)
+    except SpecError:
+        return spec
+    key = priced.spec.cost.hardware
+    if key != spec.cost.hardware:
+        store.set_run_hardware(run_id, key)
+        logging.getLogger(__name__).warning("run %s: priced as %s, this node's device (%s), "
+                                            "not %s, the submitter's", run_id, key,
+                                            priced.line, spec.cost.hardware)
+    return priced.spec
+
 
 def _library_log(settings: Settings, run_id: int):
     """The pilot's library messages to the roilab log of the node it runs on (as the CLI

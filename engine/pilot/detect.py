@@ -261,6 +261,7 @@ class Priced:
     spec: PilotSpec
     line: str
     warning: str | None = None
+    detected: bool = False  # priced as the device detected here (not chosen, not own price)
 
 
 def unpriced(det: Detected) -> SpecError:
@@ -299,4 +300,4 @@ def price_pilot(spec: PilotSpec, store: Store, explicit: bool) -> Priced:
     else:
         raise unpriced(det)
     priced = spec.model_copy(update={"cost": cost.model_copy(update={"hardware": key})})
-    return Priced(priced, line)
+    return Priced(priced, line, detected=det.key is not None)

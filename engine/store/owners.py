@@ -73,6 +73,15 @@ class RunOwnerStoreMixin:
         with self._session() as s:
             self._get(s, RunRow, run_id).node_json = json.dumps(node, sort_keys=True)
 
+    def set_run_hardware(self, run_id: int, key: str) -> None:
+        """Price the run as catalog entry ``key`` (its spec's ``cost.hardware``): a pilot
+        priced as the detected device, re-detected on the node that runs it."""
+        with self._session() as s:
+            row = self._get(s, RunRow, run_id)
+            spec = json.loads(row.spec_json)
+            spec.setdefault("cost", {})["hardware"] = key
+            row.spec_json = json.dumps(spec)
+
     def get_run_node(self, run_id: int) -> dict[str, Any] | None:
         """Where the run's pilot ran; None for a run stored before revision 0008 or one
         whose pilot has not started."""
