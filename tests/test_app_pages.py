@@ -159,6 +159,15 @@ def test_upload_counts_tokens_with_the_embedded_tokenizer(model_env):
     stats = _frame_with(at, "tokens")
     assert stats["tokens"]["max"] > 0
     assert "Prompt length (tokens)" in str(at.get("plotly_chart")[0].proto.spec)
+    # the input side (issue 21): the stored shared-prefix split, in words under the chart
+    from app.ui import escape_md
+    from engine.ingest.stats import prefix_text
+
+    [w] = Store(model_env.resolved_db_url()).list_workloads()
+    prefix = Store(model_env.resolved_db_url()).workload_stats(w.id)["prefix"]
+    said = [m.value for m in at.markdown if m.value.startswith("Input side")]
+    assert said == [escape_md(prefix_text(prefix))]
+    assert prefix["n"] == w.n_requests and prefix["of"] == w.n_requests
 
 
 def test_upload_bundled_sample(env):

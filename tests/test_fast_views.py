@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from argparse import Namespace
 
+import hypothesis
 import pytest
 import streamlit as st
+from hypothesis import strategies
 from streamlit.testing.v1 import AppTest
 
 from engine.cli.workloads import embedded_token_counter, ingest_log
@@ -37,7 +39,7 @@ def _words(texts):
 
 
 def _without_extras(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k not in ("histograms", "version")}
+    return {k: v for k, v in stats.items() if k not in ("histograms", "version", "prefix")}
 
 
 # ---- the statistics ------------------------------------------------------------------
@@ -228,3 +230,58 @@ def test_upload_page_shows_stored_token_counts_without_loading_the_tokenizer(mod
     table = next(d.value for d in at.dataframe if "tokens" in d.value.columns)
     assert table["tokens"]["max"] == store.workload_stats(w.id)["prompt_tokens"]["max"]
     assert "Prompt length (tokens)" in at.get("plotly_chart")[0].proto.spec
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(strategies.lists(strategies.lists(strategies.integers(0, 3), max_size=40),
+                                   max_size=30))
+def test_each_requests_shared_prefix_is_its_longest_with_any_earlier_request(seqs):
+    """Issue 21 item 2: PrefixIndex's neighbour search gives, for every request, the longest
+    prefix it shares with any earlier one (checked against comparing it with all of them);
+    the shares are over all prompt tokens, cacheable in whole 16-token blocks."""
+    from engine.ingest.stats import PREFIX_BLOCK, PrefixIndex
+
+    index = PrefixIndex()
+    for i, seq in enumerate(seqs):
+        brute = max((next((k for k, (a, b) in enumerate(zip(seq, old, strict=False))
+                           if a != b), min(len(seq), len(old))) for old in seqs[:i]),
+                    default=0)
+        assert index.add(seq) == brute
+    stats = index.stats(len(seqs))
+    total = sum(len(s) for s in seqs)
+    assert stats["n"] == len(seqs) and stats["block"] == PREFIX_BLOCK
+    assert stats["shared_share"] == (sum(index.shared) / total if total else 0.0)
+    assert stats["cacheable_share"] == (sum(s // 16 * 16 for s in index.shared) / total
+                                        if total else 0.0)
+
+
+@pytest.mark.slow
+def test_a_log_sharing_a_manual_has_its_shared_prefix_counted_at_ingest(model_settings,
+                                                                        tmp_path, capsys):
+    """Issue 21 item 2 with the embedded model's tokenizer: three support requests carrying
+    the same product manual before their question share the manual's tokens with an earlier
+    request (all but the first), and the stored statistics say what share of the input a
+    prefix cache could skip; a log of unrelated prompts shares next to nothing."""
+    manual = ("Product manual. " + " ".join(f"Step {i}: press the button marked {i} and wait "
+                                            "for the green light." for i in range(40)))
+    rows = [{"prompt": f"{manual}\n\nQuestion: {q}"} for q in
+            ("How do I reset it?", "Why is the light red?", "Can I pause step 3?")]
+    log = tmp_path / "m.jsonl"
+    log.write_bytes(b"\n".join(json.dumps(r).encode() for r in rows) + b"\n")
+    store = Store(model_settings.resolved_db_url())
+    counter = embedded_token_counter(model_settings)
+    w = store.get_workload(ingest_log(Namespace(log=str(log), name="manual"), model_settings))
+    prefix = store.workload_stats(w.id)["prefix"]
+    said = capsys.readouterr().out
+    assert "Input side: 6" in said and "in whole 16-token blocks" in said, said
+    manual_tokens = counter([manual])[0]
+    total = store.workload_stats(w.id)["prompt_tokens"]["mean"] * 3
+    assert prefix["n"] == prefix["of"] == 3 and prefix["with_shared_prefix"] == 2
+    assert prefix["shared_tokens"]["max"] >= manual_tokens - 1  # the manual, maybe less a
+    assert prefix["shared_tokens"]["p50"] >= manual_tokens - 1  # token merged at its end
+    assert 0.6 < prefix["cacheable_share"] <= prefix["shared_share"] < 2 / 3 + 1e-9
+    assert prefix["shared_share"] == pytest.approx(prefix["shared_tokens"]["mean"] * 3 / total)
+
+    unrelated = store.add_workload("other", "l.jsonl", LOG, parse_log(LOG, "l.jsonl"),
+                                   count_tokens=counter)
+    assert store.workload_stats(unrelated.id)["prefix"]["cacheable_share"] == 0.0

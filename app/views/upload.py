@@ -15,6 +15,7 @@ from engine.core.domain import Workload
 from engine.core.errors import RoilabError
 from engine.ingest.log_request import REFERENCE_KEYS
 from engine.ingest.review import rejected_warning
+from engine.ingest.stats import prefix_text
 
 SELECTED = "upload.workload_id"  # session state: workload inspected; None after a refused upload
 NOTES = "upload.notes"  # session state: workload id -> what parsing it noticed (plain text)
@@ -130,6 +131,9 @@ def _render_statistics(workload: Workload) -> None:
                                 f"one of {', '.join(REFERENCE_KEYS)} (any case)."))
     unit = "tokens" if "tokens" in stats["histograms"] else "words"
     st.plotly_chart(charts.length_histogram(stats["histograms"][unit], unit))
+    if "prefix" in stats:
+        st.markdown(ui.escape_md(prefix_text(stats["prefix"])))
+
 
 
 def _render_preview(workload: Workload) -> None:

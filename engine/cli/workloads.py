@@ -24,6 +24,7 @@ def ingest_log(args, settings: Settings) -> int:
     ignored ones, and a warning line (stderr) when many rows were rejected."""
     from engine.ingest.logs import parse_log
     from engine.ingest.review import field_notes, rejected_warning
+    from engine.ingest.stats import prefix_text
 
     path = Path(args.log)
     if not path.is_file():
@@ -39,6 +40,9 @@ def ingest_log(args, settings: Settings) -> int:
           f"requests ({parsed.format}), {workload.n_issues} rows rejected.")
     for note in field_notes(parsed):
         print(f"  {terminal_safe(note)}")
+    prefix = open_store(settings).stored_workload_stats(workload.id) or {}
+    if "prefix" in prefix:
+        print(f"  {terminal_safe(prefix_text(prefix['prefix']))}")
     warning = rejected_warning(len(parsed.requests), parsed.issues)
     if warning:
         print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
