@@ -4,7 +4,8 @@ leaves the run stored as interrupted, not "running" for ever, nor "failed".
 
 The pilot is ``random:tiny-llama`` on the CPU with the transformers backend over a real
 SQLite file (tests/test_pilot_outcome.py), given enough tokens that a variant is still
-running when the signal comes.
+running when the signal comes (``SIGNAL_TOKENS``: seconds per variant against a 50 ms poll);
+a test that stops no process mid-variant runs ``SHORT_TOKENS``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from engine.core.settings import REPO_ROOT
 from engine.store.store import Store
 
 TINY = "random:tiny-llama"
+# tiny-llama never stops early: each request generates exactly this many tokens, ~6 ms each
+# at batch 1 on a quiet 2-core CPU, so a variant of 4 requests is "running" for ~4 s (its
+# load, then ~3 s of generation): the window a signal must land in, polled every 50 ms.
+SIGNAL_TOKENS = 128
+SHORT_TOKENS = 8  # where nothing is signalled mid-variant: the run's length does not matter
 pytestmark = pytest.mark.slow  # a real pilot in a subprocess (seconds)
 
 
@@ -40,8 +46,17 @@ def pilot_cmd(model_settings, monkeypatch, tmp_path):
     spec.write_text(json.dumps({
         "workload_id": 1, "max_requests": 4,
         "variants": [{"name": n, "model": TINY} for n in ("base", "second", "third")],
-        "generation": {"max_new_tokens": 512, "batch_size": 1}}))
+        "generation": {"max_new_tokens": SIGNAL_TOKENS, "batch_size": 1}}))
     return [sys.executable, "-m", "engine.cli.main", "pilot", "--workload", "1", "--spec", str(spec)]
+
+
+def _with_tokens(pilot_cmd: list[str], tokens: int) -> list[str]:
+    """The same pilot, each request generating ``tokens`` tokens (its spec file rewritten)."""
+    spec = json.loads(open(pilot_cmd[-1]).read())
+    spec["generation"]["max_new_tokens"] = tokens
+    with open(pilot_cmd[-1], "w") as f:
+        f.write(json.dumps(spec))
+    return pilot_cmd
 
 
 def _wait_for_running_variant(store: Store, proc: subprocess.Popen, timeout: float = 180,
@@ -171,7 +186,8 @@ def test_resume_after_sigterm_runs_only_the_unfinished_variants(
 
 def test_a_finished_run_is_neither_resumed_nor_cancelled(pilot_cmd, model_settings,
                                                          capsys) -> None:
-    assert subprocess.run(pilot_cmd, cwd=REPO_ROOT, capture_output=True).returncode == 0
+    cmd = _with_tokens(pilot_cmd, SHORT_TOKENS)  # runs to the end: no signal to wait for
+    assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True).returncode == 0
     assert main(["resume", "1"]) == 2
     assert "Run 1 is done; only an interrupted, cancelled, partial, failed run can be " \
            "resumed (every variant already ran)." in capsys.readouterr().err
@@ -250,7 +266,9 @@ def test_a_dashboard_rerun_mid_pilot_leaves_it_interrupted_not_failed(pilot_cmd,
     from engine.specs.pilot import PilotSpec
 
     store = Store(model_settings.resolved_db_url())
-    spec = PilotSpec.model_validate(json.loads(open(pilot_cmd[-1]).read()))
+    # stopped at a progress call, not by a signal: no window to hold open, few tokens do
+    spec = PilotSpec.model_validate(json.loads(open(_with_tokens(pilot_cmd,
+                                                                 SHORT_TOKENS)[-1]).read()))
 
     def stop_in_second_variant(p) -> None:
         if p.variant_index == 1 and p.done:
