@@ -25,6 +25,7 @@ from engine.business.case import (
     measured_variants,
     run_assumptions,
 )
+from engine.business.playbook import Playbook, workload_playbook
 from engine.business.portfolio import Portfolio, portfolio
 from engine.core.domain import LoadRun, LogRequest, Run, Status, Workload
 from engine.core.settings import Settings, get_settings
@@ -215,6 +216,18 @@ def workload_profile(workload_id: int) -> dict[str, Any]:
     return _profile(db_url(), workload_id, is_prepared(settings()))
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Reading the workload's runs")
+def _playbook(url: str, workload_id: int, tokens: bool) -> Playbook:
+    return workload_playbook(_store(url), workload_id,
+                             count_tokens=token_counter() if tokens else None)
+
+
+def playbook(workload_id: int) -> Playbook:
+    """The workload's playbook (engine.business.playbook): its steps and the techniques that
+    fit it, from its statistics and runs."""
+    return _playbook(db_url(), workload_id, is_prepared(settings()))
+
+
 # ---- writes --------------------------------------------------------------------------
 def ingest_log(name: str, filename: str, raw: bytes) -> tuple[Workload, list[str]]:
     """Parse an upload and store it (raw bytes unchanged); the workload and what parsing
@@ -237,6 +250,27 @@ def submit_run(spec: PilotSpec, reprice: bool = False) -> tuple[Run, Submitted]:
         return submit_new(spec, store(), settings(), reprice=reprice)
     finally:
         clear_queries()
+
+
+def submit_playbook_pilot(book: Playbook, max_requests: int, **common: Any
+                          ) -> tuple[Run, Submitted]:
+    """The suggested pilot of a playbook (the baseline and its suggested built-in variants over
+    the workload's first ``max_requests``, the other settings the Run pilot form's), priced
+    as this machine's detected device and re-priced by the node that runs it; submitted as
+    ``submit_run``. SpecError when no
+    catalog entry matches this machine (the Run pilot page lets the user choose one)."""
+    from engine.pilot.detect import price_pilot
+    from engine.specs.pilot import parse_pilot_spec, pilot_variants
+
+    variants = pilot_variants(book.suggested, backend=book.backend, **common)
+    spec = parse_pilot_spec({"name": "playbook", "workload_id": book.workload.id,
+                             "variants": [v.model_dump(mode="json") for v in variants],
+                             "max_requests": max_requests})
+    priced = price_pilot(spec, store(), explicit=False)
+    return submit_run(priced.spec, reprice=priced.detected)
+
+
+PLAYBOOK_MAX_REQUESTS = 12  # the Playbook page's default, as the Run pilot form's
 
 
 def resume_run(run_id: int) -> Submitted:

@@ -16,6 +16,7 @@ FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
 
 _PAGES = {  # url path: (module in app.views, title, icon)
     "overview": ("overview", "Overview", ":material/dashboard:"),
+    "playbook": ("playbook", "Playbook", ":material/route:"),
     "upload": ("upload", "Upload log", ":material/upload_file:"),
     "run": ("run_pilot", "Run pilot", ":material/play_arrow:"),
     "results": ("results", "Results", ":material/bar_chart:"),
@@ -38,6 +39,7 @@ def url_paths() -> tuple[str, ...]:
 
 
 def sections() -> dict[str, list[st.Page]]:
-    return {"Pilot": [page(k) for k in ("overview", "upload", "run", "results", "load")],
+    return {"Pilot": [page(k) for k in ("overview", "playbook", "upload", "run", "results",
+                                        "load")],
             "Decide": [page("business")],
             "Reference": [page("hardware")]}

@@ -14,6 +14,8 @@ import streamlit as st
 from conftest import make_settings
 from streamlit.testing.v1 import AppTest
 
+from app import ui
+from engine.business.playbook import workload_playbook
 from engine.cli.main import main
 from engine.core.settings import Settings
 from engine.ingest.logs import parse_log
@@ -532,3 +534,74 @@ def test_business_case_refuses_a_run_whose_baseline_failed(model_env):
                            "report: its baseline 'bf16'")
     assert "Model folder /nonexistent/ckpt does not exist" in said
     assert not at.metric and not at.download_button  # no n/a figures, no PDF
+
+
+# ---- playbook (issue 21) ---------------------------------------------------------------
+def _step_lines(at: AppTest) -> list[str]:
+    """The Playbook page's five steps, as markdown."""
+    return [m.value for m in at.markdown if re.match(r":material/\w+: \*\*\d\. ", m.value)]
+
+
+@pytest.mark.slow
+def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(results_env,
+                                                                               capsys):
+    """The module's real run (baseline + int8 on the embedded model): every step is done,
+    each names the run and links to where it is shown; the techniques carry their reasons;
+    `roilab playbook 1` says the same."""
+    at = page("playbook", workload="1")
+    assert not at.exception
+    steps = _step_lines(at)
+    assert len(steps) == 5 and all("*done*" in s for s in steps), steps
+    assert "run \\#1\\: int8\\-weights" in steps[2]
+    assert re.search(r"int8\\-weights \d\\\.\d\dx tokens/s", steps[3]), steps[3]
+    links = at.get("page_link")
+    assert [link.proto.label for link in links] == [
+        "Open the workload's profile", "Open the results", "Open the results",
+        "Open the results", "Open the business case"]
+    assert all(link.proto.query_string == "run=1" for link in links[1:])
+    techniques = [m.value for m in at.markdown if m.value.startswith((":material/check:",
+                                                                        ":material/remove:"))]
+    assert [re.search(r"\*\*(.+?)\*\*", t).group(1) for t in techniques] == [
+        "8\\-bit / FP8 / 4\\-bit weights", "Prompt compression \\(LLMLingua\\)",
+        "Prefix caching", "FP8 / 4\\-bit KV cache", "Distillation"]
+    book = workload_playbook(Store(results_env.resolved_db_url()), 1)
+    weights = book.suggestions[0].reason
+    assert weights.startswith("decoding is ") and "of the baseline's median latency" in weights
+    assert ui.escape_md(weights) in techniques[0]
+    assert at.query_params["workload"] == "1"
+
+    assert main(["playbook", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Playbook of workload 1 'xss" in out
+    for i, title in enumerate(("Workload profile", "Baseline measured", "Techniques chosen",
+                               "After measured", "In the portfolio"), 1):
+        assert re.search(rf"^  {i}\. {title} +done +", out, re.M), out
+    assert "run #1: int8-weights" in out and weights in out
+
+
+@pytest.mark.slow
+def test_playbook_button_runs_the_suggested_pilot(model_env, dashboard_ray):
+    """A workload with no run: the baseline is next and the suggestion is int8 weights; the
+    button hands baseline + int8 over the requests asked (2) to Ray, the page watches it to
+    the end and the playbook then has the baseline and the after measured."""
+    _store(model_env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
+    at = page("playbook")
+    assert not at.exception
+    assert [s.split("*")[-2] for s in _step_lines(at)] == ["done", "next", "not started",
+                                                           "not started", "not started"]
+    assert "roilab pilot \\-\\-workload 1 \\-\\-variants int8" in at.markdown[-1].value
+    assert at.number_input(key="playbook.requests").value == 3  # the workload's all, < 12
+    at.number_input(key="playbook.requests").set_value(2)
+    at = at.button(key="playbook.run").click().run(timeout=600)
+    assert not at.exception
+    from test_jobs import wait_finished
+
+    run = wait_finished(_store(model_env), 1)
+    assert run.status == "done", run.error
+    assert run.name == "playbook" and [v.name for v in run.variants] == ["baseline",
+                                                                          "int8-weights"]
+    assert run.spec["max_requests"] == 2
+    st.cache_data.clear()
+    at = at.run()
+    assert at.get("progress")[0].proto.text == "Pilot #1: done"
+    assert [s.split("*")[-2] for s in _step_lines(at)][:4] == ["done"] * 4

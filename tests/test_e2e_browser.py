@@ -445,7 +445,7 @@ def test_no_request_leaves_the_machine_on_any_page(dashboard, browser_page):
     page, expect = browser_page, sync_api.expect
     run_id = _stored_run(Store(settings.resolved_db_url()))
     _stored_sweep(settings)
-    charted = {"upload", "results", "load"}  # pages sure to draw Plotly charts over this data
+    charted = {"upload", "results", "load", "playbook"}  # pages sure to draw Plotly charts over this data
     for key in nav.url_paths():
         page.goto(f"{url}/{key}?run={run_id}")
         expect(page.get_by_test_id("stMain").locator("h1").first).to_be_visible(timeout=PAGE_MS)
@@ -540,3 +540,62 @@ def test_a_csv_download_has_readable_headers(dashboard, browser_page):
     assert any("per 1k requests" in h for h in header), header
     long_floats = [c for r in rows[1:] for c in r if re.fullmatch(r"-?\d+\.\d{6,}", c)]
     assert not long_floats, long_floats
+
+
+PLAYBOOK_PNG = Path("/tmp/e2e_playbook.png")
+
+
+def _step(page, number: int, title: str):
+    """The Playbook page's row of one step (its text and its link)."""
+    return page.get_by_test_id("stHorizontalBlock").filter(
+        has=page.get_by_text(f"{number}. {title}", exact=True))
+
+
+def test_a_new_user_follows_the_playbook_from_an_upload_to_a_business_case(
+        dashboard, browser_page, tmp_path: Path):
+    """Issue 21: from the Playbook page of an empty store, by its links and its one button
+    alone: upload a log, back to its playbook, run the suggested pilot (handed to Ray, watched
+    on the page), then every step done and its last link opening the run's business case."""
+    url, settings = dashboard
+    page, expect = browser_page, sync_api.expect
+    log_file = tmp_path / "e2e-chat.jsonl"
+    log_file.write_text("\n".join(LOG_LINES) + "\n")
+
+    page.goto(f"{url}/playbook")
+    expect(page.get_by_role("heading", name="Playbook")).to_be_visible(timeout=PAGE_MS)
+    page.get_by_role("link", name="Upload a log").click()
+    expect(page.get_by_role("heading", name="Upload a request log")).to_be_visible(timeout=PAGE_MS)
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(log_file))
+    expect(page.get_by_text(log_file.name)).to_be_visible()
+    page.get_by_label("Workload name").fill(WORKLOAD)
+    page.get_by_role("button", name="Validate and store").click()
+    expect(page.get_by_role("heading", name="Validation report")).to_be_visible(timeout=PAGE_MS)
+    _settled(page)
+
+    page.get_by_role("link", name=re.compile("^Its playbook")).click()
+    expect(page.get_by_role("heading", name="Playbook")).to_be_visible(timeout=PAGE_MS)
+    expect(page).to_have_url(re.compile(r"/playbook\?workload=1$"))
+    _settled(page)
+    expect(_step(page, 1, "Workload profile")).to_contain_text("done")
+    expect(_step(page, 2, "Baseline measured")).to_contain_text("next")
+    expect(page.get_by_text(re.compile(r"^Suggested pilot: the baseline and int8"))).to_be_visible()
+    expect(page.get_by_label("Requests to replay", exact=True)).to_have_value("3")
+    page.get_by_role("button", name="Run the suggested pilot").click()
+    # the fragment watches it; when it ends the whole page runs again with the steps done
+    expect(page.get_by_text("Pilot #1: done", exact=True)).to_be_visible(timeout=PILOT_MS)
+    for number, title in enumerate(("Workload profile", "Baseline measured",
+                                    "Techniques chosen", "After measured",
+                                    "In the portfolio"), 1):
+        expect(_step(page, number, title)).to_contain_text("done", timeout=PAGE_MS)
+    _settled(page)
+    run = Store(settings.resolved_db_url()).get_run(1)
+    assert run.status == "done" and [v.name for v in run.variants] == ["baseline",
+                                                                        "int8-weights"]
+    _screenshot(page, PLAYBOOK_PNG)
+
+    _step(page, 5, "In the portfolio").get_by_role("link").click()
+    expect(page.get_by_role("heading", name="Business case")).to_be_visible(timeout=PAGE_MS)
+    expect(page).to_have_url(re.compile(r"/business\?run=1$"))
+    _settled(page)
+    case = business_figures(build_business_case(Store(settings.resolved_db_url()), 1))
+    assert _metric(page, "Before / month", "Monthly cost") == case["baseline_monthly"]

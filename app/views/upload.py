@@ -35,6 +35,9 @@ def render() -> None:
         _render_validation(workload)
         _render_statistics(workload)
         _render_preview(workload)
+        st.page_link(nav.page("playbook"), label="Its playbook: the techniques that fit it, "
+                     "and the pilot to run", icon=":material/route:",
+                     query_params={"workload": str(workload.id)})
         st.page_link(nav.page("run"), label="Run a pilot on it", icon=":material/play_arrow:")
 
 

@@ -2,6 +2,7 @@
 
     roilab demo                       # prepare model, ingest sample, run default pilot, dashboard
     roilab ingest LOG [--name N]      # validate and store a request log
+    roilab playbook ID [--run]        # the workload's playbook steps, the techniques that fit
     roilab pilot --workload ID        # run baseline + variants over it
     roilab portfolio-pilot --workloads 1,2,3 --spec S   # one pilot per workload on Ray
     roilab runs | show RUN [--csv FILE] | report RUN -o case.pdf | dashboard [--host H]
@@ -13,7 +14,7 @@ engine.core.inert.terminal_safe, so escape codes in a log show as ``\x1b`` inste
 
 This module only builds the parser and runs the chosen handler; each group of subcommands
 lives in its own module with its handlers and ``add_parsers(sub)``: demo (demo, dashboard),
-models (prepare-model, export), workloads (ingest, workloads, hardware), pilot (pilot,
+models (prepare-model, export), workloads (ingest, workloads, hardware), playbook, pilot (pilot,
 resume, cancel; the spec its flags build is pilot_spec), portfolio (portfolio-pilot,
 portfolio), results (runs, show, report), load, db.
 """
@@ -24,7 +25,7 @@ import atexit
 import sys
 from contextlib import nullcontext
 
-from engine.cli import db, demo, models, pilot, portfolio, results, workloads
+from engine.cli import db, demo, models, pilot, playbook, portfolio, results, workloads
 from engine.cli import load as load_cli
 from engine.core.errors import RoilabError
 from engine.core.inert import terminal_safe
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (demo, models, workloads, pilot, portfolio, results):
+    for group in (demo, models, workloads, playbook, pilot, portfolio, results):
         group.add_parsers(sub)
     load_cli.add_parser(sub)
     db.add_parser(sub)
