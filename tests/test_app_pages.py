@@ -197,8 +197,9 @@ def test_run_pilot_form_renders_defaults(env):
     assert numbers["Max requests"] == 12 and numbers["Max new tokens"] == 48
     assert numbers["Batch size"] == 8 and numbers["$/hour"] is None  # None = catalog price
     assert at.text_input[1].value == "embedded:smollm2-135m-instruct"
-    # baseline, int8 (transformers), FP8 weights and FP8 KV cache (vLLM), LLMLingua
-    assert [c.value for c in at.checkbox] == [True, True, True, False, True]
+    # baseline, int8 (transformers), FP8 weights and FP8 KV cache (vLLM), LLMLingua, prefix
+    # caching and n-gram speculative decoding (vLLM)
+    assert [c.value for c in at.checkbox] == [True, True, True, False, True, False, False]
     assert at.checkbox[0].disabled  # the baseline always runs
     boxes = {s.label: s.value for s in at.selectbox}
     assert boxes["Serving backend"] == "transformers" and boxes["dtype"] == "auto"
@@ -559,6 +560,12 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
         "Open the workload's profile", "Open the results", "Open the results",
         "Open the results", "Open the business case"]
     assert all(link.proto.query_string == "run=1" for link in links[1:])
+    card = at.dataframe[0].value  # the claims scorecard of run 1 (engine.business.claims)
+    assert len(card) == 5 and set(card.verdict) <= {"held", "not held", "not tested"}
+    ptq = card.iloc[0]  # int8 weights: 4x fewer weight bytes is well past the claim's 2x
+    assert (ptq.claim, ptq.verdict, ptq.variant) == ("Post-training quantization gives 2-4x",
+                                                     "held", "int8-weights")
+    assert card.verdict[2] == "not tested" and "--variants llmlingua" in card.note[2]
     techniques = [m.value for m in at.markdown if m.value.startswith((":material/check:",
                                                                         ":material/remove:"))]
     assert [re.search(r"\*\*(.+?)\*\*", t).group(1) for t in techniques] == [
@@ -577,6 +584,8 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
                                "After measured", "In the portfolio"), 1):
         assert re.search(rf"^  {i}\. {title} +done +", out, re.M), out
     assert "run #1: int8-weights" in out and weights in out
+    assert "Claims scorecard (run #1):" in out
+    assert re.search(r"^  held +Post-training quantization gives 2-4x: ", out, re.M), out
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import streamlit as st
 from app import charts, data, nav, ui
 from app.views.run_pilot import watch_run
 from engine.backends.base import default_dtype
+from engine.business.claims import scorecard_rows
 from engine.core.errors import RoilabError
 from engine.ingest.review import default_workload
 from engine.ingest.stats import prefix_text
@@ -34,6 +35,7 @@ def render() -> None:
     book = data.playbook(workload_id)
     _render_steps(book)
     _render_profile(workload_id)
+    _render_scorecard(book)
     _render_suggestions(book)
 
 
@@ -70,6 +72,22 @@ def _render_profile(workload_id: int) -> None:
                     key="playbook.lengths")
     if "prefix" in stats:
         st.markdown(ui.escape_md(prefix_text(stats["prefix"])))
+
+
+def _render_scorecard(book) -> None:
+    st.subheader("Claims scorecard")
+    if not book.scorecard:
+        st.caption("The claims that sent you here (2-4x from quantization, 60% less KV memory, "
+                   "up to 20x fewer input tokens, a 7B 4-bit model on one A10G, 50-70% "
+                   "savings) are tested against this workload's first run with a technique "
+                   "measured.")
+        return
+    st.caption(f"The article's claims, tested against run #{book.scorecard_run} of this "
+               "workload (its business case for the savings). A claim the run cannot test "
+               "says which variant or pilot would.")
+    ui.dataframe([{k: row[k] for k in ("claim", "verdict", "figure", "variant", "note")}
+                  for row in scorecard_rows(book.scorecard)], hide_index=True,
+                 key="playbook.scorecard")
 
 
 def _render_suggestions(book) -> None:

@@ -14,6 +14,7 @@ returns, and run the pilot its ``suggested`` names (built-in variants, ``pilot_v
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine.core.domain import Run, Status, Workload
 
 if TYPE_CHECKING:
+    from engine.business.claims import ClaimResult
     from engine.business.types import BusinessCase
     from engine.pilot.report import PilotReport, VariantSummary
     from engine.store.store import Store
@@ -71,6 +73,9 @@ class Playbook:
     backend: str  # the serving backend the suggestions are for
     steps: tuple[Step, ...]
     suggestions: tuple[Suggestion, ...]
+    # the article's claims tested against the "after" run (engine.business.claims); () if none
+    scorecard: tuple[ClaimResult, ...] = ()
+    scorecard_run: int | None = None
 
     @property
     def next_step(self) -> Step | None:
@@ -175,10 +180,10 @@ def suggestions(stats: dict[str, Any], base: VariantSummary | None, backend: str
         fits, reason = False, ("shared prefixes not counted (the embedded model's tokenizer was "
                                "not prepared at ingest; `roilab prepare-model`, then open the "
                                "workload again)")
-    out.append(Suggestion("Prefix caching", fits, reason, None,
-                          "vLLM caches shared prefixes itself (enable_prefix_caching, on by "
-                          "default): serve with --backend vllm; roilab does not measure it as "
-                          "a variant of its own yet"))
+    on_vllm = backend == "vllm"
+    out.append(Suggestion("Prefix caching", fits, reason, "prefix-cache" if on_vllm else None,
+                          "" if on_vllm else "vLLM's prefix cache: --backend vllm --variants "
+                          "prefix-cache (measured against the other variants with it off)"))
 
     # 4. KV cache: at the target concurrency, a large share of the memory beside the weights
     kv = _variant_for(backend, kv=True)
@@ -367,4 +372,10 @@ def workload_playbook(store: Store, workload_id: int, backend: str | None = None
         except RoilabError:
             case = None  # the step says the case is missing
     concurrency = case.assumptions.concurrency if case is not None else 8
-    return plan(workload, stats, runs, reports, case, backend, concurrency)
+    book = plan(workload, stats, runs, reports, case, backend, concurrency)
+    if after is None:
+        return book
+    from engine.business.claims import score
+
+    return dataclasses.replace(book, scorecard=score(reports[after.id], case),
+                               scorecard_run=after.id)

@@ -60,6 +60,11 @@ def print_playbook(book) -> None:
         print(terminal_safe(f"  {mark:<9} {s.technique}{runs}: {s.reason}."))
         if s.fits and not s.variant and s.how:
             print(terminal_safe(f"  {'':<9} how: {s.how}"))
+    if book.scorecard:
+        print(terminal_safe(f"Claims scorecard (run #{book.scorecard_run}):"))
+        for r in book.scorecard:
+            figure = f": {r.figure}" if r.figure else ""
+            print(terminal_safe(f"  {r.verdict:<10} {r.claim.claim}{figure}. {r.note}"))
     if book.suggested:
         print(terminal_safe(f"Suggested pilot: {book.pilot_command()}  "
                             f"(or: roilab playbook {w.id} --run)"))

@@ -13,12 +13,13 @@ a stored run. Every projected figure is labelled projected, with its method.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from engine.business.case import Assumptions, BusinessCase, case_from_report
+from engine.business.claims import ClaimResult, score
 from engine.business.flags import gate_words
 from engine.core.domain import Status
 from engine.economics import traffic
@@ -56,7 +57,7 @@ from engine.reports.pilot_pdf import appendix, pilot_sections, title_block
 
 __all__ = ["AFTER", "BAD", "BEFORE", "GOOD", "TORNADO_LABELS", "assumption_rows", "basis",
            "basis_detail", "business_figures", "business_pdf_for_run", "business_title",
-           "case_headline", "caveats", "cfo_figures", "cfo_page", "charts_png",
+           "case_headline", "caveats", "cfo_figures", "cfo_page", "charts_png", "claims_section",
            "decision_sentence", "executive_summary", "fmt_money", "fmt_months", "fmt_range",
            "if_quality_holds", "methodology", "priced_at", "render_business_pdf", "variant_rows",
            "write_business_pdf"]
@@ -131,8 +132,8 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
                         samples: pd.DataFrame | None = None) -> bytes:
     """The CFO's page (``cfo_page``), then the detail in the order a reader asks next: why
     and what it takes (``executive_summary``), the per-variant table, the charts, the
-    assumptions and methodology, the pilot's measurements and the appendix of sample outputs
-    (engine.reports.pilot_pdf)."""
+    assumptions and methodology, the claims scorecard (``claims_section``), the pilot's
+    measurements and the appendix of sample outputs (engine.reports.pilot_pdf)."""
     title = business_title(report)
     pdf = new_doc(title)
     pdf.add_page()
@@ -165,6 +166,7 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     table(pdf, [("Assumption", "Value"), *assumption_rows(case)], (58, 122), size=8)
     pdf.heading("Methodology")
     table(pdf, [("What", "How"), *methodology(case, report)], (36, 144), size=7.5)
+    claims_section(pdf, score(report, case))
     pdf.add_page()
     pdf.para("The pages below are the pilot as measured, on the hardware it ran on: unit costs "
              "($/1k requests, $/1M tokens) for its busy time only. Every monthly figure is the "
@@ -172,6 +174,21 @@ def render_business_pdf(case: BusinessCase, report: PilotReport,
     pilot_sections(pdf, report, prefix="Pilot measurements: ")
     appendix(pdf, report, samples)
     return bytes(pdf.output())
+
+
+def claims_section(pdf, results: Sequence[ClaimResult]) -> None:
+    """The claims scorecard (engine.business.claims): each claim of the article that sent the
+    team here, held / not held / not tested by this run, with the figure and its variant, then
+    the rule each verdict used."""
+    pdf.heading("Claims scorecard")
+    pdf.para("The claims of the article that sent you here, tested against this run. A claim "
+             "the run cannot test says what would test it.", 8, "I")
+    table(pdf, [("Claim", "Verdict", "Measured figure", "Variant / note"),
+                *((r.claim.claim, r.verdict, r.figure or "-",
+                   f"{r.variant}: {r.note}" if r.variant else r.note) for r in results)],
+          (38, 17, 55, 80), size=7)
+    for r in results:
+        pdf.para(f"{r.claim.claim} ({r.claim.source}): {r.rule}", 7, "I")
 
 
 def cfo_page(pdf, case: BusinessCase, title: str, report: PilotReport) -> None:
