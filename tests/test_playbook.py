@@ -69,8 +69,11 @@ def test_decode_bound_baseline_suggests_weights_and_a_slow_first_token_the_promp
 @pytest.mark.parametrize("cacheable, expected", [(0.8, True), (0.29, False)])
 def test_prefix_caching_fits_a_large_shared_prefix(cacheable, expected) -> None:
     s = pb.suggestions(stats(cacheable=cacheable), None, "vllm", 8)[2]
-    assert s.technique == "Prefix caching" and s.fits is expected and s.variant is None
+    assert s.technique == "Prefix caching" and s.fits is expected
+    assert s.variant == "prefix-cache"  # vLLM's, measured against the others with it off
     assert f"{cacheable:.0%} of input tokens are in 16-token blocks" in s.reason
+    on_cpu = pb.suggestions(stats(cacheable=cacheable), None, "transformers", 8)[2]
+    assert on_cpu.variant is None and "--backend vllm --variants prefix-cache" in on_cpu.how
 
 
 def test_kv_cache_fits_where_the_target_concurrency_fills_the_memory() -> None:
@@ -104,9 +107,10 @@ def test_the_suggested_pilot_is_at_most_three_built_in_variants_of_the_backend()
     book = pb.plan(WORKLOAD, stats(p50=3_000, cacheable=0.7, shared=0.7, refs=40),
                    runs=[_run(1, Status.DONE, Status.DONE)], reports={1: _report(base)},
                    backend="vllm")
-    assert book.suggested == ("fp8", "llmlingua", "fp8-kv")
+    assert book.suggested == ("fp8", "llmlingua", "prefix-cache")  # 4 fit: the first 3
+    assert fits(book.suggestions)["FP8"]  # the KV cache fits too, 4th in line
     assert book.pilot_command() == ("roilab pilot --workload 7 --backend vllm "
-                                    "--variants fp8,llmlingua,fp8-kv")
+                                    "--variants fp8,llmlingua,prefix-cache")
     assert fits(book.suggestions)["Prefix"] and fits(book.suggestions)["Distillation"]
 
 
@@ -146,3 +150,25 @@ def test_steps_follow_the_workloads_runs() -> None:
     book = pb.plan(WORKLOAD, stats(), [after], {3: _report(base, int8)}, case)
     assert all(s.state == "done" for s in book.steps) and book.next_step is None
     assert book.steps[4].detail == "run #3: int8 saves $200/month of $500, payback 4.0 months"
+
+
+def test_built_in_vllm_variants_measure_prefix_caching_against_its_absence() -> None:
+    """--variants prefix-cache: the only variant with vLLM's prefix cache (on by default) is
+    that one; ngram-spec drafts 3 tokens a step by prompt lookup."""
+    from engine.backends.vllm_engines import engine_args
+    from engine.specs.pilot import pilot_variants
+
+    variants = pilot_variants(["fp8", "prefix-cache", "ngram-spec", "llmlingua"],
+                              backend="vllm", dtype="float32")
+    assert [v.name for v in variants] == ["baseline", "fp8-weights", "llmlingua-0.5",
+                                          "prefix-cache", "ngram-spec-3"]
+    assert [v.vllm.enable_prefix_caching for v in variants] == [False, False, False, True,
+                                                                False]
+    args = engine_args(variants[4], "/models/x", "cpu")
+    assert args["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 3,
+                                          "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+    assert args["enable_prefix_caching"] is False
+    # without prefix-cache asked, vLLM's own default stands (nothing set)
+    plain = pilot_variants(["fp8"], backend="vllm", dtype="float32")
+    assert plain[0].vllm is None and plain[1].vllm.enable_prefix_caching is None
+    assert "enable_prefix_caching" not in engine_args(plain[0], "/models/x", "cpu")

@@ -116,5 +116,6 @@ def test_the_default_pilot_is_defined_once() -> None:
     vllm = pilot_variants(["llmlingua", "fp8-kv", "fp8"], rate=0.3, model="m", backend="vllm")
     assert [v.name for v in vllm] == ["baseline", "fp8-weights", "fp8-kv-cache", "llmlingua-0.3"]
     assert {v.model for v in vllm} == {"m"} and vllm[2].vllm.kv_cache_dtype == "fp8"
-    with pytest.raises(SpecError, match="int4.*known: int8, fp8, fp8-kv, llmlingua"):
+    with pytest.raises(SpecError, match="int4.*known: int8, fp8, fp8-kv, llmlingua, prefix-cache, "
+                                        "ngram-spec"):
         pilot_variants(["int4"])

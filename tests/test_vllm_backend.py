@@ -272,14 +272,18 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
     monkeypatch.setenv("ROILAB_DB_URL", settings.resolved_db_url())
     assert main(["ingest", str(settings.samples_dir / "support_chat.jsonl")]) == 0
     common = {"backend": "vllm", "dtype": "float32"}
+    # batch 1: a request finds the system prompt its predecessor left in the prefix cache
     spec = {"name": "two engines", "max_requests": 3,
-            "generation": {"max_new_tokens": 8, "batch_size": 3},
+            "generation": {"max_new_tokens": 8, "batch_size": 1},
             "measurement": {"repeats": 2},  # asked to interleave: vllm-cpu says why it cannot
             "variants": [
                 {"name": "kv-96", **common, "vllm": {"enforce_eager": True, "max_model_len": 1024,
-                                                    "kv_cache_memory_bytes": 96 * 2**20}},
+                                                    "kv_cache_memory_bytes": 96 * 2**20,
+                                                    "enable_prefix_caching": True}},
                 {"name": "kv-64", **common, "vllm": {"enforce_eager": True, "max_model_len": 1024,
-                                                    "kv_cache_memory_bytes": 64 * 2**20}}]}
+                                                    "kv_cache_memory_bytes": 64 * 2**20,
+                                                    "enable_prefix_caching": False,
+                                                    "ngram_speculative_tokens": 3}}]}
     parse_pilot_spec({**spec, "workload_id": 1})  # the spec is valid as written
     path = tmp_path / "pilot.json"
     path.write_text(json.dumps(spec))
@@ -324,6 +328,20 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
         assert mem["device"] == "cpu" and mem["devices"] == 1
     assert run.variants[0].technique_report["memory"]["kv_cache_tokens"] > \
         run.variants[1].technique_report["memory"]["kv_cache_tokens"]
+    # prefix caching (issue 21): the share of prompt tokens vLLM served from its cache over
+    # the timed passes (emptied before each replay: the 2nd and 3rd requests reuse the 1st's
+    # system prompt); off in the second variant, which drafts tokens by n-gram lookup instead
+    cached, speculative = (v.technique_report["serving"] for v in run.variants)
+    hits = cached["prefix_cache_hits"]
+    assert 0 < hits["cached_tokens"] < hits["prompt_tokens"], hits
+    assert hits["hit_rate"] == round(hits["cached_tokens"] / hits["prompt_tokens"], 4)
+    assert "speculative_decoding" not in cached and "prefix_cache_hits" not in speculative
+    drafts = speculative["speculative_decoding"]
+    assert (drafts["method"], drafts["tokens_per_step"]) == ("ngram", 3)
+    assert 0 <= drafts["accepted_tokens"] <= drafts["draft_tokens"], drafts
+    assert speculative["engine_args"]["speculative_config"]["method"] == "ngram"
+    out = capsys.readouterr().out
+    assert f"prefix cache hit rate {hits['hit_rate']:.0%}" in out, out
 
 
 def test_fp8_weights_in_float32_are_refused_with_the_dtype_to_use() -> None:

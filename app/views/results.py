@@ -22,6 +22,7 @@ from engine.economics.decision import RANDOM_WEIGHTS, SPEED_MEMORY_ONLY
 from engine.pilot.protocol import BASELINE_DRIFT, UNSTABLE_SPREAD
 from engine.pilot.report import (
     PilotReport,
+    serving_lines,
     speed_memory_findings,
     speed_memory_only,
 )
@@ -346,6 +347,8 @@ def _render_technique_figures(rep: PilotReport) -> None:
         return
     st.subheader("What each technique did")
     st.caption("Read back from the model after each technique ran, not copied from the spec.")
+    for line in serving_lines(rep):  # vLLM's prefix cache and speculative decoding
+        st.markdown(ui.escape_md(line))
     ui.dataframe(figures, hide_index=True, key="table.technique_figures")
 
 

@@ -71,6 +71,10 @@ def _render_form(workloads: dict) -> dict[str, Any] | None:
         v["lingua"] = st.checkbox("LLMLingua prompt compression", value=True)
         v["rate"] = st.slider("LLMLingua rate (fraction of prompt tokens kept)", 0.1, 0.9, 0.5,
                               0.05)
+        v["prefix"] = st.checkbox("Prefix caching (vLLM backend; every other variant then runs "
+                                  "with vLLM's prefix cache off)", value=False)
+        v["ngram"] = st.checkbox("N-gram speculative decoding (vLLM backend; drafts copied from "
+                                 "the prompt, no draft model)", value=False)
         v["extra"] = st.text_area(
             "More variants (JSON list, optional)", value="", height=90,
             placeholder='[{"name": "int4-hqq", "techniques": [{"kind": "quantize_weights", '
@@ -162,7 +166,7 @@ def _other_backend(v: dict[str, Any]) -> list[str]:
     """Ticked built-in variants that the chosen backend does not run."""
     if v.get("backend", "transformers") == "vllm" and v["int8"]:
         return ["int8 weights (a transformers technique; vLLM's 8-bit form is FP8 weights)"]
-    return []  # the FP8 boxes say they are vLLM's
+    return []  # the FP8, prefix-cache and n-gram boxes say they are vLLM's
 
 
 def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +179,9 @@ def _spec_dict(v: dict[str, Any]) -> dict[str, Any]:
             "dtype": dtype}
     ticked = {"int8": v["int8"] and backend == "transformers",
               "fp8": v.get("fp8") and backend == "vllm",
-              "fp8-kv": v.get("fp8kv") and backend == "vllm", "llmlingua": v["lingua"]}
+              "fp8-kv": v.get("fp8kv") and backend == "vllm", "llmlingua": v["lingua"],
+              "prefix-cache": v.get("prefix") and backend == "vllm",
+              "ngram-spec": v.get("ngram") and backend == "vllm"}
     variants = [x.model_dump(mode="json") for x in pilot_variants(
         [k for k, on in ticked.items() if on], rate=v.get("rate", 0.5), **base)]
     variants.extend({**base, **extra} for extra in _extra_variants(v.get("extra", "")))

@@ -56,6 +56,10 @@ class VllmBackend(Backend):
         self._batches = 0
         self._pairs: list[tuple[float, float]] = []  # (our latency, vLLM's) per request
         self._timed_pairs = 0  # of them, those from timed passes (the rest: a warm-up's)
+        # per batch: (prompt tokens, of them served from the prefix cache, speculative draft
+        # tokens proposed, of them accepted); kept like _pairs, timed passes only
+        self._counts: list[tuple[int, int, int, int]] = []
+        self._timed_counts = 0
         self._random = is_random_model(model_path)
         self._ids: dict[str, list[int]] = {}  # request (JSON) -> prompt token ids
         self._device = "cpu"
@@ -158,6 +162,8 @@ class VllmBackend(Backend):
         from vllm.sampling_params import RequestOutputKind
 
         engine = self.engine.llm.llm_engine
+        speculative = "speculative_config" in self.engine.args
+        drafted = _spec_counters(self.engine.llm) if speculative else (0, 0)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
                                 ignore_eos=self._random, output_kind=RequestOutputKind.DELTA)
         prompts = self._batch_token_ids(batch)
@@ -193,12 +199,16 @@ class VllmBackend(Backend):
                 for rid, toks in zip(ids, prompts, strict=True)]
         self._pairs += [(g.latency_s, g.engine_metrics["latency_s"]) for g in gens
                         if g.engine_metrics]
+        after = _spec_counters(self.engine.llm) if speculative else (0, 0)
+        self._counts.append((sum(len(t) for t in prompts), sum(cached.values()),
+                             after[0] - drafted[0], after[1] - drafted[1]))
         return gens
 
     def warmed_up(self) -> None:
         # Agreement is reported over the timed requests only: drop the warm-up's (those
         # since load, or since the engine was woken to be timed again).
         del self._pairs[self._timed_pairs:]
+        del self._counts[self._timed_counts:]
 
     def begin_replay(self) -> None:
         # Every replay starts with an empty prefix cache: a replay must not skip the prefill
@@ -222,6 +232,7 @@ class VllmBackend(Backend):
 
     def resume(self) -> bool:
         self._timed_pairs = len(self._pairs)
+        self._timed_counts = len(self._counts)
         return self.engine.wake() if self.engine is not None else False
 
     def _generation(self, rid: str, prompt: list[int], out: list[int], first: dict, done: dict,
@@ -253,6 +264,7 @@ class VllmBackend(Backend):
             report["latency_vs_vllm_metrics"] = {
                 "requests": len(self._pairs), "max_rel_diff": round(max(diffs, default=0), 4),
                 "mean_rel_diff": round(sum(diffs) / max(len(diffs), 1), 4)}
+        report.update(self._cache_and_drafts())
         if self.engine.args.get("enable_sleep_mode"):
             report["sleep_mode"] = {"sleeps": self.engine.sleeps,
                                     "sleep_and_wake_s": round(self.engine.sleep_s, 2)}
@@ -262,6 +274,24 @@ class VllmBackend(Backend):
                                 "worker), each with its own Python/torch runtime, and the KV "
                                 "cache pages touched")
         return report
+
+    def _cache_and_drafts(self) -> dict[str, Any]:
+        """Over the timed passes: the share of prompt tokens vLLM served from its prefix cache
+        (each request's ``num_cached_tokens``; the cache is emptied before every replay, so
+        only prefixes shared within one replay count), and with n-gram speculative decoding
+        the share of drafted tokens it accepted (its spec-decode counters)."""
+        out: dict[str, Any] = {}
+        prompt, cached, drafts, accepted = (sum(c[i] for c in self._counts) for i in range(4))
+        if self.engine.args.get("enable_prefix_caching") is not False and prompt:
+            out["prefix_cache_hits"] = {"prompt_tokens": prompt, "cached_tokens": cached,
+                                        "hit_rate": round(cached / prompt, 4)}
+        spec = self.engine.args.get("speculative_config")
+        if spec:
+            out["speculative_decoding"] = {
+                "method": spec["method"], "tokens_per_step": spec["num_speculative_tokens"],
+                "draft_tokens": drafts, "accepted_tokens": accepted,
+                "acceptance_rate": round(accepted / drafts, 4) if drafts else None}
+        return out
 
     def peak_memory_bytes(self) -> int | None:
         if self._sampler is not None:
@@ -301,6 +331,18 @@ class VllmBackend(Backend):
             self._sampler.stop()
             self._sampler = None
         self.engine = None
+
+
+def _spec_counters(llm) -> tuple[int, int]:
+    """vLLM's speculative-decoding counters (draft tokens proposed, accepted) so far, summed
+    over its engines: read before and after each batch, so a batch's own are the difference."""
+    drafts = accepted = 0
+    for metric in llm.get_metrics():
+        if metric.name == "vllm:spec_decode_num_draft_tokens":
+            drafts += int(metric.value)
+        elif metric.name == "vllm:spec_decode_num_accepted_tokens":
+            accepted += int(metric.value)
+    return drafts, accepted
 
 
 def _engine_metrics(stats, wall0: float, mono0: float) -> dict[str, float] | None:

@@ -84,6 +84,10 @@ class SharedEngine:
         return True
 
 
+# n-gram speculative decoding: the longest and shortest n-gram of the recent tokens looked up
+# in the prompt to copy a draft from (vLLM's prompt lookup).
+NGRAM_LOOKUP_MAX, NGRAM_LOOKUP_MIN = 4, 2
+
 _ENGINES: OrderedDict[str, SharedEngine] = OrderedDict()
 _LOCK = threading.Lock()
 
@@ -115,6 +119,10 @@ def engine_args(spec, model_path: str, device: str, sleep: bool = False) -> dict
         optional["enable_sleep_mode"] = True
         if opts.gpu_memory_utilization is None and opts.kv_cache_memory_bytes is None:
             optional["gpu_memory_utilization"] = SIDE_BY_SIDE_GPU_UTILIZATION
+    if opts.ngram_speculative_tokens is not None:
+        optional["speculative_config"] = {
+            "method": "ngram", "num_speculative_tokens": opts.ngram_speculative_tokens,
+            "prompt_lookup_max": NGRAM_LOOKUP_MAX, "prompt_lookup_min": NGRAM_LOOKUP_MIN}
     args.update({k: v for k, v in optional.items() if v is not None})
     if is_random_model(model_path) and not any(Path(model_path).glob("*.safetensors")):
         # A production shape from its config alone: random weights, speed and memory only.

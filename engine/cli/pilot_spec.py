@@ -32,6 +32,7 @@ def spec_data(args) -> dict:
     """The PilotSpec JSON the flags (or --spec with them) give; ``cost.hardware`` only where
     the user named it."""
     from engine.specs.pilot import (
+        VLLM_ONLY,
         CostSettings,
         GenerationSettings,
         MeasurementSettings,
@@ -48,9 +49,10 @@ def spec_data(args) -> dict:
     if unknown:
         raise SpecError(f"Unknown variant(s) {unknown} in --variants; the flags know "
                         f"{', '.join(FLAG_VARIANTS)} (others: --spec FILE).")
-    vllm_only = [v for v in asked if v in ("fp8", "fp8-kv")]
+    vllm_only = [v for v in asked if v in VLLM_ONLY]
     if vllm_only and args.backend != "vllm":
-        raise SpecError(f"--variants {','.join(vllm_only)} are vLLM's FP8 weights / KV cache: add "
+        raise SpecError(f"--variants {','.join(vllm_only)} are vLLM engine options (FP8 weights "
+                        "/ KV cache, prefix caching, n-gram speculative decoding): add "
                         "--backend vllm (or use int8 for the transformers backend).")
     common = {"model": args.model, "backend": args.backend, "device": args.device,
               "dtype": _dtype(args)}
@@ -70,7 +72,7 @@ def spec_data(args) -> dict:
     return data
 
 
-FLAG_VARIANTS = ("int8", "llmlingua", "fp8", "fp8-kv")
+FLAG_VARIANTS = ("int8", "llmlingua", "fp8", "fp8-kv", "prefix-cache", "ngram-spec")
 # Flags given with --spec: these apply over the spec's value (spec key path per flag) ...
 SPEC_OVERRIDES = {"name": ("name",), "max_requests": ("max_requests",),
                   "max_new_tokens": ("generation", "max_new_tokens"),
@@ -160,7 +162,9 @@ def add_pilot_args(p: argparse.ArgumentParser, max_requests: int | None) -> None
                    help="transformers, vllm or endpoint")
     p.add_argument("--variants", action=Given, default="int8,llmlingua",
                    help="comma list added to the baseline: int8, llmlingua (transformers); "
-                        "fp8 (FP8 weights), fp8-kv (FP8 KV cache), llmlingua (vllm)")
+                        "fp8 (FP8 weights), fp8-kv (FP8 KV cache), llmlingua, prefix-cache "
+                        "(vLLM's prefix cache, off in the other variants), ngram-spec (n-gram "
+                        "speculative decoding) (vllm)")
     p.add_argument("--device", action=Given, default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", action=Given, default="auto",
                    choices=["auto", "float32", "bfloat16", "float16"],

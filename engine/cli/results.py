@@ -58,6 +58,10 @@ def print_run(run_id: int, settings: Settings, csv_path: str | None = None) -> N
         if how:
             say(f"  {terminal_safe(v.name)} memory: {how}")
     _say_start_up(report, say)
+    from engine.pilot.report import serving_lines
+
+    for line in serving_lines(report):
+        say(f"  {line}")
     for v in report.variants:
         if v.status == "failed":
             say(f"  {terminal_safe(v.name)} failed: {v.error}")

@@ -310,3 +310,23 @@ def _display(value) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value)
+
+
+def serving_lines(report: PilotReport) -> list[str]:
+    """What vLLM reported of its prefix cache and speculative decoding, per variant, in words
+    (the vLLM backend's ``serving`` report; none for other backends)."""
+    lines = []
+    for v in report.run.variants:
+        serving = v.technique_report.get("serving") or {}
+        if hits := serving.get("prefix_cache_hits"):
+            lines.append(f"{v.name}: prefix cache hit rate {hits['hit_rate']:.0%} "
+                         f"({hits['cached_tokens']:,} of {hits['prompt_tokens']:,} prompt tokens "
+                         "served from vLLM's prefix cache over the timed passes, emptied before "
+                         "each replay)")
+        if spec := serving.get("speculative_decoding"):
+            rate = spec.get("acceptance_rate")
+            lines.append(f"{v.name}: {spec['method']} speculative decoding, "
+                         f"{spec['tokens_per_step']} drafted tokens per step; vLLM accepted "
+                         + (f"{rate:.0%} of {spec['draft_tokens']:,} drafted"
+                            if rate is not None else "none (nothing was drafted)"))
+    return lines

@@ -34,6 +34,9 @@ class VllmOptions(_Options):
     quantization: str | None = Field(None, min_length=1, max_length=40)
     kv_cache_dtype: KvCacheDtype = "auto"
     enable_prefix_caching: bool | None = None  # None: vLLM's default (on)
+    # n-gram speculative decoding (prompt lookup: drafts copied from the prompt, no draft
+    # model): tokens proposed per step; None: off. Lossless under greedy decoding.
+    ngram_speculative_tokens: int | None = Field(None, ge=1, le=16)
     enforce_eager: bool | None = None  # True: no CUDA graphs / torch.compile; None: True on CPU
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     pipeline_parallel_size: int = Field(1, ge=1, le=64)  # devices = tensor x pipeline sizes

@@ -254,31 +254,50 @@ def _readable(cls: type[BaseModel], data: Mapping[str, Any]) -> Any:
 
 # The variants the CLI's --variants and the dashboard's form offer beside the baseline, in
 # the order a pilot lists them; the default pilot is the first two.
-BUILT_IN_VARIANTS = ("int8", "fp8", "fp8-kv", "llmlingua")
+BUILT_IN_VARIANTS = ("int8", "fp8", "fp8-kv", "llmlingua", "prefix-cache", "ngram-spec")
 DEFAULT_PILOT = ("int8", "llmlingua")
+VLLM_ONLY = ("fp8", "fp8-kv", "prefix-cache", "ngram-spec")  # vLLM engine options
+NGRAM_TOKENS = 3  # drafted tokens per step of the built-in n-gram speculative decoding
 
 
 def pilot_variants(names: Iterable[str] = DEFAULT_PILOT, *, rate: float = 0.5,
                    **common: Any) -> tuple[VariantSpec, ...]:
     """The baseline plus the named built-in variants (``BUILT_IN_VARIANTS``), all with the same
     ``common`` fields (model, backend, device, dtype): int8 weights (transformers), FP8 weights
-    or KV cache (vLLM), LLMLingua at ``rate``. An unknown name is a SpecError listing them."""
+    or KV cache (vLLM), LLMLingua at ``rate``, vLLM's prefix caching, n-gram speculative
+    decoding (vLLM, ``NGRAM_TOKENS`` drafted per step). With prefix-cache asked, every other
+    variant runs with vLLM's prefix cache off (it is on by default), so the cache is measured
+    against its absence and nothing else has it. An unknown name is a SpecError listing them."""
     asked = set(names)
     unknown = sorted(asked - set(BUILT_IN_VARIANTS))
     if unknown:
         raise SpecError(f"Unknown built-in variant(s) {unknown}; known: "
                         f"{', '.join(BUILT_IN_VARIANTS)}.")
+    cache_off = "prefix-cache" in asked or None
+
+    def vllm(**options: Any) -> dict[str, Any]:
+        """The vllm options of a variant; none at all for the transformers backend."""
+        if common.get("backend") != "vllm" and not options:
+            return {}
+        opts = {"enable_prefix_caching": False} if cache_off else {}
+        return {"vllm": VllmOptions(**(opts | options))} if opts | options else {}
+
     made = {
         "int8": lambda: VariantSpec(name="int8-weights", techniques=(QuantizeWeights(bits=8),),
-                                    **common),
-        "fp8": lambda: VariantSpec(name="fp8-weights", vllm=VllmOptions(quantization="fp8"),
-                                   **common),
-        "fp8-kv": lambda: VariantSpec(name="fp8-kv-cache",
-                                      vllm=VllmOptions(kv_cache_dtype="fp8"), **common),
+                                    **common, **vllm()),
+        "fp8": lambda: VariantSpec(name="fp8-weights", **vllm(quantization="fp8"), **common),
+        "fp8-kv": lambda: VariantSpec(name="fp8-kv-cache", **vllm(kv_cache_dtype="fp8"),
+                                      **common),
         "llmlingua": lambda: VariantSpec(name=f"llmlingua-{rate:g}",
-                                         techniques=(CompressPrompt(rate=rate),), **common),
+                                         techniques=(CompressPrompt(rate=rate),), **common,
+                                         **vllm()),
+        "prefix-cache": lambda: VariantSpec(
+            name="prefix-cache", vllm=VllmOptions(enable_prefix_caching=True), **common),
+        "ngram-spec": lambda: VariantSpec(name=f"ngram-spec-{NGRAM_TOKENS}",
+                                          **vllm(ngram_speculative_tokens=NGRAM_TOKENS),
+                                          **common),
     }
-    return (VariantSpec(name="baseline", **common),
+    return (VariantSpec(name="baseline", **common, **vllm()),
             *(made[n]() for n in BUILT_IN_VARIANTS if n in asked))
 
 
