@@ -21,6 +21,9 @@
 #                                                         # runs` every 5 s (detached)
 #   bench/gpu_pilot_repeat.sh raywheel PARTS_DIR          # Ray's wheel (carried in parts,
 #                                                         # `split -b 40000000`) -> /tmp/site
+#   bench/gpu_pilot_repeat.sh playbook OUT                # issue 21: the long-context sample
+#                                                         # through `roilab playbook --run`
+#                                                         # on vLLM (detached; pbwatch waits)
 #   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all` or
 #                                                         # `queue`, copy OUT so far to COPY
 #
@@ -87,6 +90,35 @@ case $1 in
     roilab show "$run" > "$out/spec-show-$k.txt" 2>&1 || true
     passes "$run" > "$out/spec-passes-$k.csv" || true
     tail -5 "$out/spec-pilot-$k.log"; cat "$out/spec-show-$k.txt" "$out/spec-passes-$k.csv" ;;
+  playbook)  # issue 21 on the GPU: the long-context sample through the playbook (vLLM),
+             # detached; OUT/playbook.log says "playbook done" at the end
+    out=$2; mkdir -p "$out"; export -f roilab; export here
+    setsid nohup bash -c "
+      cd '$here'
+      roilab prepare-model > '$out/prepare.log' 2>&1
+      roilab ingest data/samples/long_context_support.jsonl --name 'long-context support' \
+        > '$out/ingest.txt' 2>&1
+      wid=\$(python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
+print(open_store(get_settings()).list_workloads()[0].id)')
+      roilab playbook \$wid --backend vllm > '$out/playbook-before.txt' 2>&1
+      start=\$(date +%s)
+      roilab playbook \$wid --backend vllm --run ${PB_FLAGS:-} > '$out/playbook-run.log' 2>&1 \
+        || echo \"playbook run exited \$?\"
+      echo \"playbook pilot: \$(( \$(date +%s) - start )) s wall\"
+      run=\$(python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
+print(open_store(get_settings()).list_runs()[0].id)')
+      roilab show \$run > '$out/show.txt' 2>&1
+      roilab playbook \$wid --backend vllm > '$out/playbook-after.txt' 2>&1
+      roilab report \$run -o '$out/case.pdf' > '$out/report.txt' 2>&1
+      cp \"\$ROILAB_DATA_DIR/roilab.db\" '$out/roilab.db'
+      echo playbook done" > "$out/playbook.log" 2>&1 < /dev/null &
+    echo "started: $out/playbook.log" ;;
+  pbwatch)  # wait up to SECS for `playbook`, copy OUT so far to COPY
+    out=$2; until grep -q "playbook done" "$out/playbook.log" 2>/dev/null || [ "$(secs "$start0")" -ge "$3" ]; do
+      sleep 5; done
+    mkdir -p "$4" && cp -r "$out"/. "$4"/ && cp "$ROILAB_DATA_DIR"/logs/*.log "$4"/ 2>/dev/null
+    cat "$out/playbook.log"; tail -c 1500 "$out/playbook-run.log" | tr '\r' '\n' | tail -8
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader ;;
   raywheel)
     mkdir -p /tmp/raywhl && cat "$2"/ray.whl.* > /tmp/raywhl/ray-2.58.0-cp312-cp312-manylinux2014_x86_64.whl
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
