@@ -59,7 +59,7 @@ def main(data_dir: str, workload: int, out_dir: str) -> None:
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
                           capture_output=True, text=True).stdout
     start = text.index("Claims scorecard")
-    end = text.find("\f", start)
+    end = text.find("The pages below are the pilot as measured", start)  # the next section
     (out / f"claims-{book.scorecard_run}.txt").write_text(text[start:end if end > 0 else None])
     print(f"wrote {pdf} and the claims section")
 

@@ -559,6 +559,7 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
     assert [link.proto.label for link in links] == [
         "Open the workload's profile", "Open the results", "Open the results",
         "Open the results", "Open the business case"]
+    assert links[0].proto.query_string == "workload=1"  # the Upload page shows that one
     assert all(link.proto.query_string == "run=1" for link in links[1:])
     card = at.dataframe[0].value  # the claims scorecard of run 1 (engine.business.claims)
     assert len(card) == 5 and set(card.verdict) <= {"held", "not held", "not tested"}

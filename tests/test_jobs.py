@@ -158,8 +158,11 @@ def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
 
     store = Store(local_ray.resolved_db_url())
     before = {r.id for r in store.list_runs()}
+    # 512 tokens a request (tiny-llama never stops early): each variant runs for seconds, so
+    # Ctrl+C lands mid-pilot; with 128 the pilot could finish between the poll that saw it
+    # running and the signal (a CI run stored it done and the command exited 0)
     cmd = [sys.executable, "-m", "engine.cli.main", *PILOT[:-2], "--price", "1",
-           "--max-new-tokens", "128", "--ray-address", ensure_local_head(local_ray)]
+           "--max-new-tokens", "512", "--ray-address", ensure_local_head(local_ray)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=os.environ.copy(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

@@ -58,8 +58,8 @@ def _render_steps(book) -> None:
         label = {"done": "done", "next": "next", "not started": "not started"}[step.state]
         left.markdown(f"{ICON[step.state]} **{i}. {step.title}** - *{label}*  \n"
                       + ui.escape_md(step.detail))
-        params = ({"run": str(step.run_id)} if step.run_id is not None and step.page != "upload"
-                  else {})
+        params = ({"workload": str(book.workload.id)} if step.page == "upload" else
+                  {"run": str(step.run_id)} if step.run_id is not None else {})
         right.page_link(nav.page(step.page), label=LINK[step.page], query_params=params,
                         icon=":material/open_in_new:")
 

@@ -88,6 +88,9 @@ def _render_workload_picker() -> Workload | None:
     if not workloads:
         return None
     ids = list(workloads)
+    asked = st.query_params.get("workload", "")  # a link from the Playbook page
+    if asked.isdigit() and int(asked) in workloads and SELECTED not in st.session_state:
+        st.session_state[SELECTED] = int(asked)
     wanted = st.session_state.get(SELECTED, ids[0])  # None: an upload was just refused
     st.divider()
     chosen = st.selectbox("Inspect stored workload", ids,
