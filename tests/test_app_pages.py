@@ -587,31 +587,3 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
     assert "run #1: int8-weights" in out and weights in out
     assert "Claims scorecard (run #1):" in out
     assert re.search(r"^  held +Post-training quantization gives 2-4x: ", out, re.M), out
-
-
-@pytest.mark.slow
-def test_playbook_button_runs_the_suggested_pilot(model_env, dashboard_ray):
-    """A workload with no run: the baseline is next and the suggestion is int8 weights; the
-    button hands baseline + int8 over the requests asked (2) to Ray, the page watches it to
-    the end and the playbook then has the baseline and the after measured."""
-    _store(model_env).add_workload("w", "w.jsonl", PILOT_LOG, parse_log(PILOT_LOG, "w.jsonl"))
-    at = page("playbook")
-    assert not at.exception
-    assert [s.split("*")[-2] for s in _step_lines(at)] == ["done", "next", "not started",
-                                                           "not started", "not started"]
-    assert "roilab pilot \\-\\-workload 1 \\-\\-variants int8" in at.markdown[-1].value
-    assert at.number_input(key="playbook.requests").value == 3  # the workload's all, < 12
-    at.number_input(key="playbook.requests").set_value(2)
-    at = at.button(key="playbook.run").click().run(timeout=600)
-    assert not at.exception
-    from test_jobs import wait_finished
-
-    run = wait_finished(_store(model_env), 1)
-    assert run.status == "done", run.error
-    assert run.name == "playbook" and [v.name for v in run.variants] == ["baseline",
-                                                                          "int8-weights"]
-    assert run.spec["max_requests"] == 2
-    st.cache_data.clear()
-    at = at.run()
-    assert at.get("progress")[0].proto.text == "Pilot #1: done"
-    assert [s.split("*")[-2] for s in _step_lines(at)][:4] == ["done"] * 4
