@@ -361,10 +361,9 @@ def workload_playbook(store: Store, workload_id: int, backend: str | None = None
     workload = store.get_workload(workload_id)
     stats = store.workload_stats(workload_id, count_tokens)
     runs = store.list_runs(workload_id)  # newest first
-    reports = {}
-    for run in {r.id: r for r in chosen_runs(runs)[:2] if r is not None}.values():
-        reports[run.id] = build_report(store, run.id)
-    after = chosen_runs(runs)[1]
+    baseline, after, _ = chosen_runs(runs)
+    # the baseline step's run and the after step's run, often the same one: built once each
+    reports = {i: build_report(store, i) for i in {r.id for r in (baseline, after) if r}}
     case = None
     if after is not None:
         try:
