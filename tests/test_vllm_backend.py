@@ -170,6 +170,7 @@ def test_a_random_weights_shape_decodes_every_token_asked_for(tmp_path, embedded
     backend = get_backend("vllm")(spec, resolve_model(spec.model, settings))
     try:
         backend.load()
+        assert backend.device == "cpu"  # a prompt-stage scorer loads where the engine runs
         hello = [{"role": "user", "content": "hello"}]
         gens = backend.generate([hello, [{"role": "user", "content": "where is my order?"}]], 9)
         assert [g.output_tokens for g in gens] == [9, 9]

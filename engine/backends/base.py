@@ -68,6 +68,12 @@ class Backend(ABC):
         self.spec = spec
         self.model_path = model_path
 
+    @property
+    def device(self) -> str:
+        """Where this variant's model runs, "cpu" or "cuda": a prompt-stage scorer (LLMLingua)
+        loads there too. An endpoint's model runs elsewhere; its scorer runs on this CPU."""
+        return "cpu"
+
     @abstractmethod
     def load(self, calibration: list[Messages] | None = None,
              calibration_is_eval_set: bool = False) -> LoadInfo:

@@ -65,6 +65,12 @@ class VllmBackend(Backend):
         self._device = "cpu"
         self._per_process = False
 
+    @property
+    def device(self) -> str:
+        """Where the served model runs, "cpu" or "cuda" (known once loaded): a prompt-stage
+        scorer (LLMLingua) loads there too, as it does beside the transformers backend."""
+        return self._device
+
     @classmethod
     def check(cls, spec, device: str) -> None:
         check_vllm_spec(spec, device)

@@ -291,7 +291,7 @@ def _prepare_prompts(vspec: VariantSpec, originals: list[list[dict]], settings: 
     pilot's wall time. Called after the backend has loaded (and reset its peak-memory
     counter), so whatever a technique loads counts in the variant's peak memory."""
     sent, seconds, reports = originals, [0.0] * len(originals), {}
-    ctx = PromptContext(model=vspec.model, device=getattr(backend, "device", "cpu"),
+    ctx = PromptContext(model=vspec.model, device=backend.device,
                         settings=settings)
     for k, tech in enumerate(prompt_stage(vspec)):
         prepared = technique_module(tech.kind).prepare_prompts(
