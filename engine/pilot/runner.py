@@ -191,12 +191,17 @@ def _run_variants(spec: PilotSpec, run: Run, requests: list[StoredRequest],
     sink = _Sink(store, settings, requests)
     todo: list[int] = []
     sections = _bar_steps(spec)
+    # Accuracy is scored after a variant's passes: a missing embedding model is found now,
+    # not after every variant has spent its time on the device.
+    scoring = accuracy.embedder_problem(settings.embedding_model)
     for i, (vrun, vspec) in enumerate(zip(run.variants, spec.variants, strict=True)):
         if vrun.status == Status.DONE:  # a resumed run: finished before, kept as stored
             if i == 0 and not is_random_model(vspec.model):
                 sink.baseline = store.get_results(vrun.id)
             continue
-        if refused := preflight(vspec):
+        unscored = None if is_random_model(vspec.model) or not scoring else \
+            f"Refused before the pilot started: its answers are scored for accuracy: {scoring}"
+        if refused := preflight(vspec) or unscored:
             store.set_variant_status(vrun.id, Status.FAILED, refused)
             skipped = (i + 1 - len(todo)) / sections  # the sections finished or refused so far
             notifier(on_progress, vspec.name, i, sections, 1,
