@@ -31,10 +31,13 @@ PILOT = ["pilot", "--workload", "1", "--model", TINY, "--variants", "int8",
 
 
 @contextmanager
-def local_ray_dir(data_dir: Path, ingest: Callable[[Path], None]) -> Iterator[Settings]:
+def local_ray_dir(data_dir: Path, ingest: Callable[[Path], None],
+                  model_dir: Path) -> Iterator[Settings]:
     """A data dir (and so one local Ray head) with what ``ingest`` stores in it, as the
-    environment's data dir; the head is stopped afterwards. For a module-scoped fixture."""
-    settings = make_settings(data_dir, None)
+    environment's data dir; the head is stopped afterwards. For a module-scoped fixture.
+    ``model_dir``: the session's converted embedded model, shared (a random: shape takes its
+    tokenizer; without it each data dir's first pilot converts the GGUF again, ~45 s)."""
+    settings = make_settings(data_dir, model_dir)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROILAB_DATA_DIR", str(settings.data_dir))
         mp.setenv("ROILAB_DB_URL", settings.resolved_db_url())
@@ -55,9 +58,10 @@ def ingest_prompts(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
+def local_ray(tmp_path_factory, embedded_model_dir):
     """One data dir (and so one local Ray head) for the module, with a workload stored."""
-    with local_ray_dir(tmp_path_factory.mktemp("jobs") / "data", ingest_prompts) as settings:
+    with local_ray_dir(tmp_path_factory.mktemp("jobs") / "data", ingest_prompts,
+                       embedded_model_dir) as settings:
         yield settings
 
 

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("cluster") / "data", None)
+def two_nodes(tmp_path_factory, embedded_model_dir):
+    settings = make_settings(tmp_path_factory.mktemp("cluster") / "data", embedded_model_dir)
     temp_dir = tempfile.mkdtemp(prefix="roilab-ray-test-")
     try:
         head = start_head(num_cpus=1, temp_dir=temp_dir)

@@ -29,8 +29,9 @@ PILOT = ["pilot", "--workload", "1", "--model", TINY, "--variants", "int8", "--m
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    with local_ray_dir(tmp_path_factory.mktemp("faults") / "data", ingest_prompts) as settings:
+def local_ray(tmp_path_factory, embedded_model_dir):
+    with local_ray_dir(tmp_path_factory.mktemp("faults") / "data", ingest_prompts,
+                       embedded_model_dir) as settings:
         yield settings
 
 

@@ -51,9 +51,10 @@ def main_err(argv, capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
+def local_ray(tmp_path_factory, embedded_model_dir):
     with local_ray_dir(tmp_path_factory.mktemp("portfolio") / "data",
-                       lambda d: ingest(d, ["support", "claims", "search"])) as settings:
+                       lambda d: ingest(d, ["support", "claims", "search"]),
+                       embedded_model_dir) as settings:
         yield settings
 
 

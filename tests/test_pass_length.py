@@ -59,6 +59,14 @@ def _pilot(settings, *variants: VariantSpec, n: int = 5, tokens: int = 6, batch:
     return store, run_pilot(spec, store, settings)
 
 
+@pytest.fixture
+def settings(model_settings):
+    """A fresh data dir and SQLite file sharing the session's converted embedded model: a
+    random: shape takes its tokenizer, and a data dir without it converts the GGUF again
+    (35-55 s a test on 2 cores, most of these tests' time in CI)."""
+    return model_settings
+
+
 @pytest.fixture(autouse=True)
 def _warm_up_at_the_timed_shape(monkeypatch):
     """The protocol's own tests warm up as a pilot does (conftest sets a minimal warm-up

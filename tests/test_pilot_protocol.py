@@ -42,6 +42,14 @@ LONG_LOG = b"".join(
     + b'What can you do about the missing item and the delay?"}\n' for i in range(6))
 
 
+@pytest.fixture
+def settings(model_settings):
+    """A fresh data dir and SQLite file sharing the session's converted embedded model: a
+    random: shape takes its tokenizer, and a data dir without it converts the GGUF again
+    (35-55 s a test on 2 cores, most of these tests' time in CI)."""
+    return model_settings
+
+
 @pytest.fixture(autouse=True)
 def _warm_up_at_the_timed_shape(monkeypatch):
     """The protocol's own tests warm up as a pilot does (conftest sets a minimal warm-up
