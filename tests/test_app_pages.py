@@ -587,3 +587,27 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
     assert "run #1: int8-weights" in out and weights in out
     assert "Claims scorecard (run #1):" in out
     assert re.search(r"^  held +Post-training quantization gives 2-4x: ", out, re.M), out
+
+
+@pytest.mark.slow
+def test_playbook_run_runs_the_suggested_pilot_with_the_flags_given(model_settings, monkeypatch,
+                                                                    capsys):
+    """`roilab playbook W --run` runs the suggested variants as `roilab pilot` would, with the
+    pilot flags given after it, and prints that line whole (a random-weights model: seconds)."""
+    monkeypatch.setenv("ROILAB_DATA_DIR", str(model_settings.data_dir))
+    monkeypatch.setenv("ROILAB_DB_URL", model_settings.resolved_db_url())
+    assert main(["ingest", str(model_settings.samples_dir / "support_chat.jsonl")]) == 0
+    store = Store(model_settings.resolved_db_url())
+    suggested = workload_playbook(store, 1).suggested
+    assert suggested  # a short chat log: the weights, the playbook's first technique
+    capsys.readouterr()
+    flags = ["--model", "random:tiny-llama", "--max-requests", "2", "--max-new-tokens", "4",
+             "--no-interleave", "--price", "1.5"]
+    assert main(["playbook", "1", "--run", *flags]) == 0
+    out = capsys.readouterr().out
+    assert (f"Running the suggested pilot: roilab pilot --workload 1 --variants "
+            f"{','.join(suggested)} {' '.join(flags)}\n") in out, out
+    run = store.get_run(1)
+    assert (run.name, run.status, len(run.variants)) == ("playbook", "done", 1 + len(suggested))
+    assert {v.spec["model"] for v in run.variants} == {"random:tiny-llama"}
+    assert run.spec["max_requests"] == 2 and not run.spec["measurement"]["interleave"]

@@ -93,6 +93,8 @@ class Given(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, values)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
+        # as typed, in order: a command that runs a pilot for the user can print its line
+        namespace.given_flags = [*getattr(namespace, "given_flags", ()), (option_string, values)]
 
 
 class GivenFalse(Given):

@@ -42,8 +42,26 @@ def cmd_playbook(args, settings: Settings) -> int:
     if args.name == "pilot":
         args.name = "playbook"
     print()
-    print(terminal_safe(f"Running the suggested pilot: {book.pilot_command()}"), flush=True)
+    line = book.pilot_command() + _typed_flags([
+        *getattr(args, "given_flags", ()), *([("--detach", True)] if args.detach else []),
+        *([("--ray-address", args.ray_address)] if args.ray_address else [])])
+    print(terminal_safe(f"Running the suggested pilot: {line}"), flush=True)
     return cmd_pilot(args, settings)
+
+
+def _typed_flags(flags) -> str:
+    """The pilot flags the user added to ``--run``, as typed (the suggested line already
+    names the backend), so the printed line is the pilot that runs."""
+    import shlex
+
+    out = []
+    for option, value in flags:
+        if option is None or option == "--backend":
+            continue
+        shown = value if isinstance(value, str) else None if isinstance(value, bool) or \
+            value is None or value == [] else str(value)
+        out.append(option if shown is None else f"{option} {shlex.quote(shown)}")
+    return "".join(f" {o}" for o in out)
 
 
 def print_playbook(book) -> None:
