@@ -56,11 +56,10 @@ def _typed_flags(flags) -> str:
 
     out = []
     for option, value in flags:
-        if option is None or option == "--backend":
+        if option in (None, "--backend"):
             continue
-        shown = value if isinstance(value, str) else None if isinstance(value, bool) or \
-            value is None or value == [] else str(value)
-        out.append(option if shown is None else f"{option} {shlex.quote(shown)}")
+        switch = isinstance(value, bool) or value is None or value == []  # a flag alone
+        out.append(option if switch else f"{option} {shlex.quote(str(value))}")
     return "".join(f" {o}" for o in out)
 
 
