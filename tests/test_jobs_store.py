@@ -21,7 +21,7 @@ def test_a_0006_store_gains_the_node_column_and_old_runs_have_none(tmp_path) -> 
     target = tmp_path / "h100.db"
     shutil.copyfile(STORES / "h100-0006.db", target)
     store = Store(f"sqlite:///{target}")
-    assert migrate.current_revision(store.engine) == migrate.HEAD == "0009"
+    assert migrate.current_revision(store.engine) == migrate.HEAD == "0010"
     run = store.list_runs()[0]
     assert store.get_run_node(run.id) is None  # stored before: not recorded
     assert run.queued_at is None and not run.queued  # run in a process, never queued

@@ -277,7 +277,7 @@ def test_every_pass_is_stored_the_variant_keeps_medians_and_the_baseline_is_meas
         assert v.throughput_tok_s == pytest.approx(statistics.median(p.throughput_tok_s
                                                                      for p in ps))
         assert all(p.output_tokens == ps[0].output_tokens and p.others_cpu_pct is not None
-                   for p in ps)
+                   and p.gc_pause_s is not None and p.gc_pause_s >= 0 for p in ps)
         assert v.technique_report["measurement"]["passes"] == 3
         assert v.technique_report["measurement"]["repeated_outputs_differ"] == 0  # greedy
     rep = build_report(store, run.id)

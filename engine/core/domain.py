@@ -174,6 +174,9 @@ class TimedPass:
     # Runnable tasks that are not this process's or its children's, mean over the pass: the
     # load the pilot itself does not make (revision 0006).
     others_load: float | None = None
+    # Seconds the interpreter spent collecting garbage while the pass ran, the heap
+    # from before the pass frozen (engine.pilot.gcpause; revision 0010); None: stored before.
+    gc_pause_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.core.domain import Generation, TimedPass
+from engine.pilot.gcpause import heap_frozen
 
 UNSTABLE_SPREAD = 0.10  # (max - min) / median of a figure's passes above this: unstable
 BASELINE_DRIFT = 0.10  # baseline's end re-measure off its first median by more: unstable
@@ -288,7 +289,7 @@ def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_siz
         warm0 = backend.warm_up_s
         runs: list[list[Generation]] = []
         wall = 0.0
-        with MachineSampler() as machine:
+        with heap_frozen() as gc_pauses, MachineSampler() as machine:
             for r in range(replays):
                 backend.begin_replay()  # outside the clock
                 label = _label("", k, of) + (f"replay {r + 1}/{replays}: " if replays > 1
@@ -307,7 +308,8 @@ def timed_passes(backend, prompts: list[list[dict]], order: list[int], batch_siz
                                 output_tokens=tokens, latency_p50_s=_pct(lat, 50),
                                 latency_p95_s=_pct(lat, 95),
                                 peak_mem_bytes=backend.peak_memory_bytes(),
-                                replays=replays, **machine.summary()))
+                                replays=replays, gc_pause_s=round(gc_pauses.seconds, 4),
+                                **machine.summary()))
         all_gens.append(_median_over_replays(runs))
     return all_gens, passes
 

@@ -139,3 +139,4 @@ class PassRow(Base):
     gpu_other_procs: Mapped[int | None]
     replays: Mapped[int | None]  # revision 0006
     others_load: Mapped[float | None] = mapped_column(Measure)  # revision 0006
+    gc_pause_s: Mapped[float | None] = mapped_column(Measure)  # revision 0010
