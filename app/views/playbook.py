@@ -5,6 +5,7 @@ measured at ingest, and the techniques that fit it with the figure that says why
 pilot page does; watched here)."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app import charts, data, nav, ui
@@ -85,9 +86,13 @@ def _render_scorecard(book) -> None:
     st.caption(f"The article's claims, tested against run #{book.scorecard_run} of this "
                "workload (its business case for the savings). A claim the run cannot test "
                "says which variant or pilot would.")
-    ui.dataframe([{k: row[k] for k in ("claim", "verdict", "figure", "variant", "note")}
-                  for row in scorecard_rows(book.scorecard)], hide_index=True,
-                 key="playbook.scorecard")
+    # A static table, not a grid: its figures and notes are sentences, which a grid's
+    # cells cut off at the page's width (1400 px showed half of each).
+    # It renders cells as markdown, where a lone "-" (no figure) would be a list bullet.
+    rows = [{k: "\u2014" if row[k] == ui.NA else row[k]
+             for k in ("claim", "verdict", "figure", "variant", "note")}
+            for row in scorecard_rows(book.scorecard)]
+    st.table(pd.DataFrame(rows).set_index("claim"))
 
 
 def _render_suggestions(book) -> None:
