@@ -30,6 +30,8 @@
 #   bench/gpu_pilot_repeat.sh playbook OUT                # issue 21: the long-context sample
 #                                                         # through `roilab playbook --run`
 #                                                         # on vLLM (detached; pbwatch waits)
+#   bench/gpu_pilot_repeat.sh longpilot OUT               # issue 18: LP_FLAGS' pilot of the
+#                                                         # long-context sample (detached)
 #   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all` or
 #                                                         # `queue`, copy OUT so far to COPY
 #
@@ -119,11 +121,28 @@ print(open_store(get_settings()).list_runs()[0].id)')
       cp \"\$ROILAB_DATA_DIR/roilab.db\" '$out/roilab.db'
       echo playbook done" > "$out/playbook.log" 2>&1 < /dev/null &
     echo "started: $out/playbook.log" ;;
-  pbwatch)  # wait up to SECS for `playbook`, copy OUT so far to COPY
+  longpilot)  # issue 18 on the long-context sample: `roilab pilot --workload 1 --backend vllm
+              # $LP_FLAGS` (detached), then show, passes and the store; pbwatch waits for it
+    out=$2; mkdir -p "$out"; export -f roilab passes; export here
+    setsid nohup bash -c "
+      cd '$here'
+      roilab prepare-model > '$out/prepare.log' 2>&1
+      roilab ingest data/samples/long_context_support.jsonl --name 'long-context support' \
+        > '$out/ingest.txt' 2>&1
+      start=\$(date +%s)
+      roilab pilot --workload 1 --backend vllm ${LP_FLAGS:-} > '$out/pilot.log' 2>&1 \
+        || echo \"pilot exited \$?\"
+      echo \"pilot: \$(( \$(date +%s) - start )) s wall\"
+      roilab show 1 > '$out/show.txt' 2>&1
+      passes 1 > '$out/passes.csv' 2>&1
+      cp \"\$ROILAB_DATA_DIR/roilab.db\" '$out/roilab.db'
+      echo playbook done" > "$out/playbook.log" 2>&1 < /dev/null &
+    echo "started: $out/playbook.log" ;;
+  pbwatch)  # wait up to SECS for `playbook` or `longpilot`, copy OUT so far to COPY
     out=$2; until grep -q "playbook done" "$out/playbook.log" 2>/dev/null || [ "$(secs "$start0")" -ge "$3" ]; do
       sleep 5; done
     mkdir -p "$4" && cp -r "$out"/. "$4"/ && cp "$ROILAB_DATA_DIR"/logs/*.log "$4"/ 2>/dev/null
-    cat "$out/playbook.log"; tail -c 1500 "$out/playbook-run.log" | tr '\r' '\n' | tail -8
+    cat "$out/playbook.log"; cat "$out/playbook-run.log" "$out/pilot.log" 2>/dev/null | tail -c 1500 | tr '\r' '\n' | tail -8
     nvidia-smi --query-gpu=memory.used --format=csv,noheader ;;
   minilm)
     mkdir -p /tmp/minilm && cp "$2"/part.* /tmp/minilm/ && ls /tmp/minilm
