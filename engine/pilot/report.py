@@ -83,6 +83,8 @@ class VariantSummary:
     baseline_drift: float | None = None  # the baseline only: its end re-measure vs its passes
     unstable: tuple[str, ...] = ()  # figures whose spread (or the baseline's drift) is too big
     busy: str | None = None  # why the machine was busy while it ran, else None
+    gc_pause_max_s: float | None = None  # most seconds one timed pass spent collecting garbage
+    gc_pause_share: float | None = None  # that, over the median pass's wall seconds
     # Engine start-up (engine.pilot.startup): load + compile where reported apart; None with
     # engine_reused when its vLLM engine was started for another variant (engine_shared_with).
     cold_start_s: float | None = None

@@ -26,6 +26,7 @@ from engine.pilot.protocol import (
 if TYPE_CHECKING:
     import pandas as pd
 
+GC_PAUSE_NOTED = 0.02  # garbage collection over this share of a pass: said beside a flag
 FIGURES = {"throughput_tok_s": "tokens/s", "latency_p95_s": "p95 latency",
            "peak_mem_bytes": "peak memory"}
 
@@ -39,6 +40,10 @@ class Stability:
     baseline_drift: float | None = None  # baseline only: end re-measure's tokens/s vs median
     unstable: tuple[str, ...] = ()  # the figures marked unstable, e.g. ("tokens/s",)
     busy: str | None = None  # why the machine was busy during a pass, else None
+    # The most seconds one timed pass spent in garbage collection (engine.pilot.gcpause);
+    # None for passes stored before revision 0010.
+    gc_pause_max_s: float | None = None
+    gc_pause_share: float | None = None  # that, over the median pass's wall seconds
 
 
 def variant_stability(passes: pd.DataFrame, run_drift: float | None = None,
@@ -55,11 +60,15 @@ def variant_stability(passes: pd.DataFrame, run_drift: float | None = None,
     if run_drift is not None and abs(run_drift) > BASELINE_DRIFT:
         unstable.append("baseline drift")
     busy = next((r for row in passes.to_dict("records") if (r := busy_reason(row))), None)
+    gc = timed.gc_pause_s.dropna() if "gc_pause_s" in timed else ()
+    gc_max = float(gc.max()) if len(gc) else None
+    wall = float(timed.wall_s.median()) if len(timed) else 0.0
     return Stability(passes=len(timed) or 1, tokens_per_s_spread=rel["throughput_tok_s"],
                      latency_p95_spread=rel["latency_p95_s"],
                      peak_mem_spread=rel["peak_mem_bytes"],
                      baseline_drift=run_drift if is_baseline else None,
-                     unstable=tuple(unstable), busy=busy)
+                     unstable=tuple(unstable), busy=busy, gc_pause_max_s=gc_max,
+                     gc_pause_share=gc_max / wall if gc_max is not None and wall > 0 else None)
 
 
 def baseline_drift(passes: pd.DataFrame) -> float | None:
@@ -101,8 +110,13 @@ def stability_lines(report) -> list[str]:
     for v in report.variants:
         own = [f for f in v.unstable if f != "baseline drift"]
         if own:
+            gc = ""
+            if v.gc_pause_share is not None and v.gc_pause_share >= GC_PAUSE_NOTED:
+                gc = (f" One of its passes spent {v.gc_pause_max_s:.1f} s "
+                      f"({v.gc_pause_share:.0%} of a pass) collecting the interpreter's garbage.")
             out.append(f"Unstable: {v.name}'s {', '.join(own)} varied by more than "
-                       f"{UNSTABLE_SPREAD:.0%} across its {v.passes} passes; the median is shown.")
+                       f"{UNSTABLE_SPREAD:.0%} across its {v.passes} passes; the median is "
+                       f"shown.{gc}")
     busy = [f"{v.name} ({v.busy})" for v in report.variants if v.busy]
     if busy:
         out.append("The machine was busy during the run: " + "; ".join(busy) + ". Speed "
