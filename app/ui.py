@@ -50,6 +50,19 @@ def dataframe(data: Any, **kwargs: Any) -> Any:
     return st.dataframe(safe, **kwargs)
 
 
+def table(frame: pd.DataFrame) -> Any:
+    """``st.table`` for a short table of sentences, which a grid would cut off at the page's
+    width. It renders every cell (and the index) as markdown, so each text cell is escaped
+    first: a variant named ``[x](http://...)`` shows as typed, and the lone '-' of a missing
+    figure stays a dash instead of a list bullet. It has no CSV download."""
+    def literal(x: Any) -> Any:
+        return escape_md(x) if isinstance(x, str) else x
+
+    shown = frame.map(literal)
+    shown.index = shown.index.map(literal)
+    return st.table(shown)
+
+
 def missing(x: Any) -> bool:
     """None, NaN or the engine's 'n/a': a figure that was not measured."""
     return x is None or (isinstance(x, float) and math.isnan(x)) or x == "n/a" or x is pd.NA

@@ -562,12 +562,12 @@ def test_playbook_walks_a_real_run_to_its_business_case_on_the_page_and_the_cli(
     assert links[0].proto.query_string == "workload=1"  # the Upload page shows that one
     assert all(link.proto.query_string == "run=1" for link in links[1:])
     # the claims scorecard of run 1 (engine.business.claims), a static table: its sentences wrap
-    card = at.table[0].value.reset_index()
+    card = at.table[0].value.reset_index()  # cells escaped for markdown (app.ui.table)
     assert len(card) == 5 and set(card.verdict) <= {"held", "not held", "not tested"}
     ptq = card.iloc[0]  # int8 weights: 4x fewer weight bytes is well past the claim's 2x
-    assert (ptq.claim, ptq.verdict, ptq.variant) == ("Post-training quantization gives 2-4x",
-                                                     "held", "int8-weights")
-    assert card.verdict[2] == "not tested" and "--variants llmlingua" in card.note[2]
+    assert (ptq.claim, ptq.verdict, ptq.variant) == (
+        ui.escape_md("Post-training quantization gives 2-4x"), "held", ui.escape_md("int8-weights"))
+    assert card.verdict[2] == "not tested" and ui.escape_md("--variants llmlingua") in card.note[2]
     techniques = [m.value for m in at.markdown if m.value.startswith((":material/check:",
                                                                         ":material/remove:"))]
     assert [re.search(r"\*\*(.+?)\*\*", t).group(1) for t in techniques] == [

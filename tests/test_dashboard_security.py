@@ -68,6 +68,20 @@ def test_overview_workload_table_neutralises_names(env):
     assert workloads["valid requests"].dtype.kind == "i"  # numbers stay numbers
 
 
+def test_a_static_table_shows_link_markup_as_typed():
+    """app.ui.table (st.table renders cells as markdown): a variant named with link markup
+    shows as its literal text, not a link; numbers stay numbers."""
+    at = AppTest.from_string(
+        "import pandas as pd\nfrom app import ui\n"
+        "ui.table(pd.DataFrame([{'claim': 'PTQ gives 2-4x', 'variant': '[x](http://evil.test)',"
+        " 'figure': '-', 'n': 3}]).set_index('claim'))", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    shown = at.table[0].value
+    assert list(shown.index) == ["PTQ gives 2\\-4x"]
+    assert shown["variant"].iloc[0] == "\\[x\\]\\(http\\://evil\\.test\\)"
+    assert shown["figure"].iloc[0] == "\\-" and shown["n"].iloc[0] == 3
+
+
 def test_pages_show_tables_only_through_ui_dataframe():
     """A page that called st.dataframe directly would bypass the neutralising."""
     for path in sorted((REPO / "app").rglob("*.py")):
@@ -78,7 +92,8 @@ def test_pages_show_tables_only_through_ui_dataframe():
                     "dataframe", "data_editor", "table") and \
                     isinstance(node.value, ast.Name) and node.value.id == "st":
                 pytest.fail(f"{path.relative_to(REPO)}:{node.lineno} calls st.{node.attr}; "
-                            "use app.ui.dataframe (formula cells neutralised)")
+                            "use app.ui.dataframe (formula cells neutralised) or app.ui.table "
+                            "(markdown escaped)")
 
 
 # ---- login ---------------------------------------------------------------------------

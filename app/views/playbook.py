@@ -88,11 +88,8 @@ def _render_scorecard(book) -> None:
                "says which variant or pilot would.")
     # A static table, not a grid: its figures and notes are sentences, which a grid's
     # cells cut off at the page's width (1400 px showed half of each).
-    # It renders cells as markdown, where a lone "-" (no figure) would be a list bullet.
-    rows = [{k: "\u2014" if row[k] == ui.NA else row[k]
-             for k in ("claim", "verdict", "figure", "variant", "note")}
-            for row in scorecard_rows(book.scorecard)]
-    st.table(pd.DataFrame(rows).set_index("claim"))
+    ui.table(pd.DataFrame([{k: row[k] for k in ("claim", "verdict", "figure", "variant", "note")}
+                           for row in scorecard_rows(book.scorecard)]).set_index("claim"))
 
 
 def _render_suggestions(book) -> None:
