@@ -145,11 +145,18 @@ def test_steps_follow_the_workloads_runs() -> None:
     assert book.steps[3].detail == "run #3: int8 1.50x tokens/s, cosine 0.97 to the baseline"
     assert book.steps[4].command == "roilab portfolio 3"
     case = SimpleNamespace(baseline_monthly_cost=500.0, monthly_savings=200.0, run_id=3,
-                           recommendation=SimpleNamespace(name="int8"),
+                           recommendation=SimpleNamespace(name="int8"), moves=True,
                            roi=SimpleNamespace(payback_months=4.0))
     book = pb.plan(WORKLOAD, stats(), [after], {3: _report(base, int8)}, case)
     assert all(s.state == "done" for s in book.steps) and book.next_step is None
     assert book.steps[4].detail == "run #3: int8 saves $200/month of $500, payback 4.0 months"
+    # the baseline itself recommended (the H100 run: nothing cheaper passes): no "saves $0"
+    kept = SimpleNamespace(baseline_monthly_cost=503.7, monthly_savings=0.0, run_id=3,
+                           recommendation=SimpleNamespace(name="baseline"), moves=False,
+                           roi=SimpleNamespace(payback_months=None))
+    book = pb.plan(WORKLOAD, stats(), [after], {3: _report(base, int8)}, kept)
+    assert book.steps[4].detail == ("run #3: keep the baseline, no variant is cheaper while "
+                                    "passing ($504/month)")
 
 
 def test_built_in_vllm_variants_measure_prefix_caching_against_its_absence() -> None:

@@ -343,6 +343,9 @@ def _case_text(case: BusinessCase) -> str:
     if rec is None:
         return (f"run #{case.run_id}: no variant passes, the baseline stays "
                 f"(${case.baseline_monthly_cost:,.0f}/month)")
+    if not case.moves:  # the baseline itself is recommended: nothing to save
+        return (f"run #{case.run_id}: keep the baseline, no variant is cheaper while passing "
+                f"(${case.baseline_monthly_cost:,.0f}/month)")
     pay = case.roi.payback_months
     payback = f", payback {pay:.1f} months" if pay is not None else ""
     return (f"run #{case.run_id}: {rec} saves ${case.monthly_savings:,.0f}/month of "
