@@ -10,9 +10,11 @@ of 10 s) the third pass of two variants ran 16-19% slower, GPU utilisation 70% a
 and the run was flagged unstable on a quiet machine: a stall of about 2 s in a pass, the size
 of a full collection or two, and nothing else on the box.
 
-So before its clock starts a pass collects (outside the clock) and freezes the heap
-(``gc.freeze``: what exists now moves to a permanent generation no collection walks), and
-unfreezes it after. Collections during the pass still run, over the objects the pass made,
+So before its clock starts a pass freezes the heap (``gc.freeze``: what exists now moves
+to a permanent generation no collection walks; a list splice, not a walk) and unfreezes it
+after. It does not collect first: a full collection per pass would cost what it saves (the
+transformers backend already collects before each pass to settle its memory figure; garbage
+frozen with the heap is collected after the pass, like the rest). Collections during the pass still run, over the objects the pass made,
 which is what a serving process pays; a pass's ``gc_pause_s`` is the seconds they took, kept
 with the pass so a slow one can be told apart from a slow machine. (Benchmark harnesses do
 the same: ``timeit`` turns the collector off while it times; vLLM freezes its engine's heap
@@ -45,9 +47,8 @@ class GcPauses:
 
 @contextmanager
 def heap_frozen() -> Iterator[GcPauses]:
-    """Collect, freeze the heap for the block, then unfreeze it; yields the pauses the
-    collector took inside the block (``gc.callbacks``)."""
-    gc.collect()
+    """Freeze the heap for the block, then unfreeze it; yields the pauses the collector
+    took inside the block (``gc.callbacks``)."""
     gc.freeze()
     pauses = GcPauses()
     gc.callbacks.append(pauses)
