@@ -69,6 +69,11 @@ spec_json() {  # $1: where; $2: the W4A16 export's folder
 JSON
 }
 secs() { echo $(( $(date +%s) - $1 )); }
+long_store() {  # the lines `playbook` and `longpilot` start with: model + the long sample
+  echo "roilab prepare-model > '$1/prepare.log' 2>&1
+      roilab ingest data/samples/long_context_support.jsonl --name 'long-context support' \
+        > '$1/ingest.txt' 2>&1"
+}
 start0=$(date +%s)
 case $1 in
   stash) mkdir -p /tmp/parts && cp "$2"/part.* /tmp/parts/ && ls -l /tmp/parts | tail -n +2 ;;
@@ -103,9 +108,7 @@ case $1 in
     out=$2; mkdir -p "$out"; export -f roilab; export here
     setsid nohup bash -c "
       cd '$here'
-      roilab prepare-model > '$out/prepare.log' 2>&1
-      roilab ingest data/samples/long_context_support.jsonl --name 'long-context support' \
-        > '$out/ingest.txt' 2>&1
+      $(long_store "$out")
       wid=\$(python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
 print(open_store(get_settings()).list_workloads()[0].id)')
       roilab playbook \$wid --backend vllm > '$out/playbook-before.txt' 2>&1
@@ -126,9 +129,7 @@ print(open_store(get_settings()).list_runs()[0].id)')
     out=$2; mkdir -p "$out"; export -f roilab passes; export here
     setsid nohup bash -c "
       cd '$here'
-      roilab prepare-model > '$out/prepare.log' 2>&1
-      roilab ingest data/samples/long_context_support.jsonl --name 'long-context support' \
-        > '$out/ingest.txt' 2>&1
+      $(long_store "$out")
       start=\$(date +%s)
       roilab pilot --workload 1 --backend vllm ${LP_FLAGS:-} > '$out/pilot.log' 2>&1 \
         || echo \"pilot exited \$?\"

@@ -14,9 +14,10 @@ So before its clock starts a pass freezes the heap (``gc.freeze``: what exists n
 to a permanent generation no collection walks; a list splice, not a walk) and unfreezes it
 after. It does not collect first: a full collection per pass would cost what it saves (the
 transformers backend already collects before each pass to settle its memory figure; garbage
-frozen with the heap is collected after the pass, like the rest). Collections during the pass still run, over the objects the pass made,
-which is what a serving process pays; a pass's ``gc_pause_s`` is the seconds they took, kept
-with the pass so a slow one can be told apart from a slow machine. (Benchmark harnesses do
+frozen with the heap is collected after the pass, like the rest). Collections during the
+pass still run, over the objects the pass made, which is what a serving process pays; a
+pass's ``gc_pause_s`` is the seconds they took, kept with the pass so a slow one can be told
+apart from a slow machine. (Benchmark harnesses do
 the same: ``timeit`` turns the collector off while it times; vLLM freezes its engine's heap
 after start-up.)
 """
