@@ -32,6 +32,8 @@
 #                                                         # on vLLM (detached; pbwatch waits)
 #   bench/gpu_pilot_repeat.sh longpilot OUT               # issue 18: LP_FLAGS' pilot of the
 #                                                         # long-context sample (detached)
+#   bench/gpu_pilot_repeat.sh steps OUT 'spec 1' ...     # the given steps back to back
+#                                                         # (each as `STEP K OUT`), detached
 #   bench/gpu_pilot_repeat.sh watch OUT SECS COPY         # wait up to SECS for `all` or
 #                                                         # `queue`, copy OUT so far to COPY
 #
@@ -204,6 +206,11 @@ print(open_store(get_settings()).list_runs()[0].id)')
     out=$2; mkdir -p "$out"
     setsid nohup bash -c "for k in 1 2 3; do bash '$0' pilot \$k '$out'; done; bash '$0' spec 1 '$out'; \
       bash '$0' page '$out'; echo all done" > "$out/all.log" 2>&1 < /dev/null &
+    echo "started: $out/all.log" ;;
+  steps)
+    out=$2; shift 2; mkdir -p "$out"; cmds=""
+    for s in "$@"; do cmds="$cmds bash '$0' $s '$out';"; done
+    setsid nohup bash -c "$cmds echo all done" > "$out/all.log" 2>&1 < /dev/null &
     echo "started: $out/all.log" ;;
   watch)
     out=$2; until grep -q "all done" "$out/all.log" 2>/dev/null || [ "$(secs "$start0")" -ge "$3" ]; do
