@@ -1,12 +1,13 @@
 """Issue 20: what submitting a pilot to Ray costs on the local default.
 
 The same pilot (``random:tiny-llama``, baseline + int8 weights, 4 requests, 4 new tokens,
-one timed pass) three ways, each in a fresh data dir:
+one timed pass) several ways, in one fresh data dir:
 
-- ``roilab pilot`` in the foreground (this process's wall time to the finished run);
+- ``roilab pilot --in-process`` (no Ray: the command's wall time to the finished run);
 - ``roilab pilot --detach`` with no local Ray yet (the first submit starts the head);
 - ``roilab pilot --detach`` again on the running head;
-- the foreground pilot again (the first run of a fresh process tree pays cold file caches).
+- ``roilab pilot``, the default: a Ray task on that head, followed to the finished run;
+- ``--in-process`` again (the first run of a fresh process tree pays cold file caches).
 
 For a detached pilot it prints how long the command took to return, the time from submit to
 the run's status *running* (the Ray task picked it up, opened the store, claimed the run)
@@ -66,8 +67,8 @@ def main() -> None:
     roilab(env, "ingest", str(log))
     store = Store(f"sqlite:///{data / 'roilab.db'}")
     try:
-        fg = roilab(env, *PILOT)
-        print(f"foreground `roilab pilot`: {fg:.1f} s to the finished run (this process)")
+        fg = roilab(env, *PILOT, "--in-process")
+        print(f"`roilab pilot --in-process`: {fg:.1f} s to the finished run (no Ray)")
         for label in ("detached, local head started by this submit",
                       "detached, local head already running"):
             t0 = time.monotonic()
@@ -78,8 +79,12 @@ def main() -> None:
                   f"{seen['running']:.1f} s, first pass stored at "
                   f"{seen.get('first_pass', float('nan')):.1f} s, finished at "
                   f"{seen['finished']:.1f} s ({store.get_run(run_id).status})")
-        fg = roilab(env, *PILOT)  # again, warm: the first one also paid cold caches
-        print(f"foreground `roilab pilot` again: {fg:.1f} s to the finished run")
+        followed = roilab(env, *PILOT)
+        print(f"`roilab pilot` (the default: a Ray task on the running head, followed): "
+              f"{followed:.1f} s to the finished run")
+        fg = roilab(env, *PILOT, "--in-process")  # again, warm: the first paid cold caches
+        print(f"`roilab pilot --in-process` again: {fg:.1f} s to the finished run; the "
+              f"default costs {followed - fg:+.1f} s ({followed / fg:.2f}x)")
     finally:
         os.environ["ROILAB_DATA_DIR"] = str(data)
         stop_local_head(Settings(data_dir=data))

@@ -46,6 +46,9 @@ export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$here${PYTHONPATH:+:$PYTHON
 export ROILAB_DATA_DIR=${ROILAB_DATA_DIR:-/tmp/r18/data} PYTHONUNBUFFERED=1
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/tmp/r18/vllm-cache}  # compile cache across calls
 roilab() { (cd "$here" && python3 -c 'import sys; from engine.cli.main import main; sys.exit(main(sys.argv[1:]))' "$@"); }
+# A pilot runs as a Ray task on a local head by default; a box without Ray's wheel (the
+# `raywheel` step) runs it in the command's own process instead.
+python3 -c 'import ray' 2>/dev/null && export INPROC="" || export INPROC=--in-process
 passes() {  # every stored pass of run $1, as CSV
   python3 - "$1" <<'PY'
 import sys
@@ -95,7 +98,7 @@ case $1 in
     echo "export: $(secs "$start") s"
     spec_json "$out/spec.json" "$w4"
     p=$(date +%s)
-    roilab pilot --workload 1 --spec "$out/spec.json" > "$out/spec-pilot-$k.log" 2>&1 \
+    roilab pilot --workload 1 --spec "$out/spec.json" $INPROC > "$out/spec-pilot-$k.log" 2>&1 \
       || echo "spec pilot $k exited $?"
     echo "pilot: $(secs "$p") s"
     run=$(cd "$here" && newest_run)
@@ -115,7 +118,7 @@ case $1 in
 print(open_store(get_settings()).list_workloads()[0].id)')
       roilab playbook \$wid --backend vllm > '$out/playbook-before.txt' 2>&1
       start=\$(date +%s)
-      roilab playbook \$wid --backend vllm --run ${PB_FLAGS:-} > '$out/playbook-run.log' 2>&1 \
+      roilab playbook \$wid --backend vllm --run ${PB_FLAGS:-} \$INPROC > '$out/playbook-run.log' 2>&1 \
         || echo \"playbook run exited \$?\"
       echo \"playbook pilot: \$(( \$(date +%s) - start )) s wall\"
       run=\$(python3 -c 'from engine.cli.common import open_store; from engine.core.settings import get_settings
@@ -133,7 +136,7 @@ print(open_store(get_settings()).list_runs()[0].id)')
       cd '$here'
       $(long_store "$out")
       start=\$(date +%s)
-      roilab pilot --workload 1 --backend vllm ${LP_FLAGS:-} > '$out/pilot.log' 2>&1 \
+      roilab pilot --workload 1 --backend vllm ${LP_FLAGS:-} \$INPROC > '$out/pilot.log' 2>&1 \
         || echo \"pilot exited \$?\"
       echo \"pilot: \$(( \$(date +%s) - start )) s wall\"
       roilab show 1 > '$out/show.txt' 2>&1
@@ -224,7 +227,7 @@ print(open_store(get_settings()).list_runs()[0].id)')
     k=$2; out=$3; mkdir -p "$out"
     start=$(date +%s)
     roilab pilot --workload 1 --backend vllm --model random:llama-3.1-8b --variants "${VARIANTS:-fp8,fp8-kv}" \
-      --max-requests 32 --max-new-tokens 128 --batch-size 32 ${HW:+--hardware $HW} \
+      --max-requests 32 --max-new-tokens 128 --batch-size 32 ${HW:+--hardware $HW} $INPROC \
       > "$out/pilot-$k.log" 2>&1 \
       || echo "pilot $k exited $?"
     echo "pilot $k: $(( $(date +%s) - start )) s wall"

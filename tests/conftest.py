@@ -38,7 +38,7 @@ from engine.store.store import Store  # noqa: E402
 
 # the embedded model, and the processes a fast test must not start (Ray)
 MODEL_FIXTURES = ("embedded_model_dir", "model_settings", "vllm_server", "dashboard_ray_head",
-                  "dashboard_ray")
+                  "dashboard_ray", "local_ray_stopped")
 MARK_IT_SLOW = "mark it slow (@pytest.mark.slow) or keep the fast subset hermetic"
 
 
@@ -151,6 +151,18 @@ def settings(tmp_path: Path) -> Settings:
 def model_settings(tmp_path: Path, embedded_model_dir: Path) -> Settings:
     """A fresh data dir and SQLite file, with the real embedded model available."""
     return make_settings(tmp_path / "data", embedded_model_dir)
+
+
+@pytest.fixture
+def local_ray_stopped(model_settings: Settings) -> Iterator[Settings]:
+    """``model_settings`` for a test whose `roilab pilot` runs the default way, as a Ray task
+    on its data dir's local head (started on first use, left running for later pilots):
+    that head is stopped afterwards."""
+    yield model_settings
+    from engine.jobs.cluster import disconnect, stop_local_head
+
+    disconnect()
+    stop_local_head(model_settings)
 
 
 @pytest.fixture

@@ -603,7 +603,7 @@ def test_playbook_run_runs_the_suggested_pilot_with_the_flags_given(model_settin
     assert suggested  # a short chat log: the weights, the playbook's first technique
     capsys.readouterr()
     flags = ["--model", "random:tiny-llama", "--max-requests", "2", "--max-new-tokens", "4",
-             "--no-interleave", "--price", "1.5"]
+             "--no-interleave", "--price", "1.5", "--in-process"]
     assert main(["playbook", "1", "--run", *flags]) == 0
     out = capsys.readouterr().out
     assert (f"Running the suggested pilot: roilab pilot --workload 1 --variants "

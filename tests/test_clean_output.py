@@ -181,9 +181,11 @@ def test_in_process_library_output_goes_to_the_log_and_progress_to_the_terminal(
 
 
 @pytest.mark.slow
-def test_a_real_pilot_prints_no_library_lines(model_settings, tmp_path):
-    """A tiny real `roilab pilot` (baseline, torchao int8 weights): torch and torchao write
-    their warnings (`W1130 ... is an Enum subclass`, glog style) to the log, not the terminal."""
+def test_a_real_pilot_prints_no_library_lines(local_ray_stopped, tmp_path):
+    """A tiny real `roilab pilot` (baseline, torchao int8 weights), run the default way (a
+    Ray task on a local head it starts): torch's, torchao's and Ray's own messages (`W1130 ...
+    is an Enum subclass`, glog style) go to the log, not the terminal."""
+    model_settings = local_ray_stopped
     log = tmp_path / "log.jsonl"
     log.write_text('{"prompt": "What is the capital of France?", "reference": "Paris"}\n'
                    '{"prompt": "What is 2+2?", "reference": "4"}\n')

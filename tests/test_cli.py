@@ -11,7 +11,10 @@ from engine.store.store import Store
 
 
 @pytest.fixture
-def cli_env(model_settings, monkeypatch):
+def cli_env(local_ray_stopped, monkeypatch):
+    """The CLI over a fresh data dir; a pilot runs the default way (a Ray task on the data
+    dir's local head, stopped afterwards)."""
+    model_settings = local_ray_stopped
     monkeypatch.setenv("ROILAB_DATA_DIR", str(model_settings.data_dir))
     monkeypatch.setenv("ROILAB_DB_URL", model_settings.resolved_db_url())
     return model_settings
@@ -43,8 +46,10 @@ def test_pilot_runs_show_and_report(cli_env, tmp_path, capsys) -> None:
                  "--price", "2.0", "--requests-per-month", "5000"]) == 0
     out = capsys.readouterr().out
     assert "baseline" in out and "int8-weights" in out
+    assert "Run 1 submitted to Ray at 127.0.0.1:" in out and "(local)" in out  # the default
     store = Store(cli_env.resolved_db_url())
     run = store.list_runs()[0]
+    assert store.get_run_node(run.id)["ray_node_id"]  # it ran in a Ray worker
     assert [v.status for v in run.variants] == ["done", "done"]
     report = build_report(store, run.id)
     assert report.price_per_hour == 2.0 and report.requests_per_month == 5000
@@ -55,6 +60,11 @@ def test_pilot_runs_show_and_report(cli_env, tmp_path, capsys) -> None:
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
                           text=True, check=True).stdout
     assert "int8-weights" in text and "roilab business case" in text
+    capsys.readouterr()
+    assert main(["stop-ray"]) == 0  # the local head the pilot started, stopped on request
+    assert "Stopped the local Ray head" in capsys.readouterr().out
+    assert not (cli_env.data_dir / "ray" / "local-head.json").exists()
+    assert main(["stop-ray"]) == 0 and "No local Ray head runs" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -90,14 +90,14 @@ def test_run_flags_apply_over_the_spec_and_defaults_do_not(cli, tmp_path, capsys
             "cost": {"hardware": "nvidia-h100-80gb", "price_per_hour": 1.5,
                      "requests_per_month": 10}}
     path = _spec_file(tmp_path, spec)
-    assert main(["pilot", "--workload", "1", "--spec", path]) == PILOT_EXIT["failed"]
+    assert main(["pilot", "--in-process", "--workload", "1", "--spec", path]) == PILOT_EXIT["failed"]
     stored = cli.get_run(1).spec
     assert stored["workload_id"] == 1  # --workload is required, so it always applies
     assert (stored["name"], stored["max_requests"]) == ("from-spec", 1)
     assert stored["generation"] == spec["generation"]
     assert stored["cost"] == spec["cost"]
 
-    assert main(["pilot", "--workload", "1", "--spec", path, "--name", "flagged",
+    assert main(["pilot", "--in-process", "--workload", "1", "--spec", path, "--name", "flagged",
                  "--max-requests", "2", "--max-new-tokens", "9", "--batch-size", "4",
                  "--hardware", "cpu-c7i-large", "--price", "0.25",
                  "--requests-per-month", "5000"]) == PILOT_EXIT["failed"]
@@ -118,7 +118,7 @@ def test_preflight_refuses_missing_folders_and_unknown_backends(cli, tmp_path, c
         {"name": "relative", "model": "./no-such-dir"},
         {"name": "no-config", "model": str(no_config)},
         {"name": "typo", "model": "random:tiny-llama", "backend": "transfomers"}]})
-    assert main(["pilot", "--workload", "1", "--spec", path]) == PILOT_EXIT["failed"]
+    assert main(["pilot", "--in-process", "--workload", "1", "--spec", path]) == PILOT_EXIT["failed"]
     run = cli.get_run(1)
     assert run.status == "failed" and [v.status for v in run.variants] == ["failed"] * 4
     errors = {v.name: v.error for v in run.variants}

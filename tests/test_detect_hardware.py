@@ -147,7 +147,7 @@ def test_cli_prices_the_detected_device_and_flags_a_gpu_price_on_the_cpu(
     found = detect.detect_hardware("auto", store.hardware_catalog())  # this machine, for real
     assert found.kind == "cpu" and found.key is not None
 
-    assert main(["pilot", "--workload", "1", *TINY]) == 0  # no --hardware: the detected
+    assert main(["pilot", "--in-process", "--workload", "1", *TINY]) == 0  # no --hardware: the detected
     out = capsys.readouterr()
     assert f"Pilot priced as {CATALOG[found.key].name} (detected {found.label}" in out.out
     assert "warning: Priced as" not in out.err
@@ -156,7 +156,7 @@ def test_cli_prices_the_detected_device_and_flags_a_gpu_price_on_the_cpu(
     assert not any(line.startswith("Priced as") for line in
                    stability_lines(build_report(store, run.id)))
 
-    assert main(["pilot", "--workload", "1", *TINY, "--hardware", "nvidia-h100-80gb"]) == 0
+    assert main(["pilot", "--in-process", "--workload", "1", *TINY, "--hardware", "nvidia-h100-80gb"]) == 0
     out = capsys.readouterr()
     assert "Pilot priced as NVIDIA H100 SXM 80 GB (chosen)" in out.out
     assert ("warning: Priced as NVIDIA H100 SXM 80 GB, a GPU, but the pilot runs on the CPU"

@@ -1,8 +1,9 @@
-"""Issue 20, phase 1: `roilab pilot --detach` on the local default Ray (a head this module's
-data dir starts on first use, stopped at the end), real SQLite, the real tiny model
-``random:tiny-llama`` (two layers: seconds a pilot). A detached pilot finishes with the same
-shape of figures as the same pilot in the foreground, records the node it ran on (shown by
-`roilab show`), and `roilab resume --detach` finishes a stopped run."""
+"""Issue 20: `roilab pilot` on the local default Ray (a head this module's data dir starts on
+first use, stopped at the end), real SQLite, the real tiny model ``random:tiny-llama`` (two
+layers: seconds a pilot). A detached pilot finishes with the same shape of figures as the
+same pilot run ``--in-process``, records the node it ran on (shown by `roilab show`), and
+`roilab resume --detach` finishes a stopped run. Without --detach, `roilab pilot` and `roilab
+resume` run the pilot as a Ray task all the same and follow it (table, exit status, Ctrl+C)."""
 from __future__ import annotations
 
 import re
@@ -95,7 +96,7 @@ def test_a_detached_pilot_finishes_like_one_in_the_foreground(local_ray, capsys)
                      out), out
     assert store.get_run(run.id).status in (Status.PENDING, Status.RUNNING)  # returned at once
     detached = wait_finished(store, run.id)
-    assert main(PILOT) == 0  # the same pilot in the foreground, in this process
+    assert main([*PILOT, "--in-process"]) == 0  # the same pilot in this process, no Ray
     foreground = store.list_runs()[0]
     assert foreground.id != detached.id
     assert shape(store, detached.id) == shape(store, foreground.id)
@@ -127,24 +128,35 @@ def test_resume_detach_runs_a_stopped_run_on_ray(local_ray, capsys) -> None:
     assert done.status == Status.DONE and len(store.get_results(done.variants[0].id)) == 3
     assert main(["resume", str(run.id), "--detach"]) == 2  # done: nothing to resume
     assert "can be resumed" in capsys.readouterr().err
+    again = create_pilot_run(spec, store)
+    cancel_run(again.id, store)
+    assert main(["resume", str(again.id)]) == 0  # no --detach: a Ray task, followed here
+    out = capsys.readouterr().out
+    assert f"Run {again.id} submitted to Ray" in out and "followed here" in out
+    assert "base" in out  # the run's table, printed once the task finished
+    assert store.get_run(again.id).status == Status.DONE
+    assert store.get_run_node(again.id)["ray_node_id"]
 
 
-def test_a_pilot_on_a_named_cluster_runs_as_a_task_and_is_followed_here(local_ray,
-                                                                       capsys) -> None:
-    """`roilab pilot --ray-address ADDR` without --detach: the pilot runs as a Ray task and
-    the command follows it from the store, printing the run's table and exiting as a pilot
-    run here would (0 when every variant ran)."""
+def test_a_pilot_runs_as_a_task_and_is_followed_here(local_ray, capsys) -> None:
+    """`roilab pilot` without --detach, on the local head (no address) and on a cluster
+    named with --ray-address: the pilot runs as a Ray task and the command follows it from
+    the store, printing the run's table and exiting as a pilot run in this process would (0
+    when every variant ran)."""
     from engine.jobs.cluster import ensure_local_head
 
     store = Store(local_ray.resolved_db_url())
     address = ensure_local_head(local_ray)
-    capsys.readouterr()
-    assert main([*PILOT, "--ray-address", address]) == 0
-    out = capsys.readouterr().out
-    run = store.list_runs()[0]
-    assert f"Run {run.id} submitted to Ray at {address}," in out
-    assert run.status == Status.DONE and "baseline" in out and "int8-weights" in out
-    assert store.get_run_node(run.id)["ray_node_id"]  # it ran in a Ray worker
+    for named in ([], ["--ray-address", address]):
+        capsys.readouterr()
+        assert main([*PILOT, *named]) == 0
+        out = capsys.readouterr().out
+        run = store.list_runs()[0]
+        where = f"{address} (local)" if not named else f"{address},"
+        assert f"Run {run.id} submitted to Ray at {where}" in out, out
+        assert "followed here (Ctrl+C stops it)" in out
+        assert run.status == Status.DONE and "baseline" in out and "int8-weights" in out
+        assert store.get_run_node(run.id)["ray_node_id"]  # it ran in a Ray worker
 
 
 def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
@@ -162,11 +174,13 @@ def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
 
     store = Store(local_ray.resolved_db_url())
     before = {r.id for r in store.list_runs()}
-    # 512 tokens a request (tiny-llama never stops early): each variant runs for seconds, so
-    # Ctrl+C lands mid-pilot; with 128 the pilot could finish between the poll that saw it
-    # running and the signal (a CI run stored it done and the command exited 0)
+    # 1,024 tokens a request (tiny-llama never stops early, 2,048 positions): a variant runs
+    # for over 10 s, so Ctrl+C lands mid-pilot, and the pilot outlasts the follower's grace
+    # (STOP_GRACE_S) should the task's KeyboardInterrupt be lost (seen once: the run went on
+    # to "done"): its worker is then killed and the run stored interrupted all the same
+    ensure_local_head(local_ray)
     cmd = [sys.executable, "-m", "engine.cli.main", *PILOT[:-2], "--price", "1",
-           "--max-new-tokens", "512", "--ray-address", ensure_local_head(local_ray)]
+           "--max-new-tokens", "1024"]  # the default: a Ray task on the local head, followed
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=os.environ.copy(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

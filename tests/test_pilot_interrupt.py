@@ -6,6 +6,10 @@ The pilot is ``random:tiny-llama`` on the CPU with the transformers backend over
 SQLite file (tests/test_pilot_outcome.py), given enough tokens that a variant is still
 running when the signal comes (``SIGNAL_TOKENS``: seconds per variant against a 50 ms poll);
 a test that stops no process mid-variant runs ``SHORT_TOKENS``.
+
+The pilot runs ``--in-process`` here (the signal lands in the process that runs it); a pilot
+run the default way, as a Ray task followed by the command, is stopped the same way in
+tests/test_jobs.py.
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ def pilot_cmd(model_settings, monkeypatch, tmp_path):
         "workload_id": 1, "max_requests": 4,
         "variants": [{"name": n, "model": TINY} for n in ("base", "second", "third")],
         "generation": {"max_new_tokens": SIGNAL_TOKENS, "batch_size": 1}}))
-    return [sys.executable, "-m", "engine.cli.main", "pilot", "--workload", "1", "--spec", str(spec)]
+    return [sys.executable, "-m", "engine.cli.main", "pilot", "--in-process", "--workload", "1",
+            "--spec", str(spec)]
 
 
 def _with_tokens(pilot_cmd: list[str], tokens: int) -> list[str]:
@@ -143,7 +148,7 @@ def test_sigkill_is_detected_then_resume_keeps_each_result_exactly_once(
     detected = store.get_run(1)
     assert detected.status == "interrupted"
     assert f"process {proc.pid}" in detected.error and "roilab resume 1" in detected.error
-    assert main(["resume", "1"]) == 0
+    assert main(["resume", "1", "--in-process"]) == 0
     indices = _results_once_each(store, 1)
     assert list(indices) == ["base", "second", "third"]
     assert all(ix == list(range(4)) for ix in indices.values()), indices
@@ -161,7 +166,7 @@ def test_a_live_run_is_neither_resumed_nor_cancelled_from_elsewhere(
     try:
         _wait_for_running_variant(store, proc)
         capsys.readouterr()
-        assert main(["resume", "1"]) == 2
+        assert main(["resume", "1", "--in-process"]) == 2
         assert f"Run 1 is running in process {proc.pid} on this machine" in \
             capsys.readouterr().err
         assert main(["cancel", "1"]) == 2
@@ -180,7 +185,7 @@ def test_resume_after_sigterm_runs_only_the_unfinished_variants(
     store = Store(model_settings.resolved_db_url())
     assert _stop_mid_pilot(pilot_cmd, store, signal.SIGTERM).returncode == 143
     assert store.get_run(1).status == "interrupted"
-    assert main(["resume", "1"]) == 0
+    assert main(["resume", "1", "--in-process"]) == 0
     assert all(ix == list(range(4)) for ix in _results_once_each(store, 1).values())
 
 
@@ -188,7 +193,7 @@ def test_a_finished_run_is_neither_resumed_nor_cancelled(pilot_cmd, model_settin
                                                          capsys) -> None:
     cmd = _with_tokens(pilot_cmd, SHORT_TOKENS)  # runs to the end: no signal to wait for
     assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True).returncode == 0
-    assert main(["resume", "1"]) == 2
+    assert main(["resume", "1", "--in-process"]) == 2
     assert "Run 1 is done; only an interrupted, cancelled, partial, failed run can be " \
            "resumed (every variant already ran)." in capsys.readouterr().err
     assert main(["cancel", "1"]) == 2

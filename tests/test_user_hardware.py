@@ -41,7 +41,7 @@ def priced_run(tmp_path_factory, embedded_model_dir):
     log = tmp / "log.jsonl"
     log.write_text(LOG)
     assert main(["ingest", str(log)]) == 0
-    code = main(["pilot", "--workload", "1", "--variants", "", "--hardware", KEY,
+    code = main(["pilot", "--in-process", "--workload", "1", "--variants", "", "--hardware", KEY,
                  "--max-new-tokens", "4", "--name", "on my box"])
     assert code == 0  # the final print resolves the user's key (it crashed here before)
     [run] = store.list_runs()

@@ -310,7 +310,7 @@ def test_a_cli_pilot_of_two_vllm_variants_stops_the_first_engine_before_the_seco
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        code = main(["pilot", "--workload", "1", "--spec", str(path)])
+        code = main(["pilot", "--in-process", "--workload", "1", "--spec", str(path)])
     finally:
         stop.set()
         watcher.join()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from engine.cli.models import cmd_prepare_model
-from engine.cli.pilot import pilot_from_args
+from engine.cli.pilot import add_executor_args, foreground_pilot
 from engine.cli.pilot_spec import add_pilot_args
 from engine.cli.workloads import ingest_log
 from engine.core.inert import terminal_safe
@@ -63,7 +63,7 @@ def cmd_demo(args, settings: Settings) -> None:
     args.workload = ingest_log(args, settings)
     print("3/4 Running the default pilot: baseline, int8 weights, LLMLingua")
     args.name = "default pilot"
-    pilot_from_args(args, settings)
+    foreground_pilot(args, settings)  # a Ray task on the local head unless --in-process
     if args.no_dashboard:
         return
     print("4/4 Starting the dashboard")
@@ -80,6 +80,7 @@ def _host_arg(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="prepare model, ingest sample, run default pilot, dashboard")
     add_pilot_args(p, max_requests=12)
+    add_executor_args(p, detach=False)
     p.add_argument("--port", type=int, default=8501)
     _host_arg(p)
     p.add_argument("--no-dashboard", action="store_true")

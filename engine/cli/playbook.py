@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.common import open_store
-from engine.cli.pilot import PILOT_EXIT_HELP, _add_detach_args, cmd_pilot
+from engine.cli.pilot import PILOT_EXIT_HELP, add_executor_args, cmd_pilot
 from engine.cli.pilot_spec import Given, add_pilot_args
 from engine.core.errors import SpecError
 from engine.core.inert import terminal_safe
@@ -44,6 +44,7 @@ def cmd_playbook(args, settings: Settings) -> int:
     print()
     line = book.pilot_command() + _typed_flags([
         *getattr(args, "given_flags", ()), *([("--detach", True)] if args.detach else []),
+        *([("--in-process", True)] if args.in_process else []),
         *([("--ray-address", args.ray_address)] if args.ray_address else [])])
     print(terminal_safe(f"Running the suggested pilot: {line}"), flush=True)
     return cmd_pilot(args, settings)
@@ -100,5 +101,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--run", action="store_true", help="run the suggested pilot")
     p.add_argument("--name", action=Given, default="pilot")
     add_pilot_args(p, max_requests=None)
-    _add_detach_args(p)
+    add_executor_args(p)
     p.set_defaults(func=cmd_playbook)

@@ -68,9 +68,10 @@ def _connect(settings: Settings, address: str | None, start: bool) -> Connection
     ray = _import_ray()
     given = configured_address(settings, address)
     if ray.is_initialized():
-        if _connected is not None and _connected.asked == given:
+        if _connected is not None and _connected.asked == given and (
+                given is not None or _connected.connection.address == _local_address(settings)):
             return _connected.connection
-        ray.shutdown()  # another cluster than the one this process is connected to
+        ray.shutdown()  # another cluster (or data dir's local head) than this process's
     target = given
     if given is None and not start:
         target = _local_address(settings)

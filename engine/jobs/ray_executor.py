@@ -202,12 +202,14 @@ def cancel_pilot(run_id: int, store, settings: Settings, address: str | None = N
     return cancel_run(run_id, store, task_ended=ended)
 
 
-def active_runs(settings: Settings, address: str | None = None) -> list[int]:
+def active_runs(settings: Settings, address: str | None = None,
+                start: bool = True) -> list[int]:
     """The runs whose pilot task Ray holds now (queued or running), as the cluster's
-    dispatcher knows them; connects first when this process has not."""
+    dispatcher knows them; connects first when this process has not (``start=False``:
+    ClusterError rather than starting a local head)."""
     import ray
 
-    connect(settings, address)
+    connect(settings, address, start=start)
     return ray.get(_dispatcher().active.remote(store_key(settings)), timeout=30)
 
 
