@@ -7,6 +7,8 @@ outlives the process that started it.
 - ``ray_executor``: what a pilot asks Ray for, and the submission itself;
 - ``node``: where a pilot ran (host, GPUs, Ray node), stored with the run.
 
-Ray is imported only here and only when a pilot is submitted: every other command (and the
-foreground ``roilab pilot``) runs without it.
+Every pilot is submitted (``roilab pilot``, ``resume``, ``demo``, ``playbook --run`` and the
+dashboard; without ``--detach`` the command follows the run from the store). Ray is imported
+only here and only when a pilot is submitted: every other command, and a pilot run with
+``--in-process``, runs without it.
 """

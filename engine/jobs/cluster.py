@@ -154,7 +154,9 @@ def stop_local_head(settings: Settings) -> bool:
     if not state.exists():
         return False
     info = json.loads(state.read_text())
-    stopped = stop_nodes(info["temp_dir"], address=info.get("address"))
+    # 3 s, not 10: a head of our own with no pilot on it (`roilab stop-ray` refuses one with
+    # pilots); one of its processes outwaits SIGTERM by ~10 s and is killed instead
+    stopped = stop_nodes(info["temp_dir"], grace_s=3.0, address=info.get("address"))
     state.unlink(missing_ok=True)
     return stopped > 0
 
