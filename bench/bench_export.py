@@ -144,7 +144,8 @@ def main(argv=None) -> None:
     if not a.skip_pilot:
         spec = out / "spec.json"
         spec.write_text(json.dumps(pilot_spec(a, workload, exports), indent=1))
-        printed = cli(["pilot", "--workload", str(workload), "--spec", str(spec)], env)
+        printed = cli(["pilot", "--workload", str(workload), "--spec", str(spec),
+                       "--in-process"], env)  # no Ray head left behind by a benchmark
         run_id = int(re.search(r"Run (\d+)", printed).group(1))
         cli(["show", str(run_id)], env)
         results |= {"run_id": run_id, "variants": accuracy(db_url, run_id)}

@@ -90,7 +90,9 @@ def setup(folder: Path, n: int) -> dict[str, str]:
     seconds, cpu, peak, said = child(["ingest", str(log), "--name", "bench"], env)
     print(f"ingest of {n:,} requests: {seconds:.2f} s ({cpu:.2f} s CPU), peak {peak:.0f} MiB "
           f"RSS ({said.splitlines()[0]})")
-    seconds, cpu, peak, _ = child(["pilot", "--workload", "1", "--name", "bench", "--max-requests",
+    # --in-process: the figures below are the pilot's own CPU and peak, not a follower's
+    seconds, cpu, peak, _ = child(["pilot", "--in-process", "--workload", "1", "--name", "bench",
+                                   "--max-requests",
                               "4", "--max-new-tokens", "4", "--batch-size", "4", "--variants",
                               "int8"], env)
     print(f"pilot (4 requests, baseline + int8, 4 new tokens): {seconds:.1f} s ({cpu:.1f} s "

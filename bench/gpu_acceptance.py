@@ -25,6 +25,7 @@ Outputs (logs, ``roilab show`` tables, PDFs, results.json) go to ``--out``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
+# A pilot runs as a Ray task by default; a GPU box whose bundle lacks Ray runs it in the
+# command's own process instead (`roilab pilot --in-process`).
+NO_RAY = () if importlib.util.find_spec("ray") else ("--in-process",)
 
 
 def main() -> int:
@@ -92,7 +96,8 @@ def main() -> int:
             continue
         path = out / f"pilot-{tag}.json"
         path.write_text(json.dumps(spec, indent=1))
-        code, secs, _ = cli("pilot", "--workload", workload, "--spec", str(path), check=False)
+        code, secs, _ = cli("pilot", "--workload", workload, "--spec", str(path), *NO_RAY,
+                            check=False)
         run_id = len(runs) + 1
         runs[tag] = {"run": run_id, "exit_code": code, "seconds": round(secs, 1)}
         _, _, shown = cli("show", str(run_id), check=False)
