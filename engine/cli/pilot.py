@@ -32,21 +32,17 @@ NO_RAY_HINT = (" To run the pilot in this process instead, without Ray, add --in
 
 
 def cmd_pilot(args, settings: Settings) -> int:
-    """Run the pilot, print its table; the exit status says whether every variant ran."""
+    """Run the pilot, print its table; the exit status says whether every variant ran. With
+    --detach: submitted to Ray, its id printed, exit 0."""
+    if args.detach:
+        return detach_pilot(args, settings)
     return PILOT_EXIT.get(foreground_pilot(args, settings).status, 1)  # print_run said why
 
 
 def foreground_pilot(args, settings: Settings):
-    """The pilot of ``args`` (`roilab pilot`, `roilab demo`, `roilab playbook --run`): with
-    --detach, submitted to Ray and its id printed (exit 0); with --in-process, run in this
-    process; else run as a Ray task (the named cluster, or the local head started on first
-    use) and followed here. The finished run (a SimpleNamespace of status "done" when
-    detached)."""
-    if args.detach:
-        from types import SimpleNamespace
-
-        detach_pilot(args, settings)
-        return SimpleNamespace(status="done")
+    """The pilot of ``args`` (`roilab pilot`, `roilab demo`, `roilab playbook --run`) run to
+    its end: as a Ray task (the named cluster, or the local head started on first use)
+    followed here; with --in-process, in this process. The finished run."""
     if getattr(args, "in_process", False):
         return pilot_from_args(args, settings)
     return followed_pilot(args, settings)
