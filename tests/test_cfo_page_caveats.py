@@ -40,14 +40,13 @@ def test_a_stale_catalog_price_is_one_caveat_line(store: Store):
     assert case.rows[0].target.hardware.price_date == "2025-01"
     # 23 months after the price date: past the 6 months, so said once, with the hardware
     old = replace(case, generated_at=datetime(2026, 12, 6))
-    line = ("Prices as of 2025-01 (23 months old): check today's price for "
-            f"{gpu} before signing.")
+    line = f"Prices of {gpu} as of 2025-01 (23 months old): check today's price before signing."
     assert price_caveat(old) == line
     assert caveats(old).count(line) == 1
     # 5 months after: recent enough, no line
     fresh = replace(case, generated_at=datetime(2025, 6, 1))
     assert price_caveat(fresh) is None
-    assert not any(c.startswith("Prices as of") for c in caveats(fresh))
+    assert not any(c.startswith("Prices of") for c in caveats(fresh))
 
 
 def test_a_partial_run_names_what_was_not_measured(store: Store):

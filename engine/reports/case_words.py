@@ -277,13 +277,11 @@ def price_caveat(case: BusinessCase) -> str | None:
             stale.append((hw.price_date, age, hw.name))
     if not stale:
         return None
-    if len(stale) == 1:
-        when, age, name = stale[0]
-        return (f"Prices as of {when} ({age} months old): check today's price for {name} "
-                "before signing.")
-    return ("Prices as of " + " and ".join(f"{when} ({age} months old) for {name}"
-                                           for when, age, name in sorted(stale))
-            + ": check today's prices before signing.")
+    # each price named by its device: the PDF's header gives the measured device's date,
+    # which read as a contradiction beside an undated "Prices as of" of another device
+    return ("Prices " + " and ".join(f"of {name} as of {when} ({age} months old)"
+                                     for when, age, name in sorted(stale))
+            + f": check today's price{'s' if len(stale) > 1 else ''} before signing.")
 
 
 def _projection_caveats(case: BusinessCase) -> list[str]:
