@@ -43,7 +43,7 @@ def foreground_pilot(args, settings: Settings):
     """The pilot of ``args`` (`roilab pilot`, `roilab demo`, `roilab playbook --run`) run to
     its end: as a Ray task (the named cluster, or the local head started on first use)
     followed here; with --in-process, in this process. The finished run."""
-    if getattr(args, "in_process", False):
+    if args.in_process:
         return pilot_from_args(args, settings)
     return followed_pilot(args, settings)
 
@@ -181,10 +181,10 @@ def detach_pilot(args, settings: Settings) -> int:
     store = open_store(settings)
     priced = priced_spec(args, store)  # SpecError when nothing prices it
     spec = priced.spec
-    store.get_workload(spec.workload_id)  # an unknown workload before Ray is started
+    workload = store.get_workload(spec.workload_id)  # an unknown one before Ray is started
     _, need = connect_for(spec, settings, args.ray_address)
     run = create_pilot_run(spec, store)  # refuses an unknown or empty workload
-    _announce(priced, store.get_workload(spec.workload_id).n_requests)
+    _announce(priced, workload.n_requests)
     return _submit(spec, run.id, settings, args, store, need, priced.detected)
 
 
@@ -223,7 +223,7 @@ def cmd_resume(args, settings: Settings) -> int:
     pilot`'s."""
     if args.detach:
         return detach_resume(args, settings)
-    if getattr(args, "in_process", False):
+    if args.in_process:
         run = resume_in_process(args.run, settings)
     else:
         from engine.jobs.ray_executor import submit_resume
