@@ -39,7 +39,7 @@
 #
 # The pilot line is README's with no --hardware (the GPU is detected and priced as itself)
 # and the default measurement settings. Writes OUT/pilot-K.log, OUT/show-K.txt and
-# OUT/passes-K.csv (every stored pass) for run K.
+# OUT/passes-K.csv (every stored pass) and OUT/store-K.db (a copy of the store) for run K.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$here${PYTHONPATH:+:$PYTHONPATH} PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/bundle HF_HUB_OFFLINE=1
@@ -72,6 +72,15 @@ spec_json() {  # $1: where; $2: the W4A16 export's folder
    "vllm": {"quantization": "fp8"}},
   {"name": "w4a16", "backend": "vllm", "model": "$2", "dtype": "bfloat16"}]}
 JSON
+}
+store_copy() {  # the data dir's SQLite store -> $1 (an online backup: consistent mid-write);
+  # bench/bench_projection.py reads two such copies from two GPUs
+  python3 - "$ROILAB_DATA_DIR/roilab.db" "$1" <<'PY'
+import sqlite3, sys
+src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+src.backup(dst)
+dst.close(); src.close()
+PY
 }
 secs() { echo $(( $(date +%s) - $1 )); }
 long_store() {  # the lines `playbook` and `longpilot` start with: model + the long sample
@@ -234,6 +243,7 @@ print(open_store(get_settings()).list_runs()[0].id)')
     run=$(cd "$here" && newest_run)
     roilab show "$run" > "$out/show-$k.txt" 2>&1 || true
     passes "$run" > "$out/passes-$k.csv" || true
+    store_copy "$out/store-$k.db"
     tail -5 "$out/pilot-$k.log"; cat "$out/show-$k.txt"; cat "$out/passes-$k.csv" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
