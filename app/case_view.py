@@ -15,10 +15,10 @@ import streamlit as st
 
 from app import business_charts, ui
 from engine.business.types import BusinessCase
+from engine.reports.case_caveats import caveats
 from engine.reports.case_words import (
     NOTHING_SPENT,
     business_figures,
-    caveats,
     decision_sentence,
     hardware_priced,
     priced_at,

@@ -84,7 +84,7 @@ def compare(src: Store, src_run: int, dst: Store, dst_run: int, target: str | No
     if rows:
         print("method:", rows[0]["projected"]["method"])
         worst = max(rows, key=lambda r: abs(r["tok_s_ratio"] - 1))
-        print(f"largest tokens/s error: {worst['tok_s_ratio'] - 1:+.0%} ({worst['variant']})")
+        print(f"largest tokens/s error: {worst['tok_s_ratio'] - 1:+.1%} ({worst['variant']})")
     return rows
 
 

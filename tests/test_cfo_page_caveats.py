@@ -24,8 +24,9 @@ from test_business import _stored_run
 from engine.business.case import build_business_case
 from engine.business.types import FAILED_IN_PILOT
 from engine.reports.business_pdf import business_pdf_for_run
+from engine.reports.case_caveats import caveats, price_caveat
 from engine.reports.case_charts import _before_after
-from engine.reports.case_words import UNSTABLE_LEGEND, caveats, price_caveat
+from engine.reports.case_words import UNSTABLE_LEGEND
 from engine.store.store import Store
 
 

@@ -494,7 +494,8 @@ def test_the_decision_and_its_caveats_show_without_scrolling(dashboard, browser_
     every caveat line of the CFO's screen are visible before the reader scrolls."""
     from test_business import _stored_run
 
-    from engine.reports.case_words import caveats, decision_sentence
+    from engine.reports.case_caveats import caveats
+    from engine.reports.case_words import decision_sentence
 
     url, settings = dashboard
     page = browser_page

@@ -26,10 +26,10 @@ from engine.core.errors import SpecError
 from engine.economics import traffic
 from engine.pilot.report import build_report
 from engine.reports.business_pdf import business_pdf_for_run
+from engine.reports.case_caveats import caveats
 from engine.reports.case_charts import chart_notes
 from engine.reports.case_words import (
     business_figures,
-    caveats,
     decision_sentence,
     executive_summary,
 )

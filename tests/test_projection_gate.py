@@ -24,7 +24,8 @@ import pytest
 from engine.business.case import Assumptions, build_business_case
 from engine.core.domain import LogRequest, ParsedLog, RequestResult, VariantMeasurements
 from engine.economics.hardware import CATALOG
-from engine.reports.case_words import caveats, decision_sentence, settle_lines, variant_rows
+from engine.reports.case_caveats import caveats
+from engine.reports.case_words import decision_sentence, settle_lines, variant_rows
 from engine.store.store import Store
 
 CAT = {k: CATALOG[k] for k in ("cpu-c7i-large", "nvidia-rtx-4090")}

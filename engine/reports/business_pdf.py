@@ -6,9 +6,10 @@ saving with its range, payback, the volume and the hardware priced, the before/a
 the order a reader asks next, never repeating page 1: why, what getting there costs and
 risks, what was left out (engine.reports.case_words.executive_summary), the per-variant
 table, the charts (engine.reports.case_charts), the assumptions and methodology, and the
-pilot's measurements (engine.reports.pilot_pdf) with its appendix of sample outputs. The words are
-engine.reports.case_words (re-exported here); ``business_pdf_for_run`` builds everything from
-a stored run. Every projected figure is labelled projected, with its method.
+pilot's measurements (engine.reports.pilot_pdf) with its appendix of sample outputs. The words
+are engine.reports.case_words' and engine.reports.case_caveats' (re-exported here);
+``business_pdf_for_run`` builds everything from a stored run. Every projected figure is
+labelled projected, with its method.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from engine.economics.decision import SPEED_MEMORY_ONLY
 from engine.economics.hardware import Hardware
 from engine.economics.traffic import COST_MODEL
 from engine.pilot.report import PilotReport, build_report, side_by_side
+from engine.reports.case_caveats import caveats
 from engine.reports.case_charts import (
     AFTER,
     BAD,
@@ -42,7 +44,6 @@ from engine.reports.case_words import (
     basis_detail,
     business_figures,
     case_headline,
-    caveats,
     cfo_figures,
     decision_sentence,
     executive_summary,
