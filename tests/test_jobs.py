@@ -157,6 +157,7 @@ def test_a_pilot_runs_as_a_task_and_is_followed_here(local_ray, capsys) -> None:
         assert "followed here (Ctrl+C stops it)" in out
         assert run.status == Status.DONE and "baseline" in out and "int8-weights" in out
         assert store.get_run_node(run.id)["ray_node_id"]  # it ran in a Ray worker
+        assert run.progress is not None  # the worker's pilot said where it was, for followers
 
 
 def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
@@ -187,16 +188,21 @@ def test_ctrl_c_on_a_followed_pilot_interrupts_its_task_and_resume_finishes_it(
     run_id = None
     while time.monotonic() < deadline:
         new = [r for r in store.list_runs() if r.id not in before]
-        if new and new[0].status == Status.RUNNING:
-            run_id = new[0].id
+        said = new[0].progress if new else None  # what the worker's pilot last stored
+        if new and new[0].status == Status.RUNNING and said and "generating" in said.message:
+            run_id = new[0].id  # mid-pass: the interrupt lands in a timed pass
             break
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.3)
     assert run_id is not None, "the followed pilot never started"
+    time.sleep(2.5)  # the follower reads the store each FOLLOW_EVERY_S (1 s): it has shown it
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"interrupted: run {run_id} stopped by SIGINT" in err and "Traceback" not in err
+    # the follower's bar showed where the pilot was, as the worker stored it (not only
+    # "0/2 variants done", which is all a follower saw before revision 0011)
+    assert f"{said.variant}: generating" in err, err[-2000:]
     stopped = store.get_run(run_id)
     assert stopped.status == Status.INTERRUPTED, (stopped.status, stopped.error)
     assert main(["resume", str(run_id), "--detach"]) == 0

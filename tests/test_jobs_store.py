@@ -4,6 +4,7 @@ created (loopback only: part of the fast subset)."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from engine.cli.main import main
@@ -21,8 +22,9 @@ def test_a_0006_store_gains_the_node_column_and_old_runs_have_none(tmp_path) -> 
     target = tmp_path / "h100.db"
     shutil.copyfile(STORES / "h100-0006.db", target)
     store = Store(f"sqlite:///{target}")
-    assert migrate.current_revision(store.engine) == migrate.HEAD == "0010"
+    assert migrate.current_revision(store.engine) == migrate.HEAD == "0011"
     run = store.list_runs()[0]
+    assert run.progress is None  # stored before revision 0011: nothing said
     assert store.get_run_node(run.id) is None  # stored before: not recorded
     assert run.queued_at is None and not run.queued  # run in a process, never queued
     store.set_run_node(run.id, {"host": "gpu-1", "gpu_count": 1,
@@ -114,6 +116,22 @@ def test_queued_runs_have_their_place_in_line_and_a_refused_submit_undoes_the_qu
     runs = {r.id: r for r in store.list_runs()}
     assert queue_places(runs.values()) == {ids[0]: 1}
     assert job_state(runs[ids[2]], {}) == "running (1 of 2 variants done)"
+    # where the pilot is, as its process says: kept in memory by the pilot's thread, stored
+    # by the heartbeat's, shown to whoever follows the run from the store
+    from engine.core.domain import RunProgress
+    from engine.pilot.liveness import Heartbeat
+
+    with Heartbeat(store, ids[2], every_s=30, progress_s=0.05) as beat:
+        beat.record(RunProgress(0.75, "v", "pass 2: generating 1-2 of 2"))
+        deadline = time.monotonic() + 10
+        while store.get_run(ids[2]).progress is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    said = store.get_run(ids[2])
+    assert said.progress == RunProgress(0.75, "v", "pass 2: generating 1-2 of 2")
+    assert job_state(said, {}) == "running (1 of 2 variants done; v: pass 2: generating 1-2 of 2)"
+    store.claim_run(ids[2], 4243, "box")  # resumed by another process: its word is not yet said
+    assert store.get_run(ids[2]).progress is None
+    store.claim_run(ids[2], 4242, "box")
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == \
         ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
 

@@ -104,7 +104,7 @@ def test_the_code_lists_the_revisions_the_script_directory_has() -> None:
     scripts = ScriptDirectory(str(migrate.SCRIPTS))
     assert tuple(s.revision for s in reversed(list(scripts.walk_revisions()))) == \
         migrate.REVISIONS
-    assert migrate.head_revision() == migrate.HEAD == "0010"
+    assert migrate.head_revision() == migrate.HEAD == "0011"
 
 
 # ---- SQLite stores made by old code ---------------------------------------------------------

@@ -225,7 +225,10 @@ def test_an_exported_4bit_checkpoint_is_served_by_vllms_own_kernels(tmp_path,
         assert info.weight_bytes < 0.5 * report.source_bytes / 2
         [gen] = backend.generate([[{"role": "user", "content": "What is the capital of France?"}]],
                                  12)
-        assert "Paris" in gen.text
+        # on topic, not the unrelated tokens a mispacked int4 weight gives: round-to-nearest
+        # 4-bit of a 135M model says "Paris" on one CPU and, on an AVX-512 Xeon, "The capital
+        # of France, France is a sovereign European nation-" within its 12 tokens
+        assert "Paris" in gen.text or "France" in gen.text, gen.text
     finally:
         backend.close()
 

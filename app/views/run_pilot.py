@@ -249,7 +249,11 @@ def watch_run(run_id: int, rerun_page_when_finished: bool = False) -> None:
         st.rerun(scope="app")
     n = len(run.variants)
     done = sum(v.status == Status.DONE for v in run.variants)
-    st.progress(done / n if n else 0.0, text=f"Pilot #{run.id}: {state}")
+    # the pilot's own fraction when its process has said (interleaved variants finish
+    # together, at the end), else the variants done
+    said = run.progress.fraction if run.progress and run.status == Status.RUNNING else None
+    st.progress(said if said is not None else (done / n if n else 0.0),
+                text=f"Pilot #{run.id}: {state}")
     if not run.status.finished:
         current = next((v for v in run.variants if v.status == Status.RUNNING), None)
         if current is not None:

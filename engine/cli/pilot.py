@@ -97,8 +97,9 @@ STOP_GRACE_S = 10.0
 
 
 def _follow(store, run_id: int, settings: Settings, address, on_progress):
-    """Poll the run until it finishes, reporting progress as the runner would (the fraction
-    of variants finished, the one running now); on Ctrl+C, cancel its Ray task first."""
+    """Poll the run until it finishes, reporting progress as the runner would: what the
+    pilot's process last stored (``Run.progress``), else the fraction of variants finished
+    and the passes timed so far; on Ctrl+C, cancel its Ray task first."""
     import time
     from types import SimpleNamespace
 
@@ -113,11 +114,17 @@ def _follow(store, run_id: int, settings: Settings, address, on_progress):
             n = len(run.variants) or 1
             finished = sum(v.status.finished for v in run.variants)
             running = [v for v in run.variants if v.status == Status.RUNNING]
-            if running:  # interleaved passes keep several variants running at once
-                timed = sum(len(store.get_passes(v.id)) for v in run.variants)
-                state = f"{finished}/{n} variants done, {timed} passes timed"
-            current = ",".join(v.name for v in running) or "-"
-            on_progress(SimpleNamespace(fraction=finished / n, variant=current, message=state))
+            said = run.progress if run.status == Status.RUNNING else None
+            if said:  # what the pilot's process last said (engine.pilot.liveness.Heartbeat)
+                on_progress(SimpleNamespace(fraction=said.fraction, variant=said.variant,
+                                            message=said.message))
+            else:
+                if running:  # interleaved passes keep several variants running at once
+                    timed = sum(len(store.get_passes(v.id)) for v in run.variants)
+                    state = f"{finished}/{n} variants done, {timed} passes timed"
+                current = ",".join(v.name for v in running) or "-"
+                on_progress(SimpleNamespace(fraction=finished / n, variant=current,
+                                            message=state))
             time.sleep(FOLLOW_EVERY_S)
     except _Stopped as stop:
         from engine.jobs.ray_executor import cancel

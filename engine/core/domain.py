@@ -199,6 +199,25 @@ class VariantRun:
 
 
 @dataclass(frozen=True)
+class RunProgress:
+    """Where a running pilot is, as the process that owns it last said (stored with its
+    heartbeat): what a follower in another process shows, since it cannot see the pilot's
+    own progress callbacks."""
+
+    fraction: float  # of the whole pilot, 0..1
+    variant: str  # the variant(s) being worked on
+    message: str  # e.g. "starting the engine", "pass 2 of 3"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "variant": self.variant, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunProgress:
+        return cls(float(d.get("fraction", 0.0)), str(d.get("variant", "")),
+                   str(d.get("message", "")))
+
+
+@dataclass(frozen=True)
 class Run:
     id: int
     workload_id: int
@@ -213,6 +232,7 @@ class Run:
     error: str | None = None
     variants: tuple[VariantRun, ...] = ()
     queued_at: datetime | None = None  # handed to Ray (engine.jobs); None: run in a process
+    progress: RunProgress | None = None  # where it is, as its process last said
 
     @property
     def queued(self) -> bool:

@@ -35,10 +35,12 @@ def ordinal(n: int) -> str:
 
 
 def job_state(run: Run, places: dict[int, int]) -> str:
-    """``queued (2nd in line)``, ``running (1 of 3 variants done)`` or the run's status."""
+    """``queued (2nd in line)``, ``running (1 of 3 variants done)`` with where the pilot is
+    when its process has said (``; fp8-weights: pass 2 of 3``), or the run's status."""
     if run.id in places:
         return f"queued ({ordinal(places[run.id])} in line)"
     if run.status == Status.RUNNING:
         done = sum(v.status == Status.DONE for v in run.variants)
-        return f"running ({done} of {len(run.variants)} variants done)"
+        now = f"; {run.progress.variant}: {run.progress.message}" if run.progress else ""
+        return f"running ({done} of {len(run.variants)} variants done{now})"
     return str(run.status)

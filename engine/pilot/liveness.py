@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 
-from engine.core.domain import Run, RunOwner, Status
+from engine.core.domain import Run, RunOwner, RunProgress, Status
 from engine.store.store import Store
 
 HEARTBEAT_S = 10.0  # how often a running pilot says it is alive
+PROGRESS_S = 2.0  # how soon after a change it stores where it is (Heartbeat.record)
 STALE_S = 300.0  # a heartbeat this old means the owner is gone (long model loads stay under it)
 
 
@@ -28,12 +30,23 @@ def this_host() -> str:
 
 class Heartbeat:
     """Claims a run for this process and refreshes its heartbeat from a daemon thread until
-    the block ends (the main thread may sit in one long model load or generation)."""
+    the block ends (the main thread may sit in one long model load or generation).
 
-    def __init__(self, store: Store, run_id: int, every_s: float = HEARTBEAT_S):
+    ``record(progress)`` keeps where the pilot is, in memory only: the pilot calls it from
+    its own thread, inside timed passes too, so it must cost nothing. The heartbeat's thread
+    stores it (``Store.beat``) within ``PROGRESS_S`` of a change, so a follower in another
+    process (a Ray-run pilot's CLI or page) can show it."""
+
+    def __init__(self, store: Store, run_id: int, every_s: float = HEARTBEAT_S,
+                 progress_s: float = PROGRESS_S):
         self.store, self.run_id, self.every_s = store, run_id, every_s
+        self.progress_s = progress_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._latest: RunProgress | None = None  # set by the pilot's thread (one reference)
+
+    def record(self, progress: RunProgress) -> None:
+        self._latest = progress
 
     def __enter__(self) -> Heartbeat:
         self.store.claim_run(self.run_id, os.getpid(), this_host())
@@ -43,12 +56,17 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
+        said, last = None, time.monotonic()
+        while not self._stop.wait(min(self.every_s, self.progress_s)):
+            news = self._latest if self._latest is not said else None
+            if news is None and time.monotonic() - last < self.every_s:
+                continue
             try:
-                if not self.store.beat(self.run_id, os.getpid()):
+                if not self.store.beat(self.run_id, os.getpid(), news):
                     return  # claimed by another process: stop speaking for it
             except Exception:  # noqa: BLE001 - a locked or unreachable store: try next beat
                 continue
+            said, last = news or said, time.monotonic()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

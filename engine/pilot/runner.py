@@ -15,6 +15,7 @@ from engine.backends.base import resolve_device
 from engine.core.domain import (
     RequestResult,
     Run,
+    RunProgress,
     Status,
     StoredRequest,
     VariantMeasurements,
@@ -69,8 +70,10 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
                               is_eval_set=is_eval_set)
     store.set_run_status(run.id, Status.RUNNING)
     try:
-        with Heartbeat(store, run.id):  # this process owns the run; a reader can tell if it dies
-            _run_variants(spec, run, requests, calibration, store, settings, on_progress)
+        with Heartbeat(store, run.id) as beat:  # this process owns the run; a reader can tell
+            # if it dies, and where it is (a Ray-run pilot's follower reads it from the store)
+            _run_variants(spec, run, requests, calibration, store, settings,
+                          _told(beat, on_progress))
     except BaseException as exc:
         # Stopped from outside (Ctrl+C, SIGTERM through the CLI, the dashboard's script
         # stopped or rerun: exceptions that are not Exceptions): "interrupted", resumable; a
@@ -84,6 +87,16 @@ def run_pilot(spec: PilotSpec, store: Store, settings: Settings,
     status, reason = pilot_outcome(store.get_run(run.id))
     store.set_run_status(run.id, status, reason)
     return store.get_run(run.id)
+
+
+def _told(beat: Heartbeat, on_progress: ProgressFn | None) -> ProgressFn:
+    """``on_progress``, and each progress kept by ``beat`` for the store (in memory here; the
+    heartbeat's thread writes it)."""
+    def told(p: Progress) -> None:
+        beat.record(RunProgress(p.fraction, p.variant, p.message))
+        if on_progress:
+            on_progress(p)
+    return told
 
 
 def resume_pilot(run_id: int, store: Store, settings: Settings,

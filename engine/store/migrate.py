@@ -44,7 +44,8 @@ from engine.store import hardware, load, tables  # noqa: F401  (their tables joi
 from engine.store.base import Base
 from engine.store.connect import first_line, open_engine
 
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")  # migrations/versions/, oldest first (a test checks they agree)
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010",
+             "0011")  # migrations/versions/, oldest first (a test checks they agree)
 HEAD = REVISIONS[-1]
 VERSION_TABLE = "roilab_schema_version"
 SCRIPTS = Path(__file__).with_name("migrations")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from engine.core.domain import RunOwner, Status, VariantRun
+from engine.core.domain import RunOwner, RunProgress, Status, VariantRun
 from engine.store.base import _now
 from engine.store.tables import RunRow, VariantRow
 
@@ -21,13 +21,18 @@ class RunOwnerStoreMixin:
         with self._session() as s:
             row = self._get(s, RunRow, run_id)
             row.owner_pid, row.owner_host, row.heartbeat_at = pid, host, _now()
+            row.progress_json = None  # a resumed run: the last owner's word no longer holds
 
-    def beat(self, run_id: int, pid: int) -> bool:
-        """The owner is alive: refresh the heartbeat. False when another process has claimed
-        the run since (a resume elsewhere), so the old owner's heartbeat stops counting."""
+    def beat(self, run_id: int, pid: int, progress: RunProgress | None = None) -> bool:
+        """The owner is alive: refresh the heartbeat, and store where the pilot is when
+        ``progress`` is given. False when another process has claimed the run since (a resume
+        elsewhere), so the old owner's heartbeat stops counting."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if progress is not None:
+            values["progress_json"] = json.dumps(progress.as_dict())
         with self._session() as s:
             done = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.owner_pid == pid)
-                             .values(heartbeat_at=_now()))
+                             .values(**values))
             return done.rowcount == 1
 
     def active_run_owners(self) -> list[RunOwner]:

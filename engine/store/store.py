@@ -27,6 +27,7 @@ from engine.core.domain import (
     RequestResult,
     RowIssue,
     Run,
+    RunProgress,
     Status,
     StoredRequest,
     VariantMeasurements,
@@ -285,7 +286,19 @@ class Store(LoadStoreMixin, HardwareStoreMixin, RunOwnerStoreMixin, PassStoreMix
         return Run(id=row.id, workload_id=row.workload_id, name=row.name,
                    spec=json.loads(row.spec_json), status=Status(row.status), error=row.error,
                    created_at=row.created_at, finished_at=row.finished_at,
-                   queued_at=row.queued_at, variants=tuple(_variant(v) for v in s.scalars(vq)))
+                   queued_at=row.queued_at, variants=tuple(_variant(v) for v in s.scalars(vq)),
+                   progress=_progress(row.progress_json))
+
+
+def _progress(text: str | None) -> RunProgress | None:
+    """The stored progress (revision 0011); None when never said, or unreadable (it is only
+    a display hint: a bad one must not stop the run from being read)."""
+    if not text:
+        return None
+    try:
+        return RunProgress.from_dict(json.loads(text))
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 _INSERT_BATCH = 5_000  # requests per bulk INSERT: fast, and a bounded list of parameters

@@ -78,6 +78,8 @@ class RunRow(Base):
     node_json: Mapped[str | None] = mapped_column(CleanText)
     # When it was handed to Ray (revision 0009): a pending run with one and no owner is queued
     queued_at: Mapped[datetime | None]
+    # Where the pilot is, as its process last said (revision 0011): engine.core.domain.RunProgress
+    progress_json: Mapped[str | None] = mapped_column(CleanText)
 
 
 class VariantRow(Base):
