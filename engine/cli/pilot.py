@@ -94,6 +94,7 @@ FOLLOW_EVERY_S = 1.0  # how often a followed pilot's progress is read from the s
 # Ctrl+C on a followed pilot: how long its task may take to stop by itself (KeyboardInterrupt,
 # the run stored interrupted by the pilot) before its worker process is killed.
 STOP_GRACE_S = 10.0
+QUIET_FRAME_S = 60.0  # an unchanged progress frame is written again this often to a non-TTY
 
 
 def _follow(store, run_id: int, settings: Settings, address, on_progress):
@@ -110,6 +111,9 @@ def _follow(store, run_id: int, settings: Settings, address, on_progress):
         while True:
             run, state = run_now(store, run_id)  # a worker that died: interrupted
             if run.status.finished:
+                if run.variants and all(v.status.finished for v in run.variants):
+                    on_progress(SimpleNamespace(fraction=1.0, variant=f"run {run.id}",
+                                                message=str(run.status)))  # the bar's end
                 return run
             n = len(run.variants) or 1
             finished = sum(v.status.finished for v in run.variants)
@@ -276,13 +280,23 @@ def cmd_cancel(args, settings: Settings) -> None:
 def _watched(run_id: int, settings: Settings, go):
     """``go(on_progress)`` under a progress bar, stopped like Ctrl+C by SIGINT or SIGTERM
     (one line, exit 130/143); then the run's table."""
+    import time
+
     from tqdm import tqdm
 
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed} {postfix}")
+    # to a file or a pipe (a log, CI), a frame only when the text changes, or each
+    # QUIET_FRAME_S: a followed GPU pilot otherwise wrote one a second, 54 KB in 10 minutes
+    tty, last = sys.stderr.isatty(), {"frame": None, "at": 0.0}
 
     def on_progress(p) -> None:
-        bar.n = round(p.fraction * 100)
-        bar.set_postfix_str(terminal_safe(f"{p.variant}: {p.message}")[:60])
+        n, text = round(p.fraction * 100), terminal_safe(f"{p.variant}: {p.message}")[:60]
+        if not tty and last["frame"] == (n, text) and \
+                time.monotonic() - last["at"] < QUIET_FRAME_S:
+            return
+        last.update(frame=(n, text), at=time.monotonic())
+        bar.n = n
+        bar.set_postfix_str(text)
 
     import signal
 

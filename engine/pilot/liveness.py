@@ -72,6 +72,11 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.every_s + 5)
+        if self._latest is not None:  # the last word, said within PROGRESS_S or not
+            try:
+                self.store.beat(self.run_id, os.getpid(), self._latest)
+            except Exception:  # noqa: BLE001 - a display hint: never fail the run for it
+                pass
 
 
 def owner_is_gone(owner: RunOwner, now: datetime | None = None, host: str | None = None,
