@@ -206,7 +206,7 @@ class RunProgress:
 
     fraction: float  # of the whole pilot, 0..1
     variant: str  # the variant(s) being worked on
-    message: str  # e.g. "starting the engine", "pass 2 of 3"
+    message: str  # e.g. "loading model", "pass 2/3: generating 1-32 of 32"
 
     def as_dict(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "variant": self.variant, "message": self.message}

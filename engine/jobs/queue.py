@@ -36,7 +36,8 @@ def ordinal(n: int) -> str:
 
 def job_state(run: Run, places: dict[int, int]) -> str:
     """``queued (2nd in line)``, ``running (1 of 3 variants done)`` with where the pilot is
-    when its process has said (``; fp8-weights: pass 2 of 3``), or the run's status."""
+    when its process has said (``; fp8-weights: pass 2/3: generating 1-32 of 32``), or the
+    run's status."""
     if run.id in places:
         return f"queued ({ordinal(places[run.id])} in line)"
     if run.status == Status.RUNNING:
