@@ -121,7 +121,7 @@ def test_queued_runs_have_their_place_in_line_and_a_refused_submit_undoes_the_qu
     from engine.core.domain import RunProgress
     from engine.pilot.liveness import Heartbeat
 
-    with Heartbeat(store, ids[2], every_s=30, progress_s=0.05) as beat:
+    with Heartbeat(store, ids[2], every_s=0.05) as beat:
         beat.record(RunProgress(0.75, "v", "pass 2: generating 1-2 of 2"))
         deadline = time.monotonic() + 10
         while store.get_run(ids[2]).progress is None and time.monotonic() < deadline:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from datetime import UTC, datetime
 
 from engine.core.domain import Run, RunOwner, RunProgress, Status
 from engine.store.store import Store
 
 HEARTBEAT_S = 10.0  # how often a running pilot says it is alive
-PROGRESS_S = HEARTBEAT_S  # how soon after a change it stores where it is (Heartbeat.record):
-# no more often than the heartbeat: writes every 2 s raised a CPU pass's peak RSS by 16%
 STALE_S = 300.0  # a heartbeat this old means the owner is gone (long model loads stay under it)
 
 
@@ -35,13 +32,12 @@ class Heartbeat:
 
     ``record(progress)`` keeps where the pilot is, in memory only: the pilot calls it from
     its own thread, inside timed passes too, so it must cost nothing. The heartbeat's thread
-    stores it (``Store.beat``) within ``PROGRESS_S`` of a change, so a follower in another
-    process (a Ray-run pilot's CLI or page) can show it."""
+    stores it with each beat (``Store.beat``), so a follower in another process (a Ray-run
+    pilot's CLI or page) can show it; no more often than that: writes every 2 s raised a CPU
+    pass's peak RSS by 16%."""
 
-    def __init__(self, store: Store, run_id: int, every_s: float = HEARTBEAT_S,
-                 progress_s: float = PROGRESS_S):
+    def __init__(self, store: Store, run_id: int, every_s: float = HEARTBEAT_S):
         self.store, self.run_id, self.every_s = store, run_id, every_s
-        self.progress_s = progress_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._latest: RunProgress | None = None  # set by the pilot's thread (one reference)
@@ -57,23 +53,18 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
-        said, last = None, time.monotonic()
-        while not self._stop.wait(min(self.every_s, self.progress_s)):
-            news = self._latest if self._latest is not said else None
-            if news is None and time.monotonic() - last < self.every_s:
-                continue
+        while not self._stop.wait(self.every_s):
             try:
-                if not self.store.beat(self.run_id, os.getpid(), news):
+                if not self.store.beat(self.run_id, os.getpid(), self._latest):
                     return  # claimed by another process: stop speaking for it
             except Exception:  # noqa: BLE001 - a locked or unreachable store: try next beat
                 continue
-            said, last = news or said, time.monotonic()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.every_s + 5)
-        if self._latest is not None:  # the last word, said within PROGRESS_S or not
+        if self._latest is not None:  # the last word, though no beat is due yet
             try:
                 self.store.beat(self.run_id, os.getpid(), self._latest)
             except Exception:  # noqa: BLE001 - a display hint: never fail the run for it
