@@ -141,8 +141,8 @@ def _follow(store, run_id: int, settings: Settings, address, on_progress):
             stop_run(store, run_id, Status.INTERRUPTED, f"Interrupted: {stop.signame} while "
                      "it ran as a Ray task; `roilab resume` finishes it.")
         elif run.status not in (Status.INTERRUPTED, Status.CANCELLED):
-            print(f"run {run_id} finished before {stop.signame} could stop it", file=sys.stderr)
             return run  # its table and exit status, as if not stopped: nothing was lost
+            # (_watched says the stop came too late)
         raise
 
 
@@ -154,16 +154,28 @@ class _Stopped(KeyboardInterrupt):
         self.signame = signame
 
 
-def _stop_on_signals() -> dict:
+def _stop_on_signals(asked: list[str] | None = None) -> dict:
     """SIGINT and SIGTERM (a job scheduler, `kill`) both stop the pilot like Ctrl+C, so
     run_pilot marks the stored run interrupted instead of leaving it 'running' for ever.
+    Each signal's name is also appended to ``asked``: Python drops an exception raised
+    where the handler happened to run inside a gc callback or a ``__del__`` ("Exception
+    ignored in"), so the caller raises it again where it can (``_raise_if_asked``).
     Returns the previous handlers, to put back."""
     import signal
 
     def stop(signum, _frame):
-        raise _Stopped(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if asked is not None:
+            asked.append(name)
+        raise _Stopped(name)
 
     return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _raise_if_asked(asked: list[str]) -> None:
+    """A stop that was asked for and dropped (above) is raised again, once, from here."""
+    if asked:
+        raise _Stopped(asked.pop(0)) from None
 
 
 def pilot_from_args(args, settings: Settings):
@@ -289,7 +301,10 @@ def _watched(run_id: int, settings: Settings, go):
     # QUIET_FRAME_S: a followed GPU pilot otherwise wrote one a second, 54 KB in 10 minutes
     tty, last = sys.stderr.isatty(), {"frame": None, "at": 0.0}
 
+    asked: list[str] = []  # signals whose _Stopped may have been dropped; raised from here
+
     def on_progress(p) -> None:
+        _raise_if_asked(asked)  # the pilot calls this at every step, so a stop lands here
         n, text = round(p.fraction * 100), terminal_safe(f"{p.variant}: {p.message}")[:60]
         if not tty and last["frame"] == (n, text) and \
                 time.monotonic() - last["at"] < QUIET_FRAME_S:
@@ -300,7 +315,7 @@ def _watched(run_id: int, settings: Settings, go):
 
     import signal
 
-    previous = _stop_on_signals()
+    previous = _stop_on_signals(asked)
     try:
         run = go(on_progress)
     except _Stopped as stop:
@@ -312,6 +327,8 @@ def _watched(run_id: int, settings: Settings, go):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     bar.close()
+    if asked:  # asked, but the run finished first: its table and exit status, nothing lost
+        print(f"run {run_id} finished before {asked[0]} could stop it", file=sys.stderr)
     print_run(run.id, settings)
     return run
 
