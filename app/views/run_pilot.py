@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import data, nav, ui
 from engine.backends.base import default_dtype
-from engine.core.domain import Status
+from engine.core.domain import Run, Status
 from engine.core.errors import RoilabError, SpecError
 from engine.ingest.review import default_workload, small_workload_warning
 from engine.jobs.ray_executor import asked
@@ -238,6 +238,23 @@ def _render_watch() -> None:
         watch_run(run_id)
 
 
+def now_measuring(run: Run) -> str:
+    """Which variant the pilot is at: the one its process last named (interleaved variants
+    are all 'running' at once, so the first of them is not it), else the running ones."""
+    names = [v.name for v in run.variants]
+    said = run.progress.variant if run.progress and run.status == Status.RUNNING else None
+    if said in names:
+        return f"Now measuring '{said}' (variant {names.index(said) + 1} of {len(names)})."
+    running = [v.name for v in run.variants if v.status == Status.RUNNING]
+    if len(running) == 1:
+        return (f"Now measuring '{running[0]}' (variant {names.index(running[0]) + 1} of "
+                f"{len(names)}).")
+    if running:
+        return "Now measuring " + ", ".join(f"'{n}'" for n in running) + \
+            " in interleaved rounds."
+    return ""
+
+
 @st.fragment(run_every=WATCH_EVERY_S)
 def watch_run(run_id: int, rerun_page_when_finished: bool = False) -> None:
     """Queued / running / finished, re-read from the store every few seconds while the page
@@ -255,10 +272,8 @@ def watch_run(run_id: int, rerun_page_when_finished: bool = False) -> None:
     st.progress(said if said is not None else (done / n if n else 0.0),
                 text=f"Pilot #{run.id}: {state}")
     if not run.status.finished:
-        current = next((v for v in run.variants if v.status == Status.RUNNING), None)
-        if current is not None:
-            st.caption(ui.escape_md(f"Now measuring '{current.name}' (variant "
-                                    f"{run.variants.index(current) + 1} of {n})."))
+        if text := now_measuring(run):
+            st.caption(ui.escape_md(text))
         return
     if run.status == Status.FAILED:  # engine.pilot.runner.pilot_outcome says which and why
         st.error(ui.escape_md(f"Pilot #{run.id} failed, stored as such. {run.error}"))
