@@ -92,6 +92,7 @@ class LoadedVariant:
     sent: list[list[dict]]
     compress_s: list[float]
     prepare_peak: int | None
+    prepare_how: str | None  # how prepare_peak was counted (_prompt_stage_peak)
     order: list[int]
     stages: int  # prompt-stage techniques
     warm: warmup.WarmUp | None = None  # what the warm-up ran
@@ -184,6 +185,10 @@ class LoadedVariant:
         peak = protocol.spread([p.peak_mem_bytes for p in protocol.memory_passes(passes)])
         peak_bytes = max(int(peak.median), self.prepare_peak or 0) if peak else self.prepare_peak
         report["memory"]["peak_bytes"] = peak_bytes
+        if self.prepare_peak is not None and peak_bytes == self.prepare_peak:
+            report["memory"]["peak_method"] = (
+                "the prompt stage's peak, higher than the timed passes' ("
+                f"{report['memory'].get('peak_method') or 'not measured'}): {self.prepare_how}")
         info = self.info
         return results, VariantMeasurements(
             load_s=info.load_s, weight_bytes=info.weight_bytes, peak_mem_bytes=peak_bytes,
@@ -223,7 +228,7 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
                                                             notify)
         # Whatever a prompt-stage technique loaded (LLMLingua's scoring model) counts in the
         # variant's peak; without one, what loading and warming up left is not serving.
-        prepare_peak = backend.peak_memory_bytes() if prompt_reports else None
+        prepare_peak, prepare_how = _prompt_stage_peak(vspec, info, backend, prompt_reports)
         order = protocol.batch_order(backend, sent)  # bookkeeping, outside every timed pass
         # The variant's own requests, untimed, at the batch size and output length of the
         # timed passes, until the engine is at steady state: otherwise the first timed pass
@@ -242,9 +247,28 @@ def load_variant(vspec: VariantSpec, requests: list[StoredRequest], calibration:
                          settings=settings, notify=notify,
                          report={**info.technique_report, **prompt_reports},
                          originals=originals, sent=sent, compress_s=compress_s,
-                         prepare_peak=prepare_peak, order=order,
+                         prepare_peak=prepare_peak, prepare_how=prepare_how, order=order,
                          stages=len(prompt_reports), warm=warm, replays=replays,
                          min_pass_s=min_pass_s, device_kind=kind)
+
+
+def _prompt_stage_peak(vspec: VariantSpec, info: LoadInfo, backend: Backend,
+                       reports: dict) -> tuple[int | None, str | None]:
+    """The variant's peak memory while its prompts were prepared (None without a prompt
+    stage), and how it was counted. With transformers on the CPU, from exact parts as a timed pass's is: the served
+    model's weights plus the most one technique held beside them (its weights and the RSS one
+    request added, ``host_bytes_held``); the techniques run one after another, each freeing
+    its model. Elsewhere (a GPU's counters, vLLM's engine process) the backend's own peak."""
+    if not reports:
+        return None, None
+    held = [r.get("host_bytes_held") for r in reports.values()]
+    if vspec.backend == "transformers" and _device_kind(vspec, info) == "cpu" \
+            and info.weight_bytes and all(isinstance(h, int) for h in held):
+        return info.weight_bytes + max(held), (
+            "the served model's weights plus the most a prompt-stage model held beside them: "
+            "its weights, counted exactly, and the most one request's compression added to "
+            "the RSS after an untimed warm-up compression")
+    return backend.peak_memory_bytes(), "measured while its prompt-stage models were loaded"
 
 
 def _device_kind(vspec: VariantSpec, info: LoadInfo) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,7 @@ def prepare_prompts(spec: CompressPrompt, prompts: list[Messages], ctx: PromptCo
         scorer = os.path.abspath(os.path.expanduser(spec.scorer_model))
     compressor = PromptCompressorAdapter(scorer, device=ctx.device,
                                          cache_dir=ctx.settings.cache_dir, method=spec.method)
+    warm_up_s = _warm_up(compressor, spec, prompts)
     sent, seconds, rows = [], [], []
     for i, messages in enumerate(prompts):
         notify(i, f"compressing prompt {i + 1}/{len(prompts)}")
@@ -117,7 +119,26 @@ def prepare_prompts(spec: CompressPrompt, prompts: list[Messages], ctx: PromptCo
                      "ratio": res.ratio, "compress_s": res.seconds, "skipped": res.skipped,
                      "method": res.method, "peak_rss_growth_bytes": res.peak_rss_growth_bytes})
     compressor.close()
-    return PreparedPrompts(sent, seconds, _report(spec, scorer, compressor, seconds, rows))
+    report = _report(spec, scorer, compressor, seconds, rows)
+    report["warm_up_s"] = warm_up_s
+    if str(ctx.device).startswith("cpu") and compressor.weight_bytes:
+        # Held beside the served model while compressing: the scorer's weights (counted
+        # exactly) and the most one compression added to the RSS. Not the process's sampled
+        # RSS peak: that moved 16% between two demos (what the scorer's memory-mapped file
+        # had paged in when a 50-ms sample landed), where these parts repeat.
+        report["host_bytes_held"] = compressor.weight_bytes + report["peak_rss_growth_bytes_max"]
+    return PreparedPrompts(sent, seconds, report)
+
+
+def _warm_up(compressor: PromptCompressorAdapter, spec: CompressPrompt,
+             prompts: list[Messages]) -> float:
+    """One untimed compression (of the first prompt that is compressed at all), so the first
+    request's seconds and RSS growth do not include paging the scorer's weights in."""
+    start = time.perf_counter()
+    for messages in prompts:
+        if not compressor.compress(messages, rate=spec.rate, min_tokens=spec.min_tokens).skipped:
+            break
+    return time.perf_counter() - start
 
 
 def _report(spec: CompressPrompt, scorer: str, compressor: PromptCompressorAdapter,
