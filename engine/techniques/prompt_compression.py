@@ -108,6 +108,7 @@ def prepare_prompts(spec: CompressPrompt, prompts: list[Messages], ctx: PromptCo
         scorer = os.path.abspath(os.path.expanduser(spec.scorer_model))
     compressor = PromptCompressorAdapter(scorer, device=ctx.device,
                                          cache_dir=ctx.settings.cache_dir, method=spec.method)
+    notify(0, "warming up the scorer: one untimed compression")
     warm_up_s = _warm_up(compressor, spec, prompts)
     sent, seconds, rows = [], [], []
     for i, messages in enumerate(prompts):
