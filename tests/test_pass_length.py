@@ -262,7 +262,12 @@ def test_the_pilots_own_work_is_never_called_busy_but_other_processes_are() -> N
             p.kill()
             p.wait()
     assert os.getloadavg()[0] >= 0  # the load average itself counts them: not used for busy
-    assert mine["others_load"] is not None and mine["others_load"] < 0.5 * cpus, mine
+    # Ours are not counted (4 runnable loops on 2 CPUs here). What is left is other tasks
+    # queued behind two saturated CPUs: an idle Ray head's raylet and gRPC timers, kernel
+    # threads. CI's preview of 8e6efdd counted 1.0 of them (with Ray heads of earlier tests
+    # up), so the bound is the busy line itself, with ours well under it.
+    assert mine["others_load"] is not None
+    assert mine["others_load"] < protocol.BUSY_LOAD_PER_CPU * cpus, mine
     assert protocol.busy_reason(mine) is None, mine
 
     pids = [int(subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
@@ -276,6 +281,7 @@ def test_the_pilots_own_work_is_never_called_busy_but_other_processes_are() -> N
         for pid in pids:
             os.kill(pid, 9)
     assert theirs["others_load"] > cpus, theirs
+    assert theirs["others_load"] - mine["others_load"] > cpus, (mine, theirs)
     assert protocol.busy_reason(theirs) is not None
 
 
