@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,9 +331,44 @@ def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[s
     spec = PilotSpec.model_validate(spec_json)
     if reprice:
         spec = price_on_node(spec, store, run_id)
-    with _library_log(settings, run_id):
-        run = run_pilot(spec, store, settings, run_id=run_id)
+    with _library_log(settings, run_id), _cancel_kept() as progress:
+        run = run_pilot(spec, store, settings, on_progress=progress, run_id=run_id)
     return str(run.status)
+
+
+@contextmanager
+def _cancel_kept():
+    """``ray.cancel`` stops a running task with a KeyboardInterrupt raised through the main
+    thread's SIGINT handler (``interrupt_main``). Python drops it where the handler runs
+    inside a gc callback (every timed pass has one) or a ``__del__``, and the pilot ran on to
+    "done" (CI: a pilot cancelled from Results finished instead). Ray's handler is kept; each
+    call is also noted, and the progress callback yielded here raises it again."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    asked: list[int] = []
+    ray_handler = signal.getsignal(signal.SIGINT)
+
+    def noted(signum, frame):
+        asked.append(signum)
+        if callable(ray_handler):
+            ray_handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def progress(_p) -> None:
+        if asked:
+            asked.clear()
+            raise KeyboardInterrupt("cancelled (raised again: the first was dropped)")
+
+    signal.signal(signal.SIGINT, noted)
+    try:
+        yield progress
+    finally:
+        signal.signal(signal.SIGINT, ray_handler)
 
 def price_on_node(spec: PilotSpec, store, run_id: int) -> PilotSpec:
     """A pilot priced as the device detected where it was submitted (a laptop, the
