@@ -331,14 +331,14 @@ def test_a_signal_dropped_inside_a_gc_callback_still_stops_the_pilot(capsys) -> 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop
 def test_a_ray_cancel_dropped_inside_a_gc_callback_still_stops_the_task() -> None:
     """The same drop in a Ray worker: ``ray.cancel`` interrupts the task through the main
-    thread's SIGINT handler, which the pilot task keeps and notes (ray_executor._cancel_kept);
+    thread's SIGINT handler, which the pilot task keeps and notes (engine.pilot.stops);
     CI saw a pilot cancelled from Results run on to "done". The progress callback the task
     gives run_pilot raises it again."""
     import _thread
     import gc
     from types import SimpleNamespace
 
-    from engine.jobs.ray_executor import _cancel_kept
+    from engine.pilot.stops import stops_kept
 
     def cancel_inside_a_gc_callback(phase, _info):
         if phase == "start" and not landed:
@@ -349,15 +349,15 @@ def test_a_ray_cancel_dropped_inside_a_gc_callback_still_stops_the_task() -> Non
     landed: list[bool] = []
     ran_on: list[str] = []
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt, match="raised again"):
-        with _cancel_kept() as progress:
+    with pytest.raises(KeyboardInterrupt):
+        with stops_kept((signal.SIGINT,)) as stops:
             gc.callbacks.append(cancel_inside_a_gc_callback)
             try:
                 gc.collect()
             finally:
                 gc.callbacks.remove(cancel_inside_a_gc_callback)
             ran_on.append("after the cancel")
-            progress(SimpleNamespace(fraction=0.5, variant="int8", message="generating"))
+            stops.again(SimpleNamespace(fraction=0.5, variant="int8", message="generating"))
             ran_on.append("after its next progress")
     assert landed and ran_on == ["after the cancel"]
     assert signal.getsignal(signal.SIGINT) is before  # Ray's handler is put back

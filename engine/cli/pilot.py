@@ -154,28 +154,12 @@ class _Stopped(KeyboardInterrupt):
         self.signame = signame
 
 
-def _stop_on_signals(asked: list[str] | None = None) -> dict:
+def _stop(signum: int) -> None:
     """SIGINT and SIGTERM (a job scheduler, `kill`) both stop the pilot like Ctrl+C, so
-    run_pilot marks the stored run interrupted instead of leaving it 'running' for ever.
-    Each signal's name is also appended to ``asked``: Python drops an exception raised
-    where the handler happened to run inside a gc callback or a ``__del__`` ("Exception
-    ignored in"), so the caller raises it again where it can (``_raise_if_asked``).
-    Returns the previous handlers, to put back."""
+    run_pilot marks the stored run interrupted instead of leaving it 'running' for ever."""
     import signal
 
-    def stop(signum, _frame):
-        name = signal.Signals(signum).name
-        if asked is not None:
-            asked.append(name)
-        raise _Stopped(name)
-
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _raise_if_asked(asked: list[str]) -> None:
-    """A stop that was asked for and dropped (above) is raised again, once, from here."""
-    if asked:
-        raise _Stopped(asked.pop(0)) from None
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def pilot_from_args(args, settings: Settings):
@@ -301,10 +285,12 @@ def _watched(run_id: int, settings: Settings, go):
     # QUIET_FRAME_S: a followed GPU pilot otherwise wrote one a second, 54 KB in 10 minutes
     tty, last = sys.stderr.isatty(), {"frame": None, "at": 0.0}
 
-    asked: list[str] = []  # signals whose _Stopped may have been dropped; raised from here
+    import signal
+
+    from engine.pilot.stops import stops_kept
 
     def on_progress(p) -> None:
-        _raise_if_asked(asked)  # the pilot calls this at every step, so a stop lands here
+        stops.again()  # a stop Python dropped (engine.pilot.stops): the pilot calls this often
         n, text = round(p.fraction * 100), terminal_safe(f"{p.variant}: {p.message}")[:60]
         if not tty and last["frame"] == (n, text) and \
                 time.monotonic() - last["at"] < QUIET_FRAME_S:
@@ -313,22 +299,18 @@ def _watched(run_id: int, settings: Settings, go):
         bar.n = n
         bar.set_postfix_str(text)
 
-    import signal
-
-    previous = _stop_on_signals(asked)
     try:
-        run = go(on_progress)
+        with stops_kept((signal.SIGINT, signal.SIGTERM), _stop) as stops:
+            run = go(on_progress)
     except _Stopped as stop:
         bar.close()
         print(f"interrupted: run {run_id} stopped by {stop.signame}; it is stored as "
               "interrupted, finished variants keep their results", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT[stop.signame]) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     bar.close()
-    if asked:  # asked, but the run finished first: its table and exit status, nothing lost
-        print(f"run {run_id} finished before {asked[0]} could stop it", file=sys.stderr)
+    if stops.asked:  # asked, but the run finished first: its table and exit status, nothing lost
+        print(f"run {run_id} finished before {signal.Signals(stops.asked[0]).name} could stop "
+              "it", file=sys.stderr)
     print_run(run.id, settings)
     return run
 

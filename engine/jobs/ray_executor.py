@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,10 +317,13 @@ def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[s
     """The Ray task: run the pilot of run ``run_id`` in this worker; its final status.
     ``reprice``: priced as the device detected where it was submitted, so priced here as
     this node's (``price_on_node``) before anything is measured."""
+    import signal
+
     import ray
 
     from engine.jobs.node import this_node
     from engine.pilot.runner import run_pilot
+    from engine.pilot.stops import stops_kept
     from engine.store.store import Store
 
     settings = Settings.model_validate(settings_json)
@@ -331,44 +333,12 @@ def run_pilot_task(spec_json: dict[str, Any], run_id: int, settings_json: dict[s
     spec = PilotSpec.model_validate(spec_json)
     if reprice:
         spec = price_on_node(spec, store, run_id)
-    with _library_log(settings, run_id), _cancel_kept() as progress:
-        run = run_pilot(spec, store, settings, on_progress=progress, run_id=run_id)
+    # ray.cancel interrupts the task through Ray's SIGINT handler, kept: a cancel that Python
+    # dropped is raised again at the pilot's next progress (engine.pilot.stops)
+    with _library_log(settings, run_id), stops_kept((signal.SIGINT,)) as stops:
+        run = run_pilot(spec, store, settings, on_progress=stops.again, run_id=run_id)
     return str(run.status)
 
-
-@contextmanager
-def _cancel_kept():
-    """``ray.cancel`` stops a running task with a KeyboardInterrupt raised through the main
-    thread's SIGINT handler (``interrupt_main``). Python drops it where the handler runs
-    inside a gc callback (every timed pass has one) or a ``__del__``, and the pilot ran on to
-    "done" (CI: a pilot cancelled from Results finished instead). Ray's handler is kept; each
-    call is also noted, and the progress callback yielded here raises it again."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield None
-        return
-    asked: list[int] = []
-    ray_handler = signal.getsignal(signal.SIGINT)
-
-    def noted(signum, frame):
-        asked.append(signum)
-        if callable(ray_handler):
-            ray_handler(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    def progress(_p) -> None:
-        if asked:
-            asked.clear()
-            raise KeyboardInterrupt("cancelled (raised again: the first was dropped)")
-
-    signal.signal(signal.SIGINT, noted)
-    try:
-        yield progress
-    finally:
-        signal.signal(signal.SIGINT, ray_handler)
 
 def price_on_node(spec: PilotSpec, store, run_id: int) -> PilotSpec:
     """A pilot priced as the device detected where it was submitted (a laptop, the
